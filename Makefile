@@ -1,0 +1,72 @@
+# krelay: `make` builds build/krelay; `make test` runs every test under
+# ASan+UBSan; `make demo` runs the relay on loopback and says what it did.
+CC      ?= cc
+PKGS     = openssl liburing
+CSTD     = -std=c17 -D_GNU_SOURCE
+WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+PKGCFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKGLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS  ?= -O2 -g
+ALL_CFLAGS = $(CSTD) $(WARN) $(CFLAGS) $(PKGCFLAGS) -Ikernel -Irelay -MMD -MP
+LDLIBS  = $(PKGLIBS) -lpthread
+SAN     = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+KERNEL_SRCS = kernel/ring.c kernel/probe.c kernel/ktls.c kernel/xprt.c
+RELAY_PURE  = relay/config.c relay/smtp_parse.c relay/smtp_data.c relay/spool_format.c
+RELAY_SRCS  = $(RELAY_PURE) relay/log.c relay/tls_ctx.c relay/spool.c relay/smtp_server.c \
+              relay/worker.c relay/check.c relay/main.c
+SRCS        = $(KERNEL_SRCS) $(RELAY_SRCS)
+UNIT_TESTS  = test_config test_smtp_parse test_smtp_data test_spool_format
+
+OBJS      = $(SRCS:%.c=build/obj/%.o)
+TEST_OBJS = $(SRCS:%.c=build/test/obj/%.o)
+PURE_TEST_OBJS = $(RELAY_PURE:%.c=build/test/obj/%.o)
+
+.PHONY: all test unit demo bench deps format check-format clean
+all: build/krelay
+
+deps:
+	@scripts/deps.sh --check >/dev/null 2>&1 || scripts/deps.sh
+
+build/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+build/test/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -c $< -o $@
+
+build/krelay: $(OBJS)
+	$(CC) $(CFLAGS) -o $@ $(OBJS) $(LDLIBS)
+
+build/test/krelay: $(TEST_OBJS)
+	$(CC) $(SAN) -o $@ $(TEST_OBJS) $(LDLIBS)
+
+build/test/unit/%: tests/unit/%.c $(PURE_TEST_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -Itests/unit -o $@ $< $(PURE_TEST_OBJS) $(LDLIBS)
+
+unit: $(UNIT_TESTS:%=build/test/unit/%)
+
+test: deps
+	$(MAKE) build/krelay build/test/krelay unit
+	tests/run.sh
+
+demo: deps
+	$(MAKE) build/krelay
+	scripts/demo.sh
+
+bench: deps
+	$(MAKE) build/krelay
+	bench/inbound.sh
+
+format:
+	clang-format -i $(SRCS) kernel/*.h relay/*.h tests/unit/*.c tests/unit/*.h
+
+check-format:
+	clang-format --dry-run --Werror $(SRCS) kernel/*.h relay/*.h tests/unit/*.c tests/unit/*.h
+
+clean:
+	rm -rf build/obj build/test build/krelay
+
+-include $(OBJS:.o=.d) $(TEST_OBJS:.o=.d)

@@ -1,0 +1,285 @@
+/* ring: io_uring setup, SQE allocation with submit-on-full, batched CQE
+ * dispatch.  Loop shape: submit_and_wait_timeout, drain CQEs into a local
+ * batch, cq_advance once, then run callbacks (no callback re-enters the loop). */
+#include "ring.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define RING_BATCH 256
+
+static const char *const kind_names[RING_KIND_COUNT] = {
+    [RING_ACCEPT] = "accept",   [RING_RECV] = "recv",       [RING_SEND] = "send",
+    [RING_POLL] = "poll",       [RING_TIMEOUT] = "timeout", [RING_LINK_TIMEOUT] = "link_timeout",
+    [RING_OPEN] = "openat",     [RING_WRITE] = "write",     [RING_FSYNC] = "fsync",
+    [RING_RENAME] = "renameat", [RING_UNLINK] = "unlinkat", [RING_CLOSE] = "close",
+    [RING_CANCEL] = "cancel",   [RING_READ] = "read",       [RING_NOP] = "nop",
+};
+
+const char *ring_kind_name(unsigned kind)
+{
+	return kind < RING_KIND_COUNT ? kind_names[kind] : "?";
+}
+
+int ring_init(struct ring *r, unsigned entries)
+{
+	struct io_uring_params p;
+	int ret;
+
+	memset(r, 0, sizeof(*r));
+	memset(&p, 0, sizeof(p));
+	/* One thread owns each ring: ask for the cheapest task-work mode and
+	 * fall back on older kernels (liburing's echo-server does the same). */
+	/* Created disabled: SINGLE_ISSUER binds the ring to the task that
+	 * enables it, the worker thread (ring_enable). */
+	p.flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER |
+	          IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
+	ret = io_uring_queue_init_params(entries, &r->uring, &p);
+	if (ret == -EINVAL) {
+		memset(&p, 0, sizeof(p));
+		p.flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
+		ret = io_uring_queue_init_params(entries, &r->uring, &p);
+	}
+	if (ret == -EINVAL) {
+		memset(&p, 0, sizeof(p));
+		ret = io_uring_queue_init_params(entries, &r->uring, &p);
+	}
+	return ret;
+}
+
+int ring_enable(struct ring *r)
+{
+	if (!(r->uring.flags & IORING_SETUP_R_DISABLED))
+		return 0;
+	/* liburing 2.3's library lacks io_uring_enable_rings: call the kernel. */
+	if (syscall(__NR_io_uring_register, r->uring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL,
+	            0) < 0)
+		return -errno;
+	return 0;
+}
+
+void ring_exit(struct ring *r)
+{
+	io_uring_queue_exit(&r->uring);
+}
+
+int ring_flush(struct ring *r)
+{
+	int ret = 0;
+
+	if (r->prepared) {
+		ret = io_uring_submit(&r->uring);
+		if (ret >= 0) {
+			r->submits++;
+			r->prepared = 0;
+		}
+	}
+	return ret;
+}
+
+static struct io_uring_sqe *ring_sqe(struct ring *r)
+{
+	struct io_uring_sqe *sqe;
+
+	while ((sqe = io_uring_get_sqe(&r->uring)) == NULL) {
+		/* SQ full: hand what we have to the kernel and try again. */
+		int ret = io_uring_submit(&r->uring);
+		assert(ret >= 0 || ret == -EBUSY || ret == -EAGAIN);
+		if (ret >= 0)
+			r->submits++;
+		r->prepared = 0;
+	}
+	r->prepared++;
+	return sqe;
+}
+
+void ring_op_init(struct ring_op *op, enum ring_kind kind, ring_cb cb, void *owner)
+{
+	op->cb = cb;
+	op->owner = owner;
+	op->kind = (uint16_t)kind;
+	op->inflight = 0;
+}
+
+static void arm(struct io_uring_sqe *sqe, struct ring_op *op, bool linked)
+{
+	io_uring_sqe_set_data(sqe, op);
+	if (linked)
+		sqe->flags |= IOSQE_IO_LINK;
+	op->inflight++;
+}
+
+int ring_run_once(struct ring *r, int timeout_ms)
+{
+	struct {
+		struct ring_op *op;
+		int res;
+		unsigned flags;
+	} batch[RING_BATCH];
+	struct __kernel_timespec ts = {
+	    .tv_sec = timeout_ms / 1000,
+	    .tv_nsec = (long long)(timeout_ms % 1000) * 1000000,
+	};
+	struct io_uring_cqe *cqe, *first = NULL;
+	unsigned head, n = 0;
+	int ret;
+
+	ret = io_uring_submit_and_wait_timeout(&r->uring, &first, 1, timeout_ms >= 0 ? &ts : NULL,
+	                                       NULL);
+	r->prepared = 0;
+	r->submits++;
+	if (ret < 0 && ret != -ETIME && ret != -EINTR)
+		return ret;
+
+	io_uring_for_each_cqe (&r->uring, head, cqe) {
+		if (n == RING_BATCH)
+			break;
+		batch[n].op = io_uring_cqe_get_data(cqe);
+		batch[n].res = cqe->res;
+		batch[n].flags = cqe->flags;
+		n++;
+	}
+	io_uring_cq_advance(&r->uring, n);
+	r->completions += n;
+
+	for (unsigned i = 0; i < n; i++) {
+		struct ring_op *op = batch[i].op;
+
+		if (op == NULL || (uintptr_t)op == LIBURING_UDATA_TIMEOUT)
+			continue; /* fire-and-forget SQE, or liburing's own timeout */
+		/* A multishot accept keeps its slot while F_MORE is set; a
+		 * zero-copy send's first CQE announces its notification. */
+		if (!(batch[i].flags & IORING_CQE_F_MORE)) {
+			assert(op->inflight > 0);
+			op->inflight--;
+		}
+		op->cb(op, batch[i].res, batch[i].flags);
+	}
+	return (int)n;
+}
+
+void ring_accept_multishot(struct ring *r, struct ring_op *op, int fd)
+{
+	struct io_uring_sqe *sqe = ring_sqe(r);
+
+	io_uring_prep_multishot_accept(sqe, fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	arm(sqe, op, false);
+}
+
+void ring_recv(struct ring *r, struct ring_op *op, int fd, void *buf, size_t len, bool linked)
+{
+	struct io_uring_sqe *sqe = ring_sqe(r);
+
+	io_uring_prep_recv(sqe, fd, buf, len, 0);
+	arm(sqe, op, linked);
+}
+
+void ring_send(struct ring *r, struct ring_op *op, int fd, const void *buf, size_t len, bool linked)
+{
+	struct io_uring_sqe *sqe = ring_sqe(r);
+
+	io_uring_prep_send(sqe, fd, buf, len, MSG_NOSIGNAL);
+	arm(sqe, op, linked);
+}
+
+void ring_poll(struct ring *r, struct ring_op *op, int fd, unsigned events, bool linked)
+{
+	struct io_uring_sqe *sqe = ring_sqe(r);
+
+	io_uring_prep_poll_add(sqe, fd, events);
+	arm(sqe, op, linked);
+}
+
+void ring_read(struct ring *r, struct ring_op *op, int fd, void *buf, size_t len, uint64_t off)
+{
+	struct io_uring_sqe *sqe = ring_sqe(r);
+
+	io_uring_prep_read(sqe, fd, buf, (unsigned)len, off);
+	arm(sqe, op, false);
+}
+
+void ring_link_timeout(struct ring *r, struct ring_op *op, struct __kernel_timespec *ts)
+{
+	struct io_uring_sqe *sqe = ring_sqe(r);
+
+	io_uring_prep_link_timeout(sqe, ts, 0);
+	arm(sqe, op, false);
+}
+
+void ring_timeout(struct ring *r, struct ring_op *op, struct __kernel_timespec *ts)
+{
+	struct io_uring_sqe *sqe = ring_sqe(r);
+
+	io_uring_prep_timeout(sqe, ts, 0, 0);
+	arm(sqe, op, false);
+}
+
+void ring_openat(struct ring *r, struct ring_op *op, int dfd, const char *path, int flags,
+                 mode_t mode)
+{
+	struct io_uring_sqe *sqe = ring_sqe(r);
+
+	io_uring_prep_openat(sqe, dfd, path, flags, mode);
+	arm(sqe, op, false);
+}
+
+void ring_write(struct ring *r, struct ring_op *op, int fd, const void *buf, size_t len,
+                uint64_t off, bool linked)
+{
+	struct io_uring_sqe *sqe = ring_sqe(r);
+
+	io_uring_prep_write(sqe, fd, buf, (unsigned)len, off);
+	arm(sqe, op, linked);
+}
+
+void ring_fsync(struct ring *r, struct ring_op *op, int fd, bool datasync, bool linked)
+{
+	struct io_uring_sqe *sqe = ring_sqe(r);
+
+	io_uring_prep_fsync(sqe, fd, datasync ? IORING_FSYNC_DATASYNC : 0);
+	arm(sqe, op, linked);
+}
+
+void ring_renameat(struct ring *r, struct ring_op *op, int olddfd, const char *oldpath, int newdfd,
+                   const char *newpath, unsigned flags, bool linked)
+{
+	struct io_uring_sqe *sqe = ring_sqe(r);
+
+	io_uring_prep_renameat(sqe, olddfd, oldpath, newdfd, newpath, flags);
+	arm(sqe, op, linked);
+}
+
+void ring_unlinkat(struct ring *r, struct ring_op *op, int dfd, const char *path)
+{
+	struct io_uring_sqe *sqe = ring_sqe(r);
+
+	io_uring_prep_unlinkat(sqe, dfd, path, 0);
+	arm(sqe, op, false);
+}
+
+void ring_close(struct ring *r, struct ring_op *op, int fd)
+{
+	struct io_uring_sqe *sqe = ring_sqe(r);
+
+	io_uring_prep_close(sqe, fd);
+	arm(sqe, op, false);
+}
+
+void ring_cancel_fd(struct ring *r, struct ring_op *op, int fd)
+{
+	struct io_uring_sqe *sqe = ring_sqe(r);
+
+	io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+	arm(sqe, op, false);
+}
+
+void ring_nop(struct ring *r, struct ring_op *op)
+{
+	struct io_uring_sqe *sqe = ring_sqe(r);
+
+	io_uring_prep_nop(sqe);
+	arm(sqe, op, false);
+}

@@ -1,0 +1,96 @@
+/* ring: one io_uring per worker thread, typed operation records, batched
+ * completion dispatch.  The ring knows nothing about SMTP or TLS. */
+#ifndef KRELAY_RING_H
+#define KRELAY_RING_H
+
+#include <liburing.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct ring_op;
+
+/* Called once per completion of the operation; op may be reused or freed by
+ * the callee only when it holds no other completion (see ring_op_busy). */
+typedef void (*ring_cb)(struct ring_op *op, int res, unsigned flags);
+
+enum ring_kind {
+	RING_ACCEPT,
+	RING_RECV,
+	RING_SEND,
+	RING_POLL,
+	RING_TIMEOUT,
+	RING_LINK_TIMEOUT,
+	RING_OPEN,
+	RING_WRITE,
+	RING_FSYNC,
+	RING_RENAME,
+	RING_UNLINK,
+	RING_CLOSE,
+	RING_CANCEL,
+	RING_READ,
+	RING_NOP,
+	RING_KIND_COUNT
+};
+
+/* Embedded in its owner; user_data of every SQE points at one of these. */
+struct ring_op {
+	ring_cb cb;
+	void *owner;
+	uint16_t kind;     /* enum ring_kind, for tracing and error tables */
+	uint16_t inflight; /* completions still expected */
+};
+
+struct ring {
+	struct io_uring uring;
+	unsigned prepared; /* SQEs prepared since last submit */
+	uint64_t completions;
+	uint64_t submits;
+};
+
+int ring_init(struct ring *r, unsigned entries);
+/* Call from the thread that will own the ring, before anything else. */
+int ring_enable(struct ring *r);
+void ring_exit(struct ring *r);
+const char *ring_kind_name(unsigned kind);
+
+/* One turn of the loop: submit what is prepared, wait up to timeout_ms for at
+ * least one completion, drain all completions, mark them seen at once, then
+ * run their callbacks.  Returns the number of completions handled or -errno. */
+int ring_run_once(struct ring *r, int timeout_ms);
+
+/* Submit what is prepared without waiting. */
+int ring_flush(struct ring *r);
+
+void ring_op_init(struct ring_op *op, enum ring_kind kind, ring_cb cb, void *owner);
+static inline bool ring_op_busy(const struct ring_op *op)
+{
+	return op->inflight != 0;
+}
+
+/* Preparation helpers: each takes an idle op record and arms it. */
+void ring_accept_multishot(struct ring *r, struct ring_op *op, int fd);
+void ring_recv(struct ring *r, struct ring_op *op, int fd, void *buf, size_t len, bool linked);
+void ring_send(struct ring *r, struct ring_op *op, int fd, const void *buf, size_t len,
+               bool linked);
+void ring_poll(struct ring *r, struct ring_op *op, int fd, unsigned events, bool linked);
+void ring_read(struct ring *r, struct ring_op *op, int fd, void *buf, size_t len, uint64_t off);
+/* Arms a link timeout for the SQE prepared just before (which must have been
+ * prepared with linked=true). */
+void ring_link_timeout(struct ring *r, struct ring_op *op, struct __kernel_timespec *ts);
+void ring_timeout(struct ring *r, struct ring_op *op, struct __kernel_timespec *ts);
+void ring_openat(struct ring *r, struct ring_op *op, int dfd, const char *path, int flags,
+                 mode_t mode);
+void ring_write(struct ring *r, struct ring_op *op, int fd, const void *buf, size_t len,
+                uint64_t off, bool linked);
+void ring_fsync(struct ring *r, struct ring_op *op, int fd, bool datasync, bool linked);
+void ring_renameat(struct ring *r, struct ring_op *op, int olddfd, const char *oldpath, int newdfd,
+                   const char *newpath, unsigned flags, bool linked);
+void ring_unlinkat(struct ring *r, struct ring_op *op, int dfd, const char *path);
+void ring_close(struct ring *r, struct ring_op *op, int fd);
+/* Completes at once on the next turn: runs a step outside the caller's stack. */
+void ring_nop(struct ring *r, struct ring_op *op);
+/* Cancels every operation pending on fd. */
+void ring_cancel_fd(struct ring *r, struct ring_op *op, int fd);
+
+#endif

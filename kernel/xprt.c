@@ -1,0 +1,435 @@
+/* xprt: see xprt.h.  Each direction has one operation record and one linked
+ * timeout record; a direction's outcome is decided once both completions are
+ * in (either may arrive first). */
+#include "xprt.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <openssl/err.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void rd_cb(struct ring_op *op, int res, unsigned flags);
+static void rd_to_cb(struct ring_op *op, int res, unsigned flags);
+static void wr_cb(struct ring_op *op, int res, unsigned flags);
+static void wr_to_cb(struct ring_op *op, int res, unsigned flags);
+static void cancel_cb(struct ring_op *op, int res, unsigned flags);
+
+int xprt_init(struct xprt *x, struct ring *ring, int fd, const struct caps *caps, size_t in_cap,
+              size_t out_max, xprt_cb cb, void *owner)
+{
+	memset(x, 0, sizeof(*x));
+	x->ring = ring;
+	x->fd = fd;
+	x->caps = caps;
+	x->cb = cb;
+	x->owner = owner;
+	x->in_cap = in_cap;
+	x->out_max = out_max;
+	x->timeout_s = 300;
+	x->in = malloc(in_cap);
+	if (x->in == NULL)
+		return -ENOMEM;
+	ring_op_init(&x->op_rd, RING_RECV, rd_cb, x);
+	ring_op_init(&x->op_rd_to, RING_LINK_TIMEOUT, rd_to_cb, x);
+	ring_op_init(&x->op_wr, RING_SEND, wr_cb, x);
+	ring_op_init(&x->op_wr_to, RING_LINK_TIMEOUT, wr_to_cb, x);
+	ring_op_init(&x->op_cancel, RING_CANCEL, cancel_cb, x);
+	return 0;
+}
+
+void xprt_set_timeout(struct xprt *x, unsigned seconds)
+{
+	x->timeout_s = seconds;
+}
+
+static void set_ssl_error(struct xprt *x, const char *what)
+{
+	unsigned long e = ERR_peek_last_error();
+	char buf[120];
+
+	if (e != 0) {
+		ERR_error_string_n(e, buf, sizeof(buf));
+		snprintf(x->error, sizeof(x->error), "%s: %s", what, buf);
+	} else {
+		snprintf(x->error, sizeof(x->error), "%s: %s", what,
+		         errno ? strerror(errno) : "connection closed");
+	}
+	ERR_clear_error();
+}
+
+/* Arms op_rd (already prepared by the caller, linked) with its timeout. */
+static void arm_rd_timeout(struct xprt *x)
+{
+	x->rd_ts.tv_sec = x->timeout_s;
+	x->rd_ts.tv_nsec = 0;
+	ring_link_timeout(x->ring, &x->op_rd_to, &x->rd_ts);
+}
+
+static void arm_wr_timeout(struct xprt *x)
+{
+	x->wr_ts.tv_sec = x->timeout_s;
+	x->wr_ts.tv_nsec = 0;
+	ring_link_timeout(x->ring, &x->op_wr_to, &x->wr_ts);
+}
+
+static void rd_poll(struct xprt *x, unsigned events)
+{
+	x->reading = true;
+	x->op_rd.kind = RING_POLL;
+	ring_poll(x->ring, &x->op_rd, x->fd, events, true);
+	arm_rd_timeout(x);
+}
+
+static void wr_poll(struct xprt *x, unsigned events)
+{
+	x->writing = true;
+	x->op_wr.kind = RING_POLL;
+	ring_poll(x->ring, &x->op_wr, x->fd, events, true);
+	arm_wr_timeout(x);
+}
+
+void xprt_read(struct xprt *x)
+{
+	if (x->closing || x->reading || x->handshaking || x->in_len == x->in_cap)
+		return;
+	x->reading = true;
+	if (x->ssl == NULL) {
+		x->op_rd.kind = RING_RECV;
+		ring_recv(x->ring, &x->op_rd, x->fd, x->in + x->in_len, x->in_cap - x->in_len,
+		          true);
+		arm_rd_timeout(x);
+	} else if (SSL_has_pending(x->ssl)) {
+		x->op_rd.kind = RING_NOP; /* OpenSSL holds data: no readiness will come */
+		ring_nop(x->ring, &x->op_rd);
+	} else {
+		rd_poll(x, POLLIN);
+	}
+}
+
+void xprt_consume(struct xprt *x, size_t n)
+{
+	assert(n <= x->in_len);
+	memmove(x->in, x->in + n, x->in_len - n);
+	x->in_len -= n;
+}
+
+void xprt_discard_input(struct xprt *x)
+{
+	x->in_len = 0;
+}
+
+/* Returns a closing outcome for a direction whose op failed. */
+static enum xprt_event failure(struct xprt *x, int res, int to_res, const char *dir)
+{
+	if (res == -ECANCELED && to_res == -ETIME) {
+		snprintf(x->error, sizeof(x->error), "%s timeout after %us", dir, x->timeout_s);
+		return XPRT_TIMEOUT;
+	}
+	snprintf(x->error, sizeof(x->error), "%s: %s", dir, strerror(-res));
+	return XPRT_ERROR;
+}
+
+static void maybe_closed(struct xprt *x)
+{
+	if (x->closed || ring_op_busy(&x->op_rd) || ring_op_busy(&x->op_rd_to) ||
+	    ring_op_busy(&x->op_wr) || ring_op_busy(&x->op_wr_to) || ring_op_busy(&x->op_cancel))
+		return;
+	x->closed = true;
+	if (x->ssl != NULL)
+		SSL_free(x->ssl);
+	x->ssl = NULL;
+	close(x->fd);
+	free(x->in);
+	free(x->out);
+	x->in = x->out = NULL;
+	x->cb(x->owner, XPRT_CLOSED, 0); /* x may be dangling after this call */
+}
+
+static void tls_read(struct xprt *x)
+{
+	int n, e;
+
+	ERR_clear_error();
+	errno = 0;
+	n = SSL_read(x->ssl, x->in + x->in_len, (int)(x->in_cap - x->in_len));
+	if (x->keyupdate && x->ktls.tx) {
+		snprintf(x->error, sizeof(x->error),
+		         "peer sent a TLS KeyUpdate on a kTLS connection: closing");
+		x->cb(x->owner, XPRT_ERROR, -EPROTO);
+		return;
+	}
+	if (n > 0) {
+		x->in_len += (size_t)n;
+		x->cb(x->owner, XPRT_READ, 0);
+		return;
+	}
+	e = SSL_get_error(x->ssl, n);
+	if (e == SSL_ERROR_WANT_READ) {
+		rd_poll(x, POLLIN);
+	} else if (e == SSL_ERROR_WANT_WRITE) {
+		rd_poll(x, POLLOUT);
+	} else if (e == SSL_ERROR_ZERO_RETURN ||
+	           (e == SSL_ERROR_SYSCALL && errno == 0 && ERR_peek_error() == 0)) {
+		x->cb(x->owner, XPRT_EOF, 0);
+	} else {
+		set_ssl_error(x, "TLS read");
+		x->cb(x->owner, XPRT_ERROR, -EPROTO);
+	}
+}
+
+static void hs_step(struct xprt *x)
+{
+	int r, e;
+
+	ERR_clear_error();
+	errno = 0;
+	r = SSL_do_handshake(x->ssl);
+	if (r == 1) {
+		x->handshaking = false;
+		ktls_query(x->ssl, x->caps, &x->ktls);
+		x->cb(x->owner, XPRT_TLS_OK, 0);
+		return;
+	}
+	e = SSL_get_error(x->ssl, r);
+	if (e == SSL_ERROR_WANT_READ) {
+		rd_poll(x, POLLIN);
+	} else if (e == SSL_ERROR_WANT_WRITE) {
+		rd_poll(x, POLLOUT);
+	} else {
+		set_ssl_error(x, "TLS handshake");
+		x->cb(x->owner, XPRT_ERROR, -EPROTO);
+	}
+}
+
+static void rd_complete(struct xprt *x)
+{
+	int res = x->rd_res;
+
+	x->reading = false;
+	if (x->closing) {
+		maybe_closed(x);
+		return;
+	}
+	if (x->op_rd.kind != RING_NOP && res < 0) {
+		enum xprt_event ev = failure(x, res, x->rd_to_res, "read");
+		x->cb(x->owner, ev, res);
+		return;
+	}
+	if (x->handshaking) {
+		hs_step(x);
+	} else if (x->op_rd.kind == RING_RECV) {
+		if (res == 0) {
+			x->cb(x->owner, XPRT_EOF, 0);
+			return;
+		}
+		x->in_len += (size_t)res;
+		x->cb(x->owner, XPRT_READ, 0);
+	} else {
+		tls_read(x);
+	}
+}
+
+static void rd_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct xprt *x = op->owner;
+
+	x->rd_res = res;
+	if (!ring_op_busy(&x->op_rd_to))
+		rd_complete(x);
+}
+
+static void rd_to_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct xprt *x = op->owner;
+
+	x->rd_to_res = res;
+	if (!ring_op_busy(&x->op_rd))
+		rd_complete(x);
+}
+
+int xprt_write(struct xprt *x, const void *buf, size_t len)
+{
+	size_t live = x->out_len - x->out_off;
+
+	if (live + len > x->out_max)
+		return -ENOBUFS;
+	if (x->out_off > 0 && !x->writing) {
+		memmove(x->out, x->out + x->out_off, live);
+		x->out_len = live;
+		x->out_off = 0;
+	}
+	if (x->out_len + len > x->out_cap) {
+		size_t cap = x->out_cap ? x->out_cap : 1024;
+		char *p;
+
+		while (cap < x->out_len + len)
+			cap *= 2;
+		p = realloc(x->out, cap);
+		if (p == NULL)
+			return -ENOMEM;
+		x->out = p;
+		x->out_cap = cap;
+	}
+	memcpy(x->out + x->out_len, buf, len);
+	x->out_len += len;
+	return 0;
+}
+
+int xprt_printf(struct xprt *x, const char *fmt, ...)
+{
+	char buf[2048];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return -EINVAL;
+	return xprt_write(x, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
+}
+
+size_t xprt_pending(const struct xprt *x)
+{
+	return x->out_len - x->out_off;
+}
+
+static void send_more(struct xprt *x)
+{
+	x->writing = true;
+	x->op_wr.kind = RING_SEND;
+	ring_send(x->ring, &x->op_wr, x->fd, x->out + x->out_off, x->out_len - x->out_off, true);
+	arm_wr_timeout(x);
+}
+
+void xprt_flush(struct xprt *x)
+{
+	if (x->closing || x->writing || x->handshaking)
+		return;
+	if (xprt_pending(x) > 0 && (x->ssl == NULL || x->ktls.tx)) {
+		send_more(x); /* cleartext, or plaintext that the kernel encrypts */
+		return;
+	}
+	x->writing = true;
+	x->op_wr.kind = RING_NOP;
+	ring_nop(x->ring, &x->op_wr);
+}
+
+static void written(struct xprt *x)
+{
+	x->out_off = x->out_len = 0;
+	x->cb(x->owner, XPRT_WRITTEN, 0);
+}
+
+static void tls_write(struct xprt *x)
+{
+	while (x->out_off < x->out_len) {
+		int n, e;
+
+		ERR_clear_error();
+		errno = 0;
+		n = SSL_write(x->ssl, x->out + x->out_off, (int)(x->out_len - x->out_off));
+		if (n > 0) {
+			x->out_off += (size_t)n;
+			continue;
+		}
+		e = SSL_get_error(x->ssl, n);
+		if (e == SSL_ERROR_WANT_WRITE) {
+			wr_poll(x, POLLOUT);
+		} else if (e == SSL_ERROR_WANT_READ) {
+			wr_poll(x, POLLIN);
+		} else {
+			set_ssl_error(x, "TLS write");
+			x->cb(x->owner, XPRT_ERROR, -EPROTO);
+		}
+		return;
+	}
+	written(x);
+}
+
+static void wr_complete(struct xprt *x)
+{
+	int res = x->wr_res;
+
+	x->writing = false;
+	if (x->closing) {
+		maybe_closed(x);
+		return;
+	}
+	if (x->op_wr.kind != RING_NOP && res < 0) {
+		enum xprt_event ev = failure(x, res, x->wr_to_res, "write");
+		x->cb(x->owner, ev, res);
+		return;
+	}
+	if (x->op_wr.kind == RING_SEND) {
+		x->out_off += (size_t)res;
+		if (x->out_off < x->out_len)
+			send_more(x);
+		else
+			written(x);
+	} else if (x->ssl != NULL && !x->ktls.tx) {
+		tls_write(x);
+	} else if (xprt_pending(x) > 0) {
+		send_more(x);
+	} else {
+		written(x);
+	}
+}
+
+static void wr_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct xprt *x = op->owner;
+
+	x->wr_res = res;
+	if (!ring_op_busy(&x->op_wr_to))
+		wr_complete(x);
+}
+
+static void wr_to_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct xprt *x = op->owner;
+
+	x->wr_to_res = res;
+	if (!ring_op_busy(&x->op_wr))
+		wr_complete(x);
+}
+
+void xprt_start_tls(struct xprt *x, SSL *ssl, bool server)
+{
+	assert(!x->reading && !x->writing && x->ssl == NULL);
+	x->ssl = ssl;
+	SSL_set_fd(ssl, x->fd);
+	if (server)
+		SSL_set_accept_state(ssl);
+	else
+		SSL_set_connect_state(ssl);
+	ktls_watch_keyupdate(ssl, &x->keyupdate);
+	x->handshaking = true;
+	x->reading = true;
+	x->op_rd.kind = RING_NOP;
+	ring_nop(x->ring, &x->op_rd);
+}
+
+static void cancel_cb(struct ring_op *op, int res, unsigned flags)
+{
+	maybe_closed(op->owner);
+}
+
+void xprt_close(struct xprt *x)
+{
+	if (x->closing)
+		return;
+	x->closing = true;
+	if (x->ssl != NULL && !x->handshaking && x->error[0] == '\0') {
+		ERR_clear_error();
+		SSL_shutdown(x->ssl); /* best effort close_notify; never waits */
+		ERR_clear_error();
+	}
+	/* Always go through the ring, so XPRT_CLOSED never fires inside this call. */
+	ring_cancel_fd(x->ring, &x->op_cancel, x->fd);
+}

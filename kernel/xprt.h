@@ -1,0 +1,84 @@
+/* xprt: a stream connection on the ring, cleartext or TLS, seen by its owner
+ * only through events (OpenSMTPD's ioev habit: TLS stays inside the I/O
+ * layer).  Every completion reaches the owner from the ring's dispatch, never
+ * from inside an xprt_* call, so the owner may close itself in any handler.
+ *
+ * Cleartext: IORING_OP_RECV / IORING_OP_SEND, each linked to a timeout.
+ * TLS: OpenSSL over a socket BIO on the non-blocking fd, driven by
+ * IORING_OP_POLL_ADD readiness; with kTLS TX on, plaintext goes out through
+ * IORING_OP_SEND and the kernel encrypts it. */
+#ifndef KRELAY_XPRT_H
+#define KRELAY_XPRT_H
+
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "ktls.h"
+#include "ring.h"
+
+enum xprt_event {
+	XPRT_READ,    /* in_len grew */
+	XPRT_WRITTEN, /* everything queued was sent */
+	XPRT_TLS_OK,  /* handshake done; ktls filled in */
+	XPRT_EOF,     /* peer closed */
+	XPRT_ERROR,   /* err: -errno or -EPROTO (TLS), see xprt->error */
+	XPRT_TIMEOUT, /* a read or write waited longer than the timeout */
+	XPRT_CLOSED,  /* after xprt_close: nothing in flight, fd closed; owner may free */
+};
+
+typedef void (*xprt_cb)(void *owner, enum xprt_event ev, int err);
+
+struct xprt {
+	struct ring *ring;
+	int fd;
+	void *owner;
+	xprt_cb cb;
+	const struct caps *caps;
+
+	SSL *ssl; /* NULL while cleartext */
+	bool handshaking;
+	bool keyupdate; /* peer sent a TLS 1.3 KeyUpdate */
+	struct ktls_state ktls;
+
+	char *in;
+	size_t in_len, in_cap;
+	char *out;
+	size_t out_len, out_off, out_cap, out_max;
+
+	unsigned timeout_s;
+	bool reading, writing, closing, closed;
+	int rd_res, rd_to_res, wr_res, wr_to_res;
+	struct __kernel_timespec rd_ts, wr_ts;
+	struct ring_op op_rd, op_rd_to, op_wr, op_wr_to, op_cancel;
+
+	char error[160]; /* last TLS or socket error, for the log */
+};
+
+/* in_cap: input buffer size; out_max: most bytes of replies held. */
+int xprt_init(struct xprt *x, struct ring *ring, int fd, const struct caps *caps, size_t in_cap,
+              size_t out_max, xprt_cb cb, void *owner);
+void xprt_set_timeout(struct xprt *x, unsigned seconds);
+
+/* Arms one read unless one is pending or the input buffer is full. */
+void xprt_read(struct xprt *x);
+/* Drops n bytes from the front of the input buffer. */
+void xprt_consume(struct xprt *x, size_t n);
+/* Discards all buffered input (STARTTLS: RFC 3207 section 4.2). */
+void xprt_discard_input(struct xprt *x);
+
+/* Queues bytes for sending; returns -ENOBUFS past out_max. */
+int xprt_write(struct xprt *x, const void *buf, size_t len);
+int xprt_printf(struct xprt *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+size_t xprt_pending(const struct xprt *x);
+/* Starts sending what is queued; XPRT_WRITTEN when all of it is gone. */
+void xprt_flush(struct xprt *x);
+
+/* Starts a server- or client-side handshake on ssl (taken over by x).  No
+ * read or write may be pending. */
+void xprt_start_tls(struct xprt *x, SSL *ssl, bool server);
+
+/* Cancels what is in flight and closes; XPRT_CLOSED follows. */
+void xprt_close(struct xprt *x);
+
+#endif

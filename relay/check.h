@@ -1,0 +1,17 @@
+/* check: `krelay check`: what this machine can offload, and whether the
+ * configuration would start.  Also used at start-up. */
+#ifndef KRELAY_CHECK_H
+#define KRELAY_CHECK_H
+
+#include <stdio.h>
+
+#include "config.h"
+#include "probe.h"
+
+void check_print_caps(const struct caps *c, FILE *out);
+
+/* Checks what config_load cannot: files, keys, directories, listeners that
+ * need a certificate.  Prints findings; returns the number of errors. */
+int check_config(const struct config *c, FILE *out);
+
+#endif

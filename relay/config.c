@@ -1,0 +1,835 @@
+/* config: parses krelay.conf.  Every line is validated completely and any
+ * problem is reported as "path:line: message"; nothing is silently ignored,
+ * because a relay that quietly falls back to a default (say, open relaying or
+ * an old TLS version) is worse than one that refuses to start.  List options
+ * are parsed into a scratch copy first so a bad item leaves the earlier value
+ * untouched. */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <openssl/tls1.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/types.h>
+
+#define CONFIG_LINE_MAX  4096
+#define DNS_NAME_MAX     253
+#define DNS_LABEL_MAX    63
+#define MESSAGE_SIZE_MIN 1024ULL
+#define MESSAGE_SIZE_MAX (1ULL << 40)
+#define FINGERPRINT_LEN  32
+#define TLS_REFUSED_MESSAGE                                                                        \
+	"is refused: krelay speaks TLS 1.2 or newer only (TLSv1.2, TLSv1.3); SSL and TLS "         \
+	"1.0/1.1 are never used"
+
+struct opt_def;
+typedef int (*opt_parser)(struct config *c, const struct opt_def *d, char *val, char *msg,
+                          size_t len);
+
+struct opt_def {
+	const char *name;
+	opt_parser parse;
+	size_t off; /* field for the generic path and number parsers */
+	uint64_t min, max;
+};
+
+__attribute__((format(printf, 3, 4))) static int msgf(char *msg, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, len, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* Writes "path:line: " (or "line: " without a path) and the message. */
+__attribute__((format(printf, 5, 6))) static int
+fail(const struct config *c, unsigned lineno, char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (err == NULL || errlen == 0)
+		return -1;
+	if (c->path != NULL)
+		n = snprintf(err, errlen, "%s:%u: ", c->path, lineno);
+	else
+		n = snprintf(err, errlen, "%u: ", lineno);
+	if (n < 0 || (size_t)n >= errlen)
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static char *trim(char *s)
+{
+	char *end;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	end = s + strlen(s);
+	while (end > s && isspace((unsigned char)end[-1]))
+		end--;
+	*end = '\0';
+	return s;
+}
+
+/* Cuts the next comma-separated item out of *cursor, trimmed; NULL at the end. */
+static char *next_item(char **cursor)
+{
+	char *s = *cursor, *comma;
+
+	if (s == NULL)
+		return NULL;
+	comma = strchr(s, ',');
+	if (comma != NULL) {
+		*comma = '\0';
+		*cursor = comma + 1;
+	} else {
+		*cursor = NULL;
+	}
+	return trim(s);
+}
+
+/* Decimal digits only: no sign, no base prefix, no spaces.  Saturates rather
+ * than wrapping so that a huge value is reported as out of range. */
+static const char *parse_digits(const char *s, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	if (!isdigit((unsigned char)*s))
+		return NULL;
+	for (; isdigit((unsigned char)*s); s++) {
+		unsigned dgt = (unsigned)(*s - '0');
+
+		v = v > (UINT64_MAX - dgt) / 10 ? UINT64_MAX : v * 10 + dgt;
+	}
+	*out = v;
+	return s;
+}
+
+static int set_string(char **field, const char *val, char *msg, size_t len)
+{
+	char *copy = strdup(val);
+
+	if (copy == NULL)
+		return msgf(msg, len, "out of memory");
+	free(*field);
+	*field = copy;
+	return 0;
+}
+
+static char **string_field(struct config *c, const struct opt_def *d)
+{
+	return (char **)(void *)((char *)c + d->off);
+}
+
+static int parse_path(struct config *c, const struct opt_def *d, char *val, char *msg, size_t len)
+{
+	return set_string(string_field(c, d), val, msg, len);
+}
+
+/* A relative queue path would depend on the working directory the daemon
+ * happens to start in (a shell, a service manager), so it is refused. */
+static int parse_abs_path(struct config *c, const struct opt_def *d, char *val, char *msg,
+                          size_t len)
+{
+	if (val[0] != '/')
+		return msgf(msg, len, "'%s' is not an absolute path", val);
+	return set_string(string_field(c, d), val, msg, len);
+}
+
+static int parse_unsigned(struct config *c, const struct opt_def *d, char *val, char *msg,
+                          size_t len)
+{
+	uint64_t v;
+	const char *end = parse_digits(val, &v);
+
+	if (end == NULL || *end != '\0')
+		return msgf(msg, len, "'%s' is not a number", val);
+	if (v < d->min || v > d->max)
+		return msgf(msg, len, "'%s' is out of range (%llu..%llu)", val,
+		            (unsigned long long)d->min, (unsigned long long)d->max);
+	*(unsigned *)(void *)((char *)c + d->off) = (unsigned)v;
+	return 0;
+}
+
+static int parse_size(struct config *c, const struct opt_def *d, char *val, char *msg, size_t len)
+{
+	const char *end;
+	uint64_t v, mult = 1;
+
+	end = parse_digits(val, &v);
+	if (end != NULL && *end != '\0') {
+		switch (*end++) {
+		case 'k':
+		case 'K':
+			mult = 1ULL << 10;
+			break;
+		case 'm':
+		case 'M':
+			mult = 1ULL << 20;
+			break;
+		case 'g':
+		case 'G':
+			mult = 1ULL << 30;
+			break;
+		default:
+			end = NULL;
+		}
+	}
+	if (end == NULL || *end != '\0')
+		return msgf(msg, len,
+		            "'%s' is not a size (bytes, optionally with suffix k, m or g)", val);
+	if (v > d->max / mult || v * mult < d->min)
+		return msgf(msg, len, "'%s' is out of range (%llu..%llu bytes)", val,
+		            (unsigned long long)d->min, (unsigned long long)d->max);
+	c->max_message_size = v * mult;
+	return 0;
+}
+
+/* RFC 1034/1123 host name syntax; reasons are spelled out because a typo in
+ * Hostname ends up in every EHLO and Received: line. */
+static int check_dns_name(const char *s, char *msg, size_t len)
+{
+	size_t n = strlen(s), label = 0;
+
+	if (n > DNS_NAME_MAX)
+		return msgf(msg, len, "'%s' is not a DNS name: longer than %d characters", s,
+		            DNS_NAME_MAX);
+	for (size_t i = 0; i <= n; i++) {
+		char ch = s[i];
+
+		if (ch == '.' || ch == '\0') {
+			if (label == 0)
+				return msgf(msg, len, "'%s' is not a DNS name: empty label", s);
+			if (s[i - 1] == '-' || s[i - label] == '-')
+				return msgf(msg, len,
+				            "'%s' is not a DNS name: label starts or ends with '-'",
+				            s);
+			label = 0;
+		} else if (isalnum((unsigned char)ch) || ch == '-') {
+			if (++label > DNS_LABEL_MAX)
+				return msgf(
+				    msg, len,
+				    "'%s' is not a DNS name: label longer than %d characters", s,
+				    DNS_LABEL_MAX);
+		} else {
+			return msgf(
+			    msg, len,
+			    "'%s' is not a DNS name: '%c' is not a letter, digit, '-' or '.'", s,
+			    ch);
+		}
+	}
+	return 0;
+}
+
+static int parse_hostname(struct config *c, const struct opt_def *d, char *val, char *msg,
+                          size_t len)
+{
+	if (check_dns_name(val, msg, len) < 0)
+		return -1;
+	return set_string(string_field(c, d), val, msg, len);
+}
+
+/* Copies [s, s+n) into buf as a C string for inet_pton; false if it cannot fit. */
+static bool copy_span(char *buf, size_t size, const char *s, size_t n)
+{
+	if (n >= size)
+		return false;
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	return true;
+}
+
+/* Splits "ADDR:PORT" or "[ADDR]:PORT"; returns the family, or -1. */
+static int split_host_port(const char *w, char *host, size_t hostsz, const char **port, char *msg,
+                           size_t len)
+{
+	const char *colon;
+
+	if (w[0] == '[') {
+		const char *close = strchr(w, ']');
+
+		if (close == NULL)
+			return msgf(msg, len, "'%s' has no closing ']'", w);
+		if (close[1] != ':')
+			return msgf(msg, len, "'%s' has no port (write [ADDR]:PORT)", w);
+		if (!copy_span(host, hostsz, w + 1, (size_t)(close - w - 1)))
+			return msgf(msg, len, "'%s' is not an IPv6 address", w);
+		*port = close + 2;
+		return AF_INET6;
+	}
+	colon = strrchr(w, ':');
+	if (colon == NULL)
+		return msgf(msg, len, "'%s' has no port (write ADDR:PORT)", w);
+	if (memchr(w, ':', (size_t)(colon - w)) != NULL)
+		return msgf(msg, len, "'%s': an IPv6 address must be in brackets, as in [::1]:25",
+		            w);
+	if (!copy_span(host, hostsz, w, (size_t)(colon - w)))
+		return msgf(msg, len, "'%s' is not an IPv4 address", w);
+	*port = colon + 1;
+	return AF_INET;
+}
+
+static int parse_listen_addr(const char *w, struct config_listen *l, char *msg, size_t len)
+{
+	char host[INET6_ADDRSTRLEN + 1];
+	const char *port = NULL, *end;
+	uint64_t p;
+	int family;
+
+	memset(l, 0, sizeof(*l));
+	family = split_host_port(w, host, sizeof(host), &port, msg, len);
+	if (family < 0)
+		return -1;
+	end = parse_digits(port, &p);
+	if (end == NULL || *end != '\0' || p < 1 || p > 65535)
+		return msgf(msg, len, "'%s': port must be a number 1..65535", w);
+	if (!copy_span(l->text, sizeof(l->text), w, strlen(w)))
+		return msgf(msg, len, "'%s' is too long", w);
+	if (family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&l->addr;
+
+		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+			return msgf(msg, len, "'%s' is not an IPv4 address", host);
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)p);
+		l->addrlen = sizeof(*sin);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&l->addr;
+
+		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+			return msgf(msg, len, "'%s' is not an IPv6 address", host);
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)p);
+		l->addrlen = sizeof(*sin6);
+	}
+	return 0;
+}
+
+static bool same_listen(const struct config_listen *a, const struct config_listen *b)
+{
+	return a->addrlen == b->addrlen && memcmp(&a->addr, &b->addr, a->addrlen) == 0;
+}
+
+/* "ADDR:PORT [smtps]".  The first Listen line of a file replaces the built-in
+ * listener instead of adding to it: line[OPT_LISTEN] is still 0 then, since
+ * config_parse_line records the line only after the parser succeeds. */
+static int parse_listen(struct config *c, const struct opt_def *d, char *val, char *msg, size_t len)
+{
+	struct config_listen l;
+	size_t base = c->line[OPT_LISTEN] != 0 ? c->listen_count : 0;
+	char *flag = val + strcspn(val, " \t");
+
+	if (*flag != '\0') {
+		*flag++ = '\0';
+		flag = trim(flag);
+		if (flag[strcspn(flag, " \t")] != '\0')
+			return msgf(msg, len, "too many words after ADDR:PORT: '%s'", flag);
+		if (strcasecmp(flag, "smtps") != 0)
+			return msgf(msg, len,
+			            "unknown word '%s' (only 'smtps' may follow ADDR:PORT)", flag);
+	}
+	if (parse_listen_addr(val, &l, msg, len) < 0)
+		return -1;
+	l.smtps = *flag != '\0';
+	for (size_t i = 0; i < base; i++)
+		if (same_listen(&c->listen[i], &l))
+			return msgf(msg, len, "'%s' is already listed", val);
+	if (base >= CONFIG_LISTEN_MAX)
+		return msgf(msg, len, "too many listeners (at most %d)", CONFIG_LISTEN_MAX);
+	c->listen[base] = l;
+	c->listen_count = base + 1;
+	return 0;
+}
+
+/* Host bits are masked off rather than refused: "10.1.2.3/8" is a common way of
+ * writing "the /8 this host is in", and the masked form is what gets matched. */
+static void mask_host_bits(uint8_t *a, unsigned bytes, unsigned prefix)
+{
+	for (unsigned i = 0; i < bytes; i++) {
+		if (prefix >= 8 * (i + 1))
+			continue;
+		a[i] &= prefix > 8 * i ? (uint8_t)(0xff << (8 - (prefix - 8 * i))) : 0;
+	}
+}
+
+/* "ADDR[/PREFIX]", IPv6 bare or in brackets. */
+static int parse_cidr(const char *item, struct config_cidr *n, char *msg, size_t len)
+{
+	const char *addr = item, *slash = strchr(item, '/');
+	size_t alen = slash != NULL ? (size_t)(slash - item) : strlen(item);
+	char host[INET6_ADDRSTRLEN + 1];
+	bool bracket = item[0] == '[';
+	unsigned max;
+
+	if (bracket) {
+		if (alen < 2 || item[alen - 1] != ']')
+			return msgf(msg, len, "'%s' is not an address or network", item);
+		addr++;
+		alen -= 2;
+	}
+	memset(n, 0, sizeof(*n));
+	n->family = bracket || memchr(addr, ':', alen) != NULL ? AF_INET6 : AF_INET;
+	max = n->family == AF_INET ? 32 : 128;
+	if (!copy_span(host, sizeof(host), addr, alen) || inet_pton(n->family, host, n->addr) != 1)
+		return msgf(msg, len, "'%s' is not an %s address or network", item,
+		            n->family == AF_INET ? "IPv4" : "IPv6");
+	n->prefix = max;
+	if (slash != NULL) {
+		uint64_t p;
+		const char *end = parse_digits(slash + 1, &p);
+
+		if (end == NULL || *end != '\0' || p > max)
+			return msgf(msg, len, "'%s': prefix length must be 0..%u", item, max);
+		n->prefix = (unsigned)p;
+	}
+	mask_host_bits(n->addr, max / 8, n->prefix);
+	return 0;
+}
+
+static int parse_relay_clients(struct config *c, const struct opt_def *d, char *val, char *msg,
+                               size_t len)
+{
+	struct config_cidr tmp[CONFIG_LIST_MAX];
+	size_t n = 0;
+	char *cur = val, *item;
+
+	while ((item = next_item(&cur)) != NULL) {
+		if (*item == '\0')
+			return msgf(msg, len, "empty item in the list");
+		if (n == CONFIG_LIST_MAX)
+			return msgf(msg, len, "too many networks (at most %d)", CONFIG_LIST_MAX);
+		if (parse_cidr(item, &tmp[n], msg, len) < 0)
+			return -1;
+		n++;
+	}
+	memcpy(c->relay_clients, tmp, n * sizeof(tmp[0]));
+	c->relay_clients_count = n;
+	return 0;
+}
+
+static void free_strings(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+}
+
+/* Domains are stored lower case so that matching is a plain comparison; a
+ * trailing dot (absolute form) is dropped, as it is when matching. */
+static int add_domain(char **tmp, size_t *n, char *item, char *msg, size_t len)
+{
+	size_t l = strlen(item);
+	char *copy;
+
+	if (l > 1 && item[l - 1] == '.')
+		item[--l] = '\0';
+	if (l == 0)
+		return msgf(msg, len, "empty item in the list");
+	if (*n == CONFIG_LIST_MAX)
+		return msgf(msg, len, "too many domains (at most %d)", CONFIG_LIST_MAX);
+	if (check_dns_name(item, msg, len) < 0)
+		return -1;
+	for (char *p = item; *p != '\0'; p++)
+		*p = (char)tolower((unsigned char)*p);
+	copy = strdup(item);
+	if (copy == NULL)
+		return msgf(msg, len, "out of memory");
+	tmp[(*n)++] = copy;
+	return 0;
+}
+
+static int parse_relay_domains(struct config *c, const struct opt_def *d, char *val, char *msg,
+                               size_t len)
+{
+	char *tmp[CONFIG_LIST_MAX];
+	size_t n = 0;
+	char *cur = val, *item;
+
+	while ((item = next_item(&cur)) != NULL) {
+		if (add_domain(tmp, &n, item, msg, len) < 0) {
+			free_strings(tmp, n);
+			return -1;
+		}
+	}
+	free_strings(c->relay_domains, c->relay_domains_count);
+	memcpy(c->relay_domains, tmp, n * sizeof(tmp[0]));
+	c->relay_domains_count = n;
+	return 0;
+}
+
+static int hex_value(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+/* Hex byte pairs, each optionally followed by one ':' (not after the last).
+ * Returns the number of bytes seen (only the first 32 are stored), or -1. */
+static long decode_fingerprint(const char *s, uint8_t out[FINGERPRINT_LEN])
+{
+	long n = 0;
+
+	while (*s != '\0') {
+		int hi = hex_value(s[0]), lo = hi < 0 ? -1 : hex_value(s[1]);
+
+		if (hi < 0 || lo < 0)
+			return -1;
+		if (n < FINGERPRINT_LEN)
+			out[n] = (uint8_t)(hi << 4 | lo);
+		n++;
+		s += 2;
+		if (s[0] == ':' && s[1] != '\0')
+			s++;
+	}
+	return n;
+}
+
+/* Accepts what "openssl x509 -noout -fingerprint -sha256" prints, with or
+ * without its "sha256 Fingerprint=" label, so the output can be pasted. */
+static int parse_fingerprint(const char *item, uint8_t out[FINGERPRINT_LEN], char *msg, size_t len)
+{
+	static const char *const labels[] = {"sha256 Fingerprint=", "SHA256:"};
+	const char *hex = item;
+	long n;
+
+	for (size_t i = 0; i < sizeof(labels) / sizeof(labels[0]); i++) {
+		size_t l = strlen(labels[i]);
+
+		if (strncasecmp(hex, labels[i], l) == 0) {
+			hex += l;
+			break;
+		}
+	}
+	n = decode_fingerprint(hex, out);
+	if (n < 0)
+		return msgf(msg, len,
+		            "'%s' is not a SHA-256 fingerprint: expected hex byte pairs, "
+		            "optionally separated by ':'",
+		            item);
+	if (n != FINGERPRINT_LEN)
+		return msgf(msg, len, "'%s' is not a SHA-256 fingerprint: %ld bytes, expected %d",
+		            item, n, FINGERPRINT_LEN);
+	return 0;
+}
+
+static int parse_relay_certs(struct config *c, const struct opt_def *d, char *val, char *msg,
+                             size_t len)
+{
+	uint8_t tmp[CONFIG_LIST_MAX][FINGERPRINT_LEN];
+	size_t n = 0;
+	char *cur = val, *item;
+
+	while ((item = next_item(&cur)) != NULL) {
+		if (*item == '\0')
+			return msgf(msg, len, "empty item in the list");
+		if (n == CONFIG_LIST_MAX)
+			return msgf(msg, len, "too many fingerprints (at most %d)",
+			            CONFIG_LIST_MAX);
+		if (parse_fingerprint(item, tmp[n], msg, len) < 0)
+			return -1;
+		n++;
+	}
+	memcpy(c->relay_client_certs, tmp, n * sizeof(tmp[0]));
+	c->relay_client_certs_count = n;
+	return 0;
+}
+
+/* Old protocol names get their own message: someone asking for TLSv1.1 should
+ * learn it is refused on purpose, not that it was misspelt. */
+static int parse_tls_version(struct config *c, const struct opt_def *d, char *val, char *msg,
+                             size_t len)
+{
+	static const struct {
+		const char *name;
+		int version; /* 0: refused */
+	} names[] = {
+	    {"TLSv1.2", TLS1_2_VERSION},
+	    {"TLS1.2", TLS1_2_VERSION},
+	    {"TLSv1.3", TLS1_3_VERSION},
+	    {"TLS1.3", TLS1_3_VERSION},
+	    {"SSLv2", 0},
+	    {"SSLv3", 0},
+	    {"SSL2", 0},
+	    {"SSL3", 0},
+	    {"TLSv1", 0},
+	    {"TLSv1.0", 0},
+	    {"TLSv1.1", 0},
+	    {"TLS1", 0},
+	    {"TLS1.0", 0},
+	    {"TLS1.1", 0},
+	};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (strcasecmp(val, names[i].name) != 0)
+			continue;
+		if (names[i].version == 0)
+			return msgf(msg, len, "'%s' " TLS_REFUSED_MESSAGE, val);
+		c->tls_min_version = names[i].version;
+		return 0;
+	}
+	return msgf(msg, len, "'%s' is not a TLS version (valid: TLSv1.2, TLSv1.3)", val);
+}
+
+/* Sendmail's spelling, matched case-sensitively: a pasted sendmail.cf line
+ * must mean here what it meant there, and a near miss must not pass. */
+#define FIELD(f) offsetof(struct config, f)
+
+static const struct opt_def opts[OPT_COUNT] = {
+    [OPT_CA_CERT_PATH] = {"CACertPath", parse_path, FIELD(ca_cert_path), 0, 0},
+    [OPT_CA_CERT_FILE] = {"CACertFile", parse_path, FIELD(ca_cert_file), 0, 0},
+    [OPT_SERVER_CERT_FILE] = {"ServerCertFile", parse_path, FIELD(server_cert_file), 0, 0},
+    [OPT_SERVER_KEY_FILE] = {"ServerKeyFile", parse_path, FIELD(server_key_file), 0, 0},
+    [OPT_CLIENT_CERT_FILE] = {"ClientCertFile", parse_path, FIELD(client_cert_file), 0, 0},
+    [OPT_CLIENT_KEY_FILE] = {"ClientKeyFile", parse_path, FIELD(client_key_file), 0, 0},
+    [OPT_LISTEN] = {"Listen", parse_listen, 0, 0, 0},
+    [OPT_QUEUE_DIRECTORY] = {"QueueDirectory", parse_abs_path, FIELD(queue_directory), 0, 0},
+    [OPT_HOSTNAME] = {"Hostname", parse_hostname, FIELD(hostname), 0, 0},
+    [OPT_WORKERS] = {"Workers", parse_unsigned, FIELD(workers), 1, 256},
+    [OPT_MAX_MESSAGE_SIZE] = {"MaxMessageSize", parse_size, FIELD(max_message_size),
+                              MESSAGE_SIZE_MIN, MESSAGE_SIZE_MAX},
+    [OPT_MAX_RECIPIENTS] = {"MaxRecipients", parse_unsigned, FIELD(max_recipients), 1, 100000},
+    [OPT_MAX_CONNECTIONS] = {"MaxConnections", parse_unsigned, FIELD(max_connections), 1, 1000000},
+    [OPT_RELAY_CLIENTS] = {"RelayClients", parse_relay_clients, 0, 0, 0},
+    [OPT_RELAY_DOMAINS] = {"RelayDomains", parse_relay_domains, 0, 0, 0},
+    [OPT_RELAY_CLIENT_CERTS] = {"RelayClientCerts", parse_relay_certs, 0, 0, 0},
+    [OPT_TLS_MIN_VERSION] = {"TLSMinVersion", parse_tls_version, 0, 0, 0},
+    [OPT_LOG_FILE] = {"LogFile", parse_path, FIELD(log_file), 0, 0},
+    [OPT_COMMAND_TIMEOUT] = {"CommandTimeout", parse_unsigned, FIELD(command_timeout_s), 1, 86400},
+    [OPT_DATA_TIMEOUT] = {"DataTimeout", parse_unsigned, FIELD(data_timeout_s), 1, 86400},
+};
+
+const char *config_opt_name(enum config_opt opt)
+{
+	return (unsigned)opt < OPT_COUNT ? opts[opt].name : "?";
+}
+
+void config_defaults(struct config *c)
+{
+	struct sockaddr_in *sin;
+
+	memset(c, 0, sizeof(*c));
+	sin = (struct sockaddr_in *)&c->listen[0].addr;
+	sin->sin_family = AF_INET;
+	sin->sin_port = htons(25);
+	sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	c->listen[0].addrlen = sizeof(*sin);
+	strcpy(c->listen[0].text, "127.0.0.1:25");
+	c->listen_count = 1;
+	c->queue_directory = strdup("/var/spool/krelay");
+	c->max_message_size = 10240000;
+	c->max_recipients = 1000;
+	c->max_connections = 1000;
+	c->relay_clients[0] = (struct config_cidr){.family = AF_INET, .addr = {127}, .prefix = 8};
+	c->relay_clients[1] = (struct config_cidr){.family = AF_INET6, .prefix = 128};
+	c->relay_clients[1].addr[15] = 1;
+	c->relay_clients_count = 2;
+	c->tls_min_version = TLS1_2_VERSION;
+	c->command_timeout_s = 300;
+	c->data_timeout_s = 300;
+}
+
+void config_free(struct config *c)
+{
+	free(c->ca_cert_path);
+	free(c->ca_cert_file);
+	free(c->server_cert_file);
+	free(c->server_key_file);
+	free(c->client_cert_file);
+	free(c->client_key_file);
+	free(c->queue_directory);
+	free(c->hostname);
+	free(c->log_file);
+	free_strings(c->relay_domains, c->relay_domains_count);
+	free(c->path);
+	memset(c, 0, sizeof(*c));
+}
+
+static const struct opt_def *find_opt(const char *name)
+{
+	for (size_t i = 0; i < OPT_COUNT; i++)
+		if (strcmp(opts[i].name, name) == 0)
+			return &opts[i];
+	return NULL;
+}
+
+/* Cuts a '#' comment: at the start of the line, or after whitespace (a '#'
+ * glued to other text, as in a path, is part of the value). */
+static void cut_comment(char *s)
+{
+	if (s[0] == '#') {
+		s[0] = '\0';
+		return;
+	}
+	for (char *p = s + 1; *p != '\0'; p++) {
+		if (*p == '#' && isspace((unsigned char)p[-1])) {
+			*p = '\0';
+			return;
+		}
+	}
+}
+
+int config_parse_line(struct config *c, const char *line, unsigned lineno, char *err, size_t errlen)
+{
+	char buf[CONFIG_LINE_MAX + 1], msg[CONFIG_ERR_MAX] = "";
+	char *s, *eq, *name, *val;
+	const struct opt_def *d;
+
+	if (strlen(line) > CONFIG_LINE_MAX)
+		return fail(c, lineno, err, errlen, "line is longer than %d characters",
+		            CONFIG_LINE_MAX);
+	strcpy(buf, line);
+	s = trim(buf);
+	cut_comment(s);
+	s = trim(s);
+	if (*s == '\0')
+		return 0;
+	/* sendmail.cf's "O Name=value" */
+	if (s[0] == 'O' && (s[1] == ' ' || s[1] == '\t'))
+		s = trim(s + 1);
+	eq = strchr(s, '=');
+	if (eq == NULL)
+		return fail(c, lineno, err, errlen, "line has no '=': '%s'", s);
+	*eq = '\0';
+	name = trim(s);
+	val = trim(eq + 1);
+	if (*name == '\0')
+		return fail(c, lineno, err, errlen, "no option name before '='");
+	d = find_opt(name);
+	if (d == NULL)
+		return fail(c, lineno, err, errlen, "unknown option '%s'", name);
+	if (*val == '\0')
+		return fail(c, lineno, err, errlen, "%s: empty value", d->name);
+	if (d->parse(c, d, val, msg, sizeof(msg)) < 0)
+		return fail(c, lineno, err, errlen, "%s: %s", d->name, msg);
+	c->line[d - opts] = lineno;
+	return 0;
+}
+
+int config_load(struct config *c, const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "re");
+	char *line = NULL, *copy;
+	size_t cap = 0;
+	ssize_t n;
+	unsigned lineno = 0;
+	int ret = 0;
+
+	if (f == NULL || (copy = strdup(path)) == NULL) {
+		snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+		if (f != NULL)
+			fclose(f);
+		return -1;
+	}
+	free(c->path);
+	c->path = copy;
+	while (ret == 0 && (n = getline(&line, &cap, f)) >= 0) {
+		lineno++;
+		if ((size_t)n != strlen(line)) {
+			ret = fail(c, lineno, err, errlen, "line contains a NUL byte");
+			break;
+		}
+		line[strcspn(line, "\r\n")] = '\0';
+		ret = config_parse_line(c, line, lineno, err, errlen);
+	}
+	if (ret == 0 && ferror(f)) {
+		snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+		ret = -1;
+	}
+	free(line);
+	fclose(f);
+	return ret;
+}
+
+void config_where(const struct config *c, enum config_opt opt, char *buf, size_t len)
+{
+	unsigned line = (unsigned)opt < OPT_COUNT ? c->line[opt] : 0;
+
+	if (line == 0)
+		snprintf(buf, len, "built-in default");
+	else if (c->path != NULL)
+		snprintf(buf, len, "%s:%u", c->path, line);
+	else
+		snprintf(buf, len, "line %u", line);
+}
+
+static bool prefix_match(const uint8_t *net, const uint8_t *a, unsigned prefix)
+{
+	unsigned full = prefix / 8, rest = prefix % 8;
+
+	if (memcmp(net, a, full) != 0)
+		return false;
+	return rest == 0 || ((net[full] ^ a[full]) & (uint8_t)(0xff << (8 - rest))) == 0;
+}
+
+bool config_cidr_match(const struct config_cidr *n, const struct sockaddr *sa)
+{
+	if (n == NULL || sa == NULL)
+		return false;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)(const void *)sa;
+
+		return n->family == AF_INET &&
+		       prefix_match(n->addr, (const uint8_t *)&sin->sin_addr, n->prefix);
+	}
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)(const void *)sa;
+		const uint8_t *a = sin6->sin6_addr.s6_addr;
+
+		if (n->family == AF_INET6)
+			return prefix_match(n->addr, a, n->prefix);
+		/* A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d. */
+		return n->family == AF_INET && IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr) &&
+		       prefix_match(n->addr, a + 12, n->prefix);
+	}
+	return false;
+}
+
+bool config_relay_client(const struct config *c, const struct sockaddr *sa)
+{
+	for (size_t i = 0; i < c->relay_clients_count; i++)
+		if (config_cidr_match(&c->relay_clients[i], sa))
+			return true;
+	return false;
+}
+
+bool config_relay_domain(const struct config *c, const char *domain)
+{
+	size_t n;
+
+	if (domain == NULL)
+		return false;
+	n = strlen(domain);
+	if (n > 0 && domain[n - 1] == '.')
+		n--;
+	if (n == 0)
+		return false;
+	for (size_t i = 0; i < c->relay_domains_count; i++)
+		if (strlen(c->relay_domains[i]) == n &&
+		    strncasecmp(c->relay_domains[i], domain, n) == 0)
+			return true;
+	return false;
+}
+
+bool config_relay_cert(const struct config *c, const uint8_t sha256[32])
+{
+	for (size_t i = 0; i < c->relay_client_certs_count; i++)
+		if (memcmp(c->relay_client_certs[i], sha256, FINGERPRINT_LEN) == 0)
+			return true;
+	return false;
+}

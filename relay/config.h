@@ -1,0 +1,110 @@
+/* config: krelay's configuration file.  One "Name=value" per line, '#'
+ * comments, an optional leading "O " so that sendmail.cf lines paste in
+ * unchanged.  Pure code: parses and validates syntax; files named by the
+ * options are checked by tls_ctx (check_*), not here. */
+#ifndef KRELAY_CONFIG_H
+#define KRELAY_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define CONFIG_LISTEN_MAX 16
+#define CONFIG_LIST_MAX   64
+#define CONFIG_ERR_MAX    1024
+
+enum config_opt {
+	OPT_CA_CERT_PATH,
+	OPT_CA_CERT_FILE,
+	OPT_SERVER_CERT_FILE,
+	OPT_SERVER_KEY_FILE,
+	OPT_CLIENT_CERT_FILE,
+	OPT_CLIENT_KEY_FILE,
+	OPT_LISTEN,
+	OPT_QUEUE_DIRECTORY,
+	OPT_HOSTNAME,
+	OPT_WORKERS,
+	OPT_MAX_MESSAGE_SIZE,
+	OPT_MAX_RECIPIENTS,
+	OPT_MAX_CONNECTIONS,
+	OPT_RELAY_CLIENTS,
+	OPT_RELAY_DOMAINS,
+	OPT_RELAY_CLIENT_CERTS,
+	OPT_TLS_MIN_VERSION,
+	OPT_LOG_FILE,
+	OPT_COMMAND_TIMEOUT,
+	OPT_DATA_TIMEOUT,
+	OPT_COUNT
+};
+
+struct config_listen {
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	bool smtps;    /* implicit TLS (RFC 8314) */
+	char text[80]; /* as written: "127.0.0.1:25", "[::1]:465" */
+};
+
+struct config_cidr {
+	int family; /* AF_INET or AF_INET6 */
+	uint8_t addr[16];
+	unsigned prefix;
+};
+
+struct config {
+	char *ca_cert_path;
+	char *ca_cert_file;
+	char *server_cert_file;
+	char *server_key_file;
+	char *client_cert_file;
+	char *client_key_file;
+	struct config_listen listen[CONFIG_LISTEN_MAX];
+	size_t listen_count;
+	char *queue_directory;
+	char *hostname;
+	unsigned workers; /* 0: one per online CPU */
+	uint64_t max_message_size;
+	unsigned max_recipients;
+	unsigned max_connections;
+	struct config_cidr relay_clients[CONFIG_LIST_MAX];
+	size_t relay_clients_count;
+	char *relay_domains[CONFIG_LIST_MAX]; /* lower case */
+	size_t relay_domains_count;
+	uint8_t relay_client_certs[CONFIG_LIST_MAX][32]; /* SHA-256 */
+	size_t relay_client_certs_count;
+	int tls_min_version; /* TLS1_2_VERSION (0x0303) or TLS1_3_VERSION (0x0304) */
+	char *log_file;
+	unsigned command_timeout_s;
+	unsigned data_timeout_s;
+
+	char *path;               /* file it came from, NULL for built-in defaults */
+	unsigned line[OPT_COUNT]; /* line that set each option, 0 if default */
+};
+
+const char *config_opt_name(enum config_opt opt);
+
+/* Built-in defaults: listen on 127.0.0.1:25, relay for loopback only,
+ * queue in /var/spool/krelay, TLS 1.2 minimum, no certificates. */
+void config_defaults(struct config *c);
+
+/* Loads path over the defaults.  Returns 0, or -1 with err set to
+ * "path:line: message" (or "path: message" when the file cannot be read). */
+int config_load(struct config *c, const char *path, char *err, size_t errlen);
+
+/* Parses one line (without its newline).  Used by config_load and tests. */
+int config_parse_line(struct config *c, const char *line, unsigned lineno, char *err,
+                      size_t errlen);
+
+void config_free(struct config *c);
+
+/* "file:line" for messages about an option's value ("built-in default" when
+ * it was not set in a file). */
+void config_where(const struct config *c, enum config_opt opt, char *buf, size_t len);
+
+bool config_cidr_match(const struct config_cidr *n, const struct sockaddr *sa);
+bool config_relay_client(const struct config *c, const struct sockaddr *sa);
+/* Case-insensitive exact match of a recipient domain against RelayDomains. */
+bool config_relay_domain(const struct config *c, const char *domain);
+bool config_relay_cert(const struct config *c, const uint8_t sha256[32]);
+
+#endif

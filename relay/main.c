@@ -1,0 +1,258 @@
+/* krelay: command line, start-up, signals (SIGTERM/SIGINT: graceful stop,
+ * SIGHUP: reload certificates and configuration without dropping anybody). */
+#include <errno.h>
+#include <limits.h>
+#include <openssl/ssl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "config.h"
+#include "log.h"
+#include "probe.h"
+#include "spool.h"
+#include "tls_ctx.h"
+#include "worker.h"
+
+#define KRELAY_VERSION "0.1.0"
+#define MAX_WORKERS    256
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: krelay [-C FILE]           run the relay in the foreground\n"
+	             "       krelay check [-C FILE]     show what this machine can offload and "
+	             "check the configuration\n"
+	             "       krelay version\n"
+	             "FILE holds Name=value lines (sendmail.cf \"O Name=value\" lines work too);\n"
+	             "without -C the built-in defaults are used (see README.md).\n");
+}
+
+/* Loads defaults + file and fills what only the machine knows. */
+static int load_config(struct config *c, const char *path, char *err, size_t errlen)
+{
+	config_defaults(c);
+	if (path != NULL && config_load(c, path, err, errlen) < 0)
+		return -1;
+	if (c->hostname == NULL) {
+		char host[256] = "localhost";
+		gethostname(host, sizeof(host) - 1);
+		c->hostname = strdup(host);
+	}
+	return 0;
+}
+
+static int cmd_check(const char *path)
+{
+	struct config c;
+	struct caps caps;
+	char err[CONFIG_ERR_MAX];
+	int errors;
+
+	probe_run(&caps);
+	check_print_caps(&caps, stdout);
+	if (load_config(&c, path, err, sizeof(err)) < 0) {
+		printf("error  %s\n", err);
+		printf("configuration: 1 error\n");
+		config_free(&c);
+		return 1;
+	}
+	printf("config     %s\n", path ? path : "built-in defaults");
+	errors = check_config(&c, stdout);
+	printf("configuration: %d error%s\n", errors, errors == 1 ? "" : "s");
+	config_free(&c);
+	return errors ? 1 : 0;
+}
+
+/* Builds a runtime from path; NULL with err on any error. */
+static struct runtime *runtime_load(const char *path, char *err, size_t errlen)
+{
+	struct runtime *rt = calloc(1, sizeof(*rt));
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *mem;
+
+	if (rt == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	atomic_init(&rt->refs, 1);
+	if (load_config(&rt->cfg, path, err, errlen) < 0)
+		goto fail;
+	mem = open_memstream(&buf, &len);
+	if (mem != NULL && check_config(&rt->cfg, mem) > 0) {
+		fclose(mem);
+		/* report the error lines only */
+		snprintf(err, errlen, "%s", buf);
+		for (char *p = strstr(err, "\n"); p != NULL; p = strstr(p, "\n"))
+			*p = ' ';
+		free(buf);
+		goto fail;
+	}
+	if (mem != NULL) {
+		fclose(mem);
+		free(buf);
+	}
+	rt->server_ctx = tls_server_ctx(&rt->cfg, err, errlen);
+	if (rt->server_ctx == NULL && err[0] != '\0')
+		goto fail;
+	return rt;
+fail:
+	config_free(&rt->cfg);
+	free(rt);
+	return NULL;
+}
+
+static void reload(struct server *srv, const char *path)
+{
+	char err[4096];
+	struct runtime *rt = runtime_load(path, err, sizeof(err)), *old;
+
+	if (rt == NULL) {
+		log_warnx("reload failed, keeping the running configuration: %s", err);
+		return;
+	}
+	pthread_mutex_lock(&srv->lock);
+	old = srv->current;
+	srv->current = rt;
+	pthread_mutex_unlock(&srv->lock);
+	if (rt->cfg.listen_count != old->cfg.listen_count ||
+	    strcmp(rt->cfg.queue_directory, old->cfg.queue_directory) != 0 ||
+	    rt->cfg.workers != old->cfg.workers)
+		log_warnx("reload: Listen, QueueDirectory and Workers take effect at restart");
+	if (rt->cfg.log_file != NULL)
+		log_open(rt->cfg.log_file);
+	log_info("reload ok config=%s starttls=%s", path ? path : "built-in",
+	         rt->server_ctx ? "offered" : "off");
+	runtime_put(old);
+}
+
+static unsigned worker_count(const struct config *c)
+{
+	long n = c->workers ? (long)c->workers : sysconf(_SC_NPROCESSORS_ONLN);
+
+	return n < 1 ? 1 : n > MAX_WORKERS ? MAX_WORKERS : (unsigned)n;
+}
+
+static int run(const char *path)
+{
+	static struct worker workers[MAX_WORKERS];
+	struct server srv;
+	struct spool_stats total = {0};
+	char err[4096];
+	const char *why;
+	unsigned queued, removed;
+	sigset_t set;
+	int sig;
+
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGXFSZ, SIG_IGN); /* a file size limit is a write error, not death */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+	memset(&srv, 0, sizeof(srv));
+	pthread_mutex_init(&srv.lock, NULL);
+	probe_run(&srv.caps);
+	srv.current = runtime_load(path, err, sizeof(err));
+	if (srv.current == NULL) {
+		fprintf(stderr, "krelay: not starting: %s\n", err);
+		return 1;
+	}
+	const struct config *c = &srv.current->cfg;
+	if (c->log_file != NULL && log_open(c->log_file) < 0) {
+		fprintf(stderr, "krelay: not starting: LogFile %s: %s\n", c->log_file,
+		        strerror(errno));
+		return 1;
+	}
+	if (!srv.caps.uring) {
+		fprintf(stderr, "krelay: not starting: %s\n", srv.caps.uring_error);
+		return 1;
+	}
+	if (spool_recover(c->queue_directory, &queued, &removed) < 0) {
+		fprintf(stderr, "krelay: not starting: QueueDirectory %s: %s\n", c->queue_directory,
+		        strerror(errno));
+		return 1;
+	}
+	srv.workers = worker_count(c);
+	for (unsigned i = 0; i < srv.workers; i++) {
+		if (worker_init(&workers[i], &srv, i, c, err, sizeof(err)) < 0) {
+			fprintf(stderr, "krelay: not starting: %s\n", err);
+			return 1;
+		}
+	}
+	probe_ktls_possible(&srv.caps, &why);
+	log_info("krelay %s starting config=%s workers=%u hostname=%s queue=%s queued=%u "
+	         "removed_tmp=%u starttls=%s ktls=%s%s%s%s",
+	         KRELAY_VERSION, path ? path : "built-in", srv.workers, c->hostname,
+	         c->queue_directory, queued, removed, srv.current->server_ctx ? "offered" : "off",
+	         why[0] ? "unavailable" : "available", why[0] ? " ktls_why=\"" : "", why,
+	         why[0] ? "\"" : "");
+	for (size_t i = 0; i < c->listen_count; i++)
+		log_info("listening on %s%s", c->listen[i].text,
+		         c->listen[i].smtps ? " (smtps, implicit TLS)" : "");
+	for (unsigned i = 0; i < srv.workers; i++)
+		if (worker_start(&workers[i]) < 0)
+			fatal("pthread_create");
+
+	for (;;) {
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		if (sig == SIGHUP) {
+			reload(&srv, path);
+			continue;
+		}
+		break;
+	}
+	log_info("stopping on signal %d: no new connections, finishing sessions", sig);
+	atomic_store(&srv.stopping, true);
+	for (unsigned i = 0; i < srv.workers; i++)
+		worker_wake(&workers[i]);
+	for (unsigned i = 0; i < srv.workers; i++) {
+		worker_join(&workers[i]);
+		total.messages += workers[i].spool.stats.messages;
+		total.bytes += workers[i].spool.stats.bytes;
+		total.fsyncs += workers[i].spool.stats.fsyncs;
+		total.dirsyncs += workers[i].spool.stats.dirsyncs;
+		total.failures += workers[i].spool.stats.failures;
+	}
+	log_info("krelay stopped messages=%llu bytes=%llu fsyncs=%llu dirsyncs=%llu "
+	         "spool_failures=%llu",
+	         (unsigned long long)total.messages, (unsigned long long)total.bytes,
+	         (unsigned long long)total.fsyncs, (unsigned long long)total.dirsyncs,
+	         (unsigned long long)total.failures);
+	runtime_put(srv.current);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *path = NULL;
+	bool check = false;
+	int i = 1;
+
+	if (argc > 1 && strcmp(argv[1], "check") == 0) {
+		check = true;
+		i++;
+	} else if (argc > 1 && strcmp(argv[1], "version") == 0) {
+		printf("krelay %s (%s)\n", KRELAY_VERSION, OpenSSL_version(OPENSSL_VERSION));
+		return 0;
+	}
+	for (; i < argc; i++) {
+		if (strcmp(argv[i], "-C") == 0 && i + 1 < argc) {
+			path = argv[++i];
+		} else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+			usage(stdout);
+			return 0;
+		} else {
+			fprintf(stderr, "krelay: unknown argument '%s'\n", argv[i]);
+			usage(stderr);
+			return 2;
+		}
+	}
+	return check ? cmd_check(path) : run(path);
+}

@@ -1,0 +1,175 @@
+/* smtp_data: scanner for message content (see smtp_data.h).
+ *
+ * A byte-at-a-time state machine whose whole state lives in struct
+ * smtp_data, so any split of the input gives the same output and flags.
+ * Lines end with CRLF only: a bare LF does not start a line, so "\n.\n",
+ * "\n.\r\n", "\r.\r\n" and "\r\n.\n" never end DATA (SMTP smuggling,
+ * CVE-2023-51764); they are stored as they are and flagged.
+ *
+ * Output is the input minus DATA's stuffing dots and its terminator ".\r\n"
+ * (the CRLF before the terminating dot belongs to the message).
+ *
+ * line_len counts the octets of the current line as stored (a stuffing dot
+ * is not counted; a CR is counted from when it is read, and dropped again
+ * from the count when it turns out to end the line).  long_line is set as
+ * soon as a line has more than SMTP_TEXT_LINE_MAX octets before its CRLF.
+ * In BDAT mode line_len is 0 exactly when the content so far is empty or
+ * ends with CRLF, so after the LAST chunk a non-zero line_len means the
+ * message ends in an unterminated line (possibly a lone CR, which no later
+ * byte can now show to be bare).
+ *
+ * Writing in place.  Only ".\r" at the start of a line makes output wait:
+ * the CR is kept if something other than LF follows (the dot was stuffing),
+ * dropped if LF follows (the terminator).  When ".\r" ends one input chunk
+ * and the deciding byte starts the next, that byte produces two output
+ * octets while only one has been read in this call, so to stay behind the
+ * read pointer the last octet is carried in the state and written on the
+ * next byte read.  The carry never exceeds one octet, because every ".\r"
+ * that creates it also consumes two bytes that produce nothing; it is
+ * always gone by the time the terminator's LF has been read. */
+#include "smtp_data.h"
+
+#include <assert.h>
+#include <string.h>
+
+enum {
+	S_SOL,    /* at the start of a line */
+	S_MID,    /* inside a line */
+	S_CR,     /* after a CR (already written) not yet known to end the line */
+	S_DOT,    /* DATA: after a '.' at the start of a line (not written) */
+	S_DOT_CR, /* DATA: after ".\r" at the start of a line (neither written) */
+};
+
+#define STATE_MASK  0xff
+#define CARRY_FLAG  0x100
+#define CARRY_SHIFT 16
+
+struct sink {
+	char *out;
+	size_t w;  /* octets written to out in this call */
+	size_t r;  /* input octets read in this call */
+	int carry; /* an octet owed to out, or -1 */
+};
+
+static void flush(struct sink *s)
+{
+	if (s->carry >= 0 && s->w < s->r) {
+		s->out[s->w++] = (char)s->carry;
+		s->carry = -1;
+	}
+}
+
+/* Appends one octet to the output, never at or past the read pointer. */
+static void put(struct sink *s, unsigned char c)
+{
+	flush(s);
+	if (s->carry < 0 && s->w < s->r) {
+		s->out[s->w++] = (char)c;
+	} else {
+		assert(s->carry < 0); /* see the comment at the top */
+		s->carry = c;
+	}
+}
+
+/* An octet inside a line; returns the next state. */
+static int mid(struct smtp_data *d, struct sink *s, unsigned char c)
+{
+	put(s, c);
+	d->line_len++;
+	if (c == '\r')
+		return S_CR;
+	if (c == '\n')
+		d->bare_lf = true;
+	if (c >= 0x80)
+		d->eight_bit = true;
+	if (d->line_len > SMTP_TEXT_LINE_MAX)
+		d->long_line = true;
+	return S_MID;
+}
+
+void smtp_data_init(struct smtp_data *d, bool dot_mode)
+{
+	memset(d, 0, sizeof(*d));
+	d->dot_mode = dot_mode;
+	d->state = S_SOL;
+}
+
+size_t smtp_data_scan(struct smtp_data *d, const char *in, size_t in_len, char *out,
+                      size_t *out_len)
+{
+	struct sink s = {.out = out, .w = 0, .r = 0, .carry = -1};
+	int st = d->state & STATE_MASK;
+	size_t i;
+
+	*out_len = 0;
+	if (d->done)
+		return 0;
+	if (d->state & CARRY_FLAG)
+		s.carry = (d->state >> CARRY_SHIFT) & 0xff;
+
+	for (i = 0; i < in_len; i++) {
+		unsigned char c = (unsigned char)in[i];
+
+		s.r = i + 1;
+		flush(&s);
+		switch (st) {
+		case S_SOL:
+			if (c == '.') {
+				if (d->dot_mode) {
+					st = S_DOT;
+					break;
+				}
+				d->dot_lines = true;
+			}
+			st = mid(d, &s, c);
+			break;
+		case S_MID:
+			st = mid(d, &s, c);
+			break;
+		case S_CR:
+			if (c == '\n') {
+				put(&s, c);
+				d->line_len = 0;
+				st = S_SOL;
+				break;
+			}
+			d->bare_cr = true;
+			if (d->line_len > SMTP_TEXT_LINE_MAX)
+				d->long_line = true;
+			st = mid(d, &s, c);
+			break;
+		case S_DOT:
+			if (c == '\r') {
+				st = S_DOT_CR;
+				break;
+			}
+			/* a stuffing dot, removed (RFC 5321 4.5.2) */
+			if (c == '.')
+				d->dot_lines = true;
+			st = mid(d, &s, c);
+			break;
+		case S_DOT_CR:
+			if (c == '\n') {
+				assert(s.carry < 0);
+				d->done = true;
+				d->state = S_SOL;
+				*out_len = s.w;
+				d->size += s.w;
+				return i + 1;
+			}
+			/* the dot was stuffing; the CR is bare */
+			d->bare_cr = true;
+			put(&s, '\r');
+			d->line_len = 1;
+			st = mid(d, &s, c);
+			break;
+		}
+	}
+
+	d->state = st;
+	if (s.carry >= 0)
+		d->state |= CARRY_FLAG | (s.carry << CARRY_SHIFT);
+	*out_len = s.w;
+	d->size += s.w;
+	return in_len;
+}

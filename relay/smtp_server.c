@@ -1,0 +1,911 @@
+/* smtp_server: see smtp_server.h.
+ *
+ * Flow: accept -> [implicit TLS handshake] -> greeting -> commands.  Input is
+ * parsed from the xprt's buffer; replies accumulate in its output buffer and
+ * are flushed when the session needs more input (RFC 2920 reply grouping).
+ * DATA/BDAT content is scanned in place and appended to the spool; the reply
+ * to the end of data is sent only when the spool says the message is durable. */
+#include "smtp_server.h"
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "smtp_data.h"
+#include "smtp_parse.h"
+#include "spool.h"
+#include "tls_ctx.h"
+#include "worker.h"
+#include "xprt.h"
+
+#define IN_BUF_SIZE  (64u << 10)
+#define OUT_MAX      (256u << 10)
+#define OUT_HIGH     (32u << 10) /* stop parsing pipelined commands past this */
+#define ERROR_LIMIT  20          /* like Postfix's smtpd_hard_error_limit */
+#define RECEIVED_MAX 1024
+
+enum state {
+	S_HANDSHAKE, /* TLS handshake (implicit TLS, or after STARTTLS) */
+	S_GREETING,  /* 220 being sent */
+	S_CMD,       /* reading commands */
+	S_STARTTLS,  /* "220 Ready to start TLS" being sent */
+	S_OPENING,   /* spool file being created for DATA/BDAT */
+	S_DATA,      /* DATA content */
+	S_BDAT,      /* BDAT chunk bytes */
+	S_COMMIT,    /* waiting until the message is durable */
+	S_ABORT,     /* waiting until a rejected message is removed */
+	S_QUIT,      /* last reply being sent, then close */
+	S_CLOSING,   /* xprt closing */
+};
+
+static const char *const state_names[] = {
+    "handshake", "greeting", "cmd",   "starttls", "opening", "data",
+    "bdat",      "commit",   "abort", "quit",     "closing",
+};
+
+struct smtp_session {
+	uint64_t id;
+	struct worker *w;
+	struct runtime *rt;
+	struct xprt x;
+	enum state state;
+	struct smtp_session *prev, *next;
+
+	char client[INET6_ADDRSTRLEN];
+	unsigned port;
+	struct sockaddr_storage peer;
+	char listener[80];
+	bool smtps, tls, esmtp, greeted, shutdown;
+	char helo[256];
+	struct tls_peer cert;
+	char tls_desc[128];
+	struct smtp_lines lines;
+	unsigned errors, commands, messages;
+	const char *close_reason;
+
+	/* transaction */
+	char qid[SPOOL_ID_LEN + 1];
+	char *sender; /* NULL: no MAIL yet */
+	bool smtputf8;
+	int body_type;
+	struct spool_rcpt *rcpts;
+	size_t nrcpt, rcpt_cap;
+	struct spool_tx tx;
+	bool tx_open; /* spool file exists */
+	bool bdat;    /* transaction uses BDAT */
+	bool bdat_last;
+	uint64_t bdat_left;    /* chunk bytes still to read */
+	struct smtp_data data; /* content scanner */
+	const char *reject;    /* reply that replaces "250 queued" */
+	char reject_buf[128];
+	struct timespec data_start;
+};
+
+static void session_event(void *owner, enum xprt_event ev, int err);
+static void spool_event(void *owner, enum spool_event ev, int err);
+static void process(struct smtp_session *s);
+
+static void enter_state(struct smtp_session *s, enum state st)
+{
+	s->state = st;
+}
+
+static const struct config *cfg(struct smtp_session *s)
+{
+	return &s->rt->cfg;
+}
+
+static void reply(struct smtp_session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void reply(struct smtp_session *s, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf) - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n > sizeof(buf) - 3)
+		n = (int)sizeof(buf) - 3;
+	buf[n++] = '\r';
+	buf[n++] = '\n';
+	if (xprt_write(&s->x, buf, (size_t)n) < 0) {
+		/* The client pipelines without reading our replies. */
+		s->close_reason = "output buffer full";
+		enter_state(s, S_CLOSING);
+		xprt_close(&s->x);
+	}
+}
+
+static void tx_reset(struct smtp_session *s)
+{
+	for (size_t i = 0; i < s->nrcpt; i++)
+		free(s->rcpts[i].addr);
+	free(s->sender);
+	s->sender = NULL;
+	s->nrcpt = 0;
+	s->qid[0] = '\0';
+	s->smtputf8 = false;
+	s->body_type = 0;
+	s->bdat = s->bdat_last = false;
+	s->bdat_left = 0;
+	s->reject = NULL;
+	s->tx_open = false;
+}
+
+/* Ends the session: the close completes through XPRT_CLOSED. */
+static void session_close(struct smtp_session *s, const char *reason)
+{
+	if (s->state == S_CLOSING)
+		return;
+	if (s->close_reason == NULL)
+		s->close_reason = reason;
+	enter_state(s, S_CLOSING);
+	if (s->tx_open) {
+		spool_tx_abort(&s->tx); /* ABORTED arrives later; we wait for it */
+	}
+	xprt_close(&s->x);
+}
+
+static void quit(struct smtp_session *s, const char *reason)
+{
+	s->close_reason = reason;
+	enter_state(s, S_QUIT);
+	xprt_flush(&s->x);
+}
+
+static void session_free(struct smtp_session *s)
+{
+	struct worker *w = s->w;
+
+	log_event(s->id, "smtp disconnect client=%s commands=%u messages=%u reason=\"%s\"",
+	          s->client, s->commands, s->messages, s->close_reason ? s->close_reason : "?");
+	tx_reset(s);
+	free(s->rcpts);
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		w->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	w->nsessions--;
+	atomic_fetch_sub(&w->srv->connections, 1);
+	runtime_put(s->rt);
+	free(s);
+}
+
+static void greet(struct smtp_session *s)
+{
+	reply(s, "220 %s ESMTP krelay", cfg(s)->hostname);
+	enter_state(s, S_GREETING);
+	xprt_flush(&s->x);
+}
+
+static void start_tls(struct smtp_session *s)
+{
+	SSL *ssl = SSL_new(s->rt->server_ctx);
+
+	if (ssl == NULL) {
+		log_event(s->id, "smtp tls error=\"SSL_new failed\"");
+		session_close(s, "TLS set-up failed");
+		return;
+	}
+	enter_state(s, S_HANDSHAKE);
+	xprt_set_timeout(&s->x, cfg(s)->command_timeout_s);
+	xprt_start_tls(&s->x, ssl, true);
+}
+
+void smtp_session_start(struct worker *w, int fd, bool smtps, const char *listener)
+{
+	struct smtp_session *s = calloc(1, sizeof(*s));
+	socklen_t len = sizeof(s->peer);
+	unsigned n = atomic_fetch_add(&w->srv->connections, 1) + 1;
+
+	if (s == NULL || xprt_init(&s->x, &w->ring, fd, &w->srv->caps, IN_BUF_SIZE, OUT_MAX,
+	                           session_event, s) < 0) {
+		atomic_fetch_sub(&w->srv->connections, 1);
+		free(s);
+		close(fd);
+		log_warnx("out of memory: connection dropped");
+		return;
+	}
+	s->id = atomic_fetch_add(&w->srv->session_seq, 1) + 1;
+	s->id |= (uint64_t)getpid() << 40;
+	s->w = w;
+	s->rt = runtime_get(w->srv);
+	s->smtps = smtps;
+	snprintf(s->listener, sizeof(s->listener), "%s", listener);
+	s->next = w->sessions;
+	if (w->sessions)
+		w->sessions->prev = s;
+	w->sessions = s;
+	w->nsessions++;
+	getpeername(fd, (struct sockaddr *)&s->peer, &len);
+	if (s->peer.ss_family == AF_INET6) {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&s->peer;
+		inet_ntop(AF_INET6, &a->sin6_addr, s->client, sizeof(s->client));
+		s->port = ntohs(a->sin6_port);
+	} else {
+		struct sockaddr_in *a = (struct sockaddr_in *)&s->peer;
+		inet_ntop(AF_INET, &a->sin_addr, s->client, sizeof(s->client));
+		s->port = ntohs(a->sin_port);
+	}
+	xprt_set_timeout(&s->x, cfg(s)->command_timeout_s);
+	log_event(s->id, "smtp connect client=%s port=%u listener=%s smtps=%d", s->client, s->port,
+	          listener, smtps);
+	if (n > cfg(s)->max_connections) {
+		reply(s, "421 4.7.0 %s Error: too many connections", cfg(s)->hostname);
+		quit(s, "too many connections");
+	} else if (smtps) {
+		start_tls(s);
+	} else {
+		greet(s);
+	}
+}
+
+struct smtp_session *smtp_session_next(struct smtp_session *s)
+{
+	return s->next;
+}
+
+void smtp_session_shutdown(struct smtp_session *s)
+{
+	s->shutdown = true;
+	switch (s->state) {
+	case S_CMD:
+		if (s->tx_open) {
+			spool_tx_abort(&s->tx);
+			enter_state(s, S_ABORT);
+			return;
+		}
+		reply(s, "421 4.3.2 %s Service shutting down", cfg(s)->hostname);
+		quit(s, "shutdown");
+		break;
+	case S_DATA:
+	case S_BDAT:
+	case S_OPENING:
+		/* Not acknowledged: drop it, the client keeps its copy. */
+		s->reject = "421 4.3.2 Service shutting down";
+		spool_tx_abort(&s->tx);
+		enter_state(s, S_ABORT);
+		break;
+	case S_HANDSHAKE:
+	case S_GREETING:
+		session_close(s, "shutdown");
+		break;
+	default:
+		break; /* commit, abort, quit: finish what is under way */
+	}
+}
+
+/* ---- commands ---------------------------------------------------------- */
+
+static void cmd_helo(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	const struct config *cf = cfg(s);
+
+	tx_reset(s);
+	snprintf(s->helo, sizeof(s->helo), "%.*s", (int)c->arg_len, c->arg);
+	s->greeted = true;
+	s->esmtp = c->verb == SMTP_EHLO;
+	if (!s->esmtp) {
+		reply(s, "250 %s", cf->hostname);
+		return;
+	}
+	reply(s, "250-%s", cf->hostname);
+	reply(s, "250-PIPELINING");
+	reply(s, "250-SIZE %llu", (unsigned long long)cf->max_message_size);
+	reply(s, "250-8BITMIME");
+	reply(s, "250-ENHANCEDSTATUSCODES");
+	reply(s, "250-CHUNKING");
+	if (!s->tls && s->rt->server_ctx != NULL)
+		reply(s, "250-STARTTLS");
+	reply(s, "250 SMTPUTF8");
+}
+
+static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	if (s->sender != NULL) {
+		reply(s, "503 5.5.1 Error: nested MAIL command");
+		return;
+	}
+	if (c->has_size && c->size > cfg(s)->max_message_size) {
+		reply(s, "552 5.3.4 Message size exceeds fixed limit");
+		return;
+	}
+	s->sender = strdup(c->addr);
+	if (s->sender == NULL) {
+		reply(s, "451 4.3.0 Error: out of memory");
+		return;
+	}
+	s->smtputf8 = c->smtputf8;
+	s->body_type = c->body == SMTP_BODY_8BITMIME ? 8 : c->body == SMTP_BODY_7BIT ? 7 : 0;
+	spool_new_id(&s->w->spool, s->qid);
+	log_event(s->id, "smtp from id=%s from=<%s> size=%llu", s->qid, c->addr,
+	          (unsigned long long)c->size);
+	reply(s, "250 2.1.0 Ok");
+}
+
+/* No open relay, ever: a recipient outside RelayDomains needs a trusted
+ * client address or a verified, listed client certificate. */
+static bool may_relay(struct smtp_session *s, const char *domain)
+{
+	const struct config *cf = cfg(s);
+
+	if (domain != NULL && config_relay_domain(cf, domain))
+		return true;
+	if (config_relay_client(cf, (const struct sockaddr *)&s->peer))
+		return true;
+	return s->cert.verified && config_relay_cert(cf, s->cert.sha256);
+}
+
+static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	const char *why = NULL;
+
+	if (s->sender == NULL) {
+		reply(s, "503 5.5.1 Error: need MAIL command");
+		return;
+	}
+	if (s->bdat) {
+		reply(s, "503 5.5.1 Error: RCPT after BDAT");
+		return;
+	}
+	if (s->nrcpt >= cfg(s)->max_recipients) {
+		reply(s, "452 4.5.3 Error: too many recipients");
+		return;
+	}
+	if (c->smtputf8 && !s->smtputf8) {
+		why = "553 5.6.7 Error: non-ASCII address requires SMTPUTF8 on MAIL FROM";
+	} else if (c->domain == NULL) {
+		why = "550 5.1.1 Error: krelay delivers no mail locally; use an address with a "
+		      "domain";
+	} else if (!may_relay(s, c->domain)) {
+		why = "550 5.7.1 Error: relay access denied";
+	}
+	if (why != NULL) {
+		log_event(s->id, "smtp to id=%s to=<%s> status=rejected reply=\"%s\"", s->qid,
+		          c->addr, why);
+		reply(s, "%s", why);
+		return;
+	}
+	if (s->nrcpt == s->rcpt_cap) {
+		size_t cap = s->rcpt_cap ? s->rcpt_cap * 2 : 8;
+		struct spool_rcpt *r = realloc(s->rcpts, cap * sizeof(*r));
+		if (r == NULL) {
+			reply(s, "451 4.3.0 Error: out of memory");
+			return;
+		}
+		s->rcpts = r;
+		s->rcpt_cap = cap;
+	}
+	s->rcpts[s->nrcpt].addr = strdup(c->addr);
+	s->rcpts[s->nrcpt].state = SPOOL_RCPT_PENDING;
+	if (s->rcpts[s->nrcpt].addr == NULL) {
+		reply(s, "451 4.3.0 Error: out of memory");
+		return;
+	}
+	s->nrcpt++;
+	log_event(s->id, "smtp to id=%s to=<%s> status=accepted", s->qid, c->addr);
+	reply(s, "250 2.1.5 Ok");
+}
+
+static void received_header(struct smtp_session *s, char *buf, size_t len)
+{
+	char date[64], certline[256] = "";
+	time_t now = time(NULL);
+	struct tm tm;
+	size_t n;
+
+	localtime_r(&now, &tm);
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+	if (s->tls && s->cert.cert)
+		snprintf(certline, sizeof(certline), "\t(Client CN \"%s\", %s)\r\n",
+		         s->cert.subject, s->cert.verified ? "verified OK" : "not verified");
+	else if (s->tls)
+		snprintf(certline, sizeof(certline),
+		         "\t(Client did not present a certificate)\r\n");
+	n = (size_t)snprintf(buf, len, "Received: from %s (unknown [%s])\r\n", s->helo, s->client);
+	if (s->tls && n < len)
+		n +=
+		    (size_t)snprintf(buf + n, len - n, "\t(using %s)\r\n%s", s->tls_desc, certline);
+	if (n < len)
+		n += (size_t)snprintf(buf + n, len - n, "\tby %s (krelay) with %s id %s",
+		                      cfg(s)->hostname,
+		                      !s->esmtp ? "SMTP"
+		                      : s->tls  ? (s->smtputf8 ? "UTF8SMTPS" : "ESMTPS")
+		                                : (s->smtputf8 ? "UTF8SMTP" : "ESMTP"),
+		                      s->qid);
+	if (s->nrcpt == 1 && n < len)
+		n += (size_t)snprintf(buf + n, len - n, "\r\n\tfor <%s>", s->rcpts[0].addr);
+	if (n < len)
+		snprintf(buf + n, len - n, "; %s\r\n", date);
+}
+
+/* DATA or the first BDAT: create the spool file, then carry on. */
+static void open_message(struct smtp_session *s, bool bdat)
+{
+	s->bdat = bdat;
+	smtp_data_init(&s->data, !bdat);
+	clock_gettime(CLOCK_MONOTONIC, &s->data_start);
+	enter_state(s, S_OPENING);
+	xprt_set_timeout(&s->x, cfg(s)->data_timeout_s);
+	spool_tx_begin(&s->tx, &s->w->spool, s->qid, spool_event, s);
+}
+
+static void cmd_data(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	if (s->sender == NULL) {
+		reply(s, "503 5.5.1 Error: need MAIL command");
+	} else if (s->bdat) {
+		reply(s, "503 5.5.1 Error: DATA after BDAT");
+	} else if (s->nrcpt == 0) {
+		reply(s, "554 5.5.1 Error: no valid recipients");
+	} else {
+		open_message(s, false);
+	}
+}
+
+static void cmd_bdat(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	s->bdat_left = c->chunk_size;
+	s->bdat_last = c->last;
+	if (s->sender == NULL || s->nrcpt == 0) {
+		/* RFC 3030: the chunk must still be read, then refused. */
+		s->reject = s->sender == NULL ? "503 5.5.1 Error: need MAIL command"
+		                              : "554 5.5.1 Error: no valid recipients";
+		s->bdat = true;
+		smtp_data_init(&s->data, false);
+		enter_state(s, S_BDAT);
+		return;
+	}
+	if (!s->tx_open) {
+		open_message(s, true);
+		return;
+	}
+	enter_state(s, S_BDAT);
+}
+
+static void cmd_rset(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	if (s->tx_open) {
+		s->reject = "250 2.0.0 Ok";
+		spool_tx_abort(&s->tx);
+		enter_state(s, S_ABORT);
+		return;
+	}
+	tx_reset(s);
+	reply(s, "250 2.0.0 Ok");
+}
+
+static void cmd_starttls(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	if (s->tls) {
+		reply(s, "554 5.5.1 Error: TLS already active");
+	} else if (s->rt->server_ctx == NULL) {
+		reply(s, "502 5.5.1 Error: command not implemented");
+	} else if (s->tx_open || s->sender != NULL) {
+		reply(s, "503 5.5.1 Error: STARTTLS inside a mail transaction");
+	} else {
+		reply(s, "220 2.0.0 Ready to start TLS");
+		enter_state(s, S_STARTTLS);
+	}
+}
+
+static void cmd_quit(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	reply(s, "221 2.0.0 Bye");
+	quit(s, "quit");
+}
+
+static void cmd_simple(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	switch (c->verb) {
+	case SMTP_NOOP:
+		reply(s, "250 2.0.0 Ok");
+		break;
+	case SMTP_VRFY:
+		reply(s,
+		      "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery");
+		break;
+	case SMTP_HELP:
+		reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY "
+		         "HELP STARTTLS");
+		break;
+	case SMTP_AUTH:
+		reply(s, "503 5.5.1 Error: authentication not enabled");
+		break;
+	default:
+		reply(s, "502 5.5.1 Error: command not implemented");
+		break;
+	}
+}
+
+#define NEED_HELO 0x1 /* refused before HELO/EHLO */
+
+static const struct {
+	void (*fn)(struct smtp_session *, const struct smtp_cmd *);
+	unsigned flags;
+} commands[SMTP_VERB_COUNT] = {
+    [SMTP_HELO] = {cmd_helo, 0},
+    [SMTP_EHLO] = {cmd_helo, 0},
+    [SMTP_MAIL] = {cmd_mail, NEED_HELO},
+    [SMTP_RCPT] = {cmd_rcpt, NEED_HELO},
+    [SMTP_DATA] = {cmd_data, NEED_HELO},
+    [SMTP_BDAT] = {cmd_bdat, NEED_HELO},
+    [SMTP_RSET] = {cmd_rset, 0},
+    [SMTP_NOOP] = {cmd_simple, 0},
+    [SMTP_QUIT] = {cmd_quit, 0},
+    [SMTP_VRFY] = {cmd_simple, 0},
+    [SMTP_EXPN] = {cmd_simple, 0},
+    [SMTP_HELP] = {cmd_simple, 0},
+    [SMTP_STARTTLS] = {cmd_starttls, NEED_HELO},
+    [SMTP_AUTH] = {cmd_simple, NEED_HELO},
+};
+
+static void error_count(struct smtp_session *s)
+{
+	if (++s->errors >= ERROR_LIMIT) {
+		reply(s, "421 4.7.0 %s Error: too many errors", cfg(s)->hostname);
+		quit(s, "too many errors");
+	}
+}
+
+static void command(struct smtp_session *s, const char *line, size_t len)
+{
+	struct smtp_cmd c;
+	const char *err = smtp_parse_command(line, len, &c);
+
+	s->commands++;
+	if (err != NULL) {
+		reply(s, "%s", err);
+		error_count(s);
+		return;
+	}
+	if (commands[c.verb].fn == NULL) {
+		reply(s, "502 5.5.1 Error: command not implemented");
+		return;
+	}
+	if ((commands[c.verb].flags & NEED_HELO) && !s->greeted) {
+		reply(s, "503 5.5.1 Error: send HELO/EHLO first");
+		error_count(s);
+		return;
+	}
+	commands[c.verb].fn(s, &c);
+}
+
+/* ---- content ----------------------------------------------------------- */
+
+static void end_of_data(struct smtp_session *s);
+
+/* Scans what the buffer holds; returns false when it must wait. */
+static bool content_step(struct smtp_session *s)
+{
+	struct xprt *x = &s->x;
+
+	while (x->in_len > 0) {
+		size_t n = x->in_len < SPOOL_BUF_SIZE ? x->in_len : SPOOL_BUF_SIZE, out = 0, used;
+
+		if (s->state == S_BDAT && n > s->bdat_left)
+			n = (size_t)s->bdat_left;
+		if (n == 0)
+			break;
+		if (s->tx_open && s->reject == NULL && !spool_tx_can_append(&s->tx, n))
+			return false; /* SPOOL_WRITABLE resumes us */
+		used = smtp_data_scan(&s->data, x->in, n, x->in, &out);
+		if (s->data.size > cfg(s)->max_message_size && s->reject == NULL)
+			s->reject = "552 5.3.4 Message size exceeds fixed limit";
+		if (s->tx_open && s->reject == NULL && out > 0)
+			spool_tx_append(&s->tx, x->in, out);
+		xprt_consume(x, used);
+		if (s->state == S_BDAT)
+			s->bdat_left -= used;
+		if (s->data.done)
+			break;
+	}
+	if (s->state == S_DATA && s->data.done) {
+		end_of_data(s);
+		return true;
+	}
+	if (s->state == S_BDAT && s->bdat_left == 0) {
+		if (s->bdat_last || !s->tx_open) {
+			end_of_data(s);
+		} else {
+			reply(s, "250 2.0.0 Ok: %llu octets", (unsigned long long)s->data.size);
+			xprt_set_timeout(&s->x, cfg(s)->command_timeout_s);
+			enter_state(s, S_CMD);
+		}
+		return true;
+	}
+	return false; /* needs input */
+}
+
+static const char *content_verdict(struct smtp_session *s)
+{
+	if (s->reject != NULL)
+		return s->reject;
+	if (s->data.bare_lf || s->data.bare_cr)
+		return "550 5.5.2 Error: bare <CR> or <LF> in message content (only <CRLF> ends "
+		       "a line)";
+	if (s->data.long_line)
+		return "550 5.6.0 Error: message has a line longer than 998 octets";
+	return NULL;
+}
+
+static void end_of_data(struct smtp_session *s)
+{
+	const char *no = content_verdict(s);
+	struct spool_env env;
+
+	xprt_set_timeout(&s->x, cfg(s)->command_timeout_s);
+	if (no != NULL) {
+		log_event(s->id, "smtp reject id=%s size=%llu reply=\"%s\"", s->qid,
+		          (unsigned long long)s->data.size, no);
+		s->reject = no;
+		if (s->tx_open) {
+			spool_tx_abort(&s->tx);
+			enter_state(s, S_ABORT);
+		} else {
+			reply(s, "%s", no);
+			tx_reset(s);
+			enter_state(s, S_CMD);
+		}
+		return;
+	}
+	memset(&env, 0, sizeof(env));
+	memcpy(env.id, s->qid, sizeof(env.id));
+	env.arrival = time(NULL);
+	env.dot_lines = s->data.dot_lines;
+	env.eight_bit = s->data.eight_bit;
+	env.smtputf8 = s->smtputf8;
+	env.body_type = s->body_type;
+	env.sender = s->sender;
+	env.rcpts = s->rcpts;
+	env.rcpt_count = s->nrcpt;
+	env.client = s->client;
+	env.helo = s->helo;
+	env.tls = s->tls ? s->tls_desc : "";
+	char certdesc[96];
+	snprintf(certdesc, sizeof(certdesc), "%s%s%s",
+	         !s->cert.cert      ? "none"
+	         : s->cert.verified ? "verified"
+	                            : "unverified",
+	         s->cert.cert ? " " : "", s->cert.fingerprint);
+	env.client_cert = certdesc;
+	enter_state(s, S_COMMIT);
+	spool_tx_commit(&s->tx, &env);
+}
+
+static void spool_event(void *owner, enum spool_event ev, int err)
+{
+	struct smtp_session *s = owner;
+	struct timespec now;
+
+	switch (ev) {
+	case SPOOL_OPENED:
+		if (err < 0) {
+			log_event(s->id, "smtp spool error id=%s error=\"%s\"", s->qid,
+			          strerror(-err));
+			/* Keep reading the content, then refuse it. */
+			s->reject = "451 4.3.0 Error: queue file write error";
+		} else {
+			s->tx_open = true;
+			char hdr[RECEIVED_MAX];
+			received_header(s, hdr, sizeof(hdr));
+			spool_tx_append(&s->tx, hdr, strlen(hdr));
+		}
+		if (s->state == S_CLOSING) {
+			if (s->tx_open)
+				spool_tx_abort(&s->tx);
+			return;
+		}
+		if (!s->bdat)
+			reply(s, "354 End data with <CR><LF>.<CR><LF>");
+		enter_state(s, s->bdat ? S_BDAT : S_DATA);
+		break;
+	case SPOOL_WRITABLE:
+		break;
+	case SPOOL_COMMITTED:
+		s->tx_open = false;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (err == 0) {
+			s->messages++;
+			log_event(s->id,
+			          "smtp queued id=%s from=<%s> size=%llu nrcpt=%zu delay_ms=%.1f",
+			          s->qid, s->sender, (unsigned long long)s->tx.body_size, s->nrcpt,
+			          (double)(now.tv_sec - s->data_start.tv_sec) * 1e3 +
+			              (double)(now.tv_nsec - s->data_start.tv_nsec) / 1e6);
+			reply(s, "250 2.0.0 Ok: queued as %s", s->qid);
+		} else {
+			log_event(s->id, "smtp spool error id=%s error=\"%s\"", s->qid,
+			          strerror(-err));
+			if (err == -ENOSPC || err == -EFBIG || err == -EDQUOT)
+				reply(s, "452 4.3.1 Insufficient system storage");
+			else
+				reply(s, "451 4.3.0 Error: queue file write error");
+		}
+		tx_reset(s);
+		enter_state(s, S_CMD);
+		break;
+	case SPOOL_ABORTED:
+		s->tx_open = false;
+		if (s->state == S_CLOSING) {
+			if (s->x.closed)
+				session_free(s);
+			return;
+		}
+		if (s->reject != NULL)
+			reply(s, "%s", s->reject);
+		tx_reset(s);
+		enter_state(s, S_CMD);
+		break;
+	}
+	if (s->shutdown && s->state == S_CMD) {
+		reply(s, "421 4.3.2 %s Service shutting down", cfg(s)->hostname);
+		quit(s, "shutdown");
+		return;
+	}
+	process(s);
+}
+
+/* ---- the loop ---------------------------------------------------------- */
+
+static void process(struct smtp_session *s)
+{
+	struct xprt *x = &s->x;
+
+	for (;;) {
+		switch (s->state) {
+		case S_CMD: {
+			size_t used = 0, len = 0;
+			enum smtp_line_result r;
+
+			if (xprt_pending(x) > OUT_HIGH) {
+				xprt_flush(x); /* WRITTEN brings us back */
+				return;
+			}
+			r = smtp_line_next(&s->lines, x->in, x->in_len, &used, &len);
+			if (r == SMTP_LINE_MORE) {
+				xprt_consume(x, used);
+				xprt_flush(x);
+				xprt_read(x);
+				return;
+			}
+			if (r == SMTP_LINE_OK)
+				command(s, x->in, len);
+			else if (r == SMTP_LINE_TOO_LONG)
+				reply(s, "500 5.5.2 Error: line too long"), error_count(s);
+			else
+				reply(s, "500 5.5.2 Error: bare <LF> received"), error_count(s);
+			if (s->state == S_CLOSING)
+				return;
+			xprt_consume(x, used);
+			if (s->state == S_STARTTLS) {
+				/* RFC 3207 4.2 / CVE-2011-0411: nothing pipelined
+				 * behind STARTTLS may run after the handshake. */
+				if (x->in_len > 0)
+					log_event(s->id,
+					          "smtp starttls discarded=%zu reason=\"input "
+					          "pipelined after STARTTLS\"",
+					          x->in_len);
+				xprt_discard_input(x);
+				xprt_flush(x);
+				return;
+			}
+			break;
+		}
+		case S_DATA:
+		case S_BDAT:
+			if (content_step(s))
+				break;
+			if (s->tx_open && s->reject == NULL && x->in_len > 0)
+				return; /* waiting for the spool */
+			xprt_flush(x);
+			xprt_read(x);
+			return;
+		default:
+			xprt_flush(x);
+			return;
+		}
+	}
+}
+
+static void tls_done(struct smtp_session *s)
+{
+	struct ktls_state *k = &s->x.ktls;
+	char why[256] = "", cert[256];
+
+	s->tls = true;
+	ktls_describe(s->x.ssl, s->tls_desc, sizeof(s->tls_desc));
+	tls_peer_info(s->x.ssl, &s->cert);
+	if (!k->tx || !k->rx)
+		snprintf(why, sizeof(why), "%s%s%s%s%s%s", k->tx ? "" : " ktls_tx_why=\"",
+		         k->tx_why, k->tx ? "" : "\"", k->rx ? "" : " ktls_rx_why=\"", k->rx_why,
+		         k->rx ? "" : "\"");
+	if (!s->cert.cert)
+		snprintf(cert, sizeof(cert), "none");
+	else if (s->cert.verified)
+		snprintf(cert, sizeof(cert), "verified fingerprint=%s subject=\"%s\"",
+		         s->cert.fingerprint, s->cert.subject);
+	else
+		snprintf(cert, sizeof(cert), "unverified fingerprint=%s verify_error=\"%s\"",
+		         s->cert.fingerprint, s->cert.verify_error);
+	log_event(s->id, "smtp tls version=%s cipher=%s ktls_tx=%s ktls_rx=%s%s client_cert=%s",
+	          SSL_get_version(s->x.ssl), SSL_get_cipher_name(s->x.ssl), k->tx ? "on" : "off",
+	          k->rx ? "on" : "off", why, cert);
+	/* RFC 3207 4.2: forget everything learnt before the handshake. */
+	s->greeted = s->esmtp = false;
+	s->helo[0] = '\0';
+	tx_reset(s);
+	if (s->smtps) {
+		greet(s);
+	} else {
+		enter_state(s, S_CMD);
+		process(s);
+	}
+}
+
+static void session_event(void *owner, enum xprt_event ev, int err)
+{
+	struct smtp_session *s = owner;
+
+	switch (ev) {
+	case XPRT_READ:
+		if (s->state != S_CLOSING)
+			process(s);
+		break;
+	case XPRT_WRITTEN:
+		if (s->state == S_GREETING) {
+			enter_state(s, S_CMD);
+			process(s);
+		} else if (s->state == S_STARTTLS) {
+			start_tls(s);
+		} else if (s->state == S_QUIT) {
+			session_close(s, s->close_reason);
+		} else if (s->state != S_CLOSING) {
+			process(s);
+		}
+		break;
+	case XPRT_TLS_OK:
+		tls_done(s);
+		break;
+	case XPRT_EOF:
+		session_close(s, s->state == S_DATA || s->state == S_BDAT
+		                     ? "lost connection in message content"
+		                     : "lost connection");
+		break;
+	case XPRT_TIMEOUT:
+		if (s->state == S_HANDSHAKE || s->state == S_QUIT) {
+			session_close(s, "timeout");
+		} else {
+			log_event(s->id, "smtp timeout state=%s", state_names[s->state]);
+			if (s->tx_open)
+				spool_tx_abort(&s->tx);
+			s->tx_open = false;
+			reply(s, "421 4.4.2 %s Error: timeout exceeded", cfg(s)->hostname);
+			quit(s, "timeout");
+		}
+		break;
+	case XPRT_ERROR:
+		if (s->state == S_HANDSHAKE)
+			log_event(s->id, "smtp tls error=\"%s\"", s->x.error);
+		session_close(s, s->x.error[0] ? s->x.error : strerror(-err));
+		break;
+	case XPRT_CLOSED:
+		/* A spool file being aborted still holds s: free on ABORTED. */
+		if (s->tx_open && spool_tx_busy(&s->tx))
+			return;
+		session_free(s);
+		break;
+	}
+}

@@ -1,0 +1,431 @@
+/* spool: see spool.h. */
+#include "spool.h"
+
+#include <assert.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+enum tx_stage {
+	TX_IDLE,
+	TX_OPENING,
+	TX_OPEN,
+	TX_COMMIT_WAIT, /* commit asked while a write is in flight */
+	TX_CHAIN,       /* write -> fdatasync -> rename in flight */
+	TX_DIRSYNC,
+	TX_CLOSING, /* after success or failure, closing fd (and unlinking) */
+	TX_ABORT_WAIT,
+	TX_ABORTING,
+};
+
+#define EPOCH_2020 1577836800
+
+static void open_cb(struct ring_op *op, int res, unsigned flags);
+static void write_cb(struct ring_op *op, int res, unsigned flags);
+static void chain_cb(struct ring_op *op, int res, unsigned flags);
+static void dirsync_cb(struct ring_op *op, int res, unsigned flags);
+static void close_cb(struct ring_op *op, int res, unsigned flags);
+
+static int open_dir(int parent, const char *name)
+{
+	if (mkdirat(parent, name, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+int spool_init(struct spool *sp, struct ring *ring, const char *dir, unsigned worker)
+{
+	int top;
+
+	memset(sp, 0, sizeof(*sp));
+	sp->ring = ring;
+	sp->worker = worker;
+	sp->tmp_dfd = sp->queue_dfd = -1;
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	top = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (top < 0)
+		return -errno;
+	sp->tmp_dfd = open_dir(top, "tmp");
+	sp->queue_dfd = open_dir(top, "queue");
+	close(top);
+	if (sp->tmp_dfd < 0 || sp->queue_dfd < 0) {
+		int err = sp->tmp_dfd < 0 ? sp->tmp_dfd : sp->queue_dfd;
+		spool_exit(sp);
+		return err;
+	}
+	if (getrandom(&sp->id_counter, sizeof(sp->id_counter), 0) < 0)
+		sp->id_counter = (uint32_t)getpid();
+	ring_op_init(&sp->op_dirsync, RING_FSYNC, dirsync_cb, sp);
+	return 0;
+}
+
+void spool_exit(struct spool *sp)
+{
+	if (sp->tmp_dfd >= 0)
+		close(sp->tmp_dfd);
+	if (sp->queue_dfd >= 0)
+		close(sp->queue_dfd);
+	sp->tmp_dfd = sp->queue_dfd = -1;
+}
+
+int spool_recover(const char *dir, unsigned *queued, unsigned *removed)
+{
+	struct spool sp;
+	struct dirent *de;
+	DIR *d;
+	int ret = spool_init(&sp, NULL, dir, 0);
+
+	*queued = *removed = 0;
+	if (ret < 0)
+		return ret;
+	/* A file in tmp/ was never acknowledged: the client still has it. */
+	d = fdopendir(dup(sp.tmp_dfd));
+	while (d != NULL && (de = readdir(d)) != NULL) {
+		if (de->d_name[0] != '.' && unlinkat(sp.tmp_dfd, de->d_name, 0) == 0)
+			(*removed)++;
+	}
+	if (d != NULL)
+		closedir(d);
+	d = fdopendir(dup(sp.queue_dfd));
+	while (d != NULL && (de = readdir(d)) != NULL) {
+		if (spool_id_valid(de->d_name))
+			(*queued)++;
+	}
+	if (d != NULL)
+		closedir(d);
+	if (*removed > 0)
+		fsync(sp.tmp_dfd);
+	spool_exit(&sp);
+	return 0;
+}
+
+void spool_new_id(struct spool *sp, char id[SPOOL_ID_LEN + 1])
+{
+	uint64_t secs = (uint64_t)(time(NULL) - EPOCH_2020) & 0xffffffffu;
+	uint64_t v =
+	    secs << 32 | (uint64_t)(sp->worker & 0xff) << 24 | (sp->id_counter++ & 0xffffff);
+
+	snprintf(id, SPOOL_ID_LEN + 1, "%016llX", (unsigned long long)v);
+}
+
+bool spool_tx_busy(const struct spool_tx *tx)
+{
+	return ring_op_busy(&tx->op_open) || ring_op_busy(&tx->op_write) ||
+	       ring_op_busy(&tx->op_fsync) || ring_op_busy(&tx->op_rename) ||
+	       ring_op_busy(&tx->op_close) || ring_op_busy(&tx->op_unlink);
+}
+
+void spool_tx_begin(struct spool_tx *tx, struct spool *sp, const char *id, spool_cb cb, void *owner)
+{
+	memset(tx, 0, sizeof(*tx));
+	tx->sp = sp;
+	tx->cb = cb;
+	tx->owner = owner;
+	tx->fd = -1;
+	memcpy(tx->id, id, SPOOL_ID_LEN + 1);
+	ring_op_init(&tx->op_open, RING_OPEN, open_cb, tx);
+	ring_op_init(&tx->op_write, RING_WRITE, write_cb, tx);
+	ring_op_init(&tx->op_fsync, RING_FSYNC, chain_cb, tx);
+	ring_op_init(&tx->op_rename, RING_RENAME, chain_cb, tx);
+	ring_op_init(&tx->op_close, RING_CLOSE, close_cb, tx);
+	ring_op_init(&tx->op_unlink, RING_UNLINK, close_cb, tx);
+	tx->stage = TX_OPENING;
+	ring_openat(sp->ring, &tx->op_open, sp->tmp_dfd, tx->id,
+	            O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+}
+
+static void release(struct spool_tx *tx)
+{
+	free(tx->buf[0]);
+	free(tx->buf[1]);
+	free(tx->tail);
+	tx->buf[0] = tx->buf[1] = tx->tail = NULL;
+}
+
+/* Closes the file, removing it from tmp/ unless it reached queue/. */
+static void finish(struct spool_tx *tx, int err, bool unlink_tmp)
+{
+	tx->commit_err = err;
+	if (tx->stage != TX_ABORTING)
+		tx->stage = TX_CLOSING;
+	if (unlink_tmp)
+		ring_unlinkat(tx->sp->ring, &tx->op_unlink, tx->sp->tmp_dfd, tx->id);
+	if (tx->fd >= 0)
+		ring_close(tx->sp->ring, &tx->op_close, tx->fd);
+	tx->fd = -1;
+	if (!spool_tx_busy(tx))
+		close_cb(&tx->op_close, 0, 0);
+}
+
+static void close_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct spool_tx *tx = op->owner;
+	bool aborted = tx->stage == TX_ABORTING;
+
+	if (spool_tx_busy(tx))
+		return;
+	release(tx);
+	tx->stage = TX_IDLE;
+	if (aborted) {
+		tx->cb(tx->owner, SPOOL_ABORTED, 0);
+	} else {
+		if (tx->commit_err == 0) {
+			tx->sp->stats.messages++;
+			tx->sp->stats.bytes += tx->body_size;
+		} else {
+			tx->sp->stats.failures++;
+		}
+		tx->cb(tx->owner, SPOOL_COMMITTED, tx->commit_err);
+	}
+	/* tx may be dangling after the callback */
+}
+
+static void open_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct spool_tx *tx = op->owner;
+
+	if (res >= 0)
+		tx->fd = res;
+	if (tx->stage == TX_ABORT_WAIT) {
+		tx->stage = TX_ABORTING;
+		finish(tx, 0, res >= 0);
+		return;
+	}
+	if (res < 0) {
+		tx->stage = TX_IDLE;
+		tx->cb(tx->owner, SPOOL_OPENED, res);
+		return;
+	}
+	tx->buf[0] = malloc(SPOOL_BUF_SIZE);
+	tx->buf[1] = malloc(SPOOL_BUF_SIZE);
+	if (tx->buf[0] == NULL || tx->buf[1] == NULL)
+		tx->error = -ENOMEM;
+	tx->stage = TX_OPEN;
+	tx->cb(tx->owner, SPOOL_OPENED, 0);
+}
+
+static void submit_write(struct spool_tx *tx)
+{
+	tx->wr_len = tx->fill;
+	ring_write(tx->sp->ring, &tx->op_write, tx->fd, tx->buf[tx->cur], tx->fill, tx->off, false);
+	tx->cur ^= 1;
+	tx->fill = 0;
+}
+
+bool spool_tx_can_append(const struct spool_tx *tx, size_t len)
+{
+	return tx->error != 0 || tx->fill + len <= SPOOL_BUF_SIZE || !ring_op_busy(&tx->op_write);
+}
+
+bool spool_tx_append(struct spool_tx *tx, const void *buf, size_t len)
+{
+	const char *p = buf;
+	size_t room;
+
+	assert(tx->stage == TX_OPEN && len <= SPOOL_BUF_SIZE);
+	tx->body_size += len;
+	if (tx->error != 0)
+		return true; /* the message is lost already: keep the session reading */
+	if (tx->fill + len <= SPOOL_BUF_SIZE) {
+		memcpy(tx->buf[tx->cur] + tx->fill, p, len);
+		tx->fill += len;
+		return true;
+	}
+	if (ring_op_busy(&tx->op_write)) {
+		tx->body_size -= len;
+		return false;
+	}
+	room = SPOOL_BUF_SIZE - tx->fill;
+	memcpy(tx->buf[tx->cur] + tx->fill, p, room);
+	tx->fill += room;
+	submit_write(tx);
+	memcpy(tx->buf[tx->cur], p + room, len - room);
+	tx->fill = len - room;
+	return true;
+}
+
+static void start_chain(struct spool_tx *tx);
+
+static void write_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct spool_tx *tx = op->owner;
+
+	if (res < 0 && tx->error == 0)
+		tx->error = res;
+	else if (res >= 0 && (size_t)res < tx->wr_len && tx->error == 0)
+		tx->error = -ENOSPC; /* a short write to a regular file: out of room */
+	tx->off += tx->wr_len;
+	switch (tx->stage) {
+	case TX_COMMIT_WAIT:
+		start_chain(tx);
+		break;
+	case TX_ABORT_WAIT:
+		tx->stage = TX_ABORTING;
+		finish(tx, 0, true);
+		break;
+	default:
+		tx->cb(tx->owner, SPOOL_WRITABLE, 0);
+	}
+}
+
+void spool_tx_commit(struct spool_tx *tx, const struct spool_env *env)
+{
+	struct spool_env e = *env;
+	size_t env_len;
+
+	assert(tx->stage == TX_OPEN);
+	e.body_size = tx->body_size;
+	env_len = spool_env_format(&e, NULL, 0);
+	tx->tail = malloc(tx->fill + env_len + 1 + SPOOL_TRAILER_LEN);
+	if (tx->tail == NULL && tx->error == 0)
+		tx->error = -ENOMEM;
+	if (tx->error == 0) {
+		memcpy(tx->tail, tx->buf[tx->cur], tx->fill);
+		spool_env_format(&e, tx->tail + tx->fill, env_len + 1);
+		spool_trailer_format(tx->tail + tx->fill + env_len, tx->body_size,
+		                     (uint32_t)env_len);
+		tx->fill += env_len + SPOOL_TRAILER_LEN;
+	}
+	tx->stage = TX_COMMIT_WAIT;
+	if (!ring_op_busy(&tx->op_write))
+		start_chain(tx);
+}
+
+static void start_chain(struct spool_tx *tx)
+{
+	struct spool *sp = tx->sp;
+
+	if (tx->error != 0) {
+		finish(tx, tx->error, true);
+		return;
+	}
+	tx->stage = TX_CHAIN;
+	tx->wr_len = tx->fill;
+	tx->write_res = tx->fsync_res = tx->rename_res = 0;
+	ring_write(sp->ring, &tx->op_write, tx->fd, tx->tail, tx->fill, tx->off, true);
+	ring_fsync(sp->ring, &tx->op_fsync, tx->fd, true, true);
+	ring_renameat(sp->ring, &tx->op_rename, sp->tmp_dfd, tx->id, sp->queue_dfd, tx->id,
+	              RENAME_NOREPLACE, false);
+	/* the write's completion comes to chain_cb through op_write */
+	tx->op_write.cb = chain_cb;
+	sp->stats.fsyncs++;
+}
+
+static void dirsync_start(struct spool *sp)
+{
+	sp->dir_batch = sp->dir_waiting;
+	sp->dir_waiting = NULL;
+	sp->stats.dirsyncs++;
+	ring_fsync(sp->ring, &sp->op_dirsync, sp->queue_dfd, false, false);
+}
+
+static void chain_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct spool_tx *tx = op->owner;
+	struct spool *sp = tx->sp;
+
+	if (op == &tx->op_write)
+		tx->write_res = res < 0 ? res : (size_t)res < tx->wr_len ? -ENOSPC : 0;
+	else if (op == &tx->op_fsync)
+		tx->fsync_res = res;
+	else
+		tx->rename_res = res;
+	if (ring_op_busy(&tx->op_write) || ring_op_busy(&tx->op_fsync) ||
+	    ring_op_busy(&tx->op_rename))
+		return;
+	tx->op_write.cb = write_cb;
+	if (tx->write_res < 0 || tx->fsync_res < 0 || tx->rename_res < 0) {
+		int err = tx->write_res < 0   ? tx->write_res
+		          : tx->fsync_res < 0 ? tx->fsync_res
+		                              : tx->rename_res;
+		finish(tx, err, true);
+		return;
+	}
+	tx->stage = TX_DIRSYNC;
+	tx->next = sp->dir_waiting;
+	sp->dir_waiting = tx;
+	if (!ring_op_busy(&sp->op_dirsync))
+		dirsync_start(sp);
+}
+
+static void dirsync_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct spool *sp = op->owner;
+	struct spool_tx *tx = sp->dir_batch, *next;
+
+	sp->dir_batch = NULL;
+	if (sp->dir_waiting != NULL)
+		dirsync_start(sp);
+	for (; tx != NULL; tx = next) {
+		next = tx->next;
+		if (res < 0) /* not durable: take it back so the client retries */
+			unlinkat(sp->queue_dfd, tx->id, 0);
+		finish(tx, res < 0 ? res : 0, false);
+	}
+}
+
+void spool_tx_abort(struct spool_tx *tx)
+{
+	switch (tx->stage) {
+	case TX_OPENING:
+		tx->stage = TX_ABORT_WAIT;
+		break;
+	case TX_OPEN:
+		if (ring_op_busy(&tx->op_write)) {
+			tx->stage = TX_ABORT_WAIT;
+			break;
+		}
+		tx->stage = TX_ABORTING;
+		finish(tx, 0, true);
+		break;
+	default:
+		/* committing or already done: the commit's outcome stands */
+		break;
+	}
+}
+
+int spool_load_env(int queue_dfd, const char *id, struct spool_env *env, char *err, size_t errlen)
+{
+	char trailer[SPOOL_TRAILER_LEN], *buf;
+	uint64_t off;
+	uint32_t len;
+	struct stat st;
+	int fd = openat(queue_dfd, id, O_RDONLY | O_CLOEXEC), ret = -1;
+
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: %s", id, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) < 0 || st.st_size < SPOOL_TRAILER_LEN ||
+	    pread(fd, trailer, sizeof(trailer), st.st_size - SPOOL_TRAILER_LEN) !=
+	        SPOOL_TRAILER_LEN ||
+	    spool_trailer_parse(trailer, &off, &len) < 0 || len > SPOOL_ENV_MAX ||
+	    off + len + SPOOL_TRAILER_LEN != (uint64_t)st.st_size) {
+		snprintf(err, errlen, "%s: no valid trailer", id);
+		close(fd);
+		return -1;
+	}
+	buf = malloc(len + 1);
+	if (buf != NULL && pread(fd, buf, len, (off_t)off) == (ssize_t)len)
+		ret = spool_env_parse(buf, len, env, err, errlen);
+	else
+		snprintf(err, errlen, "%s: cannot read envelope", id);
+	if (ret == 0 && env->body_size != off) {
+		snprintf(err, errlen, "%s: body size %llu != envelope offset %llu", id,
+		         (unsigned long long)env->body_size, (unsigned long long)off);
+		spool_env_free(env);
+		ret = -1;
+	}
+	free(buf);
+	close(fd);
+	return ret;
+}

@@ -1,0 +1,99 @@
+/* spool: writes accepted messages durably through the ring.
+ *
+ * Per worker: one struct spool (directory fds, group commit of the queue
+ * directory).  Per message being received: one struct spool_tx, embedded in
+ * the SMTP session.  Body bytes are appended into two large buffers that are
+ * written alternately while the session keeps reading; commit appends the
+ * envelope and trailer, then, as one linked chain, write -> fdatasync ->
+ * rename tmp/ID -> queue/ID; the queue directory's fsync is shared by every
+ * message renamed before it started (group commit). */
+#ifndef KRELAY_SPOOL_H
+#define KRELAY_SPOOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ring.h"
+#include "spool_format.h"
+
+#define SPOOL_BUF_SIZE (64u << 10)
+
+struct spool_stats {
+	uint64_t messages;
+	uint64_t bytes;
+	uint64_t fsyncs;   /* file fdatasyncs */
+	uint64_t dirsyncs; /* queue directory fsyncs, each covering a batch */
+	uint64_t failures;
+};
+
+struct spool_tx;
+
+struct spool {
+	struct ring *ring;
+	int tmp_dfd, queue_dfd;
+	unsigned worker;
+	uint32_t id_counter;
+	struct spool_tx *dir_waiting; /* renamed, waiting for the next dirsync */
+	struct spool_tx *dir_batch;   /* covered by the dirsync in flight */
+	struct ring_op op_dirsync;
+	struct spool_stats stats;
+};
+
+enum spool_event {
+	SPOOL_OPENED,    /* err: 0 or -errno */
+	SPOOL_WRITABLE,  /* a buffer was freed: appends may continue */
+	SPOOL_COMMITTED, /* err: 0 (durable) or -errno (nothing left behind) */
+	SPOOL_ABORTED,   /* temporary file removed */
+};
+
+typedef void (*spool_cb)(void *owner, enum spool_event ev, int err);
+
+struct spool_tx {
+	struct spool *sp;
+	spool_cb cb;
+	void *owner;
+	char id[SPOOL_ID_LEN + 1];
+	int fd;
+	uint64_t off; /* file offset of the next write */
+	char *buf[2];
+	size_t fill; /* bytes in buf[cur] */
+	int cur;
+	size_t wr_len; /* bytes of the write in flight */
+	int error;     /* first write error, -errno */
+	int stage;     /* enum in spool.c */
+	char *tail;    /* last buffer + envelope + trailer, written at commit */
+	int commit_err;
+	uint64_t body_size;
+	struct spool_tx *next;
+	struct ring_op op_open, op_write, op_fsync, op_rename, op_close, op_unlink;
+	int write_res, fsync_res, rename_res;
+};
+
+/* Opens QueueDirectory's tmp/ and queue/ (creating them).  Returns 0 or -errno. */
+int spool_init(struct spool *sp, struct ring *ring, const char *dir, unsigned worker);
+void spool_exit(struct spool *sp);
+
+/* Removes leftovers of interrupted receptions and counts queued messages.
+ * Call once, before workers start. */
+int spool_recover(const char *dir, unsigned *queued, unsigned *removed);
+
+/* Makes a new queue ID (unique in this spool; time-ordered). */
+void spool_new_id(struct spool *sp, char id[SPOOL_ID_LEN + 1]);
+
+/* Starts a message: opens tmp/ID.  SPOOL_OPENED follows. */
+void spool_tx_begin(struct spool_tx *tx, struct spool *sp, const char *id, spool_cb cb,
+                    void *owner);
+/* Appends body bytes.  Returns false when both buffers are busy: wait for
+ * SPOOL_WRITABLE.  After a write error it swallows bytes (tx->error set). */
+bool spool_tx_append(struct spool_tx *tx, const void *buf, size_t len);
+bool spool_tx_can_append(const struct spool_tx *tx, size_t len);
+/* Appends the envelope and trailer and makes it durable.  SPOOL_COMMITTED follows. */
+void spool_tx_commit(struct spool_tx *tx, const struct spool_env *env);
+/* Drops the message.  SPOOL_ABORTED follows. */
+void spool_tx_abort(struct spool_tx *tx);
+bool spool_tx_busy(const struct spool_tx *tx);
+
+/* Reads a queued message's envelope (blocking; for tools and recovery). */
+int spool_load_env(int queue_dfd, const char *id, struct spool_env *env, char *err, size_t errlen);
+
+#endif

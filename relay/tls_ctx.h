@@ -1,0 +1,32 @@
+/* tls_ctx: OpenSSL contexts built from the configuration, and the checks
+ * that keep krelay from ever falling back to plaintext because of its own
+ * certificate (a missing, weak, expired or mismatched key is an error). */
+#ifndef KRELAY_TLS_CTX_H
+#define KRELAY_TLS_CTX_H
+
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "config.h"
+
+/* Builds the server context, or NULL when no ServerCertFile is configured
+ * (then *err is ""), or NULL with *err = "where: why" on any error. */
+SSL_CTX *tls_server_ctx(const struct config *c, char *err, size_t errlen);
+
+/* Checks every certificate, key and CA option; prints one line per finding
+ * to out.  Returns the number of errors. */
+int tls_check(const struct config *c, FILE *out);
+
+struct tls_peer {
+	bool cert;     /* the client presented one */
+	bool verified; /* and it verified against CACertFile/CACertPath */
+	uint8_t sha256[32];
+	char fingerprint[65]; /* lower-case hex */
+	char subject[128];
+	char verify_error[96];
+};
+void tls_peer_info(SSL *ssl, struct tls_peer *p);
+
+#endif

@@ -1,0 +1,224 @@
+/* worker: see worker.h. */
+#include "worker.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "smtp_server.h"
+
+#define RING_ENTRIES      1024
+#define SHUTDOWN_GRACE_MS 30000
+
+struct runtime *runtime_get(struct server *srv)
+{
+	struct runtime *rt;
+
+	pthread_mutex_lock(&srv->lock);
+	rt = srv->current;
+	atomic_fetch_add(&rt->refs, 1);
+	pthread_mutex_unlock(&srv->lock);
+	return rt;
+}
+
+void runtime_put(struct runtime *rt)
+{
+	if (atomic_fetch_sub(&rt->refs, 1) == 1) {
+		SSL_CTX_free(rt->server_ctx);
+		config_free(&rt->cfg);
+		free(rt);
+	}
+}
+
+static void accept_cb(struct ring_op *op, int res, unsigned flags);
+static void retry_cb(struct ring_op *op, int res, unsigned flags);
+static void wake_cb(struct ring_op *op, int res, unsigned flags);
+
+static int listen_on(const struct config_listen *l, char *err, size_t errlen)
+{
+	int one = 1;
+	int fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		goto fail;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+		goto fail;
+	if (l->addr.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&l->addr, l->addrlen) < 0 || listen(fd, 1024) < 0)
+		goto fail;
+	return fd;
+fail:
+	snprintf(err, errlen, "Listen=%s: %s", l->text, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+int worker_init(struct worker *w, struct server *srv, unsigned index, const struct config *cfg,
+                char *err, size_t errlen)
+{
+	int ret;
+
+	memset(w, 0, sizeof(*w));
+	w->srv = srv;
+	w->index = index;
+	w->wake_fd = -1;
+	ret = ring_init(&w->ring, RING_ENTRIES);
+	if (ret < 0) {
+		snprintf(err, errlen, "io_uring set-up: %s", strerror(-ret));
+		return -1;
+	}
+	ret = spool_init(&w->spool, &w->ring, cfg->queue_directory, index);
+	if (ret < 0) {
+		snprintf(err, errlen, "QueueDirectory %s: %s", cfg->queue_directory,
+		         strerror(-ret));
+		return -1;
+	}
+	for (size_t i = 0; i < cfg->listen_count; i++) {
+		struct listener *l = &w->listeners[i];
+		l->w = w;
+		l->smtps = cfg->listen[i].smtps;
+		snprintf(l->text, sizeof(l->text), "%s", cfg->listen[i].text);
+		l->fd = listen_on(&cfg->listen[i], err, errlen);
+		if (l->fd < 0)
+			return -1;
+		ring_op_init(&l->op, RING_ACCEPT, accept_cb, l);
+		ring_op_init(&l->op_retry, RING_TIMEOUT, retry_cb, l);
+		w->nlisteners++;
+	}
+	w->wake_fd = eventfd(0, EFD_CLOEXEC);
+	if (w->wake_fd < 0) {
+		snprintf(err, errlen, "eventfd: %s", strerror(errno));
+		return -1;
+	}
+	ring_op_init(&w->op_wake, RING_READ, wake_cb, w);
+	return 0;
+}
+
+static void accept_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct listener *l = op->owner;
+	struct worker *w = l->w;
+
+	if (res >= 0) {
+		if (w->stopping)
+			close(res);
+		else
+			smtp_session_start(w, res, l->smtps, l->text);
+	} else if (res != -ECANCELED && !w->stopping) {
+		log_warnx("accept on %s: %s", l->text, strerror(-res));
+	}
+	if (!(flags & IORING_CQE_F_MORE) && !w->stopping) {
+		/* Re-arm; after an error (EMFILE...) wait a little first. */
+		if (res < 0) {
+			l->retry_ts.tv_sec = 0;
+			l->retry_ts.tv_nsec = 100 * 1000 * 1000;
+			ring_timeout(&w->ring, &l->op_retry, &l->retry_ts);
+		} else {
+			ring_accept_multishot(&w->ring, &l->op, l->fd);
+		}
+	}
+}
+
+static void retry_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct listener *l = op->owner;
+
+	if (!l->w->stopping && !ring_op_busy(&l->op))
+		ring_accept_multishot(&l->w->ring, &l->op, l->fd);
+}
+
+static void stop_accepting(struct worker *w)
+{
+	w->stopping = true;
+	for (unsigned i = 0; i < w->nlisteners; i++) {
+		/* Wakes the multishot accept, which then ends with an error CQE;
+		 * the fd itself is closed after the loop. */
+		shutdown(w->listeners[i].fd, SHUT_RDWR);
+	}
+	for (struct smtp_session *s = w->sessions, *next; s != NULL; s = next) {
+		next = smtp_session_next(s);
+		smtp_session_shutdown(s);
+	}
+}
+
+static void wake_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct worker *w = op->owner;
+
+	if (atomic_load(&w->srv->stopping)) {
+		if (!w->stopping)
+			stop_accepting(w);
+		return;
+	}
+	ring_read(&w->ring, &w->op_wake, w->wake_fd, &w->wake_buf, sizeof(w->wake_buf), 0);
+}
+
+static bool listeners_idle(struct worker *w)
+{
+	for (unsigned i = 0; i < w->nlisteners; i++)
+		if (ring_op_busy(&w->listeners[i].op) || ring_op_busy(&w->listeners[i].op_retry))
+			return false;
+	return true;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	int waited_ms = 0, ret = ring_enable(&w->ring);
+
+	if (ret < 0)
+		fatalx("worker %u: io_uring enable: %s", w->index, strerror(-ret));
+	for (unsigned i = 0; i < w->nlisteners; i++)
+		ring_accept_multishot(&w->ring, &w->listeners[i].op, w->listeners[i].fd);
+	ring_read(&w->ring, &w->op_wake, w->wake_fd, &w->wake_buf, sizeof(w->wake_buf), 0);
+	for (;;) {
+		ret = ring_run_once(&w->ring, w->stopping ? 100 : 1000);
+		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
+			fatalx("worker %u: io_uring: %s", w->index, strerror(-ret));
+		if (!w->stopping)
+			continue;
+		if (w->nsessions == 0 && listeners_idle(w))
+			break;
+		if (ret == 0 && (waited_ms += 100) >= SHUTDOWN_GRACE_MS) {
+			log_warnx("worker %u: %u sessions still open after %d ms: leaving them",
+			          w->index, w->nsessions, SHUTDOWN_GRACE_MS);
+			break;
+		}
+	}
+	return NULL;
+}
+
+int worker_start(struct worker *w)
+{
+	return -pthread_create(&w->thread, NULL, worker_main, w);
+}
+
+void worker_wake(struct worker *w)
+{
+	uint64_t one = 1;
+
+	if (write(w->wake_fd, &one, sizeof(one)) < 0)
+		log_warnx("worker %u: wake: %s", w->index, strerror(errno));
+}
+
+void worker_join(struct worker *w)
+{
+	pthread_join(w->thread, NULL);
+	spool_exit(&w->spool);
+	close(w->wake_fd);
+	for (unsigned i = 0; i < w->nlisteners; i++)
+		if (w->listeners[i].fd >= 0)
+			close(w->listeners[i].fd);
+	ring_exit(&w->ring);
+}

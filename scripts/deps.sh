@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# deps.sh: installs everything krelay needs to build and test, from Debian
+# bookworm's packages only.  Idempotent: does nothing when all is there.
+#   scripts/deps.sh          install what is missing (needs root)
+#   scripts/deps.sh --check  exit 0 when nothing is missing, else list it
+set -euo pipefail
+
+PKGS=(
+	build-essential pkg-config libssl-dev openssl liburing-dev
+	clang-format
+	python3 python3-pytest swaks
+	iproute2 procps util-linux
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ "${1:-}" = "--check" ]; then
+	if [ ${#missing[@]} -gt 0 ]; then
+		echo "missing: ${missing[*]}"
+		exit 1
+	fi
+	exit 0
+fi
+
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+	echo "deps.sh: need root to install: ${missing[*]}" >&2
+	exit 1
+fi
+echo "deps.sh: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# Refresh the package lists once when they are missing or a day old.
+if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages' -mtime -1 2>/dev/null | head -n1)" ]; then
+	apt-get update -qq
+fi
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "deps.sh: done"

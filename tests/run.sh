@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# run.sh: every test of krelay: the unit tests of its pure code, then the
+# integration tests against the real binary (built with ASan+UBSan) using
+# clients and servers that nobody here wrote.  Ends with "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+passed=0 failed=0 skipped=0
+count() { # count LOG: add the "N passed", "N failed" and "N skipped" of a summary line
+	local line
+	line=$(grep -E '[0-9]+ (passed|failed)' "$1" | tail -n1)
+	p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+' || true)
+	f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+' || true)
+	e=$(grep -oE '[0-9]+ errors?' <<<"$line" | grep -oE '[0-9]+' || true)
+	s=$(grep -oE '[0-9]+ skipped' <<<"$line" | grep -oE '[0-9]+' || true)
+	passed=$((passed + ${p:-0}))
+	failed=$((failed + ${f:-0} + ${e:-0}))
+	skipped=$((skipped + ${s:-0}))
+}
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+echo "== unit tests"
+for t in build/test/unit/test_*; do
+	[[ $t == *.d ]] && continue
+	if ! "$t" >"$log" 2>&1; then
+		grep -vE '^PASS ' "$log"
+	else
+		tail -n1 "$log"
+	fi
+	if grep -qE '[0-9]+ passed' "$log"; then
+		count "$log"
+	else
+		echo "$t: crashed"; cat "$log"; failed=$((failed + 1))
+	fi
+done
+
+echo "== integration tests"
+KRELAY_BIN="$PWD/build/test/krelay" /usr/bin/python3 -m pytest -p no:cacheprovider -q -rfEs \
+	tests/integration 2>&1 | tee "$log"
+if grep -qE '[0-9]+ (passed|failed)' "$log"; then
+	count "$log"
+else
+	echo "integration tests did not run"; failed=$((failed + 1))
+fi
+
+echo
+if [ "$skipped" -gt 0 ]; then
+	echo "$passed passed, $failed failed, $skipped skipped"
+else
+	echo "$passed passed, $failed failed"
+fi
+[ "$failed" -eq 0 ]

@@ -1,0 +1,160 @@
+/* Unit tests: spool_format (envelope text, trailer, queue IDs). */
+#include <stdlib.h>
+
+#include "spool_format.h"
+#include "unit.h"
+
+static struct spool_rcpt rcpts[] = {
+    {"a@example.com", SPOOL_RCPT_PENDING},
+    {"\"odd %local\r\n\"@example.org", SPOOL_RCPT_DELIVERED},
+    {"x@[127.0.0.1]", SPOOL_RCPT_FAILED},
+};
+
+static struct spool_env sample(void)
+{
+	struct spool_env e = {
+	    .id = "0CFF5CE500C82F31",
+	    .arrival = 1795898853,
+	    .body_size = 123456789012ull,
+	    .dot_lines = true,
+	    .eight_bit = true,
+	    .smtputf8 = false,
+	    .body_type = 8,
+	    .sender = "s@example.net",
+	    .rcpts = rcpts,
+	    .rcpt_count = 3,
+	    .client = "::1",
+	    .helo = "client with spaces % and \x01 ctl",
+	    .tls = "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
+	    .client_cert = "verified 00ff",
+	};
+	return e;
+}
+
+TEST(round_trip)
+{
+	struct spool_env e = sample(), back;
+	char buf[4096], err[128];
+	size_t n = spool_env_format(&e, buf, sizeof(buf));
+
+	CHECK(n < sizeof(buf));
+	CHECK(spool_env_parse(buf, n, &back, err, sizeof(err)) == 0);
+	CHECK_STR(back.id, e.id);
+	CHECK(back.arrival == e.arrival);
+	CHECK(back.body_size == e.body_size);
+	CHECK(back.dot_lines && back.eight_bit && !back.smtputf8);
+	CHECK(back.body_type == 8);
+	CHECK_STR(back.sender, e.sender);
+	CHECK(back.rcpt_count == 3);
+	for (size_t i = 0; i < 3 && i < back.rcpt_count; i++) {
+		CHECK_STR(back.rcpts[i].addr, rcpts[i].addr);
+		CHECK(back.rcpts[i].state == rcpts[i].state);
+	}
+	CHECK_STR(back.client, "::1");
+	CHECK_STR(back.helo, e.helo);
+	CHECK_STR(back.tls, e.tls);
+	CHECK_STR(back.client_cert, e.client_cert);
+	spool_env_free(&back);
+}
+
+TEST(null_sender_round_trip)
+{
+	struct spool_env e = sample(), back;
+	char buf[4096], err[128];
+	size_t n;
+
+	e.sender = "";
+	n = spool_env_format(&e, buf, sizeof(buf));
+	CHECK(spool_env_parse(buf, n, &back, err, sizeof(err)) == 0);
+	CHECK_STR(back.sender, "");
+	spool_env_free(&back);
+}
+
+TEST(escapes_keep_one_line_per_field)
+{
+	struct spool_env e = sample();
+	char buf[4096];
+	size_t n = spool_env_format(&e, buf, sizeof(buf)), lines = 0;
+
+	for (size_t i = 0; i < n; i++)
+		lines += buf[i] == '\n';
+	/* magic + 12 fields + 3 recipients + end */
+	CHECK(lines == 17);
+	CHECK(strstr(buf, "%0D%0A") != NULL);
+	CHECK(strstr(buf, "%25") != NULL);
+}
+
+TEST(format_reports_needed_length)
+{
+	struct spool_env e = sample();
+	char small[16], big[4096];
+	size_t need = spool_env_format(&e, small, sizeof(small));
+
+	CHECK(need == spool_env_format(&e, big, sizeof(big)));
+	CHECK(need > sizeof(small));
+}
+
+TEST(truncated_envelope_is_rejected)
+{
+	struct spool_env e = sample(), back;
+	char buf[4096], err[128];
+	size_t n = spool_env_format(&e, buf, sizeof(buf));
+
+	/* every proper prefix lacks "end": never a whole envelope */
+	for (size_t cut = 0; cut < n - 1; cut += 7)
+		CHECK(spool_env_parse(buf, cut, &back, err, sizeof(err)) == -1);
+}
+
+TEST(bad_fields_are_rejected)
+{
+	struct spool_env back;
+	char err[128];
+	const char *bad[] = {
+	    "nope\n",
+	    "krelay-envelope 1\nid 0CFF5CE500C82F31\nsender a@b\nend\n", /* no rcpt */
+	    "krelay-envelope 1\nid XYZ\nsender a@b\nrcpt P a@b\nend\n",
+	    "krelay-envelope 1\nid 0CFF5CE500C82F31\nsize -1\nsender a@b\nrcpt P a@b\nend\n",
+	    "krelay-envelope 1\nid 0CFF5CE500C82F31\nsender a@b\nrcpt Q a@b\nend\n",
+	    "krelay-envelope 1\nid 0CFF5CE500C82F31\nsender a@b\nrcpt P a@b\nbogus 1\nend\n",
+	    "krelay-envelope 1\nid 0CFF5CE500C82F31\ndotlines 2\nsender a@b\nrcpt P a@b\nend\n",
+	};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK(spool_env_parse(bad[i], strlen(bad[i]), &back, err, sizeof(err)) == -1);
+}
+
+TEST(trailer_round_trip)
+{
+	char t[SPOOL_TRAILER_LEN];
+	uint64_t off;
+	uint32_t len;
+
+	spool_trailer_format(t, 0x123456789aull, 0xabcdef);
+	CHECK(t[0] == '\n' && t[SPOOL_TRAILER_LEN - 1] == '\n');
+	CHECK(spool_trailer_parse(t, &off, &len) == 0);
+	CHECK(off == 0x123456789aull && len == 0xabcdef);
+	t[3] = 'X';
+	CHECK(spool_trailer_parse(t, &off, &len) == -1);
+}
+
+TEST(queue_ids)
+{
+	CHECK(spool_id_valid("0CFF5CE500C82F31"));
+	CHECK(!spool_id_valid("0cff5ce500c82f31"));
+	CHECK(!spool_id_valid("0CFF5CE500C82F3"));
+	CHECK(!spool_id_valid("0CFF5CE500C82F311"));
+	CHECK(!spool_id_valid("../../etc/passwd"));
+}
+
+int main(void)
+{
+	RUN(round_trip);
+	RUN(null_sender_round_trip);
+	RUN(escapes_keep_one_line_per_field);
+	RUN(format_reports_needed_length);
+	RUN(truncated_envelope_is_rejected);
+	RUN(bad_fields_are_rejected);
+	RUN(trailer_round_trip);
+	RUN(queue_ids);
+	UNIT_END("test_spool_format");
+}
