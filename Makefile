@@ -28,23 +28,31 @@ all: build/krelay
 deps:
 	@scripts/deps.sh --check >/dev/null 2>&1 || scripts/deps.sh
 
+# V=1 shows the full commands.
+Q = $(if $(V),,@)
+
 build/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -c $< -o $@
+	$(if $(Q),@echo "  CC      $<")
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 build/test/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -c $< -o $@
+	$(if $(Q),@echo "  CC+SAN  $<")
+	$(Q)$(CC) $(ALL_CFLAGS) -O1 $(SAN) -c $< -o $@
 
 build/krelay: $(OBJS)
-	$(CC) $(CFLAGS) -o $@ $(OBJS) $(LDLIBS)
+	$(if $(Q),@echo "  LINK    $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $(OBJS) $(LDLIBS)
 
 build/test/krelay: $(TEST_OBJS)
-	$(CC) $(SAN) -o $@ $(TEST_OBJS) $(LDLIBS)
+	$(if $(Q),@echo "  LINK    $@ (ASan+UBSan)")
+	$(Q)$(CC) $(SAN) -o $@ $(TEST_OBJS) $(LDLIBS)
 
 build/test/unit/%: tests/unit/%.c $(PURE_TEST_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -Itests/unit -o $@ $< $(PURE_TEST_OBJS) $(LDLIBS)
+	$(if $(Q),@echo "  UNIT    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) -O1 $(SAN) -Itests/unit -o $@ $< $(PURE_TEST_OBJS) $(LDLIBS)
 
 unit: $(UNIT_TESTS:%=build/test/unit/%)
 
