@@ -113,7 +113,7 @@ void xprt_read(struct xprt *x)
 
 void xprt_consume(struct xprt *x, size_t n)
 {
-	assert(n <= x->in_len);
+	assert(n <= x->in_len && !(x->reading && x->ssl == NULL));
 	memmove(x->in, x->in + n, x->in_len - n);
 	x->in_len -= n;
 }
@@ -256,25 +256,22 @@ int xprt_write(struct xprt *x, const void *buf, size_t len)
 {
 	size_t live = x->out_len - x->out_off;
 
-	if (live + len > x->out_max)
-		return -ENOBUFS;
+			if (x->closing)
+		return 0; /* nothing more goes out on a closing connection */
+	/* The buffer never moves: a send in flight may point into it. */
+	if (x->out == NULL) {
+		x->out = malloc(x->out_max);
+		if (x->out == NULL)
+			return -ENOMEM;
+		x->out_cap = x->out_max;
+	}
 	if (x->out_off > 0 && !x->writing) {
 		memmove(x->out, x->out + x->out_off, live);
 		x->out_len = live;
 		x->out_off = 0;
 	}
-	if (x->out_len + len > x->out_cap) {
-		size_t cap = x->out_cap ? x->out_cap : 1024;
-		char *p;
-
-		while (cap < x->out_len + len)
-			cap *= 2;
-		p = realloc(x->out, cap);
-		if (p == NULL)
-			return -ENOMEM;
-		x->out = p;
-		x->out_cap = cap;
-	}
+		if (x->out_len + len > x->out_cap)
+		return -ENOBUFS;
 	memcpy(x->out + x->out_len, buf, len);
 	x->out_len += len;
 	return 0;

@@ -26,8 +26,8 @@
 #include "xprt.h"
 
 #define IN_BUF_SIZE  (64u << 10)
-#define OUT_MAX      (256u << 10)
-#define OUT_HIGH     (32u << 10) /* stop parsing pipelined commands past this */
+#define OUT_MAX	     (16u << 10)
+#define OUT_HIGH     (4u << 10) /* stop parsing pipelined commands past this */
 #define ERROR_LIMIT  20          /* like Postfix's smtpd_hard_error_limit */
 #define RECEIVED_MAX 1024
 
@@ -151,9 +151,8 @@ static void session_close(struct smtp_session *s, const char *reason)
 	if (s->close_reason == NULL)
 		s->close_reason = reason;
 	enter_state(s, S_CLOSING);
-	if (s->tx_open) {
-		spool_tx_abort(&s->tx); /* ABORTED arrives later; we wait for it */
-	}
+		if (s->tx_open || spool_tx_busy(&s->tx))
+		spool_tx_abort(&s->tx); /* the session is freed once the spool is done */
 	xprt_close(&s->x);
 }
 
@@ -273,9 +272,10 @@ void smtp_session_shutdown(struct smtp_session *s)
 		break;
 	case S_DATA:
 	case S_BDAT:
-	case S_OPENING:
-		/* Not acknowledged: drop it, the client keeps its copy. */
-		s->reject = "421 4.3.2 Service shutting down";
+		case S_OPENING:
+		/* Not acknowledged: drop it, the client keeps its copy; the 421
+		 * follows once the file is gone. */
+		s->reject = NULL;
 		spool_tx_abort(&s->tx);
 		enter_state(s, S_ABORT);
 		break;
@@ -691,6 +691,16 @@ static void spool_event(void *owner, enum spool_event ev, int err)
 	struct smtp_session *s = owner;
 	struct timespec now;
 
+		if (s->state == S_QUIT || s->state == S_CLOSING) {
+		/* The session is ending: let the spool settle, then free. */
+		if (ev == SPOOL_OPENED && err == 0)
+			spool_tx_abort(&s->tx);
+		if (ev == SPOOL_COMMITTED || ev == SPOOL_ABORTED)
+			s->tx_open = false;
+		if (s->x.closed && !spool_tx_busy(&s->tx))
+			session_free(s);
+		return;
+	}
 	switch (ev) {
 	case SPOOL_OPENED:
 		if (err < 0) {
@@ -704,12 +714,7 @@ static void spool_event(void *owner, enum spool_event ev, int err)
 			received_header(s, hdr, sizeof(hdr));
 			spool_tx_append(&s->tx, hdr, strlen(hdr));
 		}
-		if (s->state == S_CLOSING) {
-			if (s->tx_open)
-				spool_tx_abort(&s->tx);
-			return;
-		}
-		if (!s->bdat)
+				if (!s->bdat)
 			reply(s, "354 End data with <CR><LF>.<CR><LF>");
 		enter_state(s, s->bdat ? S_BDAT : S_DATA);
 		break;
@@ -737,13 +742,8 @@ static void spool_event(void *owner, enum spool_event ev, int err)
 		tx_reset(s);
 		enter_state(s, S_CMD);
 		break;
-	case SPOOL_ABORTED:
+		case SPOOL_ABORTED:
 		s->tx_open = false;
-		if (s->state == S_CLOSING) {
-			if (s->x.closed)
-				session_free(s);
-			return;
-		}
 		if (s->reject != NULL)
 			reply(s, "%s", s->reject);
 		tx_reset(s);
@@ -764,6 +764,12 @@ static void process(struct smtp_session *s)
 {
 	struct xprt *x = &s->x;
 
+	if (x->reading) {
+		/* Everything buffered was handled; input is on its way and
+		 * the buffer belongs to the read in flight. */
+		xprt_flush(x);
+		return;
+	}
 	for (;;) {
 		switch (s->state) {
 		case S_CMD: {
@@ -889,9 +895,8 @@ static void session_event(void *owner, enum xprt_event ev, int err)
 			session_close(s, "timeout");
 		} else {
 			log_event(s->id, "smtp timeout state=%s", state_names[s->state]);
-			if (s->tx_open)
+						if (s->tx_open || spool_tx_busy(&s->tx))
 				spool_tx_abort(&s->tx);
-			s->tx_open = false;
 			reply(s, "421 4.4.2 %s Error: timeout exceeded", cfg(s)->hostname);
 			quit(s, "timeout");
 		}
@@ -902,8 +907,8 @@ static void session_event(void *owner, enum xprt_event ev, int err)
 		session_close(s, s->x.error[0] ? s->x.error : strerror(-err));
 		break;
 	case XPRT_CLOSED:
-		/* A spool file being aborted still holds s: free on ABORTED. */
-		if (s->tx_open && spool_tx_busy(&s->tx))
+				/* A spool file still in flight holds s: freed when it settles. */
+		if (spool_tx_busy(&s->tx))
 			return;
 		session_free(s);
 		break;
