@@ -256,7 +256,7 @@ int xprt_write(struct xprt *x, const void *buf, size_t len)
 {
 	size_t live = x->out_len - x->out_off;
 
-			if (x->closing)
+	if (x->closing)
 		return 0; /* nothing more goes out on a closing connection */
 	/* The buffer never moves: a send in flight may point into it. */
 	if (x->out == NULL) {
@@ -270,7 +270,7 @@ int xprt_write(struct xprt *x, const void *buf, size_t len)
 		x->out_len = live;
 		x->out_off = 0;
 	}
-		if (x->out_len + len > x->out_cap)
+	if (x->out_len + len > x->out_cap)
 		return -ENOBUFS;
 	memcpy(x->out + x->out_len, buf, len);
 	x->out_len += len;

@@ -26,9 +26,9 @@
 #include "xprt.h"
 
 #define IN_BUF_SIZE  (64u << 10)
-#define OUT_MAX	     (16u << 10)
+#define OUT_MAX      (16u << 10)
 #define OUT_HIGH     (4u << 10) /* stop parsing pipelined commands past this */
-#define ERROR_LIMIT  20          /* like Postfix's smtpd_hard_error_limit */
+#define ERROR_LIMIT  20         /* like Postfix's smtpd_hard_error_limit */
 #define RECEIVED_MAX 1024
 
 enum state {
@@ -151,7 +151,7 @@ static void session_close(struct smtp_session *s, const char *reason)
 	if (s->close_reason == NULL)
 		s->close_reason = reason;
 	enter_state(s, S_CLOSING);
-		if (s->tx_open || spool_tx_busy(&s->tx))
+	if (s->tx_open || spool_tx_busy(&s->tx))
 		spool_tx_abort(&s->tx); /* the session is freed once the spool is done */
 	xprt_close(&s->x);
 }
@@ -272,7 +272,7 @@ void smtp_session_shutdown(struct smtp_session *s)
 		break;
 	case S_DATA:
 	case S_BDAT:
-		case S_OPENING:
+	case S_OPENING:
 		/* Not acknowledged: drop it, the client keeps its copy; the 421
 		 * follows once the file is gone. */
 		s->reject = NULL;
@@ -691,7 +691,7 @@ static void spool_event(void *owner, enum spool_event ev, int err)
 	struct smtp_session *s = owner;
 	struct timespec now;
 
-		if (s->state == S_QUIT || s->state == S_CLOSING) {
+	if (s->state == S_QUIT || s->state == S_CLOSING) {
 		/* The session is ending: let the spool settle, then free. */
 		if (ev == SPOOL_OPENED && err == 0)
 			spool_tx_abort(&s->tx);
@@ -714,7 +714,7 @@ static void spool_event(void *owner, enum spool_event ev, int err)
 			received_header(s, hdr, sizeof(hdr));
 			spool_tx_append(&s->tx, hdr, strlen(hdr));
 		}
-				if (!s->bdat)
+		if (!s->bdat)
 			reply(s, "354 End data with <CR><LF>.<CR><LF>");
 		enter_state(s, s->bdat ? S_BDAT : S_DATA);
 		break;
@@ -742,7 +742,7 @@ static void spool_event(void *owner, enum spool_event ev, int err)
 		tx_reset(s);
 		enter_state(s, S_CMD);
 		break;
-		case SPOOL_ABORTED:
+	case SPOOL_ABORTED:
 		s->tx_open = false;
 		if (s->reject != NULL)
 			reply(s, "%s", s->reject);
@@ -895,7 +895,7 @@ static void session_event(void *owner, enum xprt_event ev, int err)
 			session_close(s, "timeout");
 		} else {
 			log_event(s->id, "smtp timeout state=%s", state_names[s->state]);
-						if (s->tx_open || spool_tx_busy(&s->tx))
+			if (s->tx_open || spool_tx_busy(&s->tx))
 				spool_tx_abort(&s->tx);
 			reply(s, "421 4.4.2 %s Error: timeout exceeded", cfg(s)->hostname);
 			quit(s, "timeout");
@@ -907,7 +907,7 @@ static void session_event(void *owner, enum xprt_event ev, int err)
 		session_close(s, s->x.error[0] ? s->x.error : strerror(-err));
 		break;
 	case XPRT_CLOSED:
-				/* A spool file still in flight holds s: freed when it settles. */
+		/* A spool file still in flight holds s: freed when it settles. */
 		if (spool_tx_busy(&s->tx))
 			return;
 		session_free(s);

@@ -21,6 +21,13 @@ count() { # count LOG: add the "N passed", "N failed" and "N skipped" of a summa
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
+echo "== style (clang-format, .clang-format)"
+if make -s check-format >"$log" 2>&1; then
+	echo "clang-format: 1 passed, 0 failed"; passed=$((passed + 1))
+else
+	head -n 20 "$log"; echo "clang-format: 0 passed, 1 failed (run make format)"; failed=$((failed + 1))
+fi
+
 echo "== unit tests"
 for t in build/test/unit/test_*; do
 	[[ $t == *.d ]] && continue
