@@ -154,6 +154,22 @@ static bool utf8_valid(const char *str, size_t n)
 	return true;
 }
 
+/* RFC 1870 size-value = 1*20DIGIT; a value past 2^64-1 is valid syntax
+ * that no server can take: it saturates, so the session answers 552. */
+static bool parse_u64(const char *s, size_t n, uint64_t *out);
+static bool parse_size(const char *s, size_t n, uint64_t *out)
+{
+	if (parse_u64(s, n, out))
+		return true;
+	if (n == 0 || n > 20)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+	*out = UINT64_MAX;
+	return true;
+}
+
 /* 1 to 20 decimal digits whose value fits in a uint64_t. */
 static bool parse_u64(const char *s, size_t n, uint64_t *out)
 {
@@ -421,7 +437,7 @@ static const char *parse_params(struct smtp_cmd *cmd, const char *s, size_t n, b
 			if (seen_size)
 				return ERR_DUP_PARAM;
 			seen_size = true;
-			if (val == NULL || !parse_u64(val, vl, &cmd->size))
+			if (val == NULL || !parse_size(val, vl, &cmd->size))
 				return ERR_SIZE;
 			cmd->has_size = true;
 		} else if (ieq(p, kl, "BODY")) {
