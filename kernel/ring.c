@@ -17,6 +17,7 @@ static const char *const kind_names[RING_KIND_COUNT] = {
     [RING_OPEN] = "openat",     [RING_WRITE] = "write",     [RING_FSYNC] = "fsync",
     [RING_RENAME] = "renameat", [RING_UNLINK] = "unlinkat", [RING_CLOSE] = "close",
     [RING_CANCEL] = "cancel",   [RING_READ] = "read",       [RING_NOP] = "nop",
+    [RING_CONNECT] = "connect", [RING_SPLICE] = "splice",
 };
 
 const char *ring_kind_name(unsigned kind)
@@ -282,4 +283,22 @@ void ring_nop(struct ring *r, struct ring_op *op)
 
 	io_uring_prep_nop(sqe);
 	arm(sqe, op, false);
+}
+
+void ring_connect(struct ring *r, struct ring_op *op, int fd, const struct sockaddr *sa,
+                  socklen_t len, bool linked)
+{
+	struct io_uring_sqe *sqe = ring_sqe(r);
+
+	io_uring_prep_connect(sqe, fd, sa, len);
+	arm(sqe, op, linked);
+}
+
+void ring_splice(struct ring *r, struct ring_op *op, int fd_in, int64_t off_in, int fd_out,
+                 unsigned len, bool linked)
+{
+	struct io_uring_sqe *sqe = ring_sqe(r);
+
+	io_uring_prep_splice(sqe, fd_in, off_in, fd_out, -1, len, SPLICE_F_MOVE);
+	arm(sqe, op, linked);
 }

@@ -30,6 +30,8 @@ enum ring_kind {
 	RING_CANCEL,
 	RING_READ,
 	RING_NOP,
+	RING_CONNECT,
+	RING_SPLICE,
 	RING_KIND_COUNT
 };
 
@@ -88,6 +90,11 @@ void ring_renameat(struct ring *r, struct ring_op *op, int olddfd, const char *o
                    const char *newpath, unsigned flags, bool linked);
 void ring_unlinkat(struct ring *r, struct ring_op *op, int dfd, const char *path);
 void ring_close(struct ring *r, struct ring_op *op, int fd);
+void ring_connect(struct ring *r, struct ring_op *op, int fd, const struct sockaddr *sa,
+                  socklen_t len, bool linked);
+/* Moves len bytes from fd_in (at off_in, or -1 for a pipe) to fd_out. */
+void ring_splice(struct ring *r, struct ring_op *op, int fd_in, int64_t off_in, int fd_out,
+                 unsigned len, bool linked);
 /* Completes at once on the next turn: runs a step outside the caller's stack. */
 void ring_nop(struct ring *r, struct ring_op *op);
 /* Cancels every operation pending on fd. */

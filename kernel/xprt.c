@@ -5,6 +5,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/err.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -18,6 +19,8 @@ static void rd_to_cb(struct ring_op *op, int res, unsigned flags);
 static void wr_cb(struct ring_op *op, int res, unsigned flags);
 static void wr_to_cb(struct ring_op *op, int res, unsigned flags);
 static void cancel_cb(struct ring_op *op, int res, unsigned flags);
+static void splice_cb(struct ring_op *op, int res, unsigned flags);
+static void splice_complete(struct xprt *x);
 
 int xprt_init(struct xprt *x, struct ring *ring, int fd, const struct caps *caps, size_t in_cap,
               size_t out_max, xprt_cb cb, void *owner)
@@ -39,6 +42,7 @@ int xprt_init(struct xprt *x, struct ring *ring, int fd, const struct caps *caps
 	ring_op_init(&x->op_wr, RING_SEND, wr_cb, x);
 	ring_op_init(&x->op_wr_to, RING_LINK_TIMEOUT, wr_to_cb, x);
 	ring_op_init(&x->op_cancel, RING_CANCEL, cancel_cb, x);
+	ring_op_init(&x->op_splice, RING_SPLICE, splice_cb, x);
 	return 0;
 }
 
@@ -137,8 +141,15 @@ static enum xprt_event failure(struct xprt *x, int res, int to_res, const char *
 static void maybe_closed(struct xprt *x)
 {
 	if (x->closed || ring_op_busy(&x->op_rd) || ring_op_busy(&x->op_rd_to) ||
-	    ring_op_busy(&x->op_wr) || ring_op_busy(&x->op_wr_to) || ring_op_busy(&x->op_cancel))
+	    ring_op_busy(&x->op_wr) || ring_op_busy(&x->op_wr_to) || ring_op_busy(&x->op_cancel) ||
+	    ring_op_busy(&x->op_splice))
 		return;
+	if (x->file.pipe[0] > 0) {
+		close(x->file.pipe[0]);
+		close(x->file.pipe[1]);
+	}
+	free(x->file.buf);
+	x->file.buf = NULL;
 	x->closed = true;
 	if (x->ssl != NULL)
 		SSL_free(x->ssl);
@@ -296,20 +307,48 @@ size_t xprt_pending(const struct xprt *x)
 	return x->out_len - x->out_off;
 }
 
+/* What the write side sends next: the queued output, or a chunk of a file
+ * being sent by copy. */
+static const char *wsrc(struct xprt *x, size_t *len)
+{
+	if (x->file.active) {
+		*len = x->file.buf_len - x->file.buf_off;
+		return x->file.buf + x->file.buf_off;
+	}
+	*len = x->out_len - x->out_off;
+	return x->out + x->out_off;
+}
+
+static void wadvance(struct xprt *x, size_t n)
+{
+	if (x->file.active)
+		x->file.buf_off += n;
+	else
+		x->out_off += n;
+}
+
+static bool plain_socket(const struct xprt *x)
+{
+	return x->ssl == NULL || x->ktls.tx; /* the kernel sees (or encrypts) plaintext */
+}
+
 static void send_more(struct xprt *x)
 {
+	size_t len;
+	const char *p = wsrc(x, &len);
+
 	x->writing = true;
 	x->op_wr.kind = RING_SEND;
-	ring_send(x->ring, &x->op_wr, x->fd, x->out + x->out_off, x->out_len - x->out_off, true);
+	ring_send(x->ring, &x->op_wr, x->fd, p, len, true);
 	arm_wr_timeout(x);
 }
 
 void xprt_flush(struct xprt *x)
 {
-	if (x->closing || x->writing || x->handshaking)
+	if (x->closing || x->writing || x->handshaking || x->file.active)
 		return;
-	if (xprt_pending(x) > 0 && (x->ssl == NULL || x->ktls.tx)) {
-		send_more(x); /* cleartext, or plaintext that the kernel encrypts */
+	if (xprt_pending(x) > 0 && plain_socket(x)) {
+		send_more(x);
 		return;
 	}
 	x->writing = true;
@@ -317,22 +356,32 @@ void xprt_flush(struct xprt *x)
 	ring_nop(x->ring, &x->op_wr);
 }
 
-static void written(struct xprt *x)
+static void file_next(struct xprt *x);
+
+/* The current source is empty. */
+static void source_done(struct xprt *x)
 {
+	if (x->file.active) {
+		file_next(x);
+		return;
+	}
 	x->out_off = x->out_len = 0;
 	x->cb(x->owner, XPRT_WRITTEN, 0);
 }
 
 static void tls_write(struct xprt *x)
 {
-	while (x->out_off < x->out_len) {
+	size_t len;
+	const char *p;
+
+	while ((p = wsrc(x, &len)), len > 0) {
 		int n, e;
 
 		ERR_clear_error();
 		errno = 0;
-		n = SSL_write(x->ssl, x->out + x->out_off, (int)(x->out_len - x->out_off));
+		n = SSL_write(x->ssl, p, (int)(len > INT32_MAX ? INT32_MAX : len));
 		if (n > 0) {
-			x->out_off += (size_t)n;
+			wadvance(x, (size_t)n);
 			continue;
 		}
 		e = SSL_get_error(x->ssl, n);
@@ -346,7 +395,23 @@ static void tls_write(struct xprt *x)
 		}
 		return;
 	}
-	written(x);
+	source_done(x);
+}
+
+/* The write side's next step once the current source may have more. */
+static void write_step(struct xprt *x)
+{
+	size_t len;
+
+	if (!plain_socket(x)) {
+		tls_write(x);
+		return;
+	}
+	wsrc(x, &len);
+	if (len > 0)
+		send_more(x);
+	else
+		source_done(x);
 }
 
 static void wr_complete(struct xprt *x)
@@ -363,19 +428,25 @@ static void wr_complete(struct xprt *x)
 		x->cb(x->owner, ev, res);
 		return;
 	}
-	if (x->op_wr.kind == RING_SEND) {
-		x->out_off += (size_t)res;
-		if (x->out_off < x->out_len)
-			send_more(x);
-		else
-			written(x);
-	} else if (x->ssl != NULL && !x->ktls.tx) {
-		tls_write(x);
-	} else if (xprt_pending(x) > 0) {
-		send_more(x);
-	} else {
-		written(x);
+	if (x->op_wr.kind == RING_SEND)
+		wadvance(x, (size_t)res);
+	if (x->op_wr.kind == RING_READ) {
+		/* a file chunk arrived for the copy path */
+		if (res == 0) {
+			snprintf(x->error, sizeof(x->error), "file ended early");
+			x->cb(x->owner, XPRT_ERROR, -EIO);
+			return;
+		}
+		x->file.buf_len = (size_t)res;
+		x->file.buf_off = 0;
+		x->file.off += (uint64_t)res;
+		x->file.left -= (uint64_t)res;
 	}
+	if (x->op_wr.kind == RING_SPLICE) {
+		splice_complete(x);
+		return;
+	}
+	write_step(x);
 }
 
 static void wr_cb(struct ring_op *op, int res, unsigned flags)
@@ -383,7 +454,7 @@ static void wr_cb(struct ring_op *op, int res, unsigned flags)
 	struct xprt *x = op->owner;
 
 	x->wr_res = res;
-	if (!ring_op_busy(&x->op_wr_to))
+	if (!ring_op_busy(&x->op_wr_to) && !ring_op_busy(&x->op_splice))
 		wr_complete(x);
 }
 
@@ -392,8 +463,125 @@ static void wr_to_cb(struct ring_op *op, int res, unsigned flags)
 	struct xprt *x = op->owner;
 
 	x->wr_to_res = res;
-	if (!ring_op_busy(&x->op_wr))
+	if (!ring_op_busy(&x->op_wr) && !ring_op_busy(&x->op_splice))
 		wr_complete(x);
+}
+
+static void splice_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct xprt *x = op->owner;
+
+	x->file.splice_res = res;
+	if (!ring_op_busy(&x->op_wr) && !ring_op_busy(&x->op_wr_to))
+		wr_complete(x);
+}
+
+/* ---- sending a file ------------------------------------------------------
+ * Splice (file -> pipe -> socket, two linked IORING_OP_SPLICE) when the
+ * socket takes plaintext: cleartext, or kTLS TX.  Otherwise the copy path:
+ * IORING_OP_READ into one buffer, then SSL_write (or send) from it. */
+
+#define FILE_CHUNK (256u << 10)
+
+static void splice_step(struct xprt *x)
+{
+	struct xprt_file *f = &x->file;
+
+	x->writing = true;
+	f->splice_res = 0;
+	x->op_wr.kind = RING_SPLICE;
+	if (f->pipe_fill == 0) {
+		unsigned n = f->left < FILE_CHUNK ? (unsigned)f->left : FILE_CHUNK;
+		f->pending = n;
+		ring_splice(x->ring, &x->op_splice, f->fd, (int64_t)f->off, f->pipe[1], n, true);
+		ring_splice(x->ring, &x->op_wr, f->pipe[0], -1, x->fd, n, true);
+	} else {
+		f->pending = 0;
+		ring_splice(x->ring, &x->op_wr, f->pipe[0], -1, x->fd, (unsigned)f->pipe_fill,
+		            true);
+	}
+	arm_wr_timeout(x);
+}
+
+static void splice_complete(struct xprt *x)
+{
+	struct xprt_file *f = &x->file;
+	int in = f->pending ? f->splice_res : 0, out = x->wr_res;
+
+	if (in < 0 || (f->pending && in == 0)) {
+		snprintf(x->error, sizeof(x->error), "splice from file: %s",
+		         in == 0 ? "file ended early" : strerror(-in));
+		x->cb(x->owner, XPRT_ERROR, in == 0 ? -EIO : in);
+		return;
+	}
+	f->pipe_fill += (size_t)in;
+	f->off += (uint64_t)in;
+	f->left -= (uint64_t)in;
+	/* A short first splice breaks the link: the second reports -ECANCELED
+	 * and the pipe is drained on the next step. */
+	if (out == -ECANCELED && (unsigned)in < f->pending && x->wr_to_res != -ETIME)
+		out = 0;
+	if (out < 0) {
+		enum xprt_event ev = failure(x, out, x->wr_to_res, "splice to socket");
+		x->cb(x->owner, ev, out);
+		return;
+	}
+	f->pipe_fill -= (size_t)out;
+	f->sent += (uint64_t)out;
+	file_next(x);
+}
+
+static void file_next(struct xprt *x)
+{
+	struct xprt_file *f = &x->file;
+
+	if (f->splice) {
+		if (f->left > 0 || f->pipe_fill > 0) {
+			splice_step(x);
+			return;
+		}
+	} else if (f->left > 0) {
+		size_t n = f->left < FILE_CHUNK ? (size_t)f->left : FILE_CHUNK;
+		f->sent += f->buf_len;
+		x->writing = true;
+		x->op_wr.kind = RING_READ;
+		ring_read(x->ring, &x->op_wr, f->fd, f->buf, n, f->off);
+		return;
+	} else {
+		f->sent += f->buf_len;
+	}
+	f->active = false;
+	x->cb(x->owner, XPRT_WRITTEN, 0);
+}
+
+int xprt_send_file(struct xprt *x, int fd, uint64_t off, uint64_t len, bool allow_splice)
+{
+	struct xprt_file *f = &x->file;
+
+	if (x->closing || x->writing || x->handshaking || xprt_pending(x) > 0)
+		return -EBUSY;
+	f->fd = fd;
+	f->off = off;
+	f->left = len;
+	f->sent = 0;
+	f->buf_len = f->buf_off = 0;
+	f->pipe_fill = 0;
+	f->splice = allow_splice && plain_socket(x);
+	if (f->splice && f->pipe[0] <= 0) {
+		if (pipe2(f->pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+			f->splice = false;
+		else
+			fcntl(f->pipe[1], F_SETPIPE_SZ, (int)FILE_CHUNK);
+	}
+	if (!f->splice && f->buf == NULL) {
+		f->buf = malloc(FILE_CHUNK);
+		if (f->buf == NULL)
+			return -ENOMEM;
+	}
+	x->body_path = f->splice ? "splice" : x->ssl != NULL ? "ssl_write" : "copy";
+	f->active = true;
+	file_next(x);
+	return 0;
 }
 
 void xprt_start_tls(struct xprt *x, SSL *ssl, bool server)

@@ -13,6 +13,7 @@
 #include <openssl/ssl.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "ktls.h"
 #include "ring.h"
@@ -28,6 +29,20 @@ enum xprt_event {
 };
 
 typedef void (*xprt_cb)(void *owner, enum xprt_event ev, int err);
+
+/* A file being sent (xprt_send_file). */
+struct xprt_file {
+	bool active;
+	bool splice;
+	int fd;
+	uint64_t off, left, sent;
+	int pipe[2];
+	size_t pipe_fill;
+	unsigned pending; /* bytes asked of the file->pipe splice in flight */
+	int splice_res;
+	char *buf; /* copy path */
+	size_t buf_len, buf_off;
+};
 
 struct xprt {
 	struct ring *ring;
@@ -50,7 +65,9 @@ struct xprt {
 	bool reading, writing, closing, closed;
 	int rd_res, rd_to_res, wr_res, wr_to_res;
 	struct __kernel_timespec rd_ts, wr_ts;
-	struct ring_op op_rd, op_rd_to, op_wr, op_wr_to, op_cancel;
+	struct ring_op op_rd, op_rd_to, op_wr, op_wr_to, op_cancel, op_splice;
+	struct xprt_file file;
+	const char *body_path; /* "splice", "ssl_write" or "copy": the last file sent */
 
 	char error[160]; /* last TLS or socket error, for the log */
 };
@@ -73,6 +90,13 @@ int xprt_printf(struct xprt *x, const char *fmt, ...) __attribute__((format(prin
 size_t xprt_pending(const struct xprt *x);
 /* Starts sending what is queued; XPRT_WRITTEN when all of it is gone. */
 void xprt_flush(struct xprt *x);
+
+/* Sends len bytes of fd from off; XPRT_WRITTEN when all are gone.  Spliced
+ * (file -> pipe -> socket, never through user space) when allow_splice and the
+ * socket takes plaintext (cleartext, or kTLS TX on); otherwise read through
+ * one buffer and written (SSL_write on a userspace-TLS socket).  Nothing may
+ * be queued or in flight.  Returns 0 or -errno. */
+int xprt_send_file(struct xprt *x, int fd, uint64_t off, uint64_t len, bool allow_splice);
 
 /* Starts a server- or client-side handshake on ssl (taken over by x).  No
  * read or write may be pending. */
