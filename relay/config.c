@@ -586,6 +586,110 @@ static int parse_tls_version(struct config *c, const struct opt_def *d, char *va
 	return msgf(msg, len, "'%s' is not a TLS version (valid: TLSv1.2, TLSv1.3)", val);
 }
 
+/* "90", "90s", "15m", "1h", "5d" -> seconds. */
+static int duration(const char *val, unsigned *out)
+{
+	uint64_t v, mult = 1;
+	const char *end = parse_digits(val, &v);
+
+	if (end == NULL)
+		return -1;
+	if (*end != '\0') {
+		switch (*end) {
+		case 's':
+			mult = 1;
+			break;
+		case 'm':
+			mult = 60;
+			break;
+		case 'h':
+			mult = 3600;
+			break;
+		case 'd':
+			mult = 86400;
+			break;
+		default:
+			return -1;
+		}
+		if (end[1] != '\0')
+			return -1;
+	}
+	if (v == 0 || v > 366ull * 86400 / mult)
+		return -1;
+	*out = (unsigned)(v * mult);
+	return 0;
+}
+
+static int parse_duration(struct config *c, const struct opt_def *d, char *val, char *msg,
+                          size_t len)
+{
+	unsigned v;
+
+	if (duration(val, &v) < 0)
+		return msgf(msg, len, "'%s' is not a duration (like 90s, 15m, 1h, 5d)", val);
+	*(unsigned *)(void *)((char *)c + d->off) = v;
+	return 0;
+}
+
+/* RetrySchedule=MIN[,MAX]: first retry after MIN, doubling up to MAX. */
+static int parse_retry(struct config *c, const struct opt_def *d, char *val, char *msg, size_t len)
+{
+	char *comma = strchr(val, ',');
+	unsigned lo, hi;
+
+	if (comma != NULL)
+		*comma = '\0';
+	if (duration(trim(val), &lo) < 0 || (comma != NULL && duration(trim(comma + 1), &hi) < 0))
+		return msgf(msg, len, "expected MIN[,MAX] durations, like 1m,1h");
+	if (comma == NULL)
+		hi = lo > 3600 ? lo : 3600;
+	if (hi < lo)
+		return msgf(msg, len, "MAX is shorter than MIN");
+	c->retry_min_s = lo;
+	c->retry_max_s = hi;
+	return 0;
+}
+
+static const char *const tls_policies[] = {"none", "may", "encrypt", "verify"};
+
+const char *config_tls_policy_name(int policy)
+{
+	return policy >= 0 && policy < 4 ? tls_policies[policy] : "?";
+}
+
+int config_tls_policy_parse(const char *s)
+{
+	for (int i = 0; i < 4; i++)
+		if (strcasecmp(s, tls_policies[i]) == 0)
+			return i;
+	return -1;
+}
+
+static int parse_tls_policy(struct config *c, const struct opt_def *d, char *val, char *msg,
+                            size_t len)
+{
+	int p = config_tls_policy_parse(val);
+
+	if (p < 0)
+		return msgf(msg, len, "'%s' is not a TLS policy (none, may, encrypt, verify)", val);
+	c->tls_policy = p;
+	return 0;
+}
+
+static int parse_body_path(struct config *c, const struct opt_def *d, char *val, char *msg,
+                           size_t len)
+{
+	static const char *const names[] = {"auto", "splice", "copy"};
+
+	for (int i = 0; i < 3; i++) {
+		if (strcasecmp(val, names[i]) == 0) {
+			c->body_path = i;
+			return 0;
+		}
+	}
+	return msgf(msg, len, "'%s' is not a body path (auto, splice, copy)", val);
+}
+
 /* Sendmail's spelling, matched case-sensitively: a pasted sendmail.cf line
  * must mean here what it meant there, and a near miss must not pass. */
 #define FIELD(f) offsetof(struct config, f)
@@ -612,6 +716,19 @@ static const struct opt_def opts[OPT_COUNT] = {
     [OPT_LOG_FILE] = {"LogFile", parse_path, FIELD(log_file), 0, 0},
     [OPT_COMMAND_TIMEOUT] = {"CommandTimeout", parse_unsigned, FIELD(command_timeout_s), 1, 86400},
     [OPT_DATA_TIMEOUT] = {"DataTimeout", parse_unsigned, FIELD(data_timeout_s), 1, 86400},
+    [OPT_SMART_HOST] = {"SmartHost", parse_path, FIELD(smart_host), 0, 0},
+    [OPT_TRANSPORT_TABLE] = {"TransportTable", parse_path, FIELD(transport_table), 0, 0},
+    [OPT_DESTINATION_CONCURRENCY] = {"DestinationConcurrency", parse_unsigned,
+                                     FIELD(destination_concurrency), 1, 10000},
+    [OPT_MAX_MESSAGES_PER_CONNECTION] = {"MaxMessagesPerConnection", parse_unsigned,
+                                         FIELD(max_messages_per_connection), 1, 1000000},
+    [OPT_RETRY_SCHEDULE] = {"RetrySchedule", parse_retry, 0, 0, 0},
+    [OPT_QUEUE_LIFETIME] = {"QueueLifetime", parse_duration, FIELD(queue_lifetime_s), 0, 0},
+    [OPT_TLS_POLICY] = {"TLSPolicy", parse_tls_policy, 0, 0, 0},
+    [OPT_TLS_POLICY_TABLE] = {"TLSPolicyTable", parse_path, FIELD(tls_policy_table), 0, 0},
+    [OPT_DNS_SERVER] = {"DNSServer", parse_path, FIELD(dns_server), 0, 0},
+    [OPT_CONNECT_TIMEOUT] = {"ConnectTimeout", parse_duration, FIELD(connect_timeout_s), 0, 0},
+    [OPT_BODY_PATH] = {"BodyPath", parse_body_path, 0, 0, 0},
 };
 
 const char *config_opt_name(enum config_opt opt)
@@ -642,6 +759,14 @@ void config_defaults(struct config *c)
 	c->tls_min_version = TLS1_2_VERSION;
 	c->command_timeout_s = 300;
 	c->data_timeout_s = 300;
+	c->destination_concurrency = 20;
+	c->max_messages_per_connection = 1000;
+	c->retry_min_s = 60;
+	c->retry_max_s = 3600;
+	c->queue_lifetime_s = 5 * 86400;
+	c->tls_policy = TLS_POLICY_MAY;
+	c->connect_timeout_s = 30;
+	c->body_path = BODY_PATH_AUTO;
 }
 
 void config_free(struct config *c)
@@ -655,6 +780,10 @@ void config_free(struct config *c)
 	free(c->queue_directory);
 	free(c->hostname);
 	free(c->log_file);
+	free(c->smart_host);
+	free(c->transport_table);
+	free(c->tls_policy_table);
+	free(c->dns_server);
 	free_strings(c->relay_domains, c->relay_domains_count);
 	free(c->path);
 	memset(c, 0, sizeof(*c));

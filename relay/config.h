@@ -35,8 +35,26 @@ enum config_opt {
 	OPT_LOG_FILE,
 	OPT_COMMAND_TIMEOUT,
 	OPT_DATA_TIMEOUT,
+	OPT_SMART_HOST,
+	OPT_TRANSPORT_TABLE,
+	OPT_DESTINATION_CONCURRENCY,
+	OPT_MAX_MESSAGES_PER_CONNECTION,
+	OPT_RETRY_SCHEDULE,
+	OPT_QUEUE_LIFETIME,
+	OPT_TLS_POLICY,
+	OPT_TLS_POLICY_TABLE,
+	OPT_DNS_SERVER,
+	OPT_CONNECT_TIMEOUT,
+	OPT_BODY_PATH,
 	OPT_COUNT
 };
+
+enum config_tls_policy { TLS_POLICY_NONE, TLS_POLICY_MAY, TLS_POLICY_ENCRYPT, TLS_POLICY_VERIFY };
+enum config_body_path { BODY_PATH_AUTO, BODY_PATH_SPLICE, BODY_PATH_COPY };
+
+const char *config_tls_policy_name(int policy);
+/* "none", "may", "encrypt", "verify" -> enum; -1 when unknown. */
+int config_tls_policy_parse(const char *s);
 
 struct config_listen {
 	struct sockaddr_storage addr;
@@ -76,6 +94,19 @@ struct config {
 	char *log_file;
 	unsigned command_timeout_s;
 	unsigned data_timeout_s;
+
+	/* outbound */
+	char *smart_host;      /* next hop text, checked by route_parse_hop */
+	char *transport_table; /* file */
+	unsigned destination_concurrency;
+	unsigned max_messages_per_connection;
+	unsigned retry_min_s, retry_max_s;
+	unsigned queue_lifetime_s;
+	int tls_policy; /* enum config_tls_policy */
+	char *tls_policy_table;
+	char *dns_server;
+	unsigned connect_timeout_s;
+	int body_path; /* enum config_body_path */
 
 	char *path;               /* file it came from, NULL for built-in defaults */
 	unsigned line[OPT_COUNT]; /* line that set each option, 0 if default */

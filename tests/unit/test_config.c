@@ -164,11 +164,37 @@ TEST(defaults)
 TEST(opt_names)
 {
 	static const char *const names[OPT_COUNT] = {
-	    "CACertPath",     "CACertFile",    "ServerCertFile", "ServerKeyFile",
-	    "ClientCertFile", "ClientKeyFile", "Listen",         "QueueDirectory",
-	    "Hostname",       "Workers",       "MaxMessageSize", "MaxRecipients",
-	    "MaxConnections", "RelayClients",  "RelayDomains",   "RelayClientCerts",
-	    "TLSMinVersion",  "LogFile",       "CommandTimeout", "DataTimeout",
+	    "CACertPath",
+	    "CACertFile",
+	    "ServerCertFile",
+	    "ServerKeyFile",
+	    "ClientCertFile",
+	    "ClientKeyFile",
+	    "Listen",
+	    "QueueDirectory",
+	    "Hostname",
+	    "Workers",
+	    "MaxMessageSize",
+	    "MaxRecipients",
+	    "MaxConnections",
+	    "RelayClients",
+	    "RelayDomains",
+	    "RelayClientCerts",
+	    "TLSMinVersion",
+	    "LogFile",
+	    "CommandTimeout",
+	    "DataTimeout",
+	    "SmartHost",
+	    "TransportTable",
+	    "DestinationConcurrency",
+	    "MaxMessagesPerConnection",
+	    "RetrySchedule",
+	    "QueueLifetime",
+	    "TLSPolicy",
+	    "TLSPolicyTable",
+	    "DNSServer",
+	    "ConnectTimeout",
+	    "BodyPath",
 	};
 
 	for (int i = 0; i < OPT_COUNT; i++)
@@ -200,13 +226,18 @@ TEST(every_option)
 {
 	struct config c;
 
-	CHECK(load_ok(&c, "CACertPath=/a\nCACertFile=/b\nServerCertFile=/c\nServerKeyFile=/d\n"
-	                  "ClientCertFile=/e\nClientKeyFile=/f\nListen=10.0.0.1:2525\n"
-	                  "QueueDirectory=/q\nHostname=mx1.Example.org\nWorkers=8\n"
-	                  "MaxMessageSize=20m\nMaxRecipients=50\nMaxConnections=2000\n"
-	                  "RelayClients=10.0.0.0/8\nRelayDomains=Example.ORG\n"
-	                  "RelayClientCerts=" FP_COLON "\nTLSMinVersion=TLSv1.3\n"
-	                  "LogFile=relay.log\nCommandTimeout=60\nDataTimeout=600\n"));
+	CHECK(load_ok(&c,
+	              "CACertPath=/a\nCACertFile=/b\nServerCertFile=/c\nServerKeyFile=/d\n"
+	              "ClientCertFile=/e\nClientKeyFile=/f\nListen=10.0.0.1:2525\n"
+	              "QueueDirectory=/q\nHostname=mx1.Example.org\nWorkers=8\n"
+	              "MaxMessageSize=20m\nMaxRecipients=50\nMaxConnections=2000\n"
+	              "RelayClients=10.0.0.0/8\nRelayDomains=Example.ORG\n"
+	              "RelayClientCerts=" FP_COLON "\nTLSMinVersion=TLSv1.3\n"
+	              "LogFile=relay.log\nCommandTimeout=60\nDataTimeout=600\n"
+	              "SmartHost=[127.0.0.1]:2526\nTransportTable=/t\nDestinationConcurrency=5\n"
+	              "MaxMessagesPerConnection=7\nRetrySchedule=10s,2m\nQueueLifetime=2d\n"
+	              "TLSPolicy=verify\nTLSPolicyTable=/p\nDNSServer=127.0.0.1:5353\n"
+	              "ConnectTimeout=1m\nBodyPath=copy\n"));
 	CHECK_STR(c.ca_cert_path, "/a");
 	CHECK_STR(c.ca_cert_file, "/b");
 	CHECK_STR(c.server_cert_file, "/c");
@@ -229,6 +260,15 @@ TEST(every_option)
 	CHECK(c.tls_min_version == TLS1_3_VERSION);
 	CHECK_STR(c.log_file, "relay.log");
 	CHECK(c.command_timeout_s == 60 && c.data_timeout_s == 600);
+	CHECK_STR(c.smart_host, "[127.0.0.1]:2526");
+	CHECK_STR(c.transport_table, "/t");
+	CHECK(c.destination_concurrency == 5 && c.max_messages_per_connection == 7);
+	CHECK(c.retry_min_s == 10 && c.retry_max_s == 120);
+	CHECK(c.queue_lifetime_s == 2 * 86400);
+	CHECK(c.tls_policy == TLS_POLICY_VERIFY);
+	CHECK_STR(c.tls_policy_table, "/p");
+	CHECK_STR(c.dns_server, "127.0.0.1:5353");
+	CHECK(c.connect_timeout_s == 60 && c.body_path == BODY_PATH_COPY);
 	for (int i = 0; i < OPT_COUNT; i++)
 		CHECK(c.line[i] == (unsigned)i + 1);
 	config_free(&c);
@@ -1009,12 +1049,33 @@ TEST(load_twice)
 	config_free(&c);
 }
 
+TEST(outbound_values)
+{
+	struct config c;
+
+	CHECK(load_ok(&c, "RetrySchedule=1m\n"));
+	CHECK(c.retry_min_s == 60 && c.retry_max_s == 3600);
+	config_free(&c);
+	FAILS_WITH("RetrySchedule=1h,1m\n", 1, "RetrySchedule: MAX is shorter than MIN");
+	FAILS_WITH("RetrySchedule=soon\n", 1, "RetrySchedule: expected MIN[,MAX]");
+	FAILS_WITH("QueueLifetime=5x\n", 1, "QueueLifetime: '5x' is not a duration");
+	FAILS_WITH("QueueLifetime=0\n", 1, "QueueLifetime: '0' is not a duration");
+	FAILS_WITH("TLSPolicy=maybe\n", 1, "TLSPolicy: 'maybe' is not a TLS policy");
+	FAILS_WITH("BodyPath=zerocopy\n", 1, "BodyPath: 'zerocopy' is not a body path");
+	FAILS_WITH("DestinationConcurrency=0\n", 1, "DestinationConcurrency: '0' is out");
+	CHECK(load_ok(&c, "TLSPolicy=NONE\n"));
+	CHECK(c.tls_policy == TLS_POLICY_NONE);
+	CHECK_STR(config_tls_policy_name(TLS_POLICY_ENCRYPT), "encrypt");
+	config_free(&c);
+}
+
 int main(void)
 {
 	RUN(defaults);
 	RUN(opt_names);
 	RUN(seed_sendmail_lines);
 	RUN(every_option);
+	RUN(outbound_values);
 	RUN(comments_and_blank_lines);
 	RUN(empty_file);
 	RUN(unknown_option);
