@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@ static void write_cb(struct ring_op *op, int res, unsigned flags);
 static void chain_cb(struct ring_op *op, int res, unsigned flags);
 static void dirsync_cb(struct ring_op *op, int res, unsigned flags);
 static void close_cb(struct ring_op *op, int res, unsigned flags);
+static void dirsync_done(struct spool_waiter *w, int res);
 
 static int open_dir(int parent, const char *name)
 {
@@ -351,25 +353,39 @@ static void chain_cb(struct ring_op *op, int res, unsigned flags)
 		return;
 	}
 	tx->stage = TX_DIRSYNC;
-	tx->next = sp->dir_waiting;
-	sp->dir_waiting = tx;
+	tx->dirwait.done = dirsync_done;
+	spool_dirsync(sp, &tx->dirwait);
+}
+
+void spool_dirsync(struct spool *sp, struct spool_waiter *w)
+{
+	w->next = sp->dir_waiting;
+	sp->dir_waiting = w;
 	if (!ring_op_busy(&sp->op_dirsync))
 		dirsync_start(sp);
+}
+
+static void dirsync_done(struct spool_waiter *w, int res)
+{
+	struct spool_tx *tx =
+	    (struct spool_tx *)(void *)((char *)w - offsetof(struct spool_tx, dirwait));
+
+	if (res < 0) /* not durable: take it back so the client retries */
+		unlinkat(tx->sp->queue_dfd, tx->id, 0);
+	finish(tx, res < 0 ? res : 0, false);
 }
 
 static void dirsync_cb(struct ring_op *op, int res, unsigned flags)
 {
 	struct spool *sp = op->owner;
-	struct spool_tx *tx = sp->dir_batch, *next;
+	struct spool_waiter *w = sp->dir_batch, *next;
 
 	sp->dir_batch = NULL;
 	if (sp->dir_waiting != NULL)
 		dirsync_start(sp);
-	for (; tx != NULL; tx = next) {
-		next = tx->next;
-		if (res < 0) /* not durable: take it back so the client retries */
-			unlinkat(sp->queue_dfd, tx->id, 0);
-		finish(tx, res < 0 ? res : 0, false);
+	for (; w != NULL; w = next) {
+		next = w->next;
+		w->done(w, res);
 	}
 }
 

@@ -28,13 +28,19 @@ struct spool_stats {
 
 struct spool_tx;
 
+/* Someone waiting for the queue directory's next fsync (group commit). */
+struct spool_waiter {
+	struct spool_waiter *next;
+	void (*done)(struct spool_waiter *w, int res);
+};
+
 struct spool {
 	struct ring *ring;
 	int tmp_dfd, queue_dfd;
 	unsigned worker;
 	uint32_t id_counter;
-	struct spool_tx *dir_waiting; /* renamed, waiting for the next dirsync */
-	struct spool_tx *dir_batch;   /* covered by the dirsync in flight */
+	struct spool_waiter *dir_waiting; /* renamed, waiting for the next dirsync */
+	struct spool_waiter *dir_batch;   /* covered by the dirsync in flight */
 	struct ring_op op_dirsync;
 	struct spool_stats stats;
 };
@@ -64,7 +70,7 @@ struct spool_tx {
 	char *tail;    /* last buffer + envelope + trailer, written at commit */
 	int commit_err;
 	uint64_t body_size;
-	struct spool_tx *next;
+	struct spool_waiter dirwait;
 	struct ring_op op_open, op_write, op_fsync, op_rename, op_close, op_unlink;
 	int write_res, fsync_res, rename_res;
 };
@@ -92,6 +98,10 @@ void spool_tx_commit(struct spool_tx *tx, const struct spool_env *env);
 /* Drops the message.  SPOOL_ABORTED follows. */
 void spool_tx_abort(struct spool_tx *tx);
 bool spool_tx_busy(const struct spool_tx *tx);
+
+/* Calls w->done once a queue-directory fsync that started after this call
+ * has completed: every rename into queue/ before the call is then durable. */
+void spool_dirsync(struct spool *sp, struct spool_waiter *w);
 
 /* Reads a queued message's envelope (blocking; for tools and recovery). */
 int spool_load_env(int queue_dfd, const char *id, struct spool_env *env, char *err, size_t errlen);

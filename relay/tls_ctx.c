@@ -263,6 +263,42 @@ SSL_CTX *tls_server_ctx(const struct config *c, char *err, size_t errlen)
 	return ctx;
 }
 
+SSL_CTX *tls_client_ctx(const struct config *c, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	char why[160];
+
+	err[0] = '\0';
+	if (ctx == NULL)
+		goto ssl;
+	SSL_CTX_set_min_proto_version(ctx, c->tls_min_version);
+	SSL_CTX_set_options(ctx,
+	                    SSL_OP_ENABLE_KTLS | SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* Sessions are kept per destination by the queue, not in OpenSSL's cache. */
+	SSL_CTX_set_session_cache_mode(ctx,
+	                               SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	if (SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20") !=
+	    1)
+		goto ssl;
+	if ((c->ca_cert_file != NULL || c->ca_cert_path != NULL) &&
+	    SSL_CTX_load_verify_locations(ctx, c->ca_cert_file, c->ca_cert_path) != 1)
+		goto ssl;
+	if (c->client_cert_file != NULL && c->client_key_file != NULL &&
+	    (SSL_CTX_use_certificate_chain_file(ctx, c->client_cert_file) != 1 ||
+	     SSL_CTX_use_PrivateKey_file(ctx, c->client_key_file, SSL_FILETYPE_PEM) != 1 ||
+	     SSL_CTX_check_private_key(ctx) != 1))
+		goto ssl;
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	return ctx;
+ssl:
+	ssl_err(why, sizeof(why));
+	snprintf(err, errlen, "%s: client TLS set-up failed: %s", c->path ? c->path : "config",
+	         why);
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
 static void print_cert(FILE *out, const char *what, X509 *x)
 {
 	char subj[256];

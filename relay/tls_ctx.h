@@ -15,6 +15,12 @@
  * (then *err is ""), or NULL with *err = "where: why" on any error. */
 SSL_CTX *tls_server_ctx(const struct config *c, char *err, size_t errlen);
 
+/* Builds the client context used for relaying: TLS 1.2+ AEAD, kTLS enabled,
+ * the CA options for verification, ClientCertFile/ClientKeyFile presented
+ * when asked (mutual authentication).  Verification is switched on per
+ * connection by the TLS policy.  NULL with err on error. */
+SSL_CTX *tls_client_ctx(const struct config *c, char *err, size_t errlen);
+
 /* Checks every certificate, key and CA option; prints one line per finding
  * to out.  Returns the number of errors. */
 int tls_check(const struct config *c, FILE *out);
