@@ -6,9 +6,10 @@
 set -euo pipefail
 
 PKGS=(
-	build-essential pkg-config libssl-dev openssl liburing-dev
+		build-essential pkg-config libssl-dev openssl liburing-dev libc-ares-dev
 	clang-format
 	python3 python3-pytest swaks
+	dnsmasq-base postfix
 	iproute2 procps util-linux
 )
 
@@ -32,6 +33,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "deps.sh: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# Postfix is a test peer run as private instances on loopback ports, never
+# the system's MTA: install it unconfigured.
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 # Refresh the package lists once when they are missing or a day old.
 if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages' -mtime -1 2>/dev/null | head -n1)" ]; then
 	apt-get update -qq
