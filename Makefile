@@ -1,7 +1,7 @@
 # krelay: `make` builds build/krelay; `make test` runs every test under
 # ASan+UBSan; `make demo` runs the relay on loopback and says what it did.
 CC      ?= cc
-PKGS     = openssl liburing
+PKGS     = openssl liburing libcares
 CSTD     = -std=c17 -D_GNU_SOURCE
 WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 PKGCFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -12,11 +12,12 @@ LDLIBS  = $(PKGLIBS) -lpthread
 SAN     = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 KERNEL_SRCS = kernel/ring.c kernel/probe.c kernel/ktls.c kernel/xprt.c
-RELAY_PURE  = relay/config.c relay/smtp_parse.c relay/smtp_data.c relay/spool_format.c
+RELAY_PURE  = relay/config.c relay/smtp_parse.c relay/smtp_data.c relay/spool_format.c \
+              relay/route.c
 RELAY_SRCS  = $(RELAY_PURE) relay/log.c relay/tls_ctx.c relay/spool.c relay/smtp_server.c \
-              relay/worker.c relay/check.c relay/main.c
+              relay/dns.c relay/smtp_client.c relay/queue.c relay/worker.c relay/check.c relay/main.c
 SRCS        = $(KERNEL_SRCS) $(RELAY_SRCS)
-UNIT_TESTS  = test_config test_smtp_parse test_smtp_data test_spool_format
+UNIT_TESTS  = test_config test_smtp_parse test_smtp_data test_spool_format test_route
 
 OBJS      = $(SRCS:%.c=build/obj/%.o)
 TEST_OBJS = $(SRCS:%.c=build/test/obj/%.o)
@@ -54,7 +55,13 @@ build/test/unit/%: tests/unit/%.c $(PURE_TEST_OBJS)
 	$(if $(Q),@echo "  UNIT    $@")
 	$(Q)$(CC) $(ALL_CFLAGS) -O1 $(SAN) -Itests/unit -o $@ $< $(PURE_TEST_OBJS) $(LDLIBS)
 
-unit: $(UNIT_TESTS:%=build/test/unit/%)
+unit: $(UNIT_TESTS:%=build/test/unit/%) build/test/dnsq
+
+# dnsq: resolves through relay/dns.c on a ring, for tests/integration/test_dns.py
+build/test/dnsq: tests/tools/dnsq.c relay/dns.c relay/route.c kernel/ring.c
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  TOOL    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) -O1 $(SAN) -o $@ $^ $(LDLIBS)
 
 test: deps
 	$(MAKE) build/krelay build/test/krelay unit
@@ -69,10 +76,10 @@ bench: deps
 	bench/inbound.sh
 
 format:
-	clang-format -i $(SRCS) kernel/*.h relay/*.h tests/unit/*.c tests/unit/*.h
+	clang-format -i $(SRCS) kernel/*.h relay/*.h tests/unit/*.c tests/unit/*.h tests/tools/*.c
 
 check-format:
-	clang-format --dry-run --Werror $(SRCS) kernel/*.h relay/*.h tests/unit/*.c tests/unit/*.h
+	clang-format --dry-run --Werror $(SRCS) kernel/*.h relay/*.h tests/unit/*.c tests/unit/*.h tests/tools/*.c
 
 clean:
 	rm -rf build/obj build/test build/krelay

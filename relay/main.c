@@ -98,6 +98,11 @@ static struct runtime *runtime_load(const char *path, char *err, size_t errlen)
 	rt->server_ctx = tls_server_ctx(&rt->cfg, err, errlen);
 	if (rt->server_ctx == NULL && err[0] != '\0')
 		goto fail;
+	rt->client_ctx = tls_client_ctx(&rt->cfg, err, errlen);
+	if (rt->client_ctx == NULL) {
+		SSL_CTX_free(rt->server_ctx);
+		goto fail;
+	}
 	return rt;
 fail:
 	config_free(&rt->cfg);
@@ -179,12 +184,24 @@ static int run(const char *path)
 		return 1;
 	}
 	srv.workers = worker_count(c);
+	char **ids;
+	size_t nids;
+	if (spool_list(c->queue_directory, &ids, &nids) < 0)
+		nids = 0;
 	for (unsigned i = 0; i < srv.workers; i++) {
 		if (worker_init(&workers[i], &srv, i, c, err, sizeof(err)) < 0) {
 			fprintf(stderr, "krelay: not starting: %s\n", err);
 			return 1;
 		}
 	}
+	/* Messages found at start are shared out among the workers. */
+	for (size_t i = 0; i < nids; i++) {
+		struct worker *w = &workers[i % srv.workers];
+		if (w->nrecover % 64 == 0)
+			w->recover = realloc(w->recover, (w->nrecover + 64) * sizeof(char *));
+		w->recover[w->nrecover++] = ids[i];
+	}
+	free(ids);
 	probe_ktls_possible(&srv.caps, &why);
 	log_info("krelay %s starting config=%s workers=%u hostname=%s queue=%s queued=%u "
 	         "removed_tmp=%u starttls=%s ktls=%s%s%s%s",
@@ -220,11 +237,20 @@ static int run(const char *path)
 		total.dirsyncs += workers[i].spool.stats.dirsyncs;
 		total.failures += workers[i].spool.stats.failures;
 	}
+	uint64_t relayed = 0, bounced = 0, deferred = 0, conns = 0;
+	for (unsigned i = 0; i < srv.workers; i++) {
+		relayed += workers[i].relayed;
+		bounced += workers[i].bounced;
+		deferred += workers[i].deferred;
+		conns += workers[i].connections;
+	}
 	log_info("krelay stopped messages=%llu bytes=%llu fsyncs=%llu dirsyncs=%llu "
-	         "spool_failures=%llu",
+	         "spool_failures=%llu relayed=%llu bounced=%llu deferred=%llu connections=%llu",
 	         (unsigned long long)total.messages, (unsigned long long)total.bytes,
 	         (unsigned long long)total.fsyncs, (unsigned long long)total.dirsyncs,
-	         (unsigned long long)total.failures);
+	         (unsigned long long)total.failures, (unsigned long long)relayed,
+	         (unsigned long long)bounced, (unsigned long long)deferred,
+	         (unsigned long long)conns);
 	runtime_put(srv.current);
 	return 0;
 }

@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "queue.h"
+
 #include "smtp_data.h"
 #include "smtp_parse.h"
 #include "spool.h"
@@ -86,6 +88,8 @@ struct smtp_session {
 	const char *reject;    /* reply that replaces "250 queued" */
 	char reject_buf[128];
 	struct timespec data_start;
+	time_t arrival;
+	char certdesc[96];
 };
 
 static void session_event(void *owner, enum xprt_event ev, int err);
@@ -642,6 +646,32 @@ static const char *content_verdict(struct smtp_session *s)
 	return NULL;
 }
 
+/* The envelope of the message being received; strings point into s. */
+static void fill_env(struct smtp_session *s, struct spool_env *env)
+{
+	memset(env, 0, sizeof(*env));
+	memcpy(env->id, s->qid, sizeof(env->id));
+	env->arrival = s->arrival;
+	env->body_size = s->tx.body_size;
+	env->dot_lines = s->data.dot_lines;
+	env->final_crlf = !s->bdat || s->data.line_len == 0;
+	env->eight_bit = s->data.eight_bit;
+	env->smtputf8 = s->smtputf8;
+	env->body_type = s->body_type;
+	env->sender = s->sender;
+	env->rcpts = s->rcpts;
+	env->rcpt_count = s->nrcpt;
+	env->client = s->client;
+	env->helo = s->helo;
+	env->tls = s->tls ? s->tls_desc : "";
+	snprintf(s->certdesc, sizeof(s->certdesc), "%s%s%s",
+	         !s->cert.cert      ? "none"
+	         : s->cert.verified ? "verified"
+	                            : "unverified",
+	         s->cert.cert ? " " : "", s->cert.fingerprint);
+	env->client_cert = s->certdesc;
+}
+
 static void end_of_data(struct smtp_session *s)
 {
 	const char *no = content_verdict(s);
@@ -662,26 +692,8 @@ static void end_of_data(struct smtp_session *s)
 		}
 		return;
 	}
-	memset(&env, 0, sizeof(env));
-	memcpy(env.id, s->qid, sizeof(env.id));
-	env.arrival = time(NULL);
-	env.dot_lines = s->data.dot_lines;
-	env.eight_bit = s->data.eight_bit;
-	env.smtputf8 = s->smtputf8;
-	env.body_type = s->body_type;
-	env.sender = s->sender;
-	env.rcpts = s->rcpts;
-	env.rcpt_count = s->nrcpt;
-	env.client = s->client;
-	env.helo = s->helo;
-	env.tls = s->tls ? s->tls_desc : "";
-	char certdesc[96];
-	snprintf(certdesc, sizeof(certdesc), "%s%s%s",
-	         !s->cert.cert      ? "none"
-	         : s->cert.verified ? "verified"
-	                            : "unverified",
-	         s->cert.cert ? " " : "", s->cert.fingerprint);
-	env.client_cert = certdesc;
+	s->arrival = time(NULL);
+	fill_env(s, &env);
 	enter_state(s, S_COMMIT);
 	spool_tx_commit(&s->tx, &env);
 }
@@ -731,6 +743,11 @@ static void spool_event(void *owner, enum spool_event ev, int err)
 			          (double)(now.tv_sec - s->data_start.tv_sec) * 1e3 +
 			              (double)(now.tv_nsec - s->data_start.tv_nsec) / 1e6);
 			reply(s, "250 2.0.0 Ok: queued as %s", s->qid);
+			if (s->w->queue != NULL) {
+				struct spool_env env;
+				fill_env(s, &env);
+				queue_add(s->w->queue, &env); /* relaying starts now */
+			}
 		} else {
 			log_event(s->id, "smtp spool error id=%s error=\"%s\"", s->qid,
 			          strerror(-err));

@@ -110,6 +110,35 @@ int spool_recover(const char *dir, unsigned *queued, unsigned *removed)
 	return 0;
 }
 
+int spool_list(const char *dir, char ***ids, size_t *n)
+{
+	char path[4096];
+	struct dirent *de;
+	size_t cap = 0;
+	DIR *d;
+
+	*ids = NULL;
+	*n = 0;
+	snprintf(path, sizeof(path), "%s/queue", dir);
+	d = opendir(path);
+	if (d == NULL)
+		return errno == ENOENT ? 0 : -errno;
+	while ((de = readdir(d)) != NULL) {
+		if (!spool_id_valid(de->d_name))
+			continue;
+		if (*n == cap) {
+			char **p = realloc(*ids, (cap = cap ? cap * 2 : 64) * sizeof(*p));
+			if (p == NULL)
+				break;
+			*ids = p;
+		}
+		if (((*ids)[*n] = strdup(de->d_name)) != NULL)
+			(*n)++;
+	}
+	closedir(d);
+	return 0;
+}
+
 void spool_new_id(struct spool *sp, char id[SPOOL_ID_LEN + 1])
 {
 	uint64_t secs = (uint64_t)(time(NULL) - EPOCH_2020) & 0xffffffffu;

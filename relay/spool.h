@@ -83,6 +83,9 @@ void spool_exit(struct spool *sp);
  * Call once, before workers start. */
 int spool_recover(const char *dir, unsigned *queued, unsigned *removed);
 
+/* The IDs of the messages in queue/ (malloc'd array of malloc'd strings). */
+int spool_list(const char *dir, char ***ids, size_t *n);
+
 /* Makes a new queue ID (unique in this spool; time-ordered). */
 void spool_new_id(struct spool *sp, char id[SPOOL_ID_LEN + 1]);
 

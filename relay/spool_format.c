@@ -63,6 +63,7 @@ size_t spool_env_format(const struct spool_env *e, char *buf, size_t cap)
 	snprintf(num, sizeof(num), "%" PRIu64, e->body_size);
 	put_kv(&b, "size", num);
 	put_kv(&b, "dotlines", e->dot_lines ? "1" : "0");
+	put_kv(&b, "crlf", e->final_crlf ? "1" : "0");
 	put_kv(&b, "8bit", e->eight_bit ? "1" : "0");
 	put_kv(&b, "smtputf8", e->smtputf8 ? "1" : "0");
 	put_kv(&b, "body", e->body_type == 8 ? "8BITMIME" : e->body_type == 7 ? "7BIT" : "-");
@@ -135,6 +136,8 @@ static int env_field(struct spool_env *e, const char *key, char *val)
 			return -1;
 	} else if (strcmp(key, "dotlines") == 0) {
 		return set_flag(val, &e->dot_lines);
+	} else if (strcmp(key, "crlf") == 0) {
+		return set_flag(val, &e->final_crlf);
 	} else if (strcmp(key, "8bit") == 0) {
 		return set_flag(val, &e->eight_bit);
 	} else if (strcmp(key, "smtputf8") == 0) {
@@ -189,6 +192,7 @@ int spool_env_parse(const char *buf, size_t len, struct spool_env *e, char *err,
 	bool ended = false;
 
 	memset(e, 0, sizeof(*e));
+	e->final_crlf = true;
 	if (len < sizeof(ENV_MAGIC) - 1 || memcmp(buf, ENV_MAGIC, sizeof(ENV_MAGIC) - 1) != 0) {
 		snprintf(err, errlen, "envelope: bad magic");
 		return -1;

@@ -34,7 +34,8 @@ struct spool_env {
 	char id[SPOOL_ID_LEN + 1];
 	int64_t arrival; /* unix seconds */
 	uint64_t body_size;
-	bool dot_lines; /* a body line starts with '.': DATA needs stuffing */
+	bool dot_lines;  /* a body line starts with '.': DATA needs stuffing */
+	bool final_crlf; /* the body ends with CRLF (always, unless BDAT left it open) */
 	bool eight_bit;
 	bool smtputf8;
 	int body_type; /* 0 unspecified, 7 (7BIT), 8 (8BITMIME) */

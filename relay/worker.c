@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "queue.h"
+
 #include "smtp_server.h"
 
 #define RING_ENTRIES      1024
@@ -32,6 +34,7 @@ void runtime_put(struct runtime *rt)
 {
 	if (atomic_fetch_sub(&rt->refs, 1) == 1) {
 		SSL_CTX_free(rt->server_ctx);
+		SSL_CTX_free(rt->client_ctx);
 		config_free(&rt->cfg);
 		free(rt);
 	}
@@ -146,6 +149,7 @@ static void stop_accepting(struct worker *w)
 		 * the fd itself is closed after the loop. */
 		shutdown(w->listeners[i].fd, SHUT_RDWR);
 	}
+	queue_stop(w->queue);
 	for (struct smtp_session *s = w->sessions, *next; s != NULL; s = next) {
 		next = smtp_session_next(s);
 		smtp_session_shutdown(s);
@@ -177,8 +181,19 @@ static void *worker_main(void *arg)
 	struct worker *w = arg;
 	int waited_ms = 0, ret = ring_enable(&w->ring);
 
+	char err[512];
+
 	if (ret < 0)
 		fatalx("worker %u: io_uring enable: %s", w->index, strerror(-ret));
+	w->queue = queue_new(w, err, sizeof(err));
+	if (w->queue == NULL)
+		fatalx("worker %u: relaying: %s", w->index, err);
+	for (size_t i = 0; i < w->nrecover; i++) {
+		queue_recover(w->queue, w->recover[i]);
+		free(w->recover[i]);
+	}
+	free(w->recover);
+	w->recover = NULL;
 	for (unsigned i = 0; i < w->nlisteners; i++)
 		ring_accept_multishot(&w->ring, &w->listeners[i].op, w->listeners[i].fd);
 	ring_read(&w->ring, &w->op_wake, w->wake_fd, &w->wake_buf, sizeof(w->wake_buf), 0);
@@ -188,7 +203,7 @@ static void *worker_main(void *arg)
 			fatalx("worker %u: io_uring: %s", w->index, strerror(-ret));
 		if (!w->stopping)
 			continue;
-		if (w->nsessions == 0 && listeners_idle(w))
+		if (w->nsessions == 0 && listeners_idle(w) && queue_idle(w->queue))
 			break;
 		if (ret == 0 && (waited_ms += 100) >= SHUTDOWN_GRACE_MS) {
 			log_warnx("worker %u: %u sessions still open after %d ms: leaving them",
@@ -196,6 +211,9 @@ static void *worker_main(void *arg)
 			break;
 		}
 	}
+	/* Let the last completions (cancelled lookups, closes) run. */
+	for (int i = 0; i < 100 && ring_run_once(&w->ring, 10) > 0; i++)
+		;
 	return NULL;
 }
 
@@ -215,6 +233,15 @@ void worker_wake(struct worker *w)
 void worker_join(struct worker *w)
 {
 	pthread_join(w->thread, NULL);
+	if (w->queue != NULL) {
+		const struct queue_stats *st = queue_stats(w->queue);
+		w->relayed = st->delivered;
+		w->bounced = st->failed;
+		w->deferred = st->deferred;
+		w->connections = st->connections;
+		queue_free(w->queue);
+		w->queue = NULL;
+	}
 	spool_exit(&w->spool);
 	close(w->wake_fd);
 	for (unsigned i = 0; i < w->nlisteners; i++)

@@ -21,6 +21,7 @@ struct runtime {
 	atomic_int refs;
 	struct config cfg;
 	SSL_CTX *server_ctx; /* NULL: no STARTTLS, no smtps */
+	SSL_CTX *client_ctx; /* relaying */
 };
 
 struct server {
@@ -59,9 +60,13 @@ struct worker {
 	int wake_fd;
 	uint64_t wake_buf;
 	struct ring_op op_wake;
+	struct queue *queue; /* relaying: created by the worker thread */
+	char **recover;      /* queue IDs found at start, for this worker */
+	size_t nrecover;
 	struct smtp_session *sessions; /* all live sessions, for shutdown */
 	unsigned nsessions;
 	bool stopping;
+	uint64_t relayed, bounced, deferred, connections; /* at stop */
 };
 
 /* Creates listeners (SO_REUSEPORT) and the spool for worker w.  Returns 0 or

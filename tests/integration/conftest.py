@@ -75,8 +75,11 @@ class Relay:
         lines = [f"Listen=127.0.0.1:{self.port}"]
         if self.smtps_port:
             lines.append(f"Listen=127.0.0.1:{self.smtps_port} smtps")
+                # Relaying goes to a loopback port where nothing listens, so accepted
+        # messages stay queued (deferred) unless a test routes them elsewhere.
+        self.dead_port = free_port()
         lines += [f"QueueDirectory={self.queue}", "Hostname=relay.test", "Workers=2",
-                  f"LogFile={self.log}"]
+                  f"LogFile={self.log}", f"SmartHost=[127.0.0.1]:{self.dead_port}"]
         if tls:
             lines += [f"CACertFile={certs.ca}", f"ServerCertFile={certs.server_crt}",
                       f"ServerKeyFile={certs.server_key}"]

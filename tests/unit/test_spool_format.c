@@ -43,6 +43,7 @@ TEST(round_trip)
 	CHECK(back.arrival == e.arrival);
 	CHECK(back.body_size == e.body_size);
 	CHECK(back.dot_lines && back.eight_bit && !back.smtputf8);
+	CHECK(!back.final_crlf);
 	CHECK(back.body_type == 8);
 	CHECK_STR(back.sender, e.sender);
 	CHECK(back.rcpt_count == 3);
@@ -78,8 +79,8 @@ TEST(escapes_keep_one_line_per_field)
 
 	for (size_t i = 0; i < n; i++)
 		lines += buf[i] == '\n';
-	/* magic + 12 fields + 3 recipients + end */
-	CHECK(lines == 17);
+	/* magic + 13 fields + 3 recipients + end */
+	CHECK(lines == 18);
 	CHECK(strstr(buf, "%0D%0A") != NULL);
 	CHECK(strstr(buf, "%25") != NULL);
 }

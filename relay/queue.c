@@ -1,0 +1,1139 @@
+/* queue: see queue.h. */
+#include "queue.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "dns.h"
+#include "log.h"
+#include "route.h"
+#include "smtp_client.h"
+#include "spool.h"
+#include "worker.h"
+
+#define IDLE_KEEP_S 2 /* how long an idle connection waits for the next message */
+
+struct dest;
+struct conn;
+
+struct qmsg {
+	struct queue *q;
+	struct spool_env env;
+	char **reply; /* last reply per recipient */
+	unsigned attempts;
+	int fd;
+	unsigned jobs; /* jobs not finished in this attempt */
+	bool writing;  /* a state write is in flight */
+	bool dirty;    /* results not yet written */
+	bool timer;    /* a retry timer is armed */
+	bool removing;
+	struct qjob *logq; /* finished jobs whose results await durability */
+	struct qjob *logq_writing;
+	struct ring_op op_open, op_timer, op_st_open, op_st_write, op_st_sync, op_st_close,
+	    op_st_rename, op_unlink1, op_unlink2;
+	struct __kernel_timespec ts;
+	struct spool_waiter dirwait;
+	char *st_buf;
+	size_t st_len;
+	int st_fd, st_res;
+	char st_tmp[SPOOL_ID_LEN + 8], st_name[SPOOL_ID_LEN + 8];
+	struct qmsg *prev, *next;
+};
+
+struct qjob {
+	struct qmsg *m;
+	struct dest *d;
+	size_t *idx; /* recipients (indexes into m->env.rcpts) */
+	size_t n;
+	struct smtp_tx tx;
+	struct smtp_tx_rcpt *rcpts;
+	char relay[DNS_NAME_MAX + 80], tls[128], ktls[96];
+	bool verified, resumed, ktls_tx;
+	struct timespec start;
+	struct qjob *next;
+};
+
+struct dest {
+	struct queue *q;
+	char name[DNS_NAME_MAX + 16];
+	struct route_hop hop;
+	struct qjob *head, *tail;
+	unsigned active; /* connections open or opening */
+	struct conn *idle;
+	SSL_SESSION *session;
+	bool clear_next; /* policy "may": last handshake failed, next try in clear */
+	struct dns_addr addr[DNS_ADDR_MAX];
+	size_t naddr;
+	bool resolving, resolved;
+	time_t resolved_at;
+	char resolve_error[160];
+	size_t mx_left; /* MX hosts whose addresses are still being looked up */
+	struct dns_mx mx[DNS_MX_MAX];
+	size_t nmx, mx_next;
+	struct dest *next;
+};
+
+struct conn {
+	struct dest *d;
+	struct smtp_client *c;
+	struct qjob *job;
+	size_t addr_idx;
+	unsigned messages;
+	bool idle, quitting;
+	struct ring_op op_idle;
+	struct __kernel_timespec idle_ts;
+	struct conn *next_idle;
+};
+
+struct queue {
+	struct worker *w;
+	struct runtime *rt;
+	struct dns *dns;
+	struct route_table *transports;
+	struct route_hop smarthost;
+	bool has_smarthost, stopping;
+	unsigned dns_pending; /* queries whose callback has not run yet */
+	SSL_CTX *client_ctx;
+	struct qmsg *msgs;
+	struct dest *dests;
+	unsigned conns;
+	struct queue_stats stats;
+};
+
+static void schedule(struct qmsg *m);
+static void dest_kick(struct dest *d);
+static void job_done(struct qjob *j);
+static void msg_attempt_over(struct qmsg *m);
+
+/* ---- envelopes ----------------------------------------------------------- */
+
+int queue_load_env(int queue_dfd, const char *id, struct spool_env *env, char *err, size_t errlen)
+{
+	char name[SPOOL_ID_LEN + 8], *buf;
+	struct stat st;
+	int fd, ret = -1;
+
+	snprintf(name, sizeof(name), "%s.env", id);
+	fd = openat(queue_dfd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return spool_load_env(queue_dfd, id, env, err, errlen);
+	if (fstat(fd, &st) == 0 && st.st_size > 0 && st.st_size < SPOOL_ENV_MAX &&
+	    (buf = malloc((size_t)st.st_size)) != NULL) {
+		if (pread(fd, buf, (size_t)st.st_size, 0) == st.st_size)
+			ret = spool_env_parse(buf, (size_t)st.st_size, env, err, errlen);
+		free(buf);
+	} else {
+		snprintf(err, errlen, "%s: unreadable", name);
+	}
+	close(fd);
+	return ret;
+}
+
+static char *xstrdup(const char *s)
+{
+	char *p = strdup(s ? s : "");
+	if (p == NULL)
+		fatalx("out of memory");
+	return p;
+}
+
+static void env_copy(struct spool_env *dst, const struct spool_env *src)
+{
+	*dst = *src;
+	dst->sender = xstrdup(src->sender);
+	dst->client = xstrdup(src->client);
+	dst->helo = xstrdup(src->helo);
+	dst->tls = xstrdup(src->tls);
+	dst->client_cert = xstrdup(src->client_cert);
+	dst->rcpts = calloc(src->rcpt_count, sizeof(*dst->rcpts));
+	if (dst->rcpts == NULL)
+		fatalx("out of memory");
+	for (size_t i = 0; i < src->rcpt_count; i++) {
+		dst->rcpts[i].addr = xstrdup(src->rcpts[i].addr);
+		dst->rcpts[i].state = src->rcpts[i].state;
+	}
+}
+
+/* ---- messages ------------------------------------------------------------ */
+
+static const struct config *cfg(const struct queue *q)
+{
+	return &q->rt->cfg;
+}
+
+static void msg_open_cb(struct ring_op *op, int res, unsigned flags);
+static void msg_timer_cb(struct ring_op *op, int res, unsigned flags);
+static void st_cb(struct ring_op *op, int res, unsigned flags);
+static void unlink_cb(struct ring_op *op, int res, unsigned flags);
+
+static struct qmsg *msg_new(struct queue *q)
+{
+	struct qmsg *m = calloc(1, sizeof(*m));
+
+	if (m == NULL)
+		fatalx("out of memory");
+	m->q = q;
+	m->fd = -1;
+	ring_op_init(&m->op_open, RING_OPEN, msg_open_cb, m);
+	ring_op_init(&m->op_timer, RING_TIMEOUT, msg_timer_cb, m);
+	ring_op_init(&m->op_st_open, RING_OPEN, st_cb, m);
+	ring_op_init(&m->op_st_write, RING_WRITE, st_cb, m);
+	ring_op_init(&m->op_st_sync, RING_FSYNC, st_cb, m);
+	ring_op_init(&m->op_st_close, RING_CLOSE, st_cb, m);
+	ring_op_init(&m->op_st_rename, RING_RENAME, st_cb, m);
+	ring_op_init(&m->op_unlink1, RING_UNLINK, unlink_cb, m);
+	ring_op_init(&m->op_unlink2, RING_UNLINK, unlink_cb, m);
+	m->next = q->msgs;
+	if (q->msgs)
+		q->msgs->prev = m;
+	q->msgs = m;
+	return m;
+}
+
+static void msg_free(struct qmsg *m)
+{
+	struct queue *q = m->q;
+
+	if (m->prev)
+		m->prev->next = m->next;
+	else
+		q->msgs = m->next;
+	if (m->next)
+		m->next->prev = m->prev;
+	for (size_t i = 0; m->reply && i < m->env.rcpt_count; i++)
+		free(m->reply[i]);
+	free(m->reply);
+	free(m->st_buf);
+	spool_env_free(&m->env);
+	free(m);
+}
+
+static void msg_start(struct qmsg *m)
+{
+	m->reply = calloc(m->env.rcpt_count, sizeof(*m->reply));
+	if (m->reply == NULL)
+		fatalx("out of memory");
+	/* open the spool file once per attempt, through the ring */
+	ring_openat(&m->q->w->ring, &m->op_open, m->q->w->spool.queue_dfd, m->env.id,
+	            O_RDONLY | O_CLOEXEC, 0);
+}
+
+void queue_add(struct queue *q, const struct spool_env *env)
+{
+	struct qmsg *m = msg_new(q);
+
+	env_copy(&m->env, env);
+	msg_start(m);
+}
+
+int queue_recover(struct queue *q, const char *id)
+{
+	char err[256];
+	struct qmsg *m = msg_new(q);
+
+	if (queue_load_env(q->w->spool.queue_dfd, id, &m->env, err, sizeof(err)) < 0) {
+		log_warnx("queue: %s: %s: left alone", id, err);
+		msg_free(m);
+		return -1;
+	}
+	msg_start(m);
+	return 0;
+}
+
+static void msg_open_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct qmsg *m = op->owner;
+
+	if (m->q->stopping) {
+		if (res >= 0)
+			close(res);
+		return; /* stays in the spool; freed with the queue */
+	}
+	if (res < 0) {
+		log_warnx("queue: %s: open: %s: message dropped from memory", m->env.id,
+		          strerror(-res));
+		msg_free(m);
+		return;
+	}
+	m->fd = res;
+	schedule(m);
+}
+
+static unsigned backoff_s(const struct queue *q, unsigned attempts)
+{
+	uint64_t d = cfg(q)->retry_min_s;
+
+	for (unsigned i = 1; i < attempts && d < cfg(q)->retry_max_s; i++)
+		d *= 2;
+	return d > cfg(q)->retry_max_s ? cfg(q)->retry_max_s : (unsigned)d;
+}
+
+static void msg_timer_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct qmsg *m = op->owner;
+
+	m->timer = false;
+	if (m->q->stopping)
+		return;
+	msg_start(m);
+}
+
+/* ---- durable per-recipient state ---------------------------------------- */
+
+static void st_write_start(struct qmsg *m);
+
+static void st_dirsync_done(struct spool_waiter *w, int res)
+{
+	struct qmsg *m = (struct qmsg *)(void *)((char *)w - offsetof(struct qmsg, dirwait));
+	struct qjob *j = m->logq_writing, *next;
+
+	m->writing = false;
+	if (res < 0)
+		log_warnx("queue: %s: state directory fsync: %s", m->env.id, strerror(-res));
+	m->logq_writing = NULL;
+	for (; j != NULL; j = next) {
+		next = j->next;
+		job_done(j); /* logs, now that the outcome is durable */
+	}
+	if (m->dirty)
+		st_write_start(m);
+	else if (m->jobs == 0)
+		msg_attempt_over(m);
+}
+
+static void st_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct qmsg *m = op->owner;
+
+	if (op == &m->op_st_open) {
+		if (res < 0) {
+			m->st_res = res;
+		} else {
+			m->st_fd = res;
+			ring_write(&m->q->w->ring, &m->op_st_write, m->st_fd, m->st_buf, m->st_len,
+			           0, true);
+			ring_fsync(&m->q->w->ring, &m->op_st_sync, m->st_fd, true, true);
+			ring_renameat(&m->q->w->ring, &m->op_st_rename, m->q->w->spool.tmp_dfd,
+			              m->st_tmp, m->q->w->spool.queue_dfd, m->st_name, 0, false);
+			return;
+		}
+	} else if (op != &m->op_st_close && res < 0 && m->st_res == 0) {
+		m->st_res = res;
+	}
+	if (ring_op_busy(&m->op_st_open) || ring_op_busy(&m->op_st_write) ||
+	    ring_op_busy(&m->op_st_sync) || ring_op_busy(&m->op_st_rename) ||
+	    ring_op_busy(&m->op_st_close))
+		return;
+	if (m->st_fd >= 0) {
+		ring_close(&m->q->w->ring, &m->op_st_close, m->st_fd);
+		m->st_fd = -1;
+		return;
+	}
+	if (m->st_res < 0)
+		log_warnx("queue: %s: writing delivery state: %s (a recipient may be tried again)",
+		          m->env.id, strerror(-m->st_res));
+	m->dirwait.done = st_dirsync_done;
+	spool_dirsync(&m->q->w->spool, &m->dirwait);
+}
+
+/* Writes queue/ID.env with every recipient's state (tmp, fdatasync, rename). */
+static void st_write_start(struct qmsg *m)
+{
+	size_t need = spool_env_format(&m->env, NULL, 0) + 1;
+
+	m->dirty = false;
+	m->writing = true;
+	m->logq_writing = m->logq;
+	m->logq = NULL;
+	free(m->st_buf);
+	m->st_buf = malloc(need);
+	if (m->st_buf == NULL)
+		fatalx("out of memory");
+	m->st_len = spool_env_format(&m->env, m->st_buf, need);
+	m->st_res = 0;
+	m->st_fd = -1;
+	snprintf(m->st_tmp, sizeof(m->st_tmp), "%s.env", m->env.id);
+	snprintf(m->st_name, sizeof(m->st_name), "%s.env", m->env.id);
+	ring_openat(&m->q->w->ring, &m->op_st_open, m->q->w->spool.tmp_dfd, m->st_tmp,
+	            O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+}
+
+/* ---- the end of an attempt ------------------------------------------------ */
+
+static void unlink_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct qmsg *m = op->owner;
+
+	if (ring_op_busy(&m->op_unlink1) || ring_op_busy(&m->op_unlink2))
+		return;
+	msg_free(m);
+}
+
+static bool all_final(const struct qmsg *m)
+{
+	for (size_t i = 0; i < m->env.rcpt_count; i++)
+		if (m->env.rcpts[i].state == SPOOL_RCPT_PENDING)
+			return false;
+	return true;
+}
+
+static void msg_attempt_over(struct qmsg *m)
+{
+	struct queue *q = m->q;
+	time_t now = time(NULL);
+	unsigned delay;
+
+	if (m->fd >= 0) {
+		close(m->fd);
+		m->fd = -1;
+	}
+	if (all_final(m)) {
+		/* Every recipient has its outcome on disk: the message goes. */
+		m->removing = true;
+		snprintf(m->st_name, sizeof(m->st_name), "%s.env", m->env.id);
+		ring_unlinkat(&q->w->ring, &m->op_unlink1, q->w->spool.queue_dfd, m->st_name);
+		ring_unlinkat(&q->w->ring, &m->op_unlink2, q->w->spool.queue_dfd, m->env.id);
+		return;
+	}
+	if (now - m->env.arrival >= (time_t)cfg(q)->queue_lifetime_s) {
+		for (size_t i = 0; i < m->env.rcpt_count; i++) {
+			if (m->env.rcpts[i].state != SPOOL_RCPT_PENDING)
+				continue;
+			m->env.rcpts[i].state = SPOOL_RCPT_FAILED;
+			log_info("%s delivery to=<%s> status=expired dsn=4.4.7 (in the queue "
+			         "longer than "
+			         "QueueLifetime; last reply: %s)",
+			         m->env.id, m->env.rcpts[i].addr,
+			         m->reply[i] ? m->reply[i] : "none");
+			q->stats.failed++;
+		}
+		m->dirty = true;
+		st_write_start(m);
+		return;
+	}
+	if (q->stopping)
+		return; /* stays in the spool; freed with the queue */
+	m->attempts++;
+	delay = backoff_s(q, m->attempts);
+	for (size_t i = 0; m->reply && i < m->env.rcpt_count; i++) {
+		free(m->reply[i]);
+		m->reply[i] = NULL;
+	}
+	free(m->reply);
+	m->reply = NULL;
+	m->ts.tv_sec = delay;
+	m->ts.tv_nsec = 0;
+	m->timer = true;
+	ring_timeout(&q->w->ring, &m->op_timer, &m->ts);
+}
+
+/* ---- scheduling ----------------------------------------------------------- */
+
+static struct dest *dest_get(struct queue *q, const struct route_hop *hop)
+{
+	char name[sizeof(((struct dest *)0)->name)];
+	struct dest *d;
+
+	route_hop_text(hop, name, sizeof(name));
+	for (d = q->dests; d != NULL; d = d->next)
+		if (strcmp(d->name, name) == 0)
+			return d;
+	d = calloc(1, sizeof(*d));
+	if (d == NULL)
+		fatalx("out of memory");
+	d->q = q;
+	d->hop = *hop;
+	memcpy(d->name, name, sizeof(d->name));
+	d->next = q->dests;
+	q->dests = d;
+	return d;
+}
+
+static const char *rcpt_domain(const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+	return at ? at + 1 : "";
+}
+
+static void schedule(struct qmsg *m)
+{
+	struct queue *q = m->q;
+	size_t n = m->env.rcpt_count;
+	struct dest **dest_of = calloc(n, sizeof(*dest_of));
+
+	if (dest_of == NULL)
+		fatalx("out of memory");
+	for (size_t i = 0; i < n; i++) {
+		struct route_hop hop;
+		if (m->env.rcpts[i].state != SPOOL_RCPT_PENDING)
+			continue;
+		route_lookup(q->transports, q->has_smarthost ? &q->smarthost : NULL,
+		             rcpt_domain(m->env.rcpts[i].addr), &hop);
+		dest_of[i] = dest_get(q, &hop);
+	}
+	/* one job per destination */
+	for (size_t i = 0; i < n; i++) {
+		struct dest *d = dest_of[i];
+		struct qjob *j;
+		size_t k = 0;
+
+		if (d == NULL)
+			continue;
+		j = calloc(1, sizeof(*j));
+		if (j == NULL || (j->idx = calloc(n, sizeof(*j->idx))) == NULL ||
+		    (j->rcpts = calloc(n, sizeof(*j->rcpts))) == NULL)
+			fatalx("out of memory");
+		for (size_t r = i; r < n; r++) {
+			if (dest_of[r] != d)
+				continue;
+			j->idx[k] = r;
+			j->rcpts[k].addr = m->env.rcpts[r].addr;
+			k++;
+			dest_of[r] = NULL;
+		}
+		j->m = m;
+		j->d = d;
+		j->n = k;
+		j->tx.sender = m->env.sender;
+		j->tx.rcpts = j->rcpts;
+		j->tx.nrcpt = k;
+		j->tx.fd = m->fd;
+		j->tx.size = m->env.body_size;
+		j->tx.dot_lines = m->env.dot_lines;
+		j->tx.final_crlf = m->env.final_crlf;
+		j->tx.eight_bit = m->env.eight_bit || m->env.body_type == 8;
+		j->tx.smtputf8 = m->env.smtputf8;
+		m->jobs++;
+		if (d->tail)
+			d->tail->next = j;
+		else
+			d->head = j;
+		d->tail = j;
+	}
+	free(dest_of);
+	if (m->jobs == 0) {
+		msg_attempt_over(m);
+		return;
+	}
+	for (struct dest *d = q->dests; d != NULL; d = d->next)
+		if (d->head != NULL)
+			dest_kick(d);
+}
+
+/* Records a job's outcome in the message; durability, then logging, follow. */
+static void job_result(struct qjob *j)
+{
+	struct qmsg *m = j->m;
+
+	for (size_t k = 0; k < j->n; k++) {
+		struct smtp_tx_rcpt *r = &j->rcpts[k];
+		size_t i = j->idx[k];
+		if (r->code >= 200 && r->code < 300)
+			m->env.rcpts[i].state = SPOOL_RCPT_DELIVERED;
+		else if (r->code >= 500)
+			m->env.rcpts[i].state = SPOOL_RCPT_FAILED;
+		free(m->reply[i]);
+		m->reply[i] = xstrdup(r->reply[0] ? r->reply : "no reply");
+		if (r->code >= 200)
+			m->dirty = true;
+	}
+	j->next = m->logq;
+	m->logq = j;
+	if (!m->writing) {
+		if (m->dirty) {
+			st_write_start(m);
+		} else {
+			/* nothing final to record: log at once */
+			m->logq = NULL;
+			m->writing = true;
+			m->logq_writing = j;
+			st_dirsync_done(&m->dirwait, 0);
+		}
+	}
+}
+
+/* Seconds since the message arrived (Postfix's delay=). */
+static double delay_s(const struct qmsg *m)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	return (double)(now.tv_sec - m->env.arrival) + (double)now.tv_nsec / 1e9;
+}
+
+/* The enhanced status code of a reply ("250 2.1.5 Ok" -> "2.1.5"), else
+ * one made from the class. */
+static void dsn_of(const struct smtp_tx_rcpt *r, char *out, size_t len)
+{
+	const char *t = r->reply;
+	int a, b, c, n = 0;
+
+	if (strlen(t) > 4 && sscanf(t + 4, "%1d.%3d.%3d%n", &a, &b, &c, &n) == 3 && n > 0 &&
+	    (t[4 + n] == ' ' || t[4 + n] == '\0') && a == r->code / 100) {
+		snprintf(out, len, "%d.%d.%d", a, b, c);
+		return;
+	}
+	snprintf(out, len, "%d.0.0", r->code >= 200 && r->code < 300 ? 2 : r->code >= 500 ? 5 : 4);
+}
+
+/* Logs a finished job, one line per recipient, and frees it. */
+static void job_done(struct qjob *j)
+{
+	struct qmsg *m = j->m;
+	struct queue *q = m->q;
+
+	for (size_t k = 0; k < j->n; k++) {
+		struct smtp_tx_rcpt *r = &j->rcpts[k];
+		const char *status = r->code >= 200 && r->code < 300 ? "sent"
+		                     : r->code >= 500                ? "bounced"
+		                                                     : "deferred";
+		if (status[0] == 's')
+			q->stats.delivered++;
+		else if (status[0] == 'b')
+			q->stats.failed++;
+		else
+			q->stats.deferred++;
+		char dsn[16];
+		dsn_of(r, dsn, sizeof(dsn));
+		log_info("%s delivery to=<%s> relay=%s delay=%.2f dsn=%s status=%s tls=\"%s\" "
+		         "verified=%s ktls_tx=%s%s%s%s body_path=%s bytes=%llu reply=\"%s\"",
+		         m->env.id, r->addr, j->relay[0] ? j->relay : j->d->name, delay_s(m), dsn,
+		         status, j->tls, j->verified ? "yes" : "no", j->ktls_tx ? "on" : "off",
+		         j->ktls_tx ? "" : " ktls_why=\"", j->ktls_tx ? "" : j->ktls,
+		         j->ktls_tx ? "" : "\"",
+		         j->tx.body_path && j->tx.body_path[0] ? j->tx.body_path : "none",
+		         (unsigned long long)j->tx.body_bytes, r->reply[0] ? r->reply : "no reply");
+	}
+	m->jobs--;
+	free(j->idx);
+	free(j->rcpts);
+	free(j);
+}
+
+/* ---- connections -------------------------------------------------------------- */
+
+static void conn_ready(void *owner, struct smtp_client *c);
+static void conn_done(void *owner, struct smtp_client *c, struct smtp_tx *tx);
+static void conn_failed(void *owner, struct smtp_client *c, enum smtp_fail why, const char *text);
+static void conn_closed(void *owner, struct smtp_client *c);
+static void idle_cb(struct ring_op *op, int res, unsigned flags);
+
+static void idle_free_cb(struct ring_op *op, int res, unsigned flags)
+{
+	if (!ring_op_busy(op))
+		free(op->owner);
+}
+
+static const struct smtp_client_cb client_cb = {conn_ready, conn_done, conn_failed, conn_closed};
+
+static struct qjob *dest_pop(struct dest *d)
+{
+	struct qjob *j = d->head;
+
+	if (j != NULL) {
+		d->head = j->next;
+		if (d->head == NULL)
+			d->tail = NULL;
+		j->next = NULL;
+	}
+	return j;
+}
+
+static void conn_start(struct dest *d, size_t addr_idx, struct qjob *job)
+{
+	struct queue *q = d->q;
+	struct smtp_client_params p;
+	struct conn *cn = calloc(1, sizeof(*cn));
+	const struct dns_addr *a = &d->addr[addr_idx];
+
+	if (cn == NULL)
+		fatalx("out of memory");
+	memset(&p, 0, sizeof(p));
+	memcpy(&p.addr, &a->sa, a->len);
+	p.addrlen = a->len;
+	if (p.addr.ss_family == AF_INET6)
+		((struct sockaddr_in6 *)&p.addr)->sin6_port = htons(d->hop.port);
+	else
+		((struct sockaddr_in *)&p.addr)->sin_port = htons(d->hop.port);
+	p.host = d->hop.mx && d->nmx > 0 ? d->mx[0].host : d->hop.host;
+	p.host_literal = d->hop.literal;
+	p.helo = cfg(q)->hostname;
+	p.tls_policy = d->clear_next && cfg(q)->tls_policy == TLS_POLICY_MAY ? TLS_POLICY_NONE
+	                                                                     : cfg(q)->tls_policy;
+	p.tls_ctx = q->client_ctx;
+	p.tls_session = d->session;
+	p.body_path = cfg(q)->body_path;
+	p.connect_timeout_s = cfg(q)->connect_timeout_s;
+	p.timeout_s = cfg(q)->command_timeout_s;
+	p.caps = &q->w->srv->caps;
+	cn->d = d;
+	cn->job = job;
+	cn->addr_idx = addr_idx;
+	ring_op_init(&cn->op_idle, RING_TIMEOUT, idle_cb, cn);
+	d->active++;
+	q->conns++;
+	q->stats.connections++;
+	cn->c = smtp_client_connect(&q->w->ring, &p, &client_cb, cn);
+	if (cn->c == NULL) {
+		d->active--;
+		q->conns--;
+		free(cn);
+		if (job != NULL) {
+			for (size_t k = 0; k < job->n; k++)
+				snprintf(job->rcpts[k].reply, SMTP_REPLY_MAX,
+				         "cannot open a socket");
+			job_result(job);
+		}
+	}
+}
+
+static void conn_send(struct conn *cn, struct qjob *j)
+{
+	cn->job = j;
+	clock_gettime(CLOCK_MONOTONIC, &j->start);
+	snprintf(j->relay, sizeof(j->relay), "%s[%s]", cn->d->hop.host, smtp_client_peer(cn->c));
+	snprintf(j->tls, sizeof(j->tls), "%s", smtp_client_tls(cn->c));
+	snprintf(j->ktls, sizeof(j->ktls), "%s", smtp_client_ktls_why(cn->c));
+	j->verified = smtp_client_tls_verified(cn->c);
+	j->ktls_tx = smtp_client_ktls_tx(cn->c);
+	j->resumed = smtp_client_resumed(cn->c);
+	cn->d->q->stats.transactions++;
+	smtp_client_send(cn->c, &j->tx);
+}
+
+static void conn_go_idle(struct conn *cn)
+{
+	struct dest *d = cn->d;
+
+	cn->idle = true;
+	cn->next_idle = d->idle;
+	d->idle = cn;
+	cn->idle_ts.tv_sec = IDLE_KEEP_S;
+	cn->idle_ts.tv_nsec = 0;
+	ring_timeout(&d->q->w->ring, &cn->op_idle, &cn->idle_ts);
+}
+
+static void conn_unidle(struct conn *cn)
+{
+	struct conn **p = &cn->d->idle;
+
+	while (*p != NULL && *p != cn)
+		p = &(*p)->next_idle;
+	if (*p == cn)
+		*p = cn->next_idle;
+	cn->idle = false;
+	cn->next_idle = NULL;
+}
+
+/* Gives the connection its next job, or keeps it idle briefly, or quits. */
+static void conn_next(struct conn *cn)
+{
+	struct dest *d = cn->d;
+	struct queue *q = d->q;
+	struct qjob *j;
+
+	if (cn->messages >= cfg(q)->max_messages_per_connection || q->stopping) {
+		cn->quitting = true;
+		smtp_client_quit(cn->c);
+		return;
+	}
+	j = dest_pop(d);
+	if (j != NULL) {
+		conn_send(cn, j);
+		return;
+	}
+	conn_go_idle(cn);
+}
+
+static void idle_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct conn *cn = op->owner;
+
+	if (!cn->idle || cn->quitting)
+		return; /* it found work before the timer fired */
+	conn_unidle(cn);
+	cn->quitting = true;
+	smtp_client_quit(cn->c);
+}
+
+static void conn_ready(void *owner, struct smtp_client *c)
+{
+	struct conn *cn = owner;
+	struct qjob *j = cn->job;
+
+	if (j != NULL)
+		conn_send(cn, j);
+	else
+		conn_next(cn);
+}
+
+static void conn_done(void *owner, struct smtp_client *c, struct smtp_tx *tx)
+{
+	struct conn *cn = owner;
+	struct qjob *j = cn->job;
+	struct dest *d = cn->d;
+	SSL_SESSION *s;
+
+	cn->job = NULL;
+	cn->messages++;
+	d->q->stats.bytes += tx->body_bytes;
+	if ((s = smtp_client_session(c)) != NULL) {
+		SSL_SESSION_free(d->session);
+		d->session = s;
+	}
+	job_result(j);
+	conn_next(cn);
+}
+
+static void conn_failed(void *owner, struct smtp_client *c, enum smtp_fail why, const char *text)
+{
+	struct conn *cn = owner;
+	struct dest *d = cn->d;
+	struct qjob *j = cn->job;
+
+	if (cn->idle)
+		conn_unidle(cn);
+	if (why == SMTP_FAIL_TLS && cfg(d->q)->tls_policy == TLS_POLICY_MAY) {
+		/* the seed's "TLS whenever possible": next time, in clear */
+		d->clear_next = true;
+		log_info(
+		    "%s: TLS with %s failed (%s): the next attempt goes in clear (TLSPolicy=may)",
+		    d->name, smtp_client_peer(c), text);
+	}
+	cn->job = NULL;
+	if (j == NULL)
+		return;
+	if (why == SMTP_FAIL_CONNECT && cn->addr_idx + 1 < d->naddr) {
+		/* try the next address (next MX) with the same job */
+		d->active--;
+		d->q->conns--;
+		conn_start(d, cn->addr_idx + 1, j);
+		d->active++; /* conn_closed of this one gives it back */
+		d->q->conns++;
+		return;
+	}
+	for (size_t k = 0; k < j->n; k++) {
+		if (j->rcpts[k].code != 0)
+			continue;
+		snprintf(j->rcpts[k].reply, SMTP_REPLY_MAX, "%s", text);
+	}
+	if (j->relay[0] == '\0')
+		snprintf(j->relay, sizeof(j->relay), "%s[%s]", d->hop.host, smtp_client_peer(c));
+	job_result(j);
+}
+
+static void conn_closed(void *owner, struct smtp_client *c)
+{
+	struct conn *cn = owner;
+	struct dest *d = cn->d;
+	struct queue *q = d->q;
+
+	if (cn->idle)
+		conn_unidle(cn);
+	if (ring_op_busy(&cn->op_idle)) {
+		/* the idle timer still points at cn: it frees nothing, just
+		 * returns; keep cn until it fires */
+		cn->c = NULL;
+		cn->quitting = true;
+		cn->idle = false;
+		cn->op_idle.cb = idle_free_cb;
+	} else {
+		free(cn);
+	}
+	d->active--;
+	q->conns--;
+	dest_kick(d);
+}
+
+/* ---- next-hop addresses ---------------------------------------------------- */
+
+static void resolved(struct dest *d, const char *error)
+{
+	d->resolving = false;
+	d->resolved = error == NULL;
+	d->resolved_at = time(NULL);
+	snprintf(d->resolve_error, sizeof(d->resolve_error), "%s", error ? error : "");
+	dest_kick(d);
+}
+
+static void mx_addr_cb(void *arg, enum dns_status st, const struct dns_addr *a, size_t n);
+
+/* Looks up the next MX host's addresses; the list grows in MX order. */
+static void mx_next_host(struct dest *d)
+{
+	if (d->q->stopping) {
+		d->resolving = false;
+		return;
+	}
+	if (d->mx_next >= d->nmx) {
+		resolved(d, d->naddr > 0 ? NULL : "no address for any MX host");
+		return;
+	}
+	d->q->dns_pending++;
+	dns_query_addr(d->q->dns, d->mx[d->mx_next++].host, mx_addr_cb, d);
+}
+
+static void add_addrs(struct dest *d, const struct dns_addr *a, size_t n)
+{
+	for (size_t i = 0; i < n && d->naddr < DNS_ADDR_MAX; i++)
+		d->addr[d->naddr++] = a[i];
+}
+
+static void mx_addr_cb(void *arg, enum dns_status st, const struct dns_addr *a, size_t n)
+{
+	struct dest *d = arg;
+
+	d->q->dns_pending--;
+	if (st == DNS_OK)
+		add_addrs(d, a, n);
+	mx_next_host(d);
+}
+
+static void host_addr_cb(void *arg, enum dns_status st, const struct dns_addr *a, size_t n)
+{
+	struct dest *d = arg;
+
+	d->q->dns_pending--;
+	if (d->q->stopping) {
+		d->resolving = false;
+		return;
+	}
+	if (st == DNS_OK) {
+		add_addrs(d, a, n);
+		resolved(d, NULL);
+	} else {
+		resolved(d, st == DNS_TEMPFAIL ? "DNS lookup failed temporarily"
+		                               : "host not found (no A/AAAA record)");
+		if (st != DNS_TEMPFAIL)
+			d->resolve_error[0] = '5'; /* permanent: marks a 5xx below */
+	}
+}
+
+static unsigned rnd(void *ctx, unsigned bound)
+{
+	return bound ? (unsigned)random() % bound : 0;
+}
+
+static void mx_cb(void *arg, enum dns_status st, const struct dns_mx *mx, size_t n)
+{
+	struct dest *d = arg;
+	int k;
+
+	d->q->dns_pending--;
+	if (d->q->stopping) {
+		d->resolving = false;
+		return;
+	}
+	if (st == DNS_NODATA || (st == DNS_OK && n == 0)) {
+		/* RFC 5321 5.1: no MX, the domain itself is the host */
+		d->q->dns_pending++;
+		dns_query_addr(d->q->dns, d->hop.host, host_addr_cb, d);
+		return;
+	}
+	if (st == DNS_NXDOMAIN) {
+		resolved(d, "5domain does not exist");
+		return;
+	}
+	if (st != DNS_OK) {
+		resolved(d, "DNS MX lookup failed temporarily");
+		return;
+	}
+	memcpy(d->mx, mx, (n < DNS_MX_MAX ? n : DNS_MX_MAX) * sizeof(*mx));
+	k = route_order_mx(d->mx, n < DNS_MX_MAX ? n : DNS_MX_MAX, rnd, NULL);
+	if (k < 0) {
+		resolved(d, "5null MX: the domain accepts no mail (RFC 7505)");
+		return;
+	}
+	d->nmx = (size_t)k;
+	d->mx_next = 0;
+	mx_next_host(d);
+}
+
+static void resolve(struct dest *d)
+{
+	struct sockaddr_in *s4;
+	struct sockaddr_in6 *s6;
+
+	d->naddr = d->nmx = 0;
+	d->resolving = true;
+	if (d->hop.literal) {
+		struct dns_addr a;
+		memset(&a, 0, sizeof(a));
+		s4 = (struct sockaddr_in *)&a.sa;
+		s6 = (struct sockaddr_in6 *)&a.sa;
+		if (inet_pton(AF_INET, d->hop.host, &s4->sin_addr) == 1) {
+			s4->sin_family = AF_INET;
+			a.len = sizeof(*s4);
+		} else if (inet_pton(AF_INET6, d->hop.host, &s6->sin6_addr) == 1) {
+			s6->sin6_family = AF_INET6;
+			a.len = sizeof(*s6);
+		}
+		add_addrs(d, &a, a.len ? 1 : 0);
+		resolved(d, a.len ? NULL : "5bad address literal");
+	} else if (d->hop.mx) {
+		d->q->dns_pending++;
+		dns_query_mx(d->q->dns, d->hop.host, mx_cb, d);
+	} else {
+		d->q->dns_pending++;
+		dns_query_addr(d->q->dns, d->hop.host, host_addr_cb, d);
+	}
+}
+
+/* Fails every queued job of d with the resolver's verdict. */
+static void dest_fail_all(struct dest *d)
+{
+	struct qjob *j;
+	bool perm = d->resolve_error[0] == '5';
+	const char *why = perm ? d->resolve_error + 1 : d->resolve_error;
+
+	while ((j = dest_pop(d)) != NULL) {
+		clock_gettime(CLOCK_MONOTONIC, &j->start);
+		for (size_t k = 0; k < j->n; k++) {
+			j->rcpts[k].code = perm ? 550 : 0;
+			snprintf(j->rcpts[k].reply, SMTP_REPLY_MAX, "%s %s: %s",
+			         perm ? "550 5.1.2" : "451 4.4.3", d->hop.host, why);
+		}
+		job_result(j);
+	}
+}
+
+static void dest_kick(struct dest *d)
+{
+	struct queue *q = d->q;
+
+	if (d->head == NULL || d->resolving)
+		return;
+	if (!d->resolved || time(NULL) - d->resolved_at > 300) {
+		if (d->resolved_at != 0 && !d->resolved && time(NULL) - d->resolved_at < 1) {
+			dest_fail_all(d); /* the lookup just failed: no point asking again */
+			return;
+		}
+		resolve(d);
+		return;
+	}
+	while (d->head != NULL && d->idle != NULL) {
+		struct conn *cn = d->idle;
+		conn_unidle(cn);
+		conn_send(cn, dest_pop(d));
+	}
+	while (d->head != NULL && d->active < cfg(q)->destination_concurrency)
+		conn_start(d, 0, dest_pop(d));
+}
+
+/* ---- the queue ------------------------------------------------------------ */
+
+struct queue *queue_new(struct worker *w, char *err, size_t errlen)
+{
+	struct queue *q = calloc(1, sizeof(*q));
+	const struct config *c;
+
+	if (q == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	q->w = w;
+	q->rt = runtime_get(w->srv);
+	c = &q->rt->cfg;
+	q->client_ctx = q->rt->client_ctx;
+	if (c->smart_host != NULL) {
+		if (route_parse_hop(c->smart_host, &q->smarthost, err, errlen) < 0)
+			goto fail;
+		q->has_smarthost = true;
+	}
+	if (c->transport_table != NULL &&
+	    (q->transports = route_table_load(c->transport_table, err, errlen)) == NULL)
+		goto fail;
+	if (dns_init(&q->dns, &w->ring, c->dns_server, err, errlen) < 0)
+		goto fail;
+	return q;
+fail:
+	route_table_free(q->transports);
+	runtime_put(q->rt);
+	free(q);
+	return NULL;
+}
+
+void queue_stop(struct queue *q)
+{
+	q->stopping = true;
+	for (struct dest *d = q->dests; d != NULL; d = d->next) {
+		while (d->idle != NULL) {
+			struct conn *cn = d->idle;
+			conn_unidle(cn);
+			cn->quitting = true;
+			smtp_client_quit(cn->c);
+		}
+	}
+	/* Jobs not yet on a connection stay in the spool for the next start;
+	 * transactions under way finish. */
+	for (struct dest *d = q->dests; d != NULL; d = d->next) {
+		struct qjob *j;
+		while ((j = dest_pop(d)) != NULL) {
+			j->m->jobs--;
+			free(j->idx);
+			free(j->rcpts);
+			free(j);
+		}
+	}
+	for (struct qmsg *m = q->msgs, *next; m != NULL; m = next) {
+		next = m->next;
+		if (m->jobs == 0 && !m->writing && !m->removing && !ring_op_busy(&m->op_open) &&
+		    m->fd >= 0) {
+			close(m->fd);
+			m->fd = -1;
+		}
+	}
+	dns_free(q->dns); /* outstanding queries come back cancelled */
+	q->dns = NULL;
+}
+
+bool queue_idle(const struct queue *q)
+{
+	if (q->conns > 0 || q->dns_pending > 0)
+		return false;
+	for (const struct qmsg *m = q->msgs; m != NULL; m = m->next)
+		if (m->jobs > 0 || m->writing || m->removing || ring_op_busy(&m->op_open))
+			return false;
+	return true;
+}
+
+void queue_free(struct queue *q)
+{
+	while (q->msgs != NULL) {
+		if (q->msgs->fd >= 0)
+			close(q->msgs->fd);
+		msg_free(q->msgs);
+	}
+	while (q->dests != NULL) {
+		struct dest *d = q->dests;
+		q->dests = d->next;
+		SSL_SESSION_free(d->session);
+		free(d);
+	}
+	route_table_free(q->transports);
+	dns_free(q->dns); /* NULL after queue_stop */
+	runtime_put(q->rt);
+	free(q);
+}
+
+const struct queue_stats *queue_stats(const struct queue *q)
+{
+	return &q->stats;
+}
+
+void queue_flush(struct queue *q)
+{
+	for (struct dest *d = q->dests; d != NULL; d = d->next)
+		d->clear_next = false;
+	for (struct qmsg *m = q->msgs; m != NULL; m = m->next)
+		m->attempts = 0; /* the timers fire on their own; the next backoff restarts */
+}

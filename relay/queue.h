@@ -1,0 +1,45 @@
+/* queue: the per-worker scheduler that relays what the spool holds.
+ *
+ * Each worker owns the messages it accepted (and a share of those found at
+ * start).  Recipients are grouped by next hop (route.c) into jobs; each
+ * destination has a FIFO of jobs, a concurrency limit and a pool of
+ * connections reused for many messages.  Per-recipient outcomes are made
+ * durable (queue/ID.env replaces the embedded envelope: write, fdatasync,
+ * rename, directory fsync) before they are logged; 4xx is retried with
+ * exponential backoff (io_uring timeouts), 5xx and expiry are final. */
+#ifndef KRELAY_QUEUE_H
+#define KRELAY_QUEUE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "spool_format.h"
+
+struct worker;
+struct queue;
+
+struct queue_stats {
+	uint64_t delivered, failed, deferred, connections, transactions, bytes;
+};
+
+/* Returns NULL with err set. */
+struct queue *queue_new(struct worker *w, char *err, size_t errlen);
+/* Stops scheduling, quits idle connections; queue_idle() then tells when
+ * nothing is in flight any more. */
+void queue_stop(struct queue *q);
+bool queue_idle(const struct queue *q);
+void queue_free(struct queue *q);
+const struct queue_stats *queue_stats(const struct queue *q);
+
+/* A message just made durable by the SMTP server (env is copied). */
+void queue_add(struct queue *q, const struct spool_env *env);
+/* A message found in the spool at start (reads its envelope). */
+int queue_recover(struct queue *q, const char *id);
+/* Retries every deferred message now. */
+void queue_flush(struct queue *q);
+
+/* Reads queue/ID's current envelope: queue/ID.env when present (delivery
+ * state), else the one embedded in queue/ID. */
+int queue_load_env(int queue_dfd, const char *id, struct spool_env *env, char *err, size_t errlen);
+
+#endif

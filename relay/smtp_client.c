@@ -1,0 +1,760 @@
+/* smtp_client: see smtp_client.h.
+ *
+ * Pipelining keeps two cursors (Postfix's habit): `sent` counts commands of
+ * the transaction written, `answered` counts replies read; with PIPELINING
+ * everything up to the body is written at once. */
+#include "smtp_client.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "xprt.h"
+
+#define IN_BUF          (16u << 10)
+#define OUT_MAX         (256u << 10)
+#define STUFF_READ      (64u << 10)
+#define REPLY_LINES_MAX 100
+
+enum cstate {
+	C_CONNECT,
+	C_BANNER,
+	C_EHLO,
+	C_HELO,
+	C_STARTTLS,
+	C_HANDSHAKE,
+	C_READY,
+	C_ENVELOPE, /* MAIL and RCPTs: replies being read */
+	C_DATA,     /* waiting for 354 */
+	C_BODY,     /* body being sent */
+	C_END,      /* waiting for the reply to the end of data */
+	C_RSET,
+	C_QUIT,
+	C_CLOSING,
+};
+
+enum ext {
+	EXT_PIPELINING = 1,
+	EXT_CHUNKING = 2,
+	EXT_STARTTLS = 4,
+	EXT_8BITMIME = 8,
+	EXT_SMTPUTF8 = 16,
+	EXT_SIZE = 32
+};
+
+struct smtp_client {
+	struct ring *ring;
+	struct xprt x;
+	struct smtp_client_params p;
+	struct smtp_client_cb cb;
+	void *owner;
+	enum cstate state;
+	unsigned ext;
+	uint64_t size_max;
+	bool tls, tried_helo, failed, mail_ok;
+	char peer[INET6_ADDRSTRLEN + 8];
+	char tls_desc[128];
+	bool verified, resumed;
+
+	/* the reply being read */
+	int code;
+	char text[SMTP_REPLY_MAX];
+	unsigned lines;
+
+	/* the transaction */
+	struct smtp_tx *tx;
+	size_t sent, answered; /* envelope commands written / answered (MAIL = 0) */
+	size_t accepted;
+	/* stuffing path */
+	struct ring_op op_read;
+	char *sbuf;
+	uint64_t soff;
+	bool at_bol;
+
+	struct ring_op op_connect, op_connect_to;
+	int connect_res, connect_to_res;
+	struct __kernel_timespec connect_ts;
+};
+
+static void client_event(void *owner, enum xprt_event ev, int err);
+
+/* Frees c once the connection is closed and no operation of its own is out. */
+static void maybe_free(struct smtp_client *c)
+{
+	if (!c->x.closed || ring_op_busy(&c->op_read) || ring_op_busy(&c->op_connect) ||
+	    ring_op_busy(&c->op_connect_to))
+		return;
+	free(c->sbuf);
+	c->cb.closed(c->owner, c);
+	free(c); /* c is gone */
+}
+
+static void enter(struct smtp_client *c, enum cstate st)
+{
+	c->state = st;
+}
+
+static void fail(struct smtp_client *c, enum smtp_fail why, const char *text)
+{
+	if (c->failed || c->state == C_CLOSING)
+		return;
+	c->failed = true;
+	enter(c, C_CLOSING);
+	c->cb.failed(c->owner, c, why, text);
+	xprt_close(&c->x);
+}
+
+static void cmd(struct smtp_client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void cmd(struct smtp_client *c, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf) - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0 || n > (int)sizeof(buf) - 3)
+		n = (int)sizeof(buf) - 3;
+	buf[n++] = '\r';
+	buf[n++] = '\n';
+	if (xprt_write(&c->x, buf, (size_t)n) < 0)
+		fail(c, SMTP_FAIL_PROTO, "output buffer full");
+}
+
+/* ---- connecting ---------------------------------------------------------- */
+
+static void connect_done(struct smtp_client *c)
+{
+	int res = c->connect_res;
+
+	if (c->state == C_CLOSING) {
+		maybe_free(c);
+		return;
+	}
+
+	if (res < 0) {
+		char why[160];
+		snprintf(why, sizeof(why), "connect to %s: %s", c->peer,
+		         res == -ECANCELED && c->connect_to_res == -ETIME ? "timed out"
+		                                                          : strerror(-res));
+		fail(c, SMTP_FAIL_CONNECT, why);
+		return;
+	}
+	enter(c, C_BANNER);
+	xprt_read(&c->x);
+}
+
+static void connect_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct smtp_client *c = op->owner;
+
+	c->connect_res = res;
+	if (!ring_op_busy(&c->op_connect_to))
+		connect_done(c);
+}
+
+static void connect_to_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct smtp_client *c = op->owner;
+
+	c->connect_to_res = res;
+	if (!ring_op_busy(&c->op_connect))
+		connect_done(c);
+}
+
+static void peer_text(struct smtp_client *c)
+{
+	char a[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+
+	if (c->p.addr.ss_family == AF_INET6) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&c->p.addr;
+		inet_ntop(AF_INET6, &s6->sin6_addr, a, sizeof(a));
+		port = ntohs(s6->sin6_port);
+		snprintf(c->peer, sizeof(c->peer), "[%s]:%u", a, port);
+	} else {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&c->p.addr;
+		inet_ntop(AF_INET, &s4->sin_addr, a, sizeof(a));
+		port = ntohs(s4->sin_port);
+		snprintf(c->peer, sizeof(c->peer), "%s:%u", a, port);
+	}
+}
+
+static void read_cb(struct ring_op *op, int res, unsigned flags);
+
+struct smtp_client *smtp_client_connect(struct ring *ring, const struct smtp_client_params *p,
+                                        const struct smtp_client_cb *cb, void *owner)
+{
+	struct smtp_client *c = calloc(1, sizeof(*c));
+	int one = 1, fd;
+
+	if (c == NULL)
+		return NULL;
+	c->ring = ring;
+	c->p = *p;
+	c->cb = *cb;
+	c->owner = owner;
+	peer_text(c);
+	fd = socket(p->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 || xprt_init(&c->x, ring, fd, p->caps, IN_BUF, OUT_MAX, client_event, c) < 0) {
+		if (fd >= 0)
+			close(fd);
+		free(c);
+		return NULL;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	xprt_set_timeout(&c->x, p->timeout_s);
+	ring_op_init(&c->op_connect, RING_CONNECT, connect_cb, c);
+	ring_op_init(&c->op_connect_to, RING_LINK_TIMEOUT, connect_to_cb, c);
+	ring_op_init(&c->op_read, RING_READ, read_cb, c);
+	enter(c, C_CONNECT);
+	ring_connect(ring, &c->op_connect, fd, (struct sockaddr *)&c->p.addr, p->addrlen, true);
+	c->connect_ts.tv_sec = p->connect_timeout_s;
+	ring_link_timeout(ring, &c->op_connect_to, &c->connect_ts);
+	return c;
+}
+
+/* ---- replies ------------------------------------------------------------- */
+
+/* Reads one whole reply from the input; returns 1 when one is ready, 0 when
+ * more input is needed, -1 on a protocol error. */
+static int read_reply(struct smtp_client *c)
+{
+	struct xprt *x = &c->x;
+
+	for (;;) {
+		char *nl = memchr(x->in, '\n', x->in_len);
+		size_t len;
+		bool last;
+
+		if (nl == NULL)
+			return x->in_len >= x->in_cap ? -1 : 0;
+		len = (size_t)(nl - x->in);
+		if (len > 0 && x->in[len - 1] == '\r')
+			len--;
+		if (len < 3 || x->in[0] < '2' || x->in[0] > '5' || x->in[1] < '0' ||
+		    x->in[1] > '9' || x->in[2] < '0' || x->in[2] > '9' ||
+		    (len > 3 && x->in[3] != ' ' && x->in[3] != '-'))
+			return -1;
+		last = len == 3 || x->in[3] == ' ';
+		if (c->lines == 0) {
+			c->code = (x->in[0] - '0') * 100 + (x->in[1] - '0') * 10 + (x->in[2] - '0');
+			snprintf(c->text, sizeof(c->text), "%.*s", (int)len, x->in);
+		} else if (len > 4 && c->state == C_EHLO) {
+			/* keep the first line; extensions are parsed line by line */
+		}
+		if (c->state == C_EHLO && len > 4) {
+			const char *e = x->in + 4;
+			size_t el = len - 4;
+			if (el >= 10 && strncasecmp(e, "PIPELINING", 10) == 0)
+				c->ext |= EXT_PIPELINING;
+			else if (el >= 8 && strncasecmp(e, "CHUNKING", 8) == 0)
+				c->ext |= EXT_CHUNKING;
+			else if (el >= 8 && strncasecmp(e, "STARTTLS", 8) == 0)
+				c->ext |= EXT_STARTTLS;
+			else if (el >= 8 && strncasecmp(e, "8BITMIME", 8) == 0)
+				c->ext |= EXT_8BITMIME;
+			else if (el >= 8 && strncasecmp(e, "SMTPUTF8", 8) == 0)
+				c->ext |= EXT_SMTPUTF8;
+			else if (el >= 4 && strncasecmp(e, "SIZE", 4) == 0) {
+				c->ext |= EXT_SIZE;
+				c->size_max = el > 5 ? strtoull(e + 5, NULL, 10) : 0;
+			}
+		}
+		xprt_consume(x, (size_t)(nl - x->in) + 1);
+		if (++c->lines > REPLY_LINES_MAX)
+			return -1;
+		if (last) {
+			c->lines = 0;
+			return 1;
+		}
+	}
+}
+
+/* ---- the session ----------------------------------------------------------- */
+
+static void ehlo(struct smtp_client *c)
+{
+	c->ext = 0;
+	c->size_max = 0;
+	enter(c, C_EHLO);
+	cmd(c, "EHLO %s", c->p.helo);
+	xprt_flush(&c->x);
+}
+
+static void start_tls(struct smtp_client *c)
+{
+	SSL *ssl = SSL_new(c->p.tls_ctx);
+
+	if (ssl == NULL) {
+		fail(c, SMTP_FAIL_TLS, "SSL_new failed");
+		return;
+	}
+	if (!c->p.host_literal)
+		SSL_set_tlsext_host_name(ssl, c->p.host);
+	if (c->p.tls_policy == TLS_POLICY_VERIFY) {
+		SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
+		if (c->p.host_literal)
+			X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), c->p.host);
+		else
+			SSL_set1_host(ssl, c->p.host);
+	}
+	if (c->p.tls_session != NULL)
+		SSL_set_session(ssl, c->p.tls_session);
+	enter(c, C_HANDSHAKE);
+	xprt_start_tls(&c->x, ssl, false);
+}
+
+static void ready(struct smtp_client *c)
+{
+	enter(c, C_READY);
+	c->cb.ready(c->owner, c);
+}
+
+static void after_ehlo(struct smtp_client *c)
+{
+	bool want = c->p.tls_policy != TLS_POLICY_NONE && c->p.tls_ctx != NULL;
+
+	if (!c->tls && want && (c->ext & EXT_STARTTLS)) {
+		enter(c, C_STARTTLS);
+		cmd(c, "STARTTLS");
+		xprt_flush(&c->x);
+		return;
+	}
+	if (!c->tls &&
+	    (c->p.tls_policy == TLS_POLICY_ENCRYPT || c->p.tls_policy == TLS_POLICY_VERIFY)) {
+		fail(c, SMTP_FAIL_TLS, "TLS is required and the server does not offer STARTTLS");
+		return;
+	}
+	ready(c);
+}
+
+static void tx_finish(struct smtp_client *c)
+{
+	struct smtp_tx *tx = c->tx;
+
+	c->tx = NULL;
+	enter(c, C_READY);
+	c->cb.done(c->owner, c, tx);
+}
+
+/* Gives every accepted recipient the same final reply. */
+static void answer_accepted(struct smtp_client *c)
+{
+	for (size_t i = 0; i < c->tx->nrcpt; i++) {
+		struct smtp_tx_rcpt *r = &c->tx->rcpts[i];
+		if (r->code >= 200 && r->code < 300) {
+			r->code = c->code;
+			snprintf(r->reply, sizeof(r->reply), "%s", c->text);
+		}
+	}
+}
+
+static void answer_all(struct smtp_tx *tx, int code, const char *text)
+{
+	for (size_t i = 0; i < tx->nrcpt; i++) {
+		tx->rcpts[i].code = code;
+		snprintf(tx->rcpts[i].reply, sizeof(tx->rcpts[i].reply), "%s", text);
+	}
+}
+
+static void send_envelope_next(struct smtp_client *c)
+{
+	struct smtp_tx *tx = c->tx;
+	size_t total = 1 + tx->nrcpt;
+
+	while (c->sent < total) {
+		if (c->sent == 0) {
+			char params[96] = "";
+			if (c->ext & EXT_SIZE)
+				snprintf(params, sizeof(params), " SIZE=%llu",
+				         (unsigned long long)tx->size);
+			if (tx->eight_bit && (c->ext & EXT_8BITMIME))
+				strcat(params, " BODY=8BITMIME");
+			if (tx->smtputf8)
+				strcat(params, " SMTPUTF8");
+			cmd(c, "MAIL FROM:<%s>%s", tx->sender, params);
+		} else {
+			cmd(c, "RCPT TO:<%s>", tx->rcpts[c->sent - 1].addr);
+		}
+		c->sent++;
+		if (!(c->ext & EXT_PIPELINING))
+			break;
+	}
+	xprt_flush(&c->x);
+}
+
+void smtp_client_send(struct smtp_client *c, struct smtp_tx *tx)
+{
+	char why[SMTP_REPLY_MAX];
+
+	c->tx = tx;
+	tx->body_path = "";
+	tx->body_bytes = 0;
+	for (size_t i = 0; i < tx->nrcpt; i++)
+		tx->rcpts[i].code = 0;
+	if ((c->ext & EXT_SIZE) && c->size_max > 0 && tx->size > c->size_max) {
+		snprintf(why, sizeof(why),
+		         "552 5.3.4 message of %llu bytes exceeds the server's limit of %llu",
+		         (unsigned long long)tx->size, (unsigned long long)c->size_max);
+		answer_all(tx, 552, why);
+		tx_finish(c);
+		return;
+	}
+	if (tx->smtputf8 && !(c->ext & EXT_SMTPUTF8)) {
+		answer_all(tx, 553,
+		           "553 5.6.7 the message needs SMTPUTF8 and the server does not offer it");
+		tx_finish(c);
+		return;
+	}
+	c->sent = c->answered = c->accepted = 0;
+	enter(c, C_ENVELOPE);
+	send_envelope_next(c);
+}
+
+static bool use_splice(const struct smtp_client *c)
+{
+	return c->p.body_path != BODY_PATH_COPY;
+}
+
+static void stuff_next(struct smtp_client *c);
+
+static void send_body(struct smtp_client *c)
+{
+	struct smtp_tx *tx = c->tx;
+	int ret;
+
+	enter(c, C_BODY);
+	if (!(c->ext & EXT_CHUNKING) && tx->dot_lines) {
+		/* A line starts with '.': DATA needs stuffing, which copies. */
+		tx->body_path = "stuffing";
+		c->soff = 0;
+		c->at_bol = true;
+		stuff_next(c);
+		return;
+	}
+	if (tx->size == 0) {
+		/* nothing to send: "BDAT 0 LAST" is complete; DATA needs its dot */
+		tx->body_path = "none";
+		enter(c, C_END);
+		if (!(c->ext & EXT_CHUNKING))
+			cmd(c, ".");
+		xprt_flush(&c->x);
+		xprt_read(&c->x);
+		return;
+	}
+	tx->body_path = "sending";
+	ret = xprt_send_file(&c->x, tx->fd, 0, tx->size, use_splice(c));
+	if (ret < 0) {
+		fail(c, SMTP_FAIL_IO, strerror(-ret));
+		return;
+	}
+	tx->body_path = c->x.body_path;
+}
+
+/* Copies the next chunk with dot stuffing into the output buffer. */
+static void stuff_next(struct smtp_client *c)
+{
+	size_t n;
+
+	if (c->soff >= c->tx->size) {
+		free(c->sbuf);
+		c->sbuf = NULL;
+		cmd(c, "%s.", c->tx->final_crlf || c->tx->size == 0 ? "" : "\r\n");
+		c->tx->body_bytes = c->tx->size;
+		enter(c, C_END);
+		xprt_flush(&c->x);
+		return;
+	}
+	if (c->sbuf == NULL && (c->sbuf = malloc(STUFF_READ)) == NULL) {
+		fail(c, SMTP_FAIL_IO, "out of memory");
+		return;
+	}
+	n = c->tx->size - c->soff < STUFF_READ ? (size_t)(c->tx->size - c->soff) : STUFF_READ;
+	ring_read(c->ring, &c->op_read, c->tx->fd, c->sbuf, n, c->soff);
+}
+
+static void read_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct smtp_client *c = op->owner;
+	char out[2 * STUFF_READ];
+	size_t o = 0;
+
+	if (c->state == C_CLOSING) {
+		maybe_free(c);
+		return;
+	}
+	if (res <= 0) {
+		fail(c, SMTP_FAIL_IO, res == 0 ? "spool file ended early" : strerror(-res));
+		return;
+	}
+	for (int i = 0; i < res; i++) {
+		char ch = c->sbuf[i];
+		if (c->at_bol && ch == '.')
+			out[o++] = '.';
+		out[o++] = ch;
+		c->at_bol = ch == '\n';
+	}
+	c->soff += (uint64_t)res;
+	if (xprt_write(&c->x, out, o) < 0) {
+		fail(c, SMTP_FAIL_IO, "output buffer full");
+		return;
+	}
+	xprt_flush(&c->x); /* WRITTEN brings the next chunk */
+}
+
+static void envelope_reply(struct smtp_client *c)
+{
+	struct smtp_tx *tx = c->tx;
+
+	if (c->answered == 0) {
+		c->mail_ok = c->code / 100 == 2;
+		if (!c->mail_ok)
+			answer_all(tx, c->code, c->text); /* RCPT replies still come: ignored */
+	} else if (c->mail_ok) {
+		struct smtp_tx_rcpt *r = &tx->rcpts[c->answered - 1];
+		r->code = c->code;
+		snprintf(r->reply, sizeof(r->reply), "%s", c->text);
+		if (c->code / 100 == 2)
+			c->accepted++;
+	}
+	c->answered++;
+	if (c->answered < c->sent)
+		return; /* more pipelined replies to read */
+	if (c->sent < 1 + tx->nrcpt) {
+		send_envelope_next(c);
+		return;
+	}
+	if (c->accepted == 0) {
+		/* MAIL refused or no recipient accepted: end the transaction. */
+		enter(c, C_RSET);
+		cmd(c, "RSET");
+		xprt_flush(&c->x);
+		return;
+	}
+	if (c->ext & EXT_CHUNKING) {
+		cmd(c, "BDAT %llu LAST", (unsigned long long)tx->size);
+		enter(c, C_BODY);
+		xprt_flush(&c->x); /* WRITTEN starts the body */
+	} else {
+		enter(c, C_DATA);
+		cmd(c, "DATA");
+		xprt_flush(&c->x);
+	}
+}
+
+static void on_reply(struct smtp_client *c)
+{
+	switch (c->state) {
+	case C_BANNER:
+		if (c->code != 220) {
+			cmd(c, "QUIT");
+			xprt_flush(&c->x);
+			fail(c, SMTP_FAIL_GREETING, c->text);
+			return;
+		}
+		ehlo(c);
+		break;
+	case C_EHLO:
+		if (c->code / 100 != 2) {
+			if (c->code / 100 == 5 && !c->tried_helo && !c->tls) {
+				c->tried_helo = true;
+				enter(c, C_HELO);
+				cmd(c, "HELO %s", c->p.helo);
+				xprt_flush(&c->x);
+				return;
+			}
+			fail(c, SMTP_FAIL_GREETING, c->text);
+			return;
+		}
+		after_ehlo(c);
+		break;
+	case C_HELO:
+		if (c->code / 100 != 2) {
+			fail(c, SMTP_FAIL_GREETING, c->text);
+			return;
+		}
+		after_ehlo(c);
+		break;
+	case C_STARTTLS:
+		if (c->code != 220) {
+			char why[SMTP_REPLY_MAX + 32];
+			snprintf(why, sizeof(why), "STARTTLS refused: %s", c->text);
+			fail(c, SMTP_FAIL_TLS, why);
+			return;
+		}
+		/* Anything after the 220 is an injection attempt: drop it. */
+		xprt_discard_input(&c->x);
+		start_tls(c);
+		break;
+	case C_ENVELOPE:
+		envelope_reply(c);
+		break;
+	case C_DATA:
+		if (c->code != 354) {
+			answer_accepted(c);
+			tx_finish(c);
+			return;
+		}
+		send_body(c);
+		break;
+	case C_END:
+		answer_accepted(c);
+		tx_finish(c);
+		break;
+	case C_RSET:
+		if (c->code / 100 != 2) {
+			fail(c, SMTP_FAIL_PROTO, c->text);
+			return;
+		}
+		tx_finish(c);
+		break;
+	case C_QUIT:
+		break;
+	default:
+		fail(c, SMTP_FAIL_PROTO, "reply out of turn");
+		break;
+	}
+}
+
+static void client_read(struct smtp_client *c)
+{
+	for (;;) {
+		int r;
+
+		if (c->state == C_CLOSING || c->state == C_QUIT)
+			return;
+		r = read_reply(c);
+		if (r < 0) {
+			fail(c, SMTP_FAIL_PROTO, "malformed reply");
+			return;
+		}
+		if (r == 0)
+			break;
+		on_reply(c);
+	}
+	/* No read while the body goes out: the reply comes after it. */
+	if (c->state != C_CLOSING && c->state != C_READY && c->state != C_HANDSHAKE &&
+	    c->state != C_BODY)
+		xprt_read(&c->x);
+}
+
+static void client_event(void *owner, enum xprt_event ev, int err)
+{
+	struct smtp_client *c = owner;
+
+	switch (ev) {
+	case XPRT_READ:
+		client_read(c);
+		break;
+	case XPRT_WRITTEN:
+		if (c->state == C_BODY && c->tx != NULL && c->tx->body_path[0] == '\0') {
+			send_body(c); /* "BDAT n LAST" is out: the body follows */
+		} else if (c->state == C_BODY && strcmp(c->tx->body_path, "stuffing") == 0) {
+			stuff_next(c);
+		} else if (c->state == C_BODY) {
+			c->tx->body_bytes = c->x.file.sent;
+			enter(c, C_END);
+			if (!(c->ext & EXT_CHUNKING)) {
+				cmd(c, "%s.", c->tx->final_crlf || c->tx->size == 0 ? "" : "\r\n");
+				xprt_flush(&c->x);
+			}
+			xprt_read(&c->x);
+		} else if (c->state == C_QUIT) {
+			enter(c, C_CLOSING);
+			xprt_close(&c->x);
+		} else if (c->state != C_CLOSING && c->state != C_READY) {
+			xprt_read(&c->x);
+		}
+		break;
+	case XPRT_TLS_OK: {
+		X509 *peer = SSL_get0_peer_certificate(c->x.ssl);
+		c->tls = true;
+		ktls_describe(c->x.ssl, c->tls_desc, sizeof(c->tls_desc));
+		c->verified = peer != NULL && SSL_get_verify_result(c->x.ssl) == X509_V_OK;
+		c->resumed = SSL_session_reused(c->x.ssl);
+		ehlo(c);
+		xprt_read(&c->x);
+		break;
+	}
+	case XPRT_EOF:
+		fail(c, SMTP_FAIL_IO, "connection closed by the server");
+		break;
+	case XPRT_TIMEOUT:
+		fail(c, SMTP_FAIL_IO, c->x.error);
+		break;
+	case XPRT_ERROR:
+		if (c->x.keyupdate && c->x.ktls.tx)
+			fail(c, SMTP_FAIL_TLS_KEYUPDATE, c->x.error);
+		else
+			fail(c, c->state == C_HANDSHAKE ? SMTP_FAIL_TLS : SMTP_FAIL_IO, c->x.error);
+		break;
+	case XPRT_CLOSED:
+		maybe_free(c);
+		break;
+	}
+}
+
+void smtp_client_quit(struct smtp_client *c)
+{
+	if (c->state == C_CLOSING || c->state == C_QUIT)
+		return;
+	if (c->state == C_READY) {
+		enter(c, C_QUIT);
+		cmd(c, "QUIT");
+		xprt_flush(&c->x);
+		return;
+	}
+	enter(c, C_CLOSING);
+	xprt_close(&c->x);
+}
+
+const char *smtp_client_peer(const struct smtp_client *c)
+{
+	return c->peer;
+}
+
+const char *smtp_client_tls(const struct smtp_client *c)
+{
+	return c->tls_desc;
+}
+
+bool smtp_client_tls_verified(const struct smtp_client *c)
+{
+	return c->verified;
+}
+
+bool smtp_client_ktls_tx(const struct smtp_client *c)
+{
+	return c->tls && c->x.ktls.tx;
+}
+
+const char *smtp_client_ktls_why(const struct smtp_client *c)
+{
+	return !c->tls ? "no TLS" : c->x.ktls.tx ? "" : c->x.ktls.tx_why;
+}
+
+bool smtp_client_resumed(const struct smtp_client *c)
+{
+	return c->resumed;
+}
+
+SSL_SESSION *smtp_client_session(const struct smtp_client *c)
+{
+	if (!c->tls || c->x.ssl == NULL)
+		return NULL;
+	SSL_SESSION *s = SSL_get1_session(c->x.ssl);
+	if (s != NULL && !SSL_SESSION_is_resumable(s)) {
+		SSL_SESSION_free(s);
+		s = NULL;
+	}
+	return s;
+}

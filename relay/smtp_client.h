@@ -1,0 +1,90 @@
+/* smtp_client: one outbound SMTP connection (RFC 5321, 2920 pipelining,
+ * 3030 BDAT, 3207 STARTTLS), reusable for many transactions, with an opaque
+ * handle and callbacks (OpenSMTPD's smtp_client habit).  It knows nothing of
+ * the queue: it gets a transaction, fills in each recipient's reply, and
+ * says when it is ready for the next one. */
+#ifndef KRELAY_SMTP_CLIENT_H
+#define KRELAY_SMTP_CLIENT_H
+
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "probe.h"
+#include "ring.h"
+
+#define SMTP_REPLY_MAX 512
+
+enum smtp_fail {
+	SMTP_FAIL_CONNECT,       /* could not connect */
+	SMTP_FAIL_IO,            /* connection lost or timed out */
+	SMTP_FAIL_PROTO,         /* the peer broke the protocol */
+	SMTP_FAIL_GREETING,      /* 4xx/5xx banner or EHLO/HELO refused (reply in why) */
+	SMTP_FAIL_TLS,           /* handshake failed, or TLS required and not offered */
+	SMTP_FAIL_TLS_KEYUPDATE, /* TLS 1.3 KeyUpdate on a kTLS connection */
+};
+
+struct smtp_client_params {
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	const char *host;         /* next-hop name: SNI and certificate name (verify) */
+	bool host_literal;        /* host is an IP address: match IP subjectAltName */
+	const char *helo;         /* our name */
+	int tls_policy;           /* enum config_tls_policy */
+	SSL_CTX *tls_ctx;         /* client context (may be NULL with policy none) */
+	SSL_SESSION *tls_session; /* to resume, or NULL */
+	int body_path;            /* enum config_body_path */
+	unsigned connect_timeout_s, timeout_s;
+	const struct caps *caps;
+};
+
+struct smtp_tx_rcpt {
+	const char *addr;
+	int code; /* 0 until answered */
+	char reply[SMTP_REPLY_MAX];
+};
+
+struct smtp_tx {
+	const char *sender; /* "" for <> */
+	struct smtp_tx_rcpt *rcpts;
+	size_t nrcpt;
+	int fd; /* the spool file: body at [0, size) */
+	uint64_t size;
+	bool dot_lines, final_crlf, eight_bit, smtputf8;
+	/* set by the client */
+	const char *body_path; /* "splice", "ssl_write", "copy", "stuffing", or "" */
+	uint64_t body_bytes;
+};
+
+struct smtp_client;
+
+struct smtp_client_cb {
+	void (*ready)(void *owner, struct smtp_client *c);
+	/* The transaction is over: every rcpt has a code (0: not tried, the
+	 * connection failed first).  The client is ready again unless failed
+	 * follows. */
+	void (*done)(void *owner, struct smtp_client *c, struct smtp_tx *tx);
+	void (*failed)(void *owner, struct smtp_client *c, enum smtp_fail why, const char *text);
+	/* Nothing is in flight any more; the handle is gone after this. */
+	void (*closed)(void *owner, struct smtp_client *c);
+};
+
+struct smtp_client *smtp_client_connect(struct ring *ring, const struct smtp_client_params *p,
+                                        const struct smtp_client_cb *cb, void *owner);
+/* Starts a transaction (only after ready or done). */
+void smtp_client_send(struct smtp_client *c, struct smtp_tx *tx);
+/* QUIT and close (or just close when mid-way); closed follows. */
+void smtp_client_quit(struct smtp_client *c);
+
+/* Facts about the connection, for the delivery log. */
+const char *smtp_client_peer(const struct smtp_client *c); /* "127.0.0.1:25" */
+const char *smtp_client_tls(const struct smtp_client *c);  /* "" or "TLSv1.3 with cipher ..." */
+bool smtp_client_tls_verified(const struct smtp_client *c);
+bool smtp_client_ktls_tx(const struct smtp_client *c);
+const char *smtp_client_ktls_why(const struct smtp_client *c);
+bool smtp_client_resumed(const struct smtp_client *c);
+/* A new reference to the TLS session for resumption, or NULL. */
+SSL_SESSION *smtp_client_session(const struct smtp_client *c);
+
+#endif
