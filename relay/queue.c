@@ -14,6 +14,8 @@
 
 #include "config.h"
 #include "dns.h"
+#include "dsn.h"
+
 #include "log.h"
 #include "route.h"
 #include "smtp_client.h"
@@ -36,6 +38,8 @@ struct qmsg {
 	bool dirty;    /* results not yet written */
 	bool timer;    /* a retry timer is armed */
 	bool removing;
+	bool bouncing, bounce_failed;
+	char (*dsn)[16];   /* enhanced status per recipient, for bounces */
 	struct qjob *logq; /* finished jobs whose results await durability */
 	struct qjob *logq_writing;
 	struct ring_op op_open, op_timer, op_st_open, op_st_write, op_st_sync, op_st_close,
@@ -113,6 +117,9 @@ static void schedule(struct qmsg *m);
 static void dest_kick(struct dest *d);
 static void job_done(struct qjob *j);
 static void msg_attempt_over(struct qmsg *m);
+static void st_write_start(struct qmsg *m);
+struct smtp_tx_rcpt;
+static void dsn_of(const struct smtp_tx_rcpt *r, char *out, size_t len);
 
 /* ---- envelopes ----------------------------------------------------------- */
 
@@ -212,6 +219,7 @@ static void msg_free(struct qmsg *m)
 	for (size_t i = 0; m->reply && i < m->env.rcpt_count; i++)
 		free(m->reply[i]);
 	free(m->reply);
+	free(m->dsn);
 	free(m->st_buf);
 	spool_env_free(&m->env);
 	free(m);
@@ -220,7 +228,9 @@ static void msg_free(struct qmsg *m)
 static void msg_start(struct qmsg *m)
 {
 	m->reply = calloc(m->env.rcpt_count, sizeof(*m->reply));
-	if (m->reply == NULL)
+	if (m->dsn == NULL)
+		m->dsn = calloc(m->env.rcpt_count, sizeof(*m->dsn));
+	if (m->reply == NULL || m->dsn == NULL)
 		fatalx("out of memory");
 	/* open the spool file once per attempt, through the ring */
 	ring_openat(&m->q->w->ring, &m->op_open, m->q->w->spool.queue_dfd, m->env.id,
@@ -288,8 +298,6 @@ static void msg_timer_cb(struct ring_op *op, int res, unsigned flags)
 }
 
 /* ---- durable per-recipient state ---------------------------------------- */
-
-static void st_write_start(struct qmsg *m);
 
 static void st_dirsync_done(struct spool_waiter *w, int res)
 {
@@ -381,8 +389,168 @@ static void unlink_cb(struct ring_op *op, int res, unsigned flags)
 static bool all_final(const struct qmsg *m)
 {
 	for (size_t i = 0; i < m->env.rcpt_count; i++)
-		if (m->env.rcpts[i].state == SPOOL_RCPT_PENDING)
+		if (m->env.rcpts[i].state == SPOOL_RCPT_PENDING ||
+		    m->env.rcpts[i].state == SPOOL_RCPT_FAILED)
 			return false;
+	return true;
+}
+
+/* ---- bounces ---------------------------------------------------------------
+ * Recipients that failed for good are F on disk until their bounce is queued
+ * durably; then B.  A crash in between sends the bounce again (never none). */
+
+struct bounce {
+	struct qmsg *m;
+	struct spool_tx tx;
+	struct spool_env env;
+	struct spool_rcpt rcpt;
+	char *body;
+	size_t len, off;
+	char hdr[16384];
+	struct ring_op op_read;
+};
+
+static void bounce_spool_cb(void *owner, enum spool_event ev, int err);
+
+static void bounce_done(struct bounce *b, bool queued)
+{
+	struct qmsg *m = b->m;
+
+	for (size_t i = 0; i < m->env.rcpt_count; i++)
+		if (m->env.rcpts[i].state == SPOOL_RCPT_FAILED && queued)
+			m->env.rcpts[i].state = SPOOL_RCPT_BOUNCED;
+	if (queued) {
+		log_info("%s bounce id=%s to=<%s> status=queued", m->env.id, b->env.id,
+		         m->env.sender);
+		queue_add(m->q, &b->env);
+	}
+	free(b->body);
+	free(b);
+	m->bouncing = false;
+	if (queued) {
+		m->dirty = true;
+		st_write_start(m); /* F -> B made durable, then the attempt ends */
+	} else {
+		m->bounce_failed = true; /* retried with the next attempt */
+		msg_attempt_over(m);
+	}
+}
+
+static void bounce_read_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct bounce *b = op->owner;
+	struct qmsg *m = b->m;
+	struct queue *q = m->q;
+	struct dsn_rcpt r[64];
+	struct dsn_info in;
+	char boundary[64];
+	size_t n = 0;
+
+	memset(&in, 0, sizeof(in));
+	for (size_t i = 0; i < m->env.rcpt_count && n < 64; i++) {
+		if (m->env.rcpts[i].state != SPOOL_RCPT_FAILED)
+			continue;
+		r[n].addr = m->env.rcpts[i].addr;
+		r[n].diagnostic = m->reply && m->reply[i] ? m->reply[i] : "failed";
+		r[n].status = m->dsn && m->dsn[i][0] ? m->dsn[i] : "5.0.0";
+		r[n].remote_mta = NULL;
+		n++;
+	}
+	snprintf(boundary, sizeof(boundary), "%s/%s", m->env.id, cfg(q)->hostname);
+	in.reporting_mta = cfg(q)->hostname;
+	in.queue_id = m->env.id;
+	in.sender = m->env.sender;
+	in.arrival = m->env.arrival;
+	in.now = time(NULL);
+	in.rcpts = r;
+	in.nrcpt = n;
+	in.headers = b->hdr;
+	in.headers_len = res > 0 ? dsn_header_len(b->hdr, (size_t)res) : 0;
+	in.boundary = boundary;
+	b->len = dsn_format(&in, NULL, 0);
+	b->body = malloc(b->len + 1);
+	if (b->body == NULL)
+		fatalx("out of memory");
+	dsn_format(&in, b->body, b->len + 1);
+	spool_new_id(&q->w->spool, b->env.id);
+	spool_tx_begin(&b->tx, &q->w->spool, b->env.id, bounce_spool_cb, b);
+}
+
+static void bounce_spool_cb(void *owner, enum spool_event ev, int err)
+{
+	struct bounce *b = owner;
+
+	if (ev == SPOOL_OPENED && err < 0) {
+		log_warnx("queue: %s: bounce: %s", b->m->env.id, strerror(-err));
+		bounce_done(b, false);
+		return;
+	}
+	if (ev == SPOOL_COMMITTED) {
+		if (err < 0)
+			log_warnx("queue: %s: bounce: %s", b->m->env.id, strerror(-err));
+		bounce_done(b, err == 0);
+		return;
+	}
+	if (ev == SPOOL_ABORTED) {
+		bounce_done(b, false);
+		return;
+	}
+	/* OPENED or WRITABLE: append what fits, then commit */
+	while (b->off < b->len) {
+		size_t k = b->len - b->off < SPOOL_BUF_SIZE ? b->len - b->off : SPOOL_BUF_SIZE;
+		if (!spool_tx_append(&b->tx, b->body + b->off, k))
+			return; /* SPOOL_WRITABLE comes back here */
+		b->off += k;
+	}
+	b->env.body_size = b->len;
+	spool_tx_commit(&b->tx, &b->env);
+}
+
+/* Queues one bounce for every F recipient of m (whose sender is not <>). */
+static void bounce_start(struct qmsg *m)
+{
+	struct bounce *b = calloc(1, sizeof(*b));
+
+	if (b == NULL)
+		fatalx("out of memory");
+	b->m = m;
+	m->bouncing = true;
+	b->env.arrival = time(NULL);
+	b->env.final_crlf = true;
+	b->env.sender = "";
+	b->rcpt.addr = m->env.sender;
+	b->rcpt.state = SPOOL_RCPT_PENDING;
+	b->env.rcpts = &b->rcpt;
+	b->env.rcpt_count = 1;
+	b->env.client = "127.0.0.1";
+	b->env.helo = cfg(m->q)->hostname;
+	b->env.tls = "";
+	b->env.client_cert = "none";
+	ring_op_init(&b->op_read, RING_READ, bounce_read_cb, b);
+	ring_read(&m->q->w->ring, &b->op_read, m->fd, b->hdr, sizeof(b->hdr), 0);
+}
+
+/* True when failed recipients still need their bounce (started here). */
+static bool bounces_pending(struct qmsg *m)
+{
+	bool any = false;
+
+	for (size_t i = 0; i < m->env.rcpt_count; i++)
+		any |= m->env.rcpts[i].state == SPOOL_RCPT_FAILED;
+	if (!any || m->bounce_failed)
+		return false;
+	if (m->env.sender[0] == '\0') {
+		/* never a bounce for the null sender: nobody to tell */
+		for (size_t i = 0; i < m->env.rcpt_count; i++)
+			if (m->env.rcpts[i].state == SPOOL_RCPT_FAILED)
+				m->env.rcpts[i].state = SPOOL_RCPT_BOUNCED;
+		m->dirty = true;
+		st_write_start(m);
+		return true;
+	}
+	if (m->fd < 0)
+		return false; /* next attempt reopens the file */
+	bounce_start(m);
 	return true;
 }
 
@@ -392,6 +560,11 @@ static void msg_attempt_over(struct qmsg *m)
 	time_t now = time(NULL);
 	unsigned delay;
 
+	if (m->writing || m->bouncing)
+		return; /* comes back here when that is done */
+	if (!q->stopping && bounces_pending(m))
+		return;
+	m->bounce_failed = false;
 	if (m->fd >= 0) {
 		close(m->fd);
 		m->fd = -1;
@@ -404,11 +577,13 @@ static void msg_attempt_over(struct qmsg *m)
 		ring_unlinkat(&q->w->ring, &m->op_unlink2, q->w->spool.queue_dfd, m->env.id);
 		return;
 	}
-	if (now - m->env.arrival >= (time_t)cfg(q)->queue_lifetime_s) {
+	if (now - m->env.arrival >= (time_t)cfg(q)->queue_lifetime_s && !q->stopping) {
 		for (size_t i = 0; i < m->env.rcpt_count; i++) {
 			if (m->env.rcpts[i].state != SPOOL_RCPT_PENDING)
 				continue;
 			m->env.rcpts[i].state = SPOOL_RCPT_FAILED;
+			if (m->dsn)
+				snprintf(m->dsn[i], sizeof(m->dsn[i]), "4.4.7");
 			log_info("%s delivery to=<%s> status=expired dsn=4.4.7 (in the queue "
 			         "longer than "
 			         "QueueLifetime; last reply: %s)",
@@ -543,6 +718,7 @@ static void job_result(struct qjob *j)
 			m->env.rcpts[i].state = SPOOL_RCPT_FAILED;
 		free(m->reply[i]);
 		m->reply[i] = xstrdup(r->reply[0] ? r->reply : "no reply");
+		dsn_of(r, m->dsn[i], sizeof(m->dsn[i]));
 		if (r->code >= 200)
 			m->dirty = true;
 	}

@@ -171,7 +171,8 @@ static int env_rcpt(struct spool_env *e, char *val)
 	struct spool_rcpt *r;
 	char state = val[0];
 
-	if ((state != 'P' && state != 'D' && state != 'F') || val[1] != ' ' || val[2] == '\0')
+	if ((state != 'P' && state != 'D' && state != 'F' && state != 'B') || val[1] != ' ' ||
+	    val[2] == '\0')
 		return -1;
 	r = realloc(e->rcpts, (e->rcpt_count + 1) * sizeof(*r));
 	if (r == NULL)

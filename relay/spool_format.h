@@ -19,10 +19,13 @@
 #define SPOOL_TRAILER_LEN 38
 #define SPOOL_ENV_MAX     (16u << 20)
 
+/* P: to be delivered; D: delivered; F: failed for good, bounce still to be
+ * queued; B: failed and the sender notified (or nobody to notify). */
 enum spool_rcpt_state {
 	SPOOL_RCPT_PENDING = 'P',
 	SPOOL_RCPT_DELIVERED = 'D',
-	SPOOL_RCPT_FAILED = 'F'
+	SPOOL_RCPT_FAILED = 'F',
+	SPOOL_RCPT_BOUNCED = 'B',
 };
 
 struct spool_rcpt {

@@ -15,7 +15,8 @@
  *                             mx S" and "cancel addr S" as the callbacks come
  *                             (from the ring, after dns_free returned)
  *
- * SERVER is "ADDR", "ADDR:PORT", "[V6]:PORT" or "-" for /etc/resolv.conf.
+ * SERVER is "ADDR", "ADDR:PORT", "[V6]" or "[V6]:PORT" (or a comma-separated
+ * list of them: the DNSServer option), or "-" for /etc/resolv.conf.
  * S is OK, NXDOMAIN, NODATA or TEMPFAIL.  Exits 0 when the lookups finished
  * (whatever their status), 1 when they did not finish within 10 s or could
  * not start, 2 on bad usage. */
