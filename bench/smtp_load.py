@@ -21,11 +21,10 @@ import time
 
 
 def make_body(size, seq):
-    head = f"From: load@example.org\r\nTo: sink@example.com\r\nSubject: load {seq}\r\n\r\n"
+    head = f"From: load@example.org\r\nTo: sink@example.com\r\nSubject: load {seq}\r\n\r\n".encode()
     line = ("x" * 76 + "\r\n").encode()
-    body = head.encode()
-    while len(body) + len(line) <= size:
-        body += line
+    lines = max(0, (size - len(head) - 2) // len(line))
+    body = head + line * lines
     return body + b"y" * max(0, size - len(body) - 2) + b"\r\n"
 
 

@@ -12,12 +12,15 @@
 #define RING_BATCH 256
 
 static const char *const kind_names[RING_KIND_COUNT] = {
-    [RING_ACCEPT] = "accept",   [RING_RECV] = "recv",       [RING_SEND] = "send",
-    [RING_POLL] = "poll",       [RING_TIMEOUT] = "timeout", [RING_LINK_TIMEOUT] = "link_timeout",
-    [RING_OPEN] = "openat",     [RING_WRITE] = "write",     [RING_FSYNC] = "fsync",
-    [RING_RENAME] = "renameat", [RING_UNLINK] = "unlinkat", [RING_CLOSE] = "close",
-    [RING_CANCEL] = "cancel",   [RING_READ] = "read",       [RING_NOP] = "nop",
-    [RING_CONNECT] = "connect", [RING_SPLICE] = "splice",
+    [RING_ACCEPT] = "accept",   [RING_RECV] = "recv",
+    [RING_SEND] = "send",       [RING_POLL] = "poll",
+    [RING_TIMEOUT] = "timeout", [RING_LINK_TIMEOUT] = "link_timeout",
+    [RING_OPEN] = "openat",     [RING_WRITE] = "write",
+    [RING_FSYNC] = "fsync",     [RING_RENAME] = "renameat",
+    [RING_UNLINK] = "unlinkat", [RING_CLOSE] = "close",
+    [RING_CANCEL] = "cancel",   [RING_READ] = "read",
+    [RING_NOP] = "nop",         [RING_CONNECT] = "connect",
+    [RING_SPLICE] = "splice",   [RING_TIMEOUT_REMOVE] = "timeout_remove",
 };
 
 const char *ring_kind_name(unsigned kind)
@@ -301,4 +304,12 @@ void ring_splice(struct ring *r, struct ring_op *op, int fd_in, int64_t off_in, 
 
 	io_uring_prep_splice(sqe, fd_in, off_in, fd_out, -1, len, SPLICE_F_MOVE);
 	arm(sqe, op, linked);
+}
+
+void ring_timeout_remove(struct ring *r, struct ring_op *op, struct ring_op *target)
+{
+	struct io_uring_sqe *sqe = ring_sqe(r);
+
+	io_uring_prep_timeout_remove(sqe, (__u64)(uintptr_t)target, 0);
+	arm(sqe, op, false);
 }

@@ -32,6 +32,7 @@ enum ring_kind {
 	RING_NOP,
 	RING_CONNECT,
 	RING_SPLICE,
+	RING_TIMEOUT_REMOVE,
 	RING_KIND_COUNT
 };
 
@@ -81,6 +82,8 @@ void ring_read(struct ring *r, struct ring_op *op, int fd, void *buf, size_t len
  * prepared with linked=true). */
 void ring_link_timeout(struct ring *r, struct ring_op *op, struct __kernel_timespec *ts);
 void ring_timeout(struct ring *r, struct ring_op *op, struct __kernel_timespec *ts);
+/* Fires the timeout armed on target now (it completes with -ECANCELED). */
+void ring_timeout_remove(struct ring *r, struct ring_op *op, struct ring_op *target);
 void ring_openat(struct ring *r, struct ring_op *op, int dfd, const char *path, int flags,
                  mode_t mode);
 void ring_write(struct ring *r, struct ring_op *op, int fd, const void *buf, size_t len,

@@ -690,6 +690,20 @@ static int parse_body_path(struct config *c, const struct opt_def *d, char *val,
 	return msgf(msg, len, "'%s' is not a body path (auto, splice, copy)", val);
 }
 
+/* Sendmail's DeliveryMode: b(ackground) delivers at once, q(ueueonly)
+ * only queues until a queue run (`krelay queue flush`). */
+static int parse_delivery_mode(struct config *c, const struct opt_def *d, char *val, char *msg,
+                               size_t len)
+{
+	if (strcasecmp(val, "background") == 0 || strcmp(val, "b") == 0)
+		c->queue_only = false;
+	else if (strcasecmp(val, "queueonly") == 0 || strcmp(val, "q") == 0)
+		c->queue_only = true;
+	else
+		return msgf(msg, len, "'%s' is not a delivery mode (background, queueonly)", val);
+	return 0;
+}
+
 /* Sendmail's spelling, matched case-sensitively: a pasted sendmail.cf line
  * must mean here what it meant there, and a near miss must not pass. */
 #define FIELD(f) offsetof(struct config, f)
@@ -729,6 +743,7 @@ static const struct opt_def opts[OPT_COUNT] = {
     [OPT_DNS_SERVER] = {"DNSServer", parse_path, FIELD(dns_server), 0, 0},
     [OPT_CONNECT_TIMEOUT] = {"ConnectTimeout", parse_duration, FIELD(connect_timeout_s), 0, 0},
     [OPT_BODY_PATH] = {"BodyPath", parse_body_path, 0, 0, 0},
+    [OPT_DELIVERY_MODE] = {"DeliveryMode", parse_delivery_mode, 0, 0, 0},
 };
 
 const char *config_opt_name(enum config_opt opt)

@@ -46,6 +46,7 @@ enum config_opt {
 	OPT_DNS_SERVER,
 	OPT_CONNECT_TIMEOUT,
 	OPT_BODY_PATH,
+	OPT_DELIVERY_MODE,
 	OPT_COUNT
 };
 
@@ -106,7 +107,8 @@ struct config {
 	char *tls_policy_table;
 	char *dns_server;
 	unsigned connect_timeout_s;
-	int body_path; /* enum config_body_path */
+	int body_path;   /* enum config_body_path */
+	bool queue_only; /* DeliveryMode=queueonly: deliver only on `krelay queue flush` */
 
 	char *path;               /* file it came from, NULL for built-in defaults */
 	unsigned line[OPT_COUNT]; /* line that set each option, 0 if default */

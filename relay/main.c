@@ -13,6 +13,8 @@
 #include "config.h"
 #include "log.h"
 #include "probe.h"
+#include "queue_cli.h"
+
 #include "spool.h"
 #include "tls_ctx.h"
 #include "worker.h"
@@ -25,6 +27,7 @@ static void usage(FILE *out)
 	fprintf(out, "usage: krelay [-C FILE]           run the relay in the foreground\n"
 	             "       krelay check [-C FILE]     show what this machine can offload and "
 	             "check the configuration\n"
+	             "       krelay queue [-C FILE] list|flush|delete ID|hold ID|release ID\n"
 	             "       krelay version\n"
 	             "FILE holds Name=value lines (sendmail.cf \"O Name=value\" lines work too);\n"
 	             "without -C the built-in defaults are used (see README.md).\n");
@@ -64,6 +67,28 @@ static int cmd_check(const char *path)
 	printf("configuration: %d error%s\n", errors, errors == 1 ? "" : "s");
 	config_free(&c);
 	return errors ? 1 : 0;
+}
+
+static int cmd_queue(int argc, char **argv)
+{
+	struct config c;
+	char err[CONFIG_ERR_MAX];
+	const char *path = NULL;
+	int ret;
+
+	if (argc >= 2 && strcmp(argv[0], "-C") == 0) {
+		path = argv[1];
+		argc -= 2;
+		argv += 2;
+	}
+	if (load_config(&c, path, err, sizeof(err)) < 0) {
+		fprintf(stderr, "krelay queue: %s\n", err);
+		config_free(&c);
+		return 1;
+	}
+	ret = queue_cli(&c, argc, argv);
+	config_free(&c);
+	return ret;
 }
 
 /* Builds a runtime from path; NULL with err on any error. */
@@ -134,6 +159,24 @@ static void reload(struct server *srv, const char *path)
 	runtime_put(old);
 }
 
+/* QueueDirectory/krelay.pid: how `krelay queue flush` finds the relay. */
+static void pid_write(const char *dir, bool on)
+{
+	char path[4096];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/krelay.pid", dir);
+	if (!on) {
+		unlink(path);
+		return;
+	}
+	f = fopen(path, "w");
+	if (f != NULL) {
+		fprintf(f, "%d\n", (int)getpid());
+		fclose(f);
+	}
+}
+
 static unsigned worker_count(const struct config *c)
 {
 	long n = c->workers ? (long)c->workers : sysconf(_SC_NPROCESSORS_ONLN);
@@ -158,6 +201,7 @@ static int run(const char *path)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
 	memset(&srv, 0, sizeof(srv));
@@ -194,14 +238,16 @@ static int run(const char *path)
 			return 1;
 		}
 	}
-	/* Messages found at start are shared out among the workers. */
+	/* Messages found at start go to the worker their ID names. */
 	for (size_t i = 0; i < nids; i++) {
-		struct worker *w = &workers[i % srv.workers];
+		struct worker *w = &workers[spool_id_owner(ids[i], srv.workers)];
 		if (w->nrecover % 64 == 0)
 			w->recover = realloc(w->recover, (w->nrecover + 64) * sizeof(char *));
 		w->recover[w->nrecover++] = ids[i];
 	}
 	free(ids);
+	for (unsigned i = 0; i < srv.workers; i++)
+		workers[i].queue_only = c->queue_only;
 	probe_ktls_possible(&srv.caps, &why);
 	log_info("krelay %s starting config=%s workers=%u hostname=%s queue=%s queued=%u "
 	         "removed_tmp=%u starttls=%s ktls=%s%s%s%s",
@@ -215,12 +261,19 @@ static int run(const char *path)
 	for (unsigned i = 0; i < srv.workers; i++)
 		if (worker_start(&workers[i]) < 0)
 			fatal("pthread_create");
+	pid_write(c->queue_directory, true);
 
 	for (;;) {
 		if (sigwait(&set, &sig) != 0)
 			continue;
 		if (sig == SIGHUP) {
 			reload(&srv, path);
+			continue;
+		}
+		if (sig == SIGUSR1) {
+			log_info("queue run requested (krelay queue flush)");
+			for (unsigned i = 0; i < srv.workers; i++)
+				worker_flush(&workers[i]);
 			continue;
 		}
 		break;
@@ -251,6 +304,7 @@ static int run(const char *path)
 	         (unsigned long long)total.failures, (unsigned long long)relayed,
 	         (unsigned long long)bounced, (unsigned long long)deferred,
 	         (unsigned long long)conns);
+	pid_write(srv.current->cfg.queue_directory, false);
 	runtime_put(srv.current);
 	return 0;
 }
@@ -261,6 +315,8 @@ int main(int argc, char **argv)
 	bool check = false;
 	int i = 1;
 
+	if (argc > 1 && strcmp(argv[1], "queue") == 0)
+		return cmd_queue(argc - 2, argv + 2);
 	if (argc > 1 && strcmp(argv[1], "check") == 0) {
 		check = true;
 		i++;

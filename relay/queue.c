@@ -37,8 +37,10 @@ struct qmsg {
 	bool writing;  /* a state write is in flight */
 	bool dirty;    /* results not yet written */
 	bool timer;    /* a retry timer is armed */
-	bool removing;
+	bool removing, removed;
 	bool bouncing, bounce_failed;
+	bool arm_after_write; /* the retry's attempt count is being saved */
+	struct ring_op op_timer_rm;
 	char (*dsn)[16];   /* enhanced status per recipient, for bounces */
 	struct qjob *logq; /* finished jobs whose results await durability */
 	struct qjob *logq_writing;
@@ -93,7 +95,7 @@ struct conn {
 	size_t addr_idx;
 	unsigned messages;
 	bool idle, quitting;
-	struct ring_op op_idle;
+	struct ring_op op_idle, op_idle_rm;
 	struct __kernel_timespec idle_ts;
 	struct conn *next_idle;
 };
@@ -161,6 +163,7 @@ static void env_copy(struct spool_env *dst, const struct spool_env *src)
 	dst->helo = xstrdup(src->helo);
 	dst->tls = xstrdup(src->tls);
 	dst->client_cert = xstrdup(src->client_cert);
+	dst->last_error = src->last_error ? xstrdup(src->last_error) : NULL;
 	dst->rcpts = calloc(src->rcpt_count, sizeof(*dst->rcpts));
 	if (dst->rcpts == NULL)
 		fatalx("out of memory");
@@ -179,6 +182,11 @@ static const struct config *cfg(const struct queue *q)
 
 static void msg_open_cb(struct ring_op *op, int res, unsigned flags);
 static void msg_timer_cb(struct ring_op *op, int res, unsigned flags);
+
+static void timer_rm_cb(struct ring_op *op, int res, unsigned flags)
+{
+	/* the timer itself completes with -ECANCELED and starts the attempt */
+}
 static void st_cb(struct ring_op *op, int res, unsigned flags);
 static void unlink_cb(struct ring_op *op, int res, unsigned flags);
 
@@ -192,6 +200,7 @@ static struct qmsg *msg_new(struct queue *q)
 	m->fd = -1;
 	ring_op_init(&m->op_open, RING_OPEN, msg_open_cb, m);
 	ring_op_init(&m->op_timer, RING_TIMEOUT, msg_timer_cb, m);
+	ring_op_init(&m->op_timer_rm, RING_TIMEOUT_REMOVE, timer_rm_cb, m);
 	ring_op_init(&m->op_st_open, RING_OPEN, st_cb, m);
 	ring_op_init(&m->op_st_write, RING_WRITE, st_cb, m);
 	ring_op_init(&m->op_st_sync, RING_FSYNC, st_cb, m);
@@ -255,6 +264,7 @@ int queue_recover(struct queue *q, const char *id)
 		msg_free(m);
 		return -1;
 	}
+	m->attempts = m->env.attempts;
 	msg_start(m);
 	return 0;
 }
@@ -307,6 +317,12 @@ static void st_dirsync_done(struct spool_waiter *w, int res)
 	m->writing = false;
 	if (res < 0)
 		log_warnx("queue: %s: state directory fsync: %s", m->env.id, strerror(-res));
+	if (m->arm_after_write && m->logq_writing == NULL && !m->dirty) {
+		m->arm_after_write = false;
+		m->timer = true;
+		ring_timeout(&m->q->w->ring, &m->op_timer, &m->ts);
+		return;
+	}
 	m->logq_writing = NULL;
 	for (; j != NULL; j = next) {
 		next = j->next;
@@ -562,6 +578,12 @@ static void msg_attempt_over(struct qmsg *m)
 
 	if (m->writing || m->bouncing)
 		return; /* comes back here when that is done */
+	if (m->removed) {
+		if (m->fd >= 0)
+			close(m->fd);
+		msg_free(m);
+		return;
+	}
 	if (!q->stopping && bounces_pending(m))
 		return;
 	m->bounce_failed = false;
@@ -599,7 +621,15 @@ static void msg_attempt_over(struct qmsg *m)
 		return; /* stays in the spool; freed with the queue */
 	m->attempts++;
 	delay = backoff_s(q, m->attempts);
+	/* `krelay queue list` shows attempts, the next one and the last error */
+	m->env.attempts = m->attempts;
+	m->env.next_attempt = (int64_t)now + delay;
+	free(m->env.last_error);
+	m->env.last_error = NULL;
 	for (size_t i = 0; m->reply && i < m->env.rcpt_count; i++) {
+		if (m->reply[i] != NULL && m->env.last_error == NULL &&
+		    m->env.rcpts[i].state == SPOOL_RCPT_PENDING)
+			m->env.last_error = xstrdup(m->reply[i]);
 		free(m->reply[i]);
 		m->reply[i] = NULL;
 	}
@@ -607,8 +637,8 @@ static void msg_attempt_over(struct qmsg *m)
 	m->reply = NULL;
 	m->ts.tv_sec = delay;
 	m->ts.tv_nsec = 0;
-	m->timer = true;
-	ring_timeout(&q->w->ring, &m->op_timer, &m->ts);
+	m->arm_after_write = true;
+	st_write_start(m);
 }
 
 /* ---- scheduling ----------------------------------------------------------- */
@@ -704,6 +734,41 @@ static void schedule(struct qmsg *m)
 			dest_kick(d);
 }
 
+static bool all_delivered(const struct qmsg *m)
+{
+	for (size_t i = 0; i < m->env.rcpt_count; i++)
+		if (m->env.rcpts[i].state != SPOOL_RCPT_DELIVERED)
+			return false;
+	return true;
+}
+
+static void removed_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct qmsg *m = op->owner;
+
+	if (ring_op_busy(&m->op_unlink1) || ring_op_busy(&m->op_unlink2))
+		return;
+	m->dirwait.done = st_dirsync_done; /* then the jobs are logged */
+	spool_dirsync(&m->q->w->spool, &m->dirwait);
+}
+
+/* Every recipient was delivered: the message leaves the spool (made durable
+ * by the directory fsync) before the deliveries are logged. */
+static void remove_start(struct qmsg *m)
+{
+	struct queue *q = m->q;
+
+	m->dirty = false;
+	m->writing = true;
+	m->removed = true;
+	m->logq_writing = m->logq;
+	m->logq = NULL;
+	m->op_unlink1.cb = m->op_unlink2.cb = removed_cb;
+	snprintf(m->st_name, sizeof(m->st_name), "%s.env", m->env.id);
+	ring_unlinkat(&q->w->ring, &m->op_unlink1, q->w->spool.queue_dfd, m->st_name);
+	ring_unlinkat(&q->w->ring, &m->op_unlink2, q->w->spool.queue_dfd, m->env.id);
+}
+
 /* Records a job's outcome in the message; durability, then logging, follow. */
 static void job_result(struct qjob *j)
 {
@@ -725,7 +790,9 @@ static void job_result(struct qjob *j)
 	j->next = m->logq;
 	m->logq = j;
 	if (!m->writing) {
-		if (m->dirty) {
+		if (m->dirty && m->jobs == 1 && all_delivered(m)) {
+			remove_start(m); /* the common case: one durable unlink, no state file */
+		} else if (m->dirty) {
 			st_write_start(m);
 		} else {
 			/* nothing final to record: log at once */
@@ -805,8 +872,10 @@ static void idle_cb(struct ring_op *op, int res, unsigned flags);
 
 static void idle_free_cb(struct ring_op *op, int res, unsigned flags)
 {
-	if (!ring_op_busy(op))
-		free(op->owner);
+	struct conn *cn = op->owner;
+
+	if (!ring_op_busy(&cn->op_idle) && !ring_op_busy(&cn->op_idle_rm))
+		free(cn);
 }
 
 static const struct smtp_client_cb client_cb = {conn_ready, conn_done, conn_failed, conn_closed};
@@ -855,6 +924,7 @@ static void conn_start(struct dest *d, size_t addr_idx, struct qjob *job)
 	cn->job = job;
 	cn->addr_idx = addr_idx;
 	ring_op_init(&cn->op_idle, RING_TIMEOUT, idle_cb, cn);
+	ring_op_init(&cn->op_idle_rm, RING_TIMEOUT_REMOVE, idle_free_cb, cn);
 	d->active++;
 	q->conns++;
 	q->stats.connections++;
@@ -1016,12 +1086,12 @@ static void conn_closed(void *owner, struct smtp_client *c)
 	if (cn->idle)
 		conn_unidle(cn);
 	if (ring_op_busy(&cn->op_idle)) {
-		/* the idle timer still points at cn: it frees nothing, just
-		 * returns; keep cn until it fires */
+		/* the idle timer still points at cn: fire it now; it frees cn */
 		cn->c = NULL;
 		cn->quitting = true;
 		cn->idle = false;
 		cn->op_idle.cb = idle_free_cb;
+		ring_timeout_remove(&q->w->ring, &cn->op_idle_rm, &cn->op_idle);
 	} else {
 		free(cn);
 	}
@@ -1308,8 +1378,22 @@ const struct queue_stats *queue_stats(const struct queue *q)
 
 void queue_flush(struct queue *q)
 {
-	for (struct dest *d = q->dests; d != NULL; d = d->next)
-		d->clear_next = false;
+	char **ids;
+	size_t n;
+
 	for (struct qmsg *m = q->msgs; m != NULL; m = m->next)
-		m->attempts = 0; /* the timers fire on their own; the next backoff restarts */
+		if (m->timer && !ring_op_busy(&m->op_timer_rm))
+			ring_timeout_remove(&q->w->ring, &m->op_timer_rm, &m->op_timer);
+	/* pick up what `krelay queue release` put back (messages this worker owns) */
+	if (spool_list(cfg(q)->queue_directory, &ids, &n) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		bool known = spool_id_owner(ids[i], q->w->srv->workers) != q->w->index;
+		for (struct qmsg *m = q->msgs; m != NULL && !known; m = m->next)
+			known = strcmp(m->env.id, ids[i]) == 0;
+		if (!known)
+			queue_recover(q, ids[i]);
+		free(ids[i]);
+	}
+	free(ids);
 }

@@ -92,6 +92,7 @@ static void maybe_free(struct smtp_client *c)
 	    ring_op_busy(&c->op_connect_to))
 		return;
 	free(c->sbuf);
+	SSL_SESSION_free(c->p.tls_session);
 	c->cb.closed(c->owner, c);
 	free(c); /* c is gone */
 }
@@ -200,6 +201,9 @@ struct smtp_client *smtp_client_connect(struct ring *ring, const struct smtp_cli
 		return NULL;
 	c->ring = ring;
 	c->p = *p;
+	/* the session may be replaced at the destination before our handshake */
+	if (p->tls_session != NULL)
+		SSL_SESSION_up_ref(p->tls_session);
 	c->cb = *cb;
 	c->owner = owner;
 	peer_text(c);
@@ -207,6 +211,7 @@ struct smtp_client *smtp_client_connect(struct ring *ring, const struct smtp_cli
 	if (fd < 0 || xprt_init(&c->x, ring, fd, p->caps, IN_BUF, OUT_MAX, client_event, c) < 0) {
 		if (fd >= 0)
 			close(fd);
+		SSL_SESSION_free(c->p.tls_session);
 		free(c);
 		return NULL;
 	}

@@ -743,7 +743,7 @@ static void spool_event(void *owner, enum spool_event ev, int err)
 			          (double)(now.tv_sec - s->data_start.tv_sec) * 1e3 +
 			              (double)(now.tv_nsec - s->data_start.tv_nsec) / 1e6);
 			reply(s, "250 2.0.0 Ok: queued as %s", s->qid);
-			if (s->w->queue != NULL) {
+			if (s->w->queue != NULL && !cfg(s)->queue_only) {
 				struct spool_env env;
 				fill_env(s, &env);
 				queue_add(s->w->queue, &env); /* relaying starts now */

@@ -112,6 +112,11 @@ int spool_recover(const char *dir, unsigned *queued, unsigned *removed)
 
 int spool_list(const char *dir, char ***ids, size_t *n)
 {
+	return spool_list_in(dir, "queue", ids, n);
+}
+
+int spool_list_in(const char *dir, const char *sub, char ***ids, size_t *n)
+{
 	char path[4096];
 	struct dirent *de;
 	size_t cap = 0;
@@ -119,7 +124,7 @@ int spool_list(const char *dir, char ***ids, size_t *n)
 
 	*ids = NULL;
 	*n = 0;
-	snprintf(path, sizeof(path), "%s/queue", dir);
+	snprintf(path, sizeof(path), "%s/%s", dir, sub);
 	d = opendir(path);
 	if (d == NULL)
 		return errno == ENOENT ? 0 : -errno;

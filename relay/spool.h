@@ -83,7 +83,9 @@ void spool_exit(struct spool *sp);
  * Call once, before workers start. */
 int spool_recover(const char *dir, unsigned *queued, unsigned *removed);
 
-/* The IDs of the messages in queue/ (malloc'd array of malloc'd strings). */
+/* The IDs of the messages in DIR/sub (malloc'd array of malloc'd strings). */
+int spool_list_in(const char *dir, const char *sub, char ***ids, size_t *n);
+/* The same for queue/. */
 int spool_list(const char *dir, char ***ids, size_t *n);
 
 /* Makes a new queue ID (unique in this spool; time-ordered). */

@@ -71,6 +71,13 @@ size_t spool_env_format(const struct spool_env *e, char *buf, size_t cap)
 	put_kv(&b, "helo", e->helo);
 	put_kv(&b, "tls", e->tls);
 	put_kv(&b, "clientcert", e->client_cert);
+	if (e->attempts > 0) {
+		snprintf(num, sizeof(num), "%u", e->attempts);
+		put_kv(&b, "attempts", num);
+		snprintf(num, sizeof(num), "%" PRId64, e->next_attempt);
+		put_kv(&b, "next", num);
+		put_kv(&b, "error", e->last_error ? e->last_error : "");
+	}
 	put_kv(&b, "sender", e->sender);
 	for (size_t i = 0; i < e->rcpt_count; i++) {
 		char key[8] = {'r', 'c', 'p', 't', ' ', e->rcpts[i].state, 0};
@@ -144,6 +151,16 @@ static int env_field(struct spool_env *e, const char *key, char *val)
 		return set_flag(val, &e->smtputf8);
 	} else if (strcmp(key, "body") == 0) {
 		e->body_type = strcmp(val, "8BITMIME") == 0 ? 8 : strcmp(val, "7BIT") == 0 ? 7 : 0;
+	} else if (strcmp(key, "attempts") == 0) {
+		e->attempts = (unsigned)strtoul(val, &end, 10);
+		if (*end)
+			return -1;
+	} else if (strcmp(key, "next") == 0) {
+		e->next_attempt = strtoll(val, &end, 10);
+		if (*end)
+			return -1;
+	} else if (strcmp(key, "error") == 0) {
+		slot = &e->last_error;
 	} else if (strcmp(key, "client") == 0) {
 		slot = &e->client;
 	} else if (strcmp(key, "helo") == 0) {
@@ -250,6 +267,7 @@ void spool_env_free(struct spool_env *e)
 	free(e->helo);
 	free(e->tls);
 	free(e->client_cert);
+	free(e->last_error);
 	memset(e, 0, sizeof(*e));
 }
 
@@ -276,6 +294,13 @@ int spool_trailer_parse(const char *in, uint64_t *env_off, uint32_t *env_len)
 	*env_off = off;
 	*env_len = len;
 	return 0;
+}
+
+unsigned spool_id_owner(const char *id, unsigned workers)
+{
+	unsigned long long v = strtoull(id, NULL, 16);
+
+	return workers ? (unsigned)((v >> 24) & 0xff) % workers : 0;
 }
 
 bool spool_id_valid(const char *id)

@@ -49,6 +49,10 @@ struct spool_env {
 	char *helo;        /* as the client said it */
 	char *tls;         /* "TLSv1.3 TLS_AES_256_GCM_SHA384 (256/256 bits)", "" if none */
 	char *client_cert; /* "none", "verified SHA256", "unverified SHA256" */
+	/* delivery attempts so far, the next one (unix seconds), the last error */
+	unsigned attempts;
+	int64_t next_attempt;
+	char *last_error;
 };
 
 /* Writes the envelope text; returns its length (like snprintf: the needed
@@ -63,7 +67,9 @@ void spool_env_free(struct spool_env *e);
 void spool_trailer_format(char out[SPOOL_TRAILER_LEN], uint64_t env_off, uint32_t env_len);
 int spool_trailer_parse(const char *in, uint64_t *env_off, uint32_t *env_len);
 
-/* Queue IDs: 16 upper-case hex digits, time-ordered. */
+/* Queue IDs: 16 upper-case hex digits, time-ordered; bits 24-31 hold the
+ * index of the worker that made it, which owns the message. */
 bool spool_id_valid(const char *id);
+unsigned spool_id_owner(const char *id, unsigned workers);
 
 #endif

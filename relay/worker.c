@@ -165,6 +165,8 @@ static void wake_cb(struct ring_op *op, int res, unsigned flags)
 			stop_accepting(w);
 		return;
 	}
+	if (atomic_exchange(&w->flush, false))
+		queue_flush(w->queue);
 	ring_read(&w->ring, &w->op_wake, w->wake_fd, &w->wake_buf, sizeof(w->wake_buf), 0);
 }
 
@@ -189,7 +191,8 @@ static void *worker_main(void *arg)
 	if (w->queue == NULL)
 		fatalx("worker %u: relaying: %s", w->index, err);
 	for (size_t i = 0; i < w->nrecover; i++) {
-		queue_recover(w->queue, w->recover[i]);
+		if (!w->queue_only)
+			queue_recover(w->queue, w->recover[i]);
 		free(w->recover[i]);
 	}
 	free(w->recover);
@@ -220,6 +223,12 @@ static void *worker_main(void *arg)
 int worker_start(struct worker *w)
 {
 	return -pthread_create(&w->thread, NULL, worker_main, w);
+}
+
+void worker_flush(struct worker *w)
+{
+	atomic_store(&w->flush, true);
+	worker_wake(w);
 }
 
 void worker_wake(struct worker *w)

@@ -66,7 +66,10 @@ struct worker {
 	struct smtp_session *sessions; /* all live sessions, for shutdown */
 	unsigned nsessions;
 	bool stopping;
-	uint64_t relayed, bounced, deferred, connections; /* at stop */
+	atomic_bool flush;
+	bool queue_only; /* DeliveryMode=queueonly at start */ /* `krelay queue flush` (SIGUSR1)
+	                                                          asked for a queue run */
+	uint64_t relayed, bounced, deferred, connections;      /* at stop */
 };
 
 /* Creates listeners (SO_REUSEPORT) and the spool for worker w.  Returns 0 or
@@ -76,6 +79,8 @@ int worker_init(struct worker *w, struct server *srv, unsigned index, const stru
 int worker_start(struct worker *w);
 /* Asks the worker to stop accepting and end its sessions gracefully. */
 void worker_wake(struct worker *w);
+/* Asks the worker to retry its deferred messages now and pick up released ones. */
+void worker_flush(struct worker *w);
 void worker_join(struct worker *w);
 
 #endif

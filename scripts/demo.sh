@@ -1,83 +1,116 @@
 #!/usr/bin/env bash
-# demo.sh (`make demo`): a real krelay run on loopback with built-in defaults
-# plus throwaway certificates: a real client (Python's smtplib and ssl)
-# submits a few hundred messages over STARTTLS and implicit TLS, then the
-# relay is stopped and the demo prints what it did, from its own log.
+# demo.sh (`make demo`): a real relay run on loopback.  krelay runs on its
+# built-in defaults plus throwaway certificates, relaying with
+# TLSPolicy=verify and a client certificate to a sink (a second krelay that
+# only queues, DeliveryMode=queueonly).  A real client (Python's smtplib and
+# ssl) pushes messages of mixed sizes into it over STARTTLS and implicit TLS;
+# the demo waits until the relay's queue is empty and prints what happened,
+# from the relay's own log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 demo=build/demo
-rm -rf "$demo/queue" "$demo/krelay.log"
-mkdir -p "$demo"
+rm -rf "$demo/relay" "$demo/sink"
+mkdir -p "$demo/relay" "$demo/sink"
 [ -f "$demo/certs/server.crt" ] || scripts/mkcerts.sh "$demo/certs" --name relay.demo >/dev/null
+certs=$PWD/$demo/certs
 
 port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-smtp_port=$(port) smtps_port=$(port)
-cat >"$demo/krelay.conf" <<CONF
-# make demo: built-in defaults, plus loopback listeners, a private queue and
-# the certificates scripts/mkcerts.sh just made (Sendmail option names).
+smtp_port=$(port) smtps_port=$(port) sink_port=$(port)
+
+cat >"$demo/sink/krelay.conf" <<CONF
+# the demo's next hop: keeps what it receives (DeliveryMode=queueonly)
+Listen=127.0.0.1:$sink_port
+QueueDirectory=$PWD/$demo/sink/queue
+LogFile=$PWD/$demo/sink/krelay.log
+DeliveryMode=queueonly
+CACertFile=$certs/ca.crt
+ServerCertFile=$certs/server.crt
+ServerKeyFile=$certs/server.key
+CONF
+cat >"$demo/relay/krelay.conf" <<CONF
+# make demo: built-in defaults, plus loopback listeners, a private queue, the
+# certificates scripts/mkcerts.sh just made (Sendmail option names) and the
+# sink as smart host, verified, with our client certificate.
 Listen=127.0.0.1:$smtp_port
 Listen=127.0.0.1:$smtps_port smtps
-QueueDirectory=$PWD/$demo/queue
-LogFile=$PWD/$demo/krelay.log
-O CACertPath=$PWD/$demo/certs
-O CACertFile=$PWD/$demo/certs/ca.crt
-O ServerCertFile=$PWD/$demo/certs/server.crt
-O ServerKeyFile=$PWD/$demo/certs/server.key
+QueueDirectory=$PWD/$demo/relay/queue
+LogFile=$PWD/$demo/relay/krelay.log
+O CACertPath=$certs
+O CACertFile=$certs/ca.crt
+O ServerCertFile=$certs/server.crt
+O ServerKeyFile=$certs/server.key
+O ClientCertFile=$certs/client.crt
+O ClientKeyFile=$certs/client.key
+SmartHost=[127.0.0.1]:$sink_port
+TLSPolicy=verify
 CONF
 
 echo "== krelay check"
-build/krelay check -C "$demo/krelay.conf" | sed 's/^/   /'
-echo "== starting krelay on 127.0.0.1:$smtp_port (STARTTLS) and :$smtps_port (implicit TLS)"
-build/krelay -C "$demo/krelay.conf" 2>/dev/null &
-pid=$!
-trap 'kill $pid 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-	grep -q "listening on" "$demo/krelay.log" 2>/dev/null && break
-	sleep 0.05
+build/krelay check -C "$demo/relay/krelay.conf" | sed 's/^/   /'
+build/krelay -C "$demo/sink/krelay.conf" 2>/dev/null &
+sink=$!
+${KRELAY:-build/krelay} -C "$demo/relay/krelay.conf" 2>"$demo/relay/stderr" &
+relay=$!
+trap 'kill $relay $sink 2>/dev/null || true' EXIT
+for f in "$demo/relay/krelay.log" "$demo/sink/krelay.log"; do
+	for _ in $(seq 100); do grep -q "listening on" "$f" 2>/dev/null && break; sleep 0.05; done
 done
+echo "== relay on 127.0.0.1:$smtp_port (STARTTLS) and :$smtps_port (implicit TLS) -> sink on :$sink_port"
 
 load() {
 	bench/smtp_load.py --port "$1" --mode "$2" --messages "$3" --sessions "$4" --size "$5" \
-		--ca "$demo/certs/ca.crt" --cert "$demo/certs/client.crt" --key "$demo/certs/client.key"
+		--ca "$certs/ca.crt" --cert "$certs/client.crt" --key "$certs/client.key"
 }
 start=$(date +%s.%N)
-echo "== submitting 300 x 4 KiB over STARTTLS (20 sessions) and 100 x 64 KiB over implicit TLS (5 sessions)"
-r1=$(load "$smtp_port" starttls 300 20 4096)
-r2=$(load "$smtps_port" smtps 100 5 65536)
+echo "== submitting 2000 x 4 KiB and 400 x 64 KiB over STARTTLS, 100 x 1 MiB over implicit TLS"
+r1=$(load "$smtp_port" starttls 2000 20 4096)
+r2=$(load "$smtp_port" starttls 400 10 65536)
+r3=$(load "$smtps_port" smtps 100 4 1048576)
+for _ in $(seq 600); do
+	[ -z "$(ls "$demo/relay/queue/queue" 2>/dev/null)" ] && break
+	sleep 0.1
+done
 end=$(date +%s.%N)
-kill -TERM $pid
-wait $pid || true
+left=$(ls "$demo/relay/queue/queue" 2>/dev/null | wc -l)
+kill -TERM $relay $sink
+wait $relay $sink || true
 trap - EXIT
 
-/usr/bin/python3 - "$demo/krelay.log" "$r1" "$r2" "$start" "$end" <<'PY'
+/usr/bin/python3 - "$demo/relay/krelay.log" "$demo/sink/krelay.log" "$start" "$end" "$left" "$r1" "$r2" "$r3" <<'PY'
 import json, re, sys
-log = open(sys.argv[1]).read()
-runs = [json.loads(sys.argv[2]), json.loads(sys.argv[3])]
-secs = float(sys.argv[5]) - float(sys.argv[4])
-queued = re.findall(r"smtp queued id=(\w+) .* size=(\d+)", log)
-tls = re.findall(r"smtp tls version=(\S+) cipher=(\S+) ktls_tx=(\w+) ktls_rx=(\w+)(?: ktls_tx_why=\"([^\"]*)\")?", log)
-stop = re.search(r"krelay stopped messages=(\d+) bytes=(\d+) fsyncs=(\d+) dirsyncs=(\d+)", log)
-versions, ktls = {}, {}
-for v, c, tx, rx, why in tls:
-    versions[f"{v} {c}"] = versions.get(f"{v} {c}", 0) + 1
-    k = f"tx={tx} rx={rx}" + (f" (off because: {why})" if why else "")
-    ktls[k] = ktls.get(k, 0) + 1
+rlog, slog = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+secs, left = float(sys.argv[4]) - float(sys.argv[3]), int(sys.argv[5])
+runs = [json.loads(a) for a in sys.argv[6:]]
+queued = re.findall(r"smtp queued id=\w+ .* size=(\d+)", rlog)
+sent = re.findall(r"delivery to=\S+ relay=\S+ .*status=sent tls=\"([^\"]*)\" verified=(\w+) ktls_tx=(\w+)(?: ktls_why=\"([^\"]*)\")? body_path=(\w+) bytes=(\d+)", rlog)
+other = re.findall(r"delivery to=\S+ .*status=(deferred|bounced)", rlog)
+stop = re.search(r"relayed=(\d+) bounced=(\d+) deferred=(\d+) connections=(\d+)", rlog)
+def count(items):
+    out = {}
+    for i in items:
+        out[i] = out.get(i, 0) + 1
+    return ", ".join(f"{n} x {k}" for k, n in sorted(out.items()))
+inbound = re.findall(r"smtp tls version=(\S+) cipher=(\S+) ktls_tx=(\w+) ktls_rx=(\w+)", rlog)
+sink_in = re.findall(r"smtp tls version=(\S+) cipher=(\S+) .*client_cert=(\w+)", slog)
+nbytes = sum(int(b) for *_, b in sent)
 print("== what krelay did")
 for r in runs:
-    print(f"   client {r['mode']:8}: {r['messages']} messages, {r['bytes']} bytes in {r['seconds']} s"
-          f" = {r['messages_per_s']} msg/s, reply p50 {r['latency_ms']['p50']} ms"
-          + (f", ERRORS: {r['errors']}" if r['errors'] else ""))
-print(f"   messages accepted  : {len(queued)} (queued durably, each fsynced before its 250)")
-print(f"   bytes spooled      : {sum(int(s) for _, s in queued)} (with Received headers)")
-for k, n in sorted(versions.items()):
-    print(f"   TLS sessions       : {n} x {k}")
-for k, n in sorted(ktls.items()):
-    print(f"   kTLS               : {n} sessions {k}")
+    print(f"   client {r['mode']:8}: {r['messages']} x {r['size']} B in {r['seconds']} s"
+          + (f"  ERRORS: {r['errors']}" if r["errors"] else ""))
+print(f"   accepted           : {len(queued)} messages, {sum(int(s) for s in queued)} bytes, each fsynced before its 250")
+print(f"   relayed            : {len(sent)} messages, {nbytes} body bytes to the sink in {secs:.2f} s"
+      f" = {len(sent) / secs:.0f} msg/s, {nbytes / secs / 1e6:.1f} MB/s (submission included)")
+print(f"   not relayed        : {len(other)} ({count(other) or 'none'}); left in the queue: {left}")
+print(f"   inbound TLS        : {count(f'{v} {c}' for v, c, *_ in inbound)}")
+print(f"   outbound TLS       : {count(t for t, *_ in sent)}; certificate verified: {count(v for _, v, *_ in sent)}")
+print(f"   sink saw           : {count(f'{v} client_cert={c}' for v, _, c in sink_in)}")
+print(f"   kTLS (outbound TX) : {count(('on' if k == 'on' else 'off (' + w + ')') for _, _, k, w, *_ in sent)}")
+print(f"   kTLS (inbound)     : {count(f'tx={tx} rx={rx}' for *_, tx, rx in inbound)}")
+print(f"   body path          : {count(p for *_, p, _ in sent)}")
 if stop:
-    print(f"   fsyncs             : {stop.group(3)} file fdatasyncs, {stop.group(4)} queue-directory fsyncs (group commit)")
-print(f"   time               : {secs:.2f} s")
-print(f"   log                : {sys.argv[1]}")
-ok = len(queued) == sum(r["messages"] for r in runs) == 400
+    print(f"   connections        : {stop.group(4)} outbound connections for {stop.group(1)} messages (reused)")
+print(f"   logs               : {sys.argv[1]}, {sys.argv[2]}")
+ok = left == 0 and len(sent) == len(queued) == sum(r["messages"] for r in runs) == 2500
 sys.exit(0 if ok else 1)
 PY

@@ -144,7 +144,8 @@ class Relay:
 
     def queued(self):
         q = self.queue / "queue"
-        return sorted(p.name for p in q.iterdir()) if q.exists() else []
+        ids = (p.name for p in q.iterdir()) if q.exists() else ()
+        return sorted(n for n in ids if re.fullmatch(r"[0-9A-F]{16}", n))
 
     def message(self, qid):
         return read_spool(self.queue / "queue" / qid)

@@ -24,6 +24,12 @@ Roles:
          it to `relayhost` (krelay) with TLS required (`encrypt` by default),
          presenting certs.client_crt/key, TLS 1.2+, fast retries.
 
+Postfix quirks worth knowing: its SMTP client (3.7) never sends BDAT (CHUNKING
+is server-side only), so a relay instance always uses DATA; the sink's smtpd
+does offer CHUNKING.  pipe(8) expands a null sender to MAILER-DAEMON unless
+told otherwise (null_sender= is set here, so it is empty in .env).  A message
+to several domains is delivered once per domain (one file each).
+
 Both use `local_header_rewrite_clients =` so that Postfix's cleanup adds no
 Message-Id, Date, From or To header to mail from 127.0.0.1 and rewrites no
 address: the content below Postfix's Received header is byte-for-byte what

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from postfix_peer import Postfix, postfix_relay_factory, postfix_sink  # noqa: F401 (fixtures)
+from postfix_peer import postfix_relay_factory, postfix_sink  # noqa: F401 (fixtures)
 
 QID_RE = r"[0-9A-F]{16}"
 DATE = "Sat, 28 Nov 2026 12:00:00 +0000"

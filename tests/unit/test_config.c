@@ -195,6 +195,7 @@ TEST(opt_names)
 	    "DNSServer",
 	    "ConnectTimeout",
 	    "BodyPath",
+	    "DeliveryMode",
 	};
 
 	for (int i = 0; i < OPT_COUNT; i++)
@@ -237,7 +238,7 @@ TEST(every_option)
 	              "SmartHost=[127.0.0.1]:2526\nTransportTable=/t\nDestinationConcurrency=5\n"
 	              "MaxMessagesPerConnection=7\nRetrySchedule=10s,2m\nQueueLifetime=2d\n"
 	              "TLSPolicy=verify\nTLSPolicyTable=/p\nDNSServer=127.0.0.1:5353\n"
-	              "ConnectTimeout=1m\nBodyPath=copy\n"));
+	              "ConnectTimeout=1m\nBodyPath=copy\nDeliveryMode=q\n"));
 	CHECK_STR(c.ca_cert_path, "/a");
 	CHECK_STR(c.ca_cert_file, "/b");
 	CHECK_STR(c.server_cert_file, "/c");
@@ -269,6 +270,7 @@ TEST(every_option)
 	CHECK_STR(c.tls_policy_table, "/p");
 	CHECK_STR(c.dns_server, "127.0.0.1:5353");
 	CHECK(c.connect_timeout_s == 60 && c.body_path == BODY_PATH_COPY);
+	CHECK(c.queue_only);
 	for (int i = 0; i < OPT_COUNT; i++)
 		CHECK(c.line[i] == (unsigned)i + 1);
 	config_free(&c);

@@ -1,0 +1,218 @@
+/* queue_cli: see queue_cli.h. */
+#include "queue_cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "queue.h"
+#include "spool.h"
+#include "spool_format.h"
+
+static void age(time_t secs, char *buf, size_t len)
+{
+	if (secs < 0)
+		secs = 0;
+	if (secs < 120)
+		snprintf(buf, len, "%llds", (long long)secs);
+	else if (secs < 7200)
+		snprintf(buf, len, "%lldm", (long long)secs / 60);
+	else if (secs < 2 * 86400)
+		snprintf(buf, len, "%lldh", (long long)secs / 3600);
+	else
+		snprintf(buf, len, "%lldd", (long long)secs / 86400);
+}
+
+static const char *state_name(char s)
+{
+	switch (s) {
+	case SPOOL_RCPT_PENDING:
+		return "pending";
+	case SPOOL_RCPT_DELIVERED:
+		return "delivered";
+	case SPOOL_RCPT_FAILED:
+		return "failed (bounce being queued)";
+	case SPOOL_RCPT_BOUNCED:
+		return "failed (bounced)";
+	default:
+		return "?";
+	}
+}
+
+static int open_sub(const struct config *c, const char *sub)
+{
+	char path[4096];
+
+	snprintf(path, sizeof(path), "%s/%s", c->queue_directory, sub);
+	return open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+static void print_msg(const struct spool_env *e, bool held, time_t now)
+{
+	char a[32], next[32] = "-";
+
+	age(now - e->arrival, a, sizeof(a));
+	if (e->next_attempt > now) {
+		strcpy(next, "in ");
+		age(e->next_attempt - now, next + 3, sizeof(next) - 3);
+	} else if (e->attempts > 0) {
+		strcpy(next, "now");
+	}
+	printf("%s%s size=%llu age=%s attempts=%u next=%s from=<%s>\n", e->id, held ? " HELD" : "",
+	       (unsigned long long)e->body_size, a, e->attempts, held ? "held" : next, e->sender);
+	for (size_t r = 0; r < e->rcpt_count; r++)
+		printf("    to=<%s> %s\n", e->rcpts[r].addr, state_name(e->rcpts[r].state));
+	if (e->last_error != NULL && e->last_error[0] != '\0')
+		printf("    last error: %s\n", e->last_error);
+}
+
+static int list_sub(const struct config *c, const char *sub, bool held)
+{
+	char **ids, err[256];
+	size_t n;
+	int dfd = open_sub(c, sub), count = 0;
+	time_t now = time(NULL);
+
+	if (dfd < 0)
+		return 0;
+	if (spool_list_in(c->queue_directory, sub, &ids, &n) < 0)
+		n = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct spool_env e;
+
+		if (queue_load_env(dfd, ids[i], &e, err, sizeof(err)) == 0) {
+			print_msg(&e, held, now);
+			spool_env_free(&e);
+			count++;
+		} else {
+			printf("%s (unreadable: %s)\n", ids[i], err);
+		}
+		free(ids[i]);
+	}
+	free(ids);
+	close(dfd);
+	return count;
+}
+
+/* The running relay's pid, or 0. */
+static pid_t relay_pid(const struct config *c)
+{
+	char path[4096];
+	long pid = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/krelay.pid", c->queue_directory);
+	f = fopen(path, "r");
+	if (f == NULL)
+		return 0;
+	if (fscanf(f, "%ld", &pid) != 1 || pid <= 1 || kill((pid_t)pid, 0) < 0)
+		pid = 0;
+	fclose(f);
+	return (pid_t)pid;
+}
+
+static int poke(const struct config *c, const char *what)
+{
+	pid_t pid = relay_pid(c);
+
+	if (pid == 0) {
+		printf("krelay is not running: %s at its next start\n", what);
+		return 0;
+	}
+	if (kill(pid, SIGUSR1) < 0) {
+		fprintf(stderr, "krelay queue: signal pid %d: %s\n", (int)pid, strerror(errno));
+		return 1;
+	}
+	printf("asked krelay (pid %d) for a queue run: %s now\n", (int)pid, what);
+	return 0;
+}
+
+/* Moves ID and ID.env from one subdirectory to another. */
+static int move(const struct config *c, const char *id, const char *from, const char *to)
+{
+	char a[4096], b[4096];
+
+	snprintf(a, sizeof(a), "%s/%s", c->queue_directory, to);
+	if (mkdir(a, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	snprintf(a, sizeof(a), "%s/%s/%s", c->queue_directory, from, id);
+	snprintf(b, sizeof(b), "%s/%s/%s", c->queue_directory, to, id);
+	if (rename(a, b) < 0)
+		return -errno;
+	snprintf(a, sizeof(a), "%s/%s/%s.env", c->queue_directory, from, id);
+	snprintf(b, sizeof(b), "%s/%s/%s.env", c->queue_directory, to, id);
+	if (rename(a, b) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+static int remove_msg(const struct config *c, const char *id)
+{
+	static const char *const subs[] = {"queue", "hold"};
+	char path[4096];
+	int found = 0;
+
+	for (size_t i = 0; i < 2; i++) {
+		snprintf(path, sizeof(path), "%s/%s/%s.env", c->queue_directory, subs[i], id);
+		unlink(path);
+		snprintf(path, sizeof(path), "%s/%s/%s", c->queue_directory, subs[i], id);
+		found += unlink(path) == 0;
+	}
+	return found;
+}
+
+static int usage(void)
+{
+	fprintf(stderr,
+	        "usage: krelay queue [-C FILE] list | flush | delete ID | hold ID | release ID\n");
+	return 2;
+}
+
+int queue_cli(const struct config *c, int argc, char **argv)
+{
+	const char *verb = argc > 0 ? argv[0] : "";
+	const char *id = argc > 1 ? argv[1] : NULL;
+	int ret;
+
+	if (strcmp(verb, "list") == 0 && argc == 1) {
+		int n = list_sub(c, "queue", false) + list_sub(c, "hold", true);
+		printf("%d message%s\n", n, n == 1 ? "" : "s");
+		return 0;
+	}
+	if (strcmp(verb, "flush") == 0 && argc == 1)
+		return poke(c, "deferred messages are tried");
+	if (argc != 2 || (strcmp(verb, "delete") != 0 && strcmp(verb, "hold") != 0 &&
+	                  strcmp(verb, "release") != 0))
+		return usage();
+	if (!spool_id_valid(id)) {
+		fprintf(stderr, "krelay queue: '%s' is not a queue ID (16 hex digits)\n", id);
+		return 1;
+	}
+	if (strcmp(verb, "delete") == 0) {
+		if (remove_msg(c, id) == 0) {
+			fprintf(stderr, "krelay queue: %s: no such message\n", id);
+			return 1;
+		}
+		printf("%s: deleted (a delivery already under way finishes)\n", id);
+		return 0;
+	}
+	ret =
+	    strcmp(verb, "hold") == 0 ? move(c, id, "queue", "hold") : move(c, id, "hold", "queue");
+	if (ret < 0) {
+		fprintf(stderr, "krelay queue: %s %s: %s\n", verb, id,
+		        ret == -ENOENT ? "no such message" : strerror(-ret));
+		return 1;
+	}
+	if (strcmp(verb, "hold") == 0) {
+		printf("%s: held (not tried until released; a delivery under way finishes)\n", id);
+		return 0;
+	}
+	printf("%s: released\n", id);
+	return poke(c, "it is tried");
+}
