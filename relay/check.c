@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "route.h"
 #include "tls_ctx.h"
 
 static const char *yn(bool b)
@@ -57,6 +58,38 @@ static int check_queue_dir(const struct config *c, FILE *out)
 	return 0;
 }
 
+static int check_routing(const struct config *c, FILE *out)
+{
+	char err[512], where[512], text[300];
+	struct route_hop hop;
+	int errors = 0;
+
+	if (c->smart_host != NULL) {
+		config_where(c, OPT_SMART_HOST, where, sizeof(where));
+		if (route_parse_hop(c->smart_host, &hop, err, sizeof(err)) < 0) {
+			fprintf(out, "error  %s: SmartHost: %s\n", where, err);
+			errors++;
+		} else {
+			route_hop_text(&hop, text, sizeof(text));
+			fprintf(out, "ok     SmartHost %s (%s)\n", text,
+			        hop.mx ? "MX lookup" : "no MX lookup");
+		}
+	}
+	if (c->transport_table != NULL) {
+		struct route_table *t = route_table_load(c->transport_table, err, sizeof(err));
+		if (t == NULL) {
+			fprintf(out, "error  %s\n", err);
+			errors++;
+		} else {
+			fprintf(out, "ok     TransportTable %s\n", c->transport_table);
+			route_table_free(t);
+		}
+	}
+	fprintf(out, "ok     relaying with TLSPolicy=%s%s\n", config_tls_policy_name(c->tls_policy),
+	        c->queue_only ? ", DeliveryMode=queueonly" : "");
+	return errors;
+}
+
 int check_config(const struct config *c, FILE *out)
 {
 	int errors = tls_check(c, out);
@@ -73,5 +106,6 @@ int check_config(const struct config *c, FILE *out)
 		}
 	}
 	errors += check_queue_dir(c, out);
+	errors += check_routing(c, out);
 	return errors;
 }
