@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include "route.h"
+#include "tls_policy.h"
+
 #include "tls_ctx.h"
 
 static const char *yn(bool b)
@@ -83,6 +85,16 @@ static int check_routing(const struct config *c, FILE *out)
 		} else {
 			fprintf(out, "ok     TransportTable %s\n", c->transport_table);
 			route_table_free(t);
+		}
+	}
+	if (c->tls_policy_table != NULL) {
+		struct tls_policy_table *t = tls_policy_load(c->tls_policy_table, err, sizeof(err));
+		if (t == NULL) {
+			fprintf(out, "error  %s\n", err);
+			errors++;
+		} else {
+			fprintf(out, "ok     TLSPolicyTable %s\n", c->tls_policy_table);
+			tls_policy_free(t);
 		}
 	}
 	fprintf(out, "ok     relaying with TLSPolicy=%s%s\n", config_tls_policy_name(c->tls_policy),

@@ -20,6 +20,7 @@
 #include "route.h"
 #include "smtp_client.h"
 #include "spool.h"
+#include "tls_policy.h"
 #include "worker.h"
 
 #define IDLE_KEEP_S 2 /* how long an idle connection waits for the next message */
@@ -105,6 +106,7 @@ struct queue {
 	struct runtime *rt;
 	struct dns *dns;
 	struct route_table *transports;
+	struct tls_policy_table *tls_policies;
 	struct route_hop smarthost;
 	bool has_smarthost, stopping;
 	unsigned dns_pending; /* queries whose callback has not run yet */
@@ -893,6 +895,12 @@ static struct qjob *dest_pop(struct dest *d)
 	return j;
 }
 
+/* TLSPolicyTable entry for the next hop's name, else TLSPolicy. */
+static int dest_policy(const struct dest *d)
+{
+	return tls_policy_lookup(d->q->tls_policies, d->hop.host, cfg(d->q)->tls_policy);
+}
+
 static void conn_start(struct dest *d, size_t addr_idx, struct qjob *job)
 {
 	struct queue *q = d->q;
@@ -912,8 +920,9 @@ static void conn_start(struct dest *d, size_t addr_idx, struct qjob *job)
 	p.host = d->hop.mx && d->nmx > 0 ? d->mx[0].host : d->hop.host;
 	p.host_literal = d->hop.literal;
 	p.helo = cfg(q)->hostname;
-	p.tls_policy = d->clear_next && cfg(q)->tls_policy == TLS_POLICY_MAY ? TLS_POLICY_NONE
-	                                                                     : cfg(q)->tls_policy;
+	p.tls_policy = dest_policy(d);
+	if (d->clear_next && p.tls_policy == TLS_POLICY_MAY)
+		p.tls_policy = TLS_POLICY_NONE;
 	p.tls_ctx = q->client_ctx;
 	p.tls_session = d->session;
 	p.body_path = cfg(q)->body_path;
@@ -1048,7 +1057,7 @@ static void conn_failed(void *owner, struct smtp_client *c, enum smtp_fail why, 
 
 	if (cn->idle)
 		conn_unidle(cn);
-	if (why == SMTP_FAIL_TLS && cfg(d->q)->tls_policy == TLS_POLICY_MAY) {
+	if (why == SMTP_FAIL_TLS && dest_policy(d) == TLS_POLICY_MAY) {
 		/* the seed's "TLS whenever possible": next time, in clear */
 		d->clear_next = true;
 		log_info(
@@ -1298,11 +1307,15 @@ struct queue *queue_new(struct worker *w, char *err, size_t errlen)
 	if (c->transport_table != NULL &&
 	    (q->transports = route_table_load(c->transport_table, err, errlen)) == NULL)
 		goto fail;
+	if (c->tls_policy_table != NULL &&
+	    (q->tls_policies = tls_policy_load(c->tls_policy_table, err, errlen)) == NULL)
+		goto fail;
 	if (dns_init(&q->dns, &w->ring, c->dns_server, err, errlen) < 0)
 		goto fail;
 	return q;
 fail:
 	route_table_free(q->transports);
+	tls_policy_free(q->tls_policies);
 	runtime_put(q->rt);
 	free(q);
 	return NULL;
@@ -1366,6 +1379,7 @@ void queue_free(struct queue *q)
 		free(d);
 	}
 	route_table_free(q->transports);
+	tls_policy_free(q->tls_policies);
 	dns_free(q->dns); /* NULL after queue_stop */
 	runtime_put(q->rt);
 	free(q);

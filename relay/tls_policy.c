@@ -1,0 +1,138 @@
+/* tls_policy: see tls_policy.h. */
+#include "tls_policy.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "config.h"
+
+struct entry {
+	char *key; /* lower case, no trailing dot */
+	int level;
+};
+
+struct tls_policy_table {
+	struct entry *e;
+	size_t n;
+};
+
+void tls_policy_free(struct tls_policy_table *t)
+{
+	if (t == NULL)
+		return;
+	for (size_t i = 0; i < t->n; i++)
+		free(t->e[i].key);
+	free(t->e);
+	free(t);
+}
+
+static char *lower_key(const char *s)
+{
+	size_t n = strlen(s);
+	char *k = malloc(n + 1);
+
+	if (k == NULL)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		k[i] = (char)tolower((unsigned char)s[i]);
+	k[n] = '\0';
+	if (n > 1 && k[n - 1] == '.')
+		k[n - 1] = '\0';
+	return k;
+}
+
+static int add(struct tls_policy_table *t, const char *key, const char *level, char *err,
+               unsigned long errlen, const char *path, unsigned line)
+{
+	int lv = config_tls_policy_parse(level);
+	struct entry *e;
+
+	if (lv < 0) {
+		snprintf(err, errlen,
+		         "%s:%u: '%s' is not a TLS policy (none, may, encrypt, verify)", path, line,
+		         level);
+		return -1;
+	}
+	for (size_t i = 0; i < t->n; i++) {
+		if (strcasecmp(t->e[i].key, key) == 0) {
+			snprintf(err, errlen, "%s:%u: '%s' is listed twice", path, line, key);
+			return -1;
+		}
+	}
+	e = realloc(t->e, (t->n + 1) * sizeof(*e));
+	if (e == NULL || (e[t->n].key = lower_key(key)) == NULL) {
+		snprintf(err, errlen, "%s:%u: out of memory", path, line);
+		if (e != NULL)
+			t->e = e;
+		return -1;
+	}
+	t->e = e;
+	e[t->n++].level = lv;
+	return 0;
+}
+
+struct tls_policy_table *tls_policy_load(const char *path, char *err, unsigned long errlen)
+{
+	struct tls_policy_table *t = calloc(1, sizeof(*t));
+	char line[1024], key[512], level[64], extra[8];
+	unsigned lineno = 0;
+	FILE *f = fopen(path, "r");
+
+	if (t == NULL || f == NULL) {
+		snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+		free(t);
+		if (f != NULL)
+			fclose(f);
+		return NULL;
+	}
+	while (fgets(line, sizeof(line), f) != NULL) {
+		char *hash = strchr(line, '#');
+		int n;
+
+		lineno++;
+		if (hash != NULL)
+			*hash = '\0';
+		n = sscanf(line, "%511s %63s %7s", key, level, extra);
+		if (n <= 0)
+			continue;
+		if (n != 2) {
+			snprintf(err, errlen, "%s:%u: expected \"domain level\"", path, lineno);
+			goto fail;
+		}
+		if (add(t, key, level, err, errlen, path, lineno) < 0)
+			goto fail;
+	}
+	fclose(f);
+	return t;
+fail:
+	fclose(f);
+	tls_policy_free(t);
+	return NULL;
+}
+
+static const struct entry *find(const struct tls_policy_table *t, const char *key)
+{
+	for (size_t i = 0; i < t->n; i++)
+		if (strcasecmp(t->e[i].key, key) == 0)
+			return &t->e[i];
+	return NULL;
+}
+
+int tls_policy_lookup(const struct tls_policy_table *t, const char *host, int dflt)
+{
+	const struct entry *e;
+	const char *p;
+
+	if (t == NULL || host == NULL)
+		return dflt;
+	if ((e = find(t, host)) != NULL)
+		return e->level;
+	for (p = strchr(host, '.'); p != NULL; p = strchr(p + 1, '.'))
+		if ((e = find(t, p)) != NULL)
+			return e->level;
+	return dflt;
+}

@@ -1,0 +1,63 @@
+/* Unit tests: tls_policy (TLSPolicyTable). */
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "tls_policy.h"
+#include "unit.h"
+
+static char path[] = "/tmp/krelay_tlspol_XXXXXX";
+
+static struct tls_policy_table *load(const char *text, char *err, size_t len)
+{
+	int fd = mkstemp(path);
+	struct tls_policy_table *t;
+
+	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
+		return NULL;
+	close(fd);
+	t = tls_policy_load(path, err, len);
+	unlink(path);
+	strcpy(path, "/tmp/krelay_tlspol_XXXXXX");
+	return t;
+}
+
+TEST(lookup_order)
+{
+	char err[256];
+	struct tls_policy_table *t =
+	    load("# policies\nexample.com verify\n.example.com encrypt\n.com may\n"
+	         "Legacy.Example.ORG. none  # trailing dot and case\n",
+	         err, sizeof(err));
+
+	CHECK(t != NULL);
+	CHECK(tls_policy_lookup(t, "example.com", TLS_POLICY_MAY) == TLS_POLICY_VERIFY);
+	CHECK(tls_policy_lookup(t, "mx.example.com", TLS_POLICY_MAY) == TLS_POLICY_ENCRYPT);
+	CHECK(tls_policy_lookup(t, "a.b.example.com", TLS_POLICY_NONE) == TLS_POLICY_ENCRYPT);
+	CHECK(tls_policy_lookup(t, "other.com", TLS_POLICY_VERIFY) == TLS_POLICY_MAY);
+	CHECK(tls_policy_lookup(t, "legacy.example.org", TLS_POLICY_VERIFY) == TLS_POLICY_NONE);
+	CHECK(tls_policy_lookup(t, "example.net", TLS_POLICY_ENCRYPT) == TLS_POLICY_ENCRYPT);
+	CHECK(tls_policy_lookup(NULL, "x", TLS_POLICY_MAY) == TLS_POLICY_MAY);
+	tls_policy_free(t);
+}
+
+TEST(errors_name_the_line)
+{
+	char err[256];
+
+	CHECK(load("a.test verify\nb.test sometimes\n", err, sizeof(err)) == NULL);
+	CHECK(strstr(err, ":2: 'sometimes' is not a TLS policy") != NULL);
+	CHECK(load("a.test verify extra\n", err, sizeof(err)) == NULL);
+	CHECK(strstr(err, ":1: expected \"domain level\"") != NULL);
+	CHECK(load("a.test verify\nA.TEST may\n", err, sizeof(err)) == NULL);
+	CHECK(strstr(err, ":2: 'A.TEST' is listed twice") != NULL);
+	CHECK(tls_policy_load("/nonexistent/file", err, sizeof(err)) == NULL);
+	CHECK(strstr(err, "cannot read") != NULL);
+}
+
+int main(void)
+{
+	RUN(lookup_order);
+	RUN(errors_name_the_line);
+	UNIT_END("test_tls_policy");
+}
