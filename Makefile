@@ -74,6 +74,7 @@ demo: deps
 bench: deps
 	$(MAKE) build/krelay
 	bench/inbound.sh
+	bench/relay.sh
 
 format:
 	clang-format -i $(SRCS) kernel/*.h relay/*.h tests/unit/*.c tests/unit/*.h tests/tools/*.c
