@@ -423,6 +423,10 @@ static void wr_complete(struct xprt *x)
 		maybe_closed(x);
 		return;
 	}
+	if (x->op_wr.kind == RING_SPLICE) {
+		splice_complete(x); /* judges both halves of the pair itself */
+		return;
+	}
 	if (x->op_wr.kind != RING_NOP && res < 0) {
 		enum xprt_event ev = failure(x, res, x->wr_to_res, "write");
 		x->cb(x->owner, ev, res);
@@ -441,10 +445,6 @@ static void wr_complete(struct xprt *x)
 		x->file.buf_off = 0;
 		x->file.off += (uint64_t)res;
 		x->file.left -= (uint64_t)res;
-	}
-	if (x->op_wr.kind == RING_SPLICE) {
-		splice_complete(x);
-		return;
 	}
 	write_step(x);
 }
@@ -507,8 +507,17 @@ static void splice_complete(struct xprt *x)
 {
 	struct xprt_file *f = &x->file;
 	int in = f->pending ? f->splice_res : 0, out = x->wr_res;
+	bool blocked = false;
 
-	if (in < 0 || (f->pending && in == 0)) {
+	/* The socket (and pipe) are non-blocking: a full send buffer makes the
+	 * splice return -EAGAIN; wait for POLLOUT and go on from the pipe. */
+	if (in == -EAGAIN)
+		in = 0, blocked = true;
+	if (out == -EAGAIN)
+		out = 0, blocked = true;
+	if (out == -ECANCELED && in >= 0 && (unsigned)in < f->pending && x->wr_to_res != -ETIME)
+		out = 0; /* a short first splice broke the link; the pipe drains next */
+	if (in < 0 || (f->pending && in == 0 && !blocked)) {
 		snprintf(x->error, sizeof(x->error), "splice from file: %s",
 		         in == 0 ? "file ended early" : strerror(-in));
 		x->cb(x->owner, XPRT_ERROR, in == 0 ? -EIO : in);
@@ -517,10 +526,6 @@ static void splice_complete(struct xprt *x)
 	f->pipe_fill += (size_t)in;
 	f->off += (uint64_t)in;
 	f->left -= (uint64_t)in;
-	/* A short first splice breaks the link: the second reports -ECANCELED
-	 * and the pipe is drained on the next step. */
-	if (out == -ECANCELED && (unsigned)in < f->pending && x->wr_to_res != -ETIME)
-		out = 0;
 	if (out < 0) {
 		enum xprt_event ev = failure(x, out, x->wr_to_res, "splice to socket");
 		x->cb(x->owner, ev, out);
@@ -528,6 +533,10 @@ static void splice_complete(struct xprt *x)
 	}
 	f->pipe_fill -= (size_t)out;
 	f->sent += (uint64_t)out;
+	if (blocked) {
+		wr_poll(x, POLLOUT); /* write_step -> file_next resumes the splice */
+		return;
+	}
 	file_next(x);
 }
 

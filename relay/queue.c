@@ -972,6 +972,10 @@ static void conn_go_idle(struct conn *cn)
 	cn->idle = true;
 	cn->next_idle = d->idle;
 	d->idle = cn;
+	/* One timer at most: one still pending from an earlier idle spell
+	 * serves (the connection then idles a little less). */
+	if (ring_op_busy(&cn->op_idle))
+		return;
 	cn->idle_ts.tv_sec = IDLE_KEEP_S;
 	cn->idle_ts.tv_nsec = 0;
 	ring_timeout(&d->q->w->ring, &cn->op_idle, &cn->idle_ts);
@@ -1100,7 +1104,8 @@ static void conn_closed(void *owner, struct smtp_client *c)
 		cn->quitting = true;
 		cn->idle = false;
 		cn->op_idle.cb = idle_free_cb;
-		ring_timeout_remove(&q->w->ring, &cn->op_idle_rm, &cn->op_idle);
+		if (!ring_op_busy(&cn->op_idle_rm))
+			ring_timeout_remove(&q->w->ring, &cn->op_idle_rm, &cn->op_idle);
 	} else {
 		free(cn);
 	}

@@ -107,6 +107,16 @@ static void fail(struct smtp_client *c, enum smtp_fail why, const char *text)
 	if (c->failed || c->state == C_CLOSING)
 		return;
 	c->failed = true;
+	if (c->tx != NULL) {
+		/* A 250 to RCPT is no delivery: without the final reply those
+		 * recipients are not done (a 5xx or 4xx to RCPT stands). */
+		for (size_t i = 0; i < c->tx->nrcpt; i++) {
+			if (c->tx->rcpts[i].code / 100 == 2) {
+				c->tx->rcpts[i].code = 0;
+				c->tx->rcpts[i].reply[0] = '\0';
+			}
+		}
+	}
 	enter(c, C_CLOSING);
 	c->cb.failed(c->owner, c, why, text);
 	xprt_close(&c->x);

@@ -400,7 +400,9 @@ class Postfix:
 
     def messages(self):
         """(filename, bytes) of every delivered message, oldest first."""
-        files = sorted(self.outdir.glob("*.eml"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+                # deliver.sh writes ".tmp.*" files and renames them into place: skip those
+        files = sorted((p for p in self.outdir.glob("*.eml") if not p.name.startswith(".")),
+                       key=lambda p: (p.stat().st_mtime_ns, p.name))
         return [(p.name, p.read_bytes()) for p in files]
 
     def envelope(self, filename):
