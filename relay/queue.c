@@ -849,14 +849,15 @@ static void job_done(struct qjob *j)
 			q->stats.deferred++;
 		char dsn[16];
 		dsn_of(r, dsn, sizeof(dsn));
-		log_info("%s delivery to=<%s> relay=%s delay=%.2f dsn=%s status=%s tls=\"%s\" "
-		         "verified=%s ktls_tx=%s%s%s%s body_path=%s bytes=%llu reply=\"%s\"",
-		         m->env.id, r->addr, j->relay[0] ? j->relay : j->d->name, delay_s(m), dsn,
-		         status, j->tls, j->verified ? "yes" : "no", j->ktls_tx ? "on" : "off",
-		         j->ktls_tx ? "" : " ktls_why=\"", j->ktls_tx ? "" : j->ktls,
-		         j->ktls_tx ? "" : "\"",
-		         j->tx.body_path && j->tx.body_path[0] ? j->tx.body_path : "none",
-		         (unsigned long long)j->tx.body_bytes, r->reply[0] ? r->reply : "no reply");
+		log_info(
+		    "%s delivery to=<%s> relay=%s delay=%.2f dsn=%s status=%s tls=\"%s\" "
+		    "verified=%s resumed=%s ktls_tx=%s%s%s%s body_path=%s bytes=%llu reply=\"%s\"",
+		    m->env.id, r->addr, j->relay[0] ? j->relay : j->d->name, delay_s(m), dsn,
+		    status, j->tls, j->verified ? "yes" : "no", j->resumed ? "yes" : "no",
+		    j->ktls_tx ? "on" : "off", j->ktls_tx ? "" : " ktls_why=\"",
+		    j->ktls_tx ? "" : j->ktls, j->ktls_tx ? "" : "\"",
+		    j->tx.body_path && j->tx.body_path[0] ? j->tx.body_path : "none",
+		    (unsigned long long)j->tx.body_bytes, r->reply[0] ? r->reply : "no reply");
 	}
 	m->jobs--;
 	free(j->idx);
