@@ -288,18 +288,18 @@ int xprt_write(struct xprt *x, const void *buf, size_t len)
 	return 0;
 }
 
-int xprt_printf(struct xprt *x, const char *fmt, ...)
+int xprt_vline(struct xprt *x, const char *fmt, va_list ap)
 {
-	char buf[2048];
-	va_list ap;
-	int n;
+	char buf[1024];
+	int n = vsnprintf(buf, sizeof(buf) - 2, fmt, ap);
 
-	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
 	if (n < 0)
 		return -EINVAL;
-	return xprt_write(x, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
+	if ((size_t)n > sizeof(buf) - 3)
+		n = (int)sizeof(buf) - 3;
+	buf[n++] = '\r';
+	buf[n++] = '\n';
+	return xprt_write(x, buf, (size_t)n);
 }
 
 size_t xprt_pending(const struct xprt *x)

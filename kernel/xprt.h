@@ -11,6 +11,7 @@
 #define KRELAY_XPRT_H
 
 #include <openssl/ssl.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -86,7 +87,8 @@ void xprt_discard_input(struct xprt *x);
 
 /* Queues bytes for sending; returns -ENOBUFS past out_max. */
 int xprt_write(struct xprt *x, const void *buf, size_t len);
-int xprt_printf(struct xprt *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Queues one protocol line: the formatted text (cut at 1000 octets) + CRLF. */
+int xprt_vline(struct xprt *x, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 size_t xprt_pending(const struct xprt *x);
 /* Starts sending what is queued; XPRT_WRITTEN when all of it is gone. */
 void xprt_flush(struct xprt *x);

@@ -572,6 +572,34 @@ static bool bounces_pending(struct qmsg *m)
 	return true;
 }
 
+static void msg_close(struct qmsg *m)
+{
+	if (m->fd >= 0) {
+		close(m->fd);
+		m->fd = -1;
+	}
+}
+
+/* Pending recipients of a message past QueueLifetime fail; true if any did. */
+static bool expire(struct qmsg *m)
+{
+	bool any = false;
+
+	for (size_t i = 0; i < m->env.rcpt_count; i++) {
+		if (m->env.rcpts[i].state != SPOOL_RCPT_PENDING)
+			continue;
+		m->env.rcpts[i].state = SPOOL_RCPT_FAILED;
+		snprintf(m->dsn[i], sizeof(m->dsn[i]), "4.4.7");
+		log_info("%s delivery to=<%s> status=expired dsn=4.4.7 (in the queue longer than "
+		         "QueueLifetime; last reply: %s)",
+		         m->env.id, m->env.rcpts[i].addr,
+		         m->reply && m->reply[i] ? m->reply[i] : "none");
+		m->q->stats.failed++;
+		any = true;
+	}
+	return any;
+}
+
 static void msg_attempt_over(struct qmsg *m)
 {
 	struct queue *q = m->q;
@@ -589,36 +617,22 @@ static void msg_attempt_over(struct qmsg *m)
 	if (!q->stopping && bounces_pending(m))
 		return;
 	m->bounce_failed = false;
-	if (m->fd >= 0) {
-		close(m->fd);
-		m->fd = -1;
-	}
 	if (all_final(m)) {
 		/* Every recipient has its outcome on disk: the message goes. */
+		msg_close(m);
 		m->removing = true;
 		snprintf(m->st_name, sizeof(m->st_name), "%s.env", m->env.id);
 		ring_unlinkat(&q->w->ring, &m->op_unlink1, q->w->spool.queue_dfd, m->st_name);
 		ring_unlinkat(&q->w->ring, &m->op_unlink2, q->w->spool.queue_dfd, m->env.id);
 		return;
 	}
-	if (now - m->env.arrival >= (time_t)cfg(q)->queue_lifetime_s && !q->stopping) {
-		for (size_t i = 0; i < m->env.rcpt_count; i++) {
-			if (m->env.rcpts[i].state != SPOOL_RCPT_PENDING)
-				continue;
-			m->env.rcpts[i].state = SPOOL_RCPT_FAILED;
-			if (m->dsn)
-				snprintf(m->dsn[i], sizeof(m->dsn[i]), "4.4.7");
-			log_info("%s delivery to=<%s> status=expired dsn=4.4.7 (in the queue "
-			         "longer than "
-			         "QueueLifetime; last reply: %s)",
-			         m->env.id, m->env.rcpts[i].addr,
-			         m->reply[i] ? m->reply[i] : "none");
-			q->stats.failed++;
-		}
+	if (now - m->env.arrival >= (time_t)cfg(q)->queue_lifetime_s && !q->stopping && expire(m)) {
+		/* F made durable first; then the bounce (the file is still open) */
 		m->dirty = true;
 		st_write_start(m);
 		return;
 	}
+	msg_close(m);
 	if (q->stopping)
 		return; /* stays in the spool; freed with the queue */
 	m->attempts++;

@@ -125,18 +125,13 @@ static void fail(struct smtp_client *c, enum smtp_fail why, const char *text)
 static void cmd(struct smtp_client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void cmd(struct smtp_client *c, const char *fmt, ...)
 {
-	char buf[1024];
 	va_list ap;
-	int n;
+	int ret;
 
 	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf) - 2, fmt, ap);
+	ret = xprt_vline(&c->x, fmt, ap);
 	va_end(ap);
-	if (n < 0 || n > (int)sizeof(buf) - 3)
-		n = (int)sizeof(buf) - 3;
-	buf[n++] = '\r';
-	buf[n++] = '\n';
-	if (xprt_write(&c->x, buf, (size_t)n) < 0)
+	if (ret < 0)
 		fail(c, SMTP_FAIL_PROTO, "output buffer full");
 }
 

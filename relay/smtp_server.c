@@ -106,29 +106,19 @@ static const struct config *cfg(struct smtp_session *s)
 	return &s->rt->cfg;
 }
 
+static void session_close(struct smtp_session *s, const char *reason);
 static void reply(struct smtp_session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void reply(struct smtp_session *s, const char *fmt, ...)
 {
-	char buf[1024];
 	va_list ap;
-	int n;
+	int ret;
 
 	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf) - 2, fmt, ap);
+	ret = xprt_vline(&s->x, fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		return;
-	if ((size_t)n > sizeof(buf) - 3)
-		n = (int)sizeof(buf) - 3;
-	buf[n++] = '\r';
-	buf[n++] = '\n';
-	if (xprt_write(&s->x, buf, (size_t)n) < 0) {
-		/* The client pipelines without reading our replies. */
-		s->close_reason = "output buffer full";
-		enter_state(s, S_CLOSING);
-		xprt_close(&s->x);
-	}
+	if (ret < 0)
+		session_close(s, "output buffer full"); /* pipelining without reading replies */
 }
 
 static void tx_reset(struct smtp_session *s)
