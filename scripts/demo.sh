@@ -83,7 +83,8 @@ rlog, slog = open(sys.argv[1]).read(), open(sys.argv[2]).read()
 secs, left = float(sys.argv[4]) - float(sys.argv[3]), int(sys.argv[5])
 runs = [json.loads(a) for a in sys.argv[6:]]
 queued = re.findall(r"smtp queued id=\w+ .* size=(\d+)", rlog)
-sent = re.findall(r"delivery to=\S+ relay=\S+ .*status=sent tls=\"([^\"]*)\" verified=(\w+) ktls_tx=(\w+)(?: ktls_why=\"([^\"]*)\")? body_path=(\w+) bytes=(\d+)", rlog)
+sent = re.findall(r"delivery to=\S+ relay=\S+ .*status=sent tls=\"([^\"]*)\" verified=(\w+) resumed=\w+ ktls_tx=(\w+)(?: ktls_why=\"([^\"]*)\")? body_path=(\w+) bytes=(\d+)", rlog)
+resumed = re.findall(r"delivery to=\S+ .*status=sent .* resumed=(\w+)", rlog)
 other = re.findall(r"delivery to=\S+ .*status=(deferred|bounced)", rlog)
 stop = re.search(r"relayed=(\d+) bounced=(\d+) deferred=(\d+) connections=(\d+)", rlog)
 def count(items):
@@ -104,6 +105,7 @@ print(f"   relayed            : {len(sent)} messages, {nbytes} body bytes to the
 print(f"   not relayed        : {len(other)} ({count(other) or 'none'}); left in the queue: {left}")
 print(f"   inbound TLS        : {count(f'{v} {c}' for v, c, *_ in inbound)}")
 print(f"   outbound TLS       : {count(t for t, *_ in sent)}; certificate verified: {count(v for _, v, *_ in sent)}")
+print(f"   TLS resumed        : {count(resumed)}")
 print(f"   sink saw           : {count(f'{v} client_cert={c}' for v, _, c in sink_in)}")
 print(f"   kTLS (outbound TX) : {count(('on' if k == 'on' else 'off (' + w + ')') for _, _, k, w, *_ in sent)}")
 print(f"   kTLS (inbound)     : {count(f'tx={tx} rx={rx}' for *_, tx, rx in inbound)}")
