@@ -55,7 +55,13 @@ build/test/unit/%: tests/unit/%.c $(PURE_TEST_OBJS)
 	$(if $(Q),@echo "  UNIT    $@")
 	$(Q)$(CC) $(ALL_CFLAGS) -O1 $(SAN) -Itests/unit -o $@ $< $(PURE_TEST_OBJS) $(LDLIBS)
 
-unit: $(UNIT_TESTS:%=build/test/unit/%) build/test/dnsq
+unit: $(UNIT_TESTS:%=build/test/unit/%) build/test/dnsq build/test/keyupdate_peer
+
+# keyupdate_peer: an SMTP peer that sends TLS 1.3 KeyUpdates, for test_keyupdate.py
+build/test/keyupdate_peer: tests/tools/keyupdate_peer.c
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  TOOL    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) -O1 $(SAN) -o $@ $< $(LDLIBS)
 
 # dnsq: resolves through relay/dns.c on a ring, for tests/integration/test_dns.py
 build/test/dnsq: tests/tools/dnsq.c relay/dns.c relay/route.c kernel/ring.c
