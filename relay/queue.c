@@ -65,7 +65,6 @@ struct qjob {
 	struct smtp_tx_rcpt *rcpts;
 	char relay[DNS_NAME_MAX + 80], tls[128], ktls[96];
 	bool verified, resumed, ktls_tx;
-	struct timespec start;
 	struct qjob *next;
 };
 
@@ -969,7 +968,6 @@ static void conn_start(struct dest *d, size_t addr_idx, struct qjob *job)
 static void conn_send(struct conn *cn, struct qjob *j)
 {
 	cn->job = j;
-	clock_gettime(CLOCK_MONOTONIC, &j->start);
 	snprintf(j->relay, sizeof(j->relay), "%s[%s]", cn->d->hop.host, smtp_client_peer(cn->c));
 	snprintf(j->tls, sizeof(j->tls), "%s", smtp_client_tls(cn->c));
 	snprintf(j->ktls, sizeof(j->ktls), "%s", smtp_client_ktls_why(cn->c));
@@ -1271,7 +1269,6 @@ static void dest_fail_all(struct dest *d)
 	const char *why = perm ? d->resolve_error + 1 : d->resolve_error;
 
 	while ((j = dest_pop(d)) != NULL) {
-		clock_gettime(CLOCK_MONOTONIC, &j->start);
 		for (size_t k = 0; k < j->n; k++) {
 			j->rcpts[k].code = perm ? 550 : 0;
 			snprintf(j->rcpts[k].reply, SMTP_REPLY_MAX, "%s %s: %s",

@@ -258,8 +258,6 @@ static int read_reply(struct smtp_client *c)
 		if (c->lines == 0) {
 			c->code = (x->in[0] - '0') * 100 + (x->in[1] - '0') * 10 + (x->in[2] - '0');
 			snprintf(c->text, sizeof(c->text), "%.*s", (int)len, x->in);
-		} else if (len > 4 && c->state == C_EHLO) {
-			/* keep the first line; extensions are parsed line by line */
 		}
 		if (c->state == C_EHLO && len > 4) {
 			const char *e = x->in + 4;

@@ -99,8 +99,20 @@ int spool_recover(const char *dir, unsigned *queued, unsigned *removed)
 		closedir(d);
 	d = fdopendir(dup(sp.queue_dfd));
 	while (d != NULL && (de = readdir(d)) != NULL) {
-		if (spool_id_valid(de->d_name))
+		char id[SPOOL_ID_LEN + 1];
+		size_t n = strlen(de->d_name);
+
+		if (spool_id_valid(de->d_name)) {
 			(*queued)++;
+		} else if (n == SPOOL_ID_LEN + 4 &&
+		           strcmp(de->d_name + SPOOL_ID_LEN, ".env") == 0) {
+			/* a state file whose message is gone (deleted while a
+			 * delivery was under way): nothing to deliver */
+			memcpy(id, de->d_name, SPOOL_ID_LEN);
+			id[SPOOL_ID_LEN] = '\0';
+			if (faccessat(sp.queue_dfd, id, F_OK, 0) < 0 && errno == ENOENT)
+				unlinkat(sp.queue_dfd, de->d_name, 0);
+		}
 	}
 	if (d != NULL)
 		closedir(d);
