@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import KRELAY, ROOT, free_port
+from helpers import DELIVERY_RE, deliveries, wait_for  # noqa: F401
 
 PEER_SRC = ROOT / "tests" / "tools" / "keyupdate_peer.c"
 PEER_BIN = ROOT / "build" / "test" / "keyupdate_peer"
@@ -29,13 +30,6 @@ BUILD = ["cc", "-std=c17", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-O1"
          "-fsanitize=address,undefined", "-o", str(PEER_BIN), str(PEER_SRC), "-lssl", "-lcrypto"]
 
 DATE = "Sat, 28 Nov 2026 12:00:00 +0000"
-DELIVERY_RE = re.compile(
-    r"(?P<qid>[0-9A-F]{16}) delivery to=<(?P<to>[^>]*)> relay=(?P<relay>\S+) "
-    r"delay=(?P<delay>[0-9.]+) dsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3}) "
-    r"status=(?P<status>sent|deferred|bounced) tls=\"(?P<tls>[^\"]*)\" "
-    r"verified=(?P<verified>yes|no) resumed=(?P<resumed>yes|no) ktls_tx=(?P<ktls_tx>on|off)"
-    r"(?: ktls_why=\"(?P<ktls_why>[^\"]*)\")? body_path=(?P<body_path>\S+) "
-    r"bytes=(?P<bytes>\d+) reply=\"(?P<reply>.*)\"$", re.M)
 
 
 # ---- the peer -----------------------------------------------------------------
@@ -116,21 +110,6 @@ def keyupdate_peer(tmp_path, certs):
 
 
 # ---- helpers --------------------------------------------------------------------
-
-
-def wait_for(pred, timeout, what):
-    deadline = time.time() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def deliveries(relay):
-    return [m.groupdict() for m in DELIVERY_RE.finditer(relay.logs())]
 
 
 def ktls_available():

@@ -36,6 +36,7 @@ from pathlib import Path
 import pytest
 
 from conftest import KRELAY
+from helpers import wait_for
 
 QID = r"[0-9A-F]{16}"
 DNSMASQ = "/usr/sbin/dnsmasq"
@@ -51,17 +52,6 @@ COUNT_LINE = re.compile(r"^(\d+) messages?$")
 
 
 # ---- helpers ----------------------------------------------------------------
-
-
-def wait_for(pred, timeout, what):
-    deadline = time.time() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def submit(port, sender, rcpts, tag="m", host="127.0.0.1"):
