@@ -23,7 +23,7 @@ OBJS      = $(SRCS:%.c=build/obj/%.o)
 TEST_OBJS = $(SRCS:%.c=build/test/obj/%.o)
 PURE_TEST_OBJS = $(RELAY_PURE:%.c=build/test/obj/%.o)
 
-.PHONY: all test unit demo bench deps format check-format clean
+.PHONY: all test test-ktls unit demo bench deps format check-format clean
 all: build/krelay
 
 deps:
@@ -72,6 +72,12 @@ build/test/dnsq: tests/tools/dnsq.c relay/dns.c relay/route.c kernel/ring.c
 test: deps
 	$(MAKE) build/krelay build/test/krelay unit
 	tests/run.sh
+
+# The kTLS suite alone: Debian's kernel in qemu (also part of make test).
+test-ktls: deps
+	$(MAKE) build/krelay build/test/krelay
+	KRELAY_BIN=$(CURDIR)/build/test/krelay /usr/bin/python3 -m pytest -p no:cacheprovider -q -rs \
+		tests/integration/test_ktls_vm.py
 
 demo: deps
 	$(MAKE) build/krelay

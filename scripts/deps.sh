@@ -10,6 +10,7 @@ PKGS=(
 	clang-format
 	python3 python3-pytest swaks
 	dnsmasq-base postfix
+	qemu-system-x86 busybox-static cpio kmod
 	iproute2 procps util-linux
 )
 

@@ -1,0 +1,168 @@
+#!/bin/sh
+# run-in-vm.sh: the guest side of the kernel-TLS test (busybox sh, inside the
+# VM that scripts/vm.sh boots; found there as /krelay/run-in-vm.sh).
+#   scripts/vm.sh --timeout 240 -- /krelay/run-in-vm.sh
+# Loads the kTLS modules (unless vm.sh was given --no-tls-module), prints
+# `krelay check`, then relays messages through a relay krelay to a sink
+# krelay (DeliveryMode=queueonly) over STARTTLS with TLSPolicy=encrypt, and
+# prints what krelay logged about TLS, kTLS and the body path, and
+# /proc/net/tls_stat.  Exits 0 when every message reached the sink intact.
+K=/krelay
+C=$K/certs
+W=/tmp/ktls
+RELAY_PORT=2525 SINK_PORT=2526
+
+echo "== kernel $(uname -r)"
+modprobe aesni_intel 2>&1 || echo "modprobe aesni_intel failed"
+if [ "${KRELAY_VM_TLS_MODULE:-1}" = 1 ]; then
+	modprobe tls 2>&1 || echo "modprobe tls failed"
+else
+	echo "tls.ko left out (--no-tls-module): kTLS must be reported off"
+fi
+echo "== lsmod"
+lsmod 2>/dev/null | awk 'NR > 1 { printf " %s", $1 } END { print "" }'
+stat_tls() {
+	if [ -r /proc/net/tls_stat ]; then
+		echo "== /proc/net/tls_stat ($1)"
+		sed 's/^/   /' /proc/net/tls_stat
+	else
+		echo "== /proc/net/tls_stat ($1): absent (no tls module)"
+	fi
+}
+stat_tls before
+
+rm -rf "$W"
+mkdir -p "$W/relay" "$W/sink"
+cat >"$W/sink/krelay.conf" <<CONF
+Listen=127.0.0.1:$SINK_PORT
+QueueDirectory=$W/sink/queue
+LogFile=$W/sink/krelay.log
+DeliveryMode=queueonly
+CACertFile=$C/ca.crt
+ServerCertFile=$C/server.crt
+ServerKeyFile=$C/server.key
+CONF
+cat >"$W/relay/krelay.conf" <<CONF
+Listen=127.0.0.1:$RELAY_PORT
+QueueDirectory=$W/relay/queue
+LogFile=$W/relay/krelay.log
+CACertFile=$C/ca.crt
+ServerCertFile=$C/server.crt
+ServerKeyFile=$C/server.key
+SmartHost=[127.0.0.1]:$SINK_PORT
+TLSPolicy=encrypt
+CONF
+
+echo "== krelay check"
+$K/krelay check -C "$W/relay/krelay.conf" 2>&1 | sed 's/^/   /'
+
+$K/krelay -C "$W/sink/krelay.conf" >"$W/sink/stderr" 2>&1 &
+sink=$!
+$K/krelay -C "$W/relay/krelay.conf" >"$W/relay/stderr" 2>&1 &
+relay=$!
+for f in "$W/relay/krelay.log" "$W/sink/krelay.log"; do
+	i=0
+	while [ $i -lt 200 ] && ! grep -q "listening on" "$f" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+	grep -q "listening on" "$f" 2>/dev/null || { echo "FAIL: krelay did not start ($f)"; cat "$f" "${f%/*}/stderr" 2>/dev/null; }
+done
+echo "== relay start line"
+grep -m1 " starting " "$W/relay/krelay.log" | sed 's/^[^ ]* [^ ]* /   /'
+
+# the messages: CRLF lines; a ~200 KiB body so the splice path has work
+mkmsg() { # FILE SUBJECT LINES
+	{
+		printf 'From: vm@example.org\r\nTo: sink@example.com\r\nSubject: %s\r\n\r\n' "$2"
+		i=0
+		while [ $i -lt "$3" ]; do
+			printf 'line %06d of the kTLS test message, padding padding padding padding padding\r\n' $i
+			i=$((i + 1))
+		done
+	} >"$1"
+}
+mkmsg "$W/msg1" "ktls-vm-cleartext" 2500
+n=1
+
+# 1: cleartext submission (busybox nc), one command at a time
+echo "== submitting message 1 (cleartext SMTP, $(wc -c <"$W/msg1") bytes)"
+{
+	sleep 0.5; printf 'EHLO vm.example.org\r\n'
+	sleep 0.3; printf 'MAIL FROM:<vm@example.org>\r\n'
+	sleep 0.3; printf 'RCPT TO:<sink@example.com>\r\n'
+	sleep 0.3; printf 'DATA\r\n'
+	sleep 0.3; cat "$W/msg1"; printf '.\r\n'
+	sleep 0.5; printf 'QUIT\r\n'
+	sleep 0.5
+} | timeout 30 nc 127.0.0.1 $RELAY_PORT 2>&1 | tr -d '\r' | grep -E '^(250 |354|221|[45][0-9][0-9])' | sed 's/^/   S: /'
+
+# 2: STARTTLS submission with the openssl CLI (inbound TLS, kTLS RX/TX on the relay)
+if command -v openssl >/dev/null 2>&1; then
+	mkmsg "$W/msg2" "ktls-vm-starttls" 1200
+	n=2
+	echo "== submitting message 2 (STARTTLS via openssl s_client, $(wc -c <"$W/msg2") bytes)"
+	{
+		sleep 2; printf 'EHLO vm.example.org\r\n'
+		sleep 0.5; printf 'MAIL FROM:<vm@example.org>\r\n'
+		sleep 0.5; printf 'RCPT TO:<sink@example.com>\r\n'
+		sleep 0.5; printf 'DATA\r\n'
+		sleep 0.5; cat "$W/msg2"; printf '.\r\n'
+		sleep 1; printf 'QUIT\r\n'
+		sleep 1
+	} | timeout 40 openssl s_client -quiet -starttls smtp -connect 127.0.0.1:$RELAY_PORT \
+		-CAfile "$C/ca.crt" -cert "$C/client.crt" -key "$C/client.key" 2>&1 | tr -d '\r' \
+		| grep -E '^(250 |354|221|[45][0-9][0-9]|verify error)' | sed 's/^/   S: /'
+fi
+
+echo "== waiting for the relay's queue to empty"
+i=0
+while [ $i -lt 600 ]; do
+	[ -z "$(ls "$W/relay/queue/queue" 2>/dev/null)" ] && [ "$(ls "$W/sink/queue/queue" 2>/dev/null | wc -l)" -ge $n ] && break
+	sleep 0.1; i=$((i + 1))
+done
+echo "   relay queue: $(ls "$W/relay/queue/queue" 2>/dev/null | wc -l) left; sink queue: $(ls "$W/sink/queue/queue" 2>/dev/null | wc -l) messages (after $((i / 10)) s)"
+kill -TERM $relay $sink 2>/dev/null
+wait $relay $sink 2>/dev/null
+
+strip() { sed 's/^[^ ]* [^ ]* [0-9A-Fa-f]* /   /'; }
+echo "== relay: smtp tls"
+grep " smtp tls " "$W/relay/krelay.log" | strip
+echo "== relay: delivery"
+grep " delivery " "$W/relay/krelay.log" | strip
+echo "== sink: smtp tls"
+grep " smtp tls " "$W/sink/krelay.log" | strip
+echo "== relay: stopping"
+grep -E "relayed=|stopping|error|warn" "$W/relay/krelay.log" | sed 's/^[^ ]* [^ ]* /   /'
+stat_tls after
+
+# compare bytes: the sink's file holds [Received: ...] + the message + the
+# envelope, whose trailer "KRELAY-ENV <hex offset> <hex length>" marks where
+# the message ends.
+ok=0 bad=0
+for m in $(seq 1 $n); do
+	subj=$(sed -n 's/^Subject: //p' "$W/msg$m" | tr -d '\r')
+	f=$(grep -l "^Subject: $subj" "$W"/sink/queue/queue/* 2>/dev/null | head -1)
+	if [ -z "$f" ]; then
+		echo "FAIL: message $m ($subj) not at the sink"; bad=$((bad + 1)); continue
+	fi
+	off=$(tail -n 1 "$f" | awk '$1 == "KRELAY-ENV" { print $2 }')
+	len=$(wc -c <"$W/msg$m")
+	if [ -n "$off" ] && head -c $((0x$off)) "$f" | tail -c "$len" | cmp -s - "$W/msg$m"; then
+		echo "ok: message $m ($subj, $len bytes) arrived at the sink byte for byte"; ok=$((ok + 1))
+	else
+		echo "FAIL: message $m ($subj) differs at the sink (trailer offset ${off:-none})"; bad=$((bad + 1))
+	fi
+done
+# and what krelay said about kTLS on the outbound hop
+sent=$(grep -c " delivery .*status=sent" "$W/relay/krelay.log")
+if [ "${KRELAY_VM_TLS_MODULE:-1}" = 1 ]; then
+	good=$(grep " delivery .*status=sent" "$W/relay/krelay.log" | grep -c "ktls_tx=on body_path=splice")
+	want="ktls_tx=on body_path=splice"
+else
+	good=$(grep " delivery .*status=sent" "$W/relay/krelay.log" | grep -c 'ktls_tx=off ktls_why="[^"]')
+	want="ktls_tx=off with a ktls_why"
+fi
+if [ "$sent" = "$n" ] && [ "$good" = "$n" ]; then
+	echo "ok: $good of $n deliveries logged $want"
+else
+	echo "FAIL: $good of $n deliveries ($sent sent) logged $want"; bad=$((bad + 1))
+fi
+[ "$bad" = 0 ] && [ "$ok" = "$n" ]
