@@ -34,6 +34,10 @@ def test_ktls_tx_and_splice_in_vm():
     assert tx and int(tx[-1].split()[-1]) > 0, out.stdout[-3000:]
     assert all(int(l.split()[-1]) == 0 for l in out.stdout.splitlines()
                if l.strip().startswith("TlsDecryptError"))
+    # inbound TLS 1.2: OpenSSL 3.0 hands receive to the kernel as well
+    assert "ok: inbound TLS 1.2 session logged ktls_tx=on ktls_rx=on" in out.stdout
+    rx = [l for l in out.stdout.splitlines() if l.strip().startswith("TlsRxSw")]
+    assert rx and int(rx[-1].split()[-1]) > 0, out.stdout[-3000:]
 
 
 def test_without_tls_module_krelay_says_why():

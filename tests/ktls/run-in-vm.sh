@@ -112,6 +112,29 @@ if command -v openssl >/dev/null 2>&1; then
 		| grep -E '^(250 |354|221|[45][0-9][0-9]|verify error)' | sed 's/^/   S: /'
 fi
 
+# 3: TLS 1.2 inbound (OpenSSL 3.0 offloads receive for TLS 1.2 only) and a
+# ~1 MiB body in cleartext lines: many records on both hops
+if command -v openssl >/dev/null 2>&1; then
+	{
+		printf 'From: vm@example.org\r\nTo: sink@example.com\r\nSubject: ktls-vm-tls12\r\n\r\n'
+		yes 'line of the kTLS test message, TLS 1.2 inbound, padding padding padding padding' |
+			head -n 13000 | sed 's/$/\r/'
+	} >"$W/msg3"
+	n=3
+	echo "== submitting message 3 (STARTTLS, TLS 1.2, $(wc -c <"$W/msg3") bytes)"
+	{
+		sleep 2; printf 'EHLO vm.example.org\r\n'
+		sleep 0.5; printf 'MAIL FROM:<vm@example.org>\r\n'
+		sleep 0.5; printf 'RCPT TO:<sink@example.com>\r\n'
+		sleep 0.5; printf 'DATA\r\n'
+		sleep 0.5; cat "$W/msg3"; printf '.\r\n'
+		sleep 2; printf 'QUIT\r\n'
+		sleep 1
+	} | timeout 60 openssl s_client -quiet -tls1_2 -starttls smtp -connect 127.0.0.1:$RELAY_PORT \
+		-CAfile "$C/ca.crt" 2>&1 | tr -d '\r' \
+		| grep -E '^(250 |354|221|[45][0-9][0-9]|verify error)' | sed 's/^/   S: /'
+fi
+
 echo "== waiting for the relay's queue to empty"
 i=0
 while [ $i -lt 600 ]; do
@@ -164,5 +187,13 @@ if [ "$sent" = "$n" ] && [ "$good" = "$n" ]; then
 	echo "ok: $good of $n deliveries logged $want"
 else
 	echo "FAIL: $good of $n deliveries ($sent sent) logged $want"; bad=$((bad + 1))
+fi
+# inbound TLS 1.2: the kernel decrypts too (kTLS RX), when the module is there
+if [ "$n" -ge 3 ] && [ "${KRELAY_VM_TLS_MODULE:-1}" = 1 ]; then
+	if grep " smtp tls version=TLSv1.2 " "$W/relay/krelay.log" | grep -q "ktls_tx=on ktls_rx=on"; then
+		echo "ok: inbound TLS 1.2 session logged ktls_tx=on ktls_rx=on"
+	else
+		echo "FAIL: inbound TLS 1.2 session without kTLS RX"; bad=$((bad + 1))
+	fi
 fi
 [ "$bad" = 0 ] && [ "$ok" = "$n" ]
