@@ -77,6 +77,7 @@ struct dest {
 	struct conn *idle;
 	SSL_SESSION *session;
 	bool clear_next; /* policy "may": last handshake failed, next try in clear */
+	bool no_ktls;    /* the peer sent a KeyUpdate on a kTLS connection */
 	struct dns_addr addr[DNS_ADDR_MAX];
 	size_t naddr;
 	bool resolving, resolved;
@@ -935,6 +936,7 @@ static void conn_start(struct dest *d, size_t addr_idx, struct qjob *job)
 	p.host_literal = d->hop.literal;
 	p.helo = cfg(q)->hostname;
 	p.tls_policy = dest_policy(d);
+	p.no_ktls = d->no_ktls;
 	if (d->clear_next && p.tls_policy == TLS_POLICY_MAY)
 		p.tls_policy = TLS_POLICY_NONE;
 	p.tls_ctx = q->client_ctx;
@@ -1080,6 +1082,14 @@ static void conn_failed(void *owner, struct smtp_client *c, enum smtp_fail why, 
 		log_info(
 		    "%s: TLS with %s failed (%s): the next attempt goes in clear (TLSPolicy=may)",
 		    d->name, smtp_client_peer(c), text);
+	}
+	if (why == SMTP_FAIL_TLS_KEYUPDATE) {
+		/* OpenSSL 3.0 would change only its own key: the connection was
+		 * closed; later ones to this destination keep TLS in user space */
+		d->no_ktls = true;
+		log_info("%s: TLS KeyUpdate from %s on a kTLS connection: closed; the message is "
+		         "retried and this destination goes without kTLS",
+		         d->name, smtp_client_peer(c));
 	}
 	cn->job = NULL;
 	if (j == NULL)

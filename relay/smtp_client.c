@@ -317,6 +317,8 @@ static void start_tls(struct smtp_client *c)
 	}
 	if (c->p.tls_session != NULL)
 		SSL_set_session(ssl, c->p.tls_session);
+	if (c->p.no_ktls)
+		SSL_clear_options(ssl, SSL_OP_ENABLE_KTLS);
 	enter(c, C_HANDSHAKE);
 	xprt_start_tls(&c->x, ssl, false);
 }
@@ -747,6 +749,8 @@ bool smtp_client_ktls_tx(const struct smtp_client *c)
 
 const char *smtp_client_ktls_why(const struct smtp_client *c)
 {
+	if (c->tls && c->p.no_ktls)
+		return "off for this destination after a TLS KeyUpdate";
 	return !c->tls ? "no TLS" : c->x.ktls.tx ? "" : c->x.ktls.tx_why;
 }
 

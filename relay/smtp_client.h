@@ -35,6 +35,7 @@ struct smtp_client_params {
 	SSL_CTX *tls_ctx;         /* client context (may be NULL with policy none) */
 	SSL_SESSION *tls_session; /* to resume, or NULL */
 	int body_path;            /* enum config_body_path */
+	bool no_ktls;             /* keep record encryption in OpenSSL (after a KeyUpdate) */
 	unsigned connect_timeout_s, timeout_s;
 	const struct caps *caps;
 };

@@ -136,6 +136,11 @@ if command -v openssl >/dev/null; then
 	cp "$(command -v openssl)" "$st/usr/bin/openssl"
 	bins="$bins $st/usr/bin/openssl"
 fi
+# test peers, when built (make test builds them)
+if [ -x build/test/keyupdate_peer ]; then
+	cp build/test/keyupdate_peer "$st/krelay/keyupdate_peer"
+	bins="$bins $st/krelay/keyupdate_peer"
+fi
 for b in $bins; do
 	ldd "$b" | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i }'
 done | sort -u | while read -r lib; do

@@ -10,7 +10,7 @@
 K=/krelay
 C=$K/certs
 W=/tmp/ktls
-RELAY_PORT=2525 SINK_PORT=2526
+RELAY_PORT=2525 SINK_PORT=2526 KU_PORT=2527
 
 echo "== kernel $(uname -r)"
 modprobe aesni_intel 2>&1 || echo "modprobe aesni_intel failed"
@@ -50,8 +50,11 @@ CACertFile=$C/ca.crt
 ServerCertFile=$C/server.crt
 ServerKeyFile=$C/server.key
 SmartHost=[127.0.0.1]:$SINK_PORT
+TransportTable=$W/relay/transport
+RetrySchedule=1s,2s
 TLSPolicy=encrypt
 CONF
+echo "keyupdate.test [127.0.0.1]:$KU_PORT" >"$W/relay/transport"
 
 echo "== krelay check"
 $K/krelay check -C "$W/relay/krelay.conf" 2>&1 | sed 's/^/   /'
@@ -135,6 +138,34 @@ if command -v openssl >/dev/null 2>&1; then
 		| grep -E '^(250 |354|221|[45][0-9][0-9]|verify error)' | sed 's/^/   S: /'
 fi
 
+# 4: a next hop that sends a TLS 1.3 KeyUpdate after MAIL (DESIGN.md hazard):
+# with kTLS TX on, krelay must close, retry, and deliver without kTLS
+ku=0
+if [ -x $K/keyupdate_peer ]; then
+	ku=1
+	mkdir -p "$W/ku"
+	$K/keyupdate_peer $KU_PORT $C/server.crt $C/server.key "$W/ku" --max-conns 5 --timeout 120 \
+		--when mail >"$W/ku/peer.log" 2>&1 &
+	kupid=$!
+	mkmsg "$W/msg4" "ktls-vm-keyupdate" 300
+	echo "== submitting message 4 (to a next hop that sends KeyUpdate, $(wc -c <"$W/msg4") bytes)"
+	{
+		sleep 0.5; printf 'EHLO vm.example.org\r\n'
+		sleep 0.3; printf 'MAIL FROM:<vm@example.org>\r\n'
+		sleep 0.3; printf 'RCPT TO:<x@keyupdate.test>\r\n'
+		sleep 0.3; printf 'DATA\r\n'
+		sleep 0.3; cat "$W/msg4"; printf '.\r\n'
+		sleep 0.5; printf 'QUIT\r\n'
+		sleep 0.5
+	} | timeout 30 nc 127.0.0.1 $RELAY_PORT 2>&1 | tr -d '\r' | grep -E '^(250 |354|221|[45][0-9][0-9])' | sed 's/^/   S: /'
+	i=0
+	while [ $i -lt 300 ] && [ -z "$(ls "$W/ku"/*.eml 2>/dev/null)" ]; do sleep 0.1; i=$((i + 1)); done
+	kill $kupid 2>/dev/null
+	wait $kupid 2>/dev/null
+	echo "== keyupdate peer"
+	sed 's/^/   /' "$W/ku/peer.log"
+fi
+
 echo "== waiting for the relay's queue to empty"
 i=0
 while [ $i -lt 600 ]; do
@@ -175,18 +206,40 @@ for m in $(seq 1 $n); do
 	fi
 done
 # and what krelay said about kTLS on the outbound hop
-sent=$(grep -c " delivery .*status=sent" "$W/relay/krelay.log")
+sent=$(grep -c " delivery to=<sink@example.com>.*status=sent" "$W/relay/krelay.log")
 if [ "${KRELAY_VM_TLS_MODULE:-1}" = 1 ]; then
-	good=$(grep " delivery .*status=sent" "$W/relay/krelay.log" | grep -c "ktls_tx=on body_path=splice")
+	good=$(grep " delivery to=<sink@example.com>.*status=sent" "$W/relay/krelay.log" | grep -c "ktls_tx=on body_path=splice")
 	want="ktls_tx=on body_path=splice"
 else
-	good=$(grep " delivery .*status=sent" "$W/relay/krelay.log" | grep -c 'ktls_tx=off ktls_why="[^"]')
+	good=$(grep " delivery to=<sink@example.com>.*status=sent" "$W/relay/krelay.log" | grep -c 'ktls_tx=off ktls_why="[^"]')
 	want="ktls_tx=off with a ktls_why"
 fi
 if [ "$sent" = "$n" ] && [ "$good" = "$n" ]; then
 	echo "ok: $good of $n deliveries logged $want"
 else
 	echo "FAIL: $good of $n deliveries ($sent sent) logged $want"; bad=$((bad + 1))
+fi
+# the KeyUpdate next hop: the message arrives once, intact; with kTLS on, the
+# first connection was closed because of the KeyUpdate and the retry went
+# without kTLS
+if [ "$ku" = 1 ]; then
+	f=$(ls "$W/ku"/*.eml 2>/dev/null | head -1)
+	cnt=$(ls "$W/ku"/*.eml 2>/dev/null | wc -l)
+	len=$(wc -c <"$W/msg4")
+	if [ "$cnt" = 1 ] && tail -c "$len" "$f" | cmp -s - "$W/msg4"; then
+		echo "ok: message 4 (KeyUpdate next hop) arrived once, byte for byte"
+	else
+		echo "FAIL: message 4 (KeyUpdate next hop): $cnt copies, or bytes differ"; bad=$((bad + 1))
+	fi
+	if [ "${KRELAY_VM_TLS_MODULE:-1}" = 1 ]; then
+		if grep -q "TLS KeyUpdate from .* on a kTLS connection: closed" "$W/relay/krelay.log" &&
+			grep " delivery to=<x@keyupdate.test>" "$W/relay/krelay.log" | grep -q "status=deferred" &&
+			grep " delivery to=<x@keyupdate.test>.*status=sent" "$W/relay/krelay.log" | grep -q "ktls_tx=off"; then
+			echo "ok: KeyUpdate on kTLS: closed, deferred, retried without kTLS, sent"
+		else
+			echo "FAIL: KeyUpdate on kTLS was not handled by close and retry"; bad=$((bad + 1))
+		fi
+	fi
 fi
 # inbound TLS 1.2: the kernel decrypts too (kTLS RX), when the module is there
 if [ "$n" -ge 3 ] && [ "${KRELAY_VM_TLS_MODULE:-1}" = 1 ]; then
