@@ -76,8 +76,9 @@ test: deps
 # The kTLS suite alone: Debian's kernel in qemu (also part of make test).
 test-ktls: deps
 	$(MAKE) build/krelay build/test/krelay
+	$(MAKE) build/test/keyupdate_peer
 	KRELAY_BIN=$(CURDIR)/build/test/krelay /usr/bin/python3 -m pytest -p no:cacheprovider -q -rs \
-		tests/integration/test_ktls_vm.py
+		tests/integration/test_ktls_vm.py tests/ktls/test_keyupdate_vm.py
 
 demo: deps
 	$(MAKE) build/krelay

@@ -141,7 +141,7 @@ fi
 # 4: a next hop that sends a TLS 1.3 KeyUpdate after MAIL (DESIGN.md hazard):
 # with kTLS TX on, krelay must close, retry, and deliver without kTLS
 ku=0
-if [ -x $K/keyupdate_peer ]; then
+if [ -x $K/keyupdate_peer ] && [ "${1:-}" = --keyupdate ]; then
 	ku=1
 	mkdir -p "$W/ku"
 	$K/keyupdate_peer $KU_PORT $C/server.crt $C/server.key "$W/ku" --max-conns 5 --timeout 120 \
