@@ -59,6 +59,10 @@ struct smtp_client {
 	unsigned ext;
 	uint64_t size_max;
 	bool tls, tried_helo, failed, mail_ok;
+	/* A reply can be read before our send's completion is: what it asked
+	 * for waits until the send is done. */
+	bool tls_after_write;  /* 220 to STARTTLS */
+	bool body_after_write; /* 354 to DATA */
 	char peer[INET6_ADDRSTRLEN + 8];
 	char tls_desc[128];
 	bool verified, resumed;
@@ -603,7 +607,10 @@ static void on_reply(struct smtp_client *c)
 		}
 		/* Anything after the 220 is an injection attempt: drop it. */
 		xprt_discard_input(&c->x);
-		start_tls(c);
+		if (c->x.writing)
+			c->tls_after_write = true; /* the 220 overtook our send's completion */
+		else
+			start_tls(c);
 		break;
 	case C_ENVELOPE:
 		envelope_reply(c);
@@ -614,7 +621,10 @@ static void on_reply(struct smtp_client *c)
 			tx_finish(c);
 			return;
 		}
-		send_body(c);
+		if (c->x.writing)
+			c->body_after_write = true; /* the 354 overtook our send's completion */
+		else
+			send_body(c);
 		break;
 	case C_END:
 		answer_accepted(c);
@@ -653,7 +663,7 @@ static void client_read(struct smtp_client *c)
 	}
 	/* No read while the body goes out: the reply comes after it. */
 	if (c->state != C_CLOSING && c->state != C_READY && c->state != C_HANDSHAKE &&
-	    c->state != C_BODY)
+	    c->state != C_BODY && !c->tls_after_write && !c->body_after_write)
 		xprt_read(&c->x);
 }
 
@@ -666,7 +676,13 @@ static void client_event(void *owner, enum xprt_event ev, int err)
 		client_read(c);
 		break;
 	case XPRT_WRITTEN:
-		if (c->state == C_BODY && c->tx != NULL && c->tx->body_path[0] == '\0') {
+		if (c->tls_after_write) {
+			c->tls_after_write = false;
+			start_tls(c);
+		} else if (c->body_after_write) {
+			c->body_after_write = false;
+			send_body(c);
+		} else if (c->state == C_BODY && c->tx != NULL && c->tx->body_path[0] == '\0') {
 			send_body(c); /* "BDAT n LAST" is out: the body follows */
 		} else if (c->state == C_BODY && strcmp(c->tx->body_path, "stuffing") == 0) {
 			stuff_next(c);
