@@ -13,9 +13,11 @@ from conftest import ROOT
 
 
 def run_vm(*opts):
+    # --keyupdate: a fourth message goes to a next hop that sends a TLS 1.3
+    # KeyUpdate (tests/tools/keyupdate_peer.c, built by make test)
     out = subprocess.run([str(ROOT / "scripts" / "vm.sh"), "--timeout", "300", *opts, "--",
-                          "/krelay/run-in-vm.sh"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=420)
+                          "/krelay/run-in-vm.sh --keyupdate"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=420)
     if out.returncode == 77:
         pytest.skip(f"kTLS VM cannot run here: {out.stderr.strip()[-300:]}")
     return out
@@ -35,6 +37,10 @@ def test_ktls_tx_and_splice_in_vm():
     assert tx and int(tx[-1].split()[-1]) > 0, out.stdout[-3000:]
     assert all(int(l.split()[-1]) == 0 for l in out.stdout.splitlines()
                if l.strip().startswith("TlsDecryptError"))
+    # DESIGN.md hazard: a TLS 1.3 KeyUpdate from the next hop on a kTLS
+    # connection closes it; the retry goes without kTLS and delivers once
+    assert "ok: message 4 (KeyUpdate next hop) arrived once, byte for byte" in out.stdout
+    assert "ok: KeyUpdate on kTLS: closed, deferred, retried without kTLS, sent" in out.stdout
     # inbound TLS 1.2: OpenSSL 3.0 hands receive to the kernel as well
     assert "ok: inbound TLS 1.2 session logged ktls_tx=on ktls_rx=on" in out.stdout
     rx = [l for l in out.stdout.splitlines() if l.strip().startswith("TlsRxSw")]
@@ -49,3 +55,4 @@ def test_without_tls_module_krelay_says_why():
     assert deliveries
     for line in deliveries:
         assert "status=sent" in line and "ktls_tx=off" in line and 'ktls_why="' in line, line
+    assert "ok: message 4 (KeyUpdate next hop) arrived once, byte for byte" in out.stdout
