@@ -27,3 +27,16 @@ def wait_for(pred, timeout, what):
 def deliveries(relay, text=None):
     """krelay's delivery log lines, parsed, in log order."""
     return [m.groupdict() for m in DELIVERY_RE.finditer(relay.logs() if text is None else text)]
+
+
+def stop_process(proc, out=None, timeout=5):
+    """Ends a helper server started by a test (SIGTERM, then SIGKILL)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except Exception:  # subprocess.TimeoutExpired
+            proc.kill()
+            proc.wait()
+    if out is not None:
+        out.close()

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import stop_process
+
 ROOT = Path(__file__).resolve().parents[2]
 DNSQ = ROOT / "build" / "test" / "dnsq"
 DNSQ_SRCS = ["tests/tools/dnsq.c", "relay/dns.c", "relay/route.c", "kernel/ring.c"]
@@ -126,14 +128,7 @@ class DnsServer:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._out.close()
+        stop_process(self.proc, self._out)
 
 
 @pytest.fixture(scope="module")

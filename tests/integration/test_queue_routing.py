@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 
 from conftest import KRELAY
-from helpers import wait_for
+from helpers import stop_process, wait_for
 
 QID = r"[0-9A-F]{16}"
 DNSMASQ = "/usr/sbin/dnsmasq"
@@ -488,14 +488,7 @@ class Dns:
             raise AssertionError(f"dnsmasq did not start:\n{self.log.read_text()}")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._out.close()
+        stop_process(self.proc, self._out)
 
 
 @pytest.fixture(scope="module")
