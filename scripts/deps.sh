@@ -12,6 +12,7 @@ PKGS=(
 	dnsmasq-base postfix
 	qemu-system-x86 busybox-static cpio kmod
 	iproute2 procps util-linux
+	iperf3 gnuplot-nox
 )
 
 missing=()
@@ -37,6 +38,8 @@ export DEBIAN_FRONTEND=noninteractive
 # Postfix is a test peer run as private instances on loopback ports, never
 # the system's MTA: install it unconfigured.
 echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+# iperf3 measures loopback TCP for make bench; never as a system daemon.
+echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections
 # Refresh the package lists once when they are missing or a day old.
 if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages' -mtime -1 2>/dev/null | head -n1)" ]; then
 	apt-get update -qq
