@@ -21,6 +21,10 @@ void ktls_query(SSL *ssl, const struct caps *caps, struct ktls_state *st)
 	st->tx = BIO_get_ktls_send(SSL_get_wbio(ssl)) > 0;
 	st->rx = BIO_get_ktls_recv(SSL_get_rbio(ssl)) > 0;
 	st->tx_why = st->rx_why = "";
+	if (!(SSL_get_options(ssl) & SSL_OP_ENABLE_KTLS)) {
+		possible = false;
+		why = "SSL_OP_ENABLE_KTLS cleared by the configuration";
+	}
 	if (!st->tx) {
 		if (!possible)
 			st->tx_why = why;

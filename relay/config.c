@@ -10,6 +10,8 @@
 #include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <openssl/tls1.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -27,6 +29,8 @@
 #define TLS_REFUSED_MESSAGE                                                                        \
 	"is refused: krelay speaks TLS 1.2 or newer only (TLSv1.2, TLSv1.3); SSL and TLS "         \
 	"1.0/1.1 are never used"
+
+#define FIELD_OF(f) offsetof(struct config, f)
 
 struct opt_def;
 typedef int (*opt_parser)(struct config *c, const struct opt_def *d, char *val, char *msg,
@@ -580,10 +584,161 @@ static int parse_tls_version(struct config *c, const struct opt_def *d, char *va
 			continue;
 		if (names[i].version == 0)
 			return msgf(msg, len, "'%s' " TLS_REFUSED_MESSAGE, val);
-		c->tls_min_version = names[i].version;
+		*(int *)(void *)((char *)c + d->off) = names[i].version;
 		return 0;
 	}
 	return msgf(msg, len, "'%s' is not a TLS version (valid: TLSv1.2, TLSv1.3)", val);
+}
+
+/* OpenSSL skips TLS 1.3 suite names it does not know; a misspelt one is
+ * an error here, so each name is tried alone. */
+static bool tls13_suites_known(SSL_CTX *ctx, const char *list)
+{
+	char buf[CONFIG_LINE_MAX + 1], *save = NULL;
+	size_t n = 0;
+
+	snprintf(buf, sizeof(buf), "%s", list);
+	for (char *name = strtok_r(buf, ":", &save); name != NULL;
+	     name = strtok_r(NULL, ":", &save)) {
+		STACK_OF(SSL_CIPHER) * sk;
+		bool found = false;
+
+		if (SSL_CTX_set_ciphersuites(ctx, name) != 1 ||
+		    (sk = SSL_CTX_get_ciphers(ctx)) == NULL)
+			return false;
+		for (int i = 0; i < sk_SSL_CIPHER_num(sk) && !found; i++)
+			found = strcmp(SSL_CIPHER_get_name(sk_SSL_CIPHER_value(sk, i)), name) == 0;
+		if (!found)
+			return false;
+		n++;
+	}
+	return n > 0;
+}
+
+/* Checks an OpenSSL cipher string (TLS 1.2 and older: CipherList) or TLS 1.3
+ * suite list (CipherSuites) against this OpenSSL, so a typo is reported at
+ * its line instead of at the first handshake. */
+static int parse_ciphers(struct config *c, const struct opt_def *d, char *val, char *msg,
+                         size_t len)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+	bool tls13 = d->off == FIELD_OF(cipher_suites);
+	int ok;
+
+	if (ctx == NULL)
+		return msgf(msg, len, "OpenSSL cannot make a TLS context to check it");
+	ok = tls13 ? tls13_suites_known(ctx, val) : SSL_CTX_set_cipher_list(ctx, val) == 1;
+	SSL_CTX_free(ctx);
+	ERR_clear_error();
+	if (!ok)
+		return msgf(msg, len,
+		            tls13 ? "'%s' names no TLS 1.3 suite this OpenSSL has (see `openssl "
+		                    "ciphers -s -tls1_3`)"
+		                  : "'%s' matches no cipher this OpenSSL has (see `openssl ciphers "
+		                    "-v '...'`)",
+		            val);
+	return set_string(string_field(c, d), val, msg, len);
+}
+
+#define SSL_OP_ENTRY(name)                                                                         \
+	{                                                                                          \
+#name, SSL_OP_##name                                                               \
+	}
+static const struct {
+	const char *name; /* without "SSL_OP_" */
+	uint64_t bits;
+} ssl_op_names[] = {
+    SSL_OP_ENTRY(ALL),
+    SSL_OP_ENTRY(NO_SSLv2),
+    SSL_OP_ENTRY(NO_SSLv3),
+    SSL_OP_ENTRY(NO_TLSv1),
+    SSL_OP_ENTRY(NO_TLSv1_1),
+    SSL_OP_ENTRY(NO_TLSv1_2),
+    SSL_OP_ENTRY(NO_TLSv1_3),
+    SSL_OP_ENTRY(CIPHER_SERVER_PREFERENCE),
+    SSL_OP_ENTRY(PRIORITIZE_CHACHA),
+    SSL_OP_ENTRY(NO_TICKET),
+    SSL_OP_ENTRY(NO_COMPRESSION),
+    SSL_OP_ENTRY(NO_RENEGOTIATION),
+    SSL_OP_ENTRY(ENABLE_KTLS),
+    SSL_OP_ENTRY(NO_ANTI_REPLAY),
+    SSL_OP_ENTRY(ENABLE_MIDDLEBOX_COMPAT),
+    SSL_OP_ENTRY(SINGLE_DH_USE),
+    SSL_OP_ENTRY(SINGLE_ECDH_USE),
+    SSL_OP_ENTRY(NO_SESSION_RESUMPTION_ON_RENEGOTIATION),
+    SSL_OP_ENTRY(LEGACY_SERVER_CONNECT),
+    SSL_OP_ENTRY(DONT_INSERT_EMPTY_FRAGMENTS),
+    SSL_OP_ENTRY(TLSEXT_PADDING),
+    SSL_OP_ENTRY(SAFARI_ECDHE_ECDSA_BUG),
+    SSL_OP_ENTRY(CRYPTOPRO_TLSEXT_BUG),
+    SSL_OP_ENTRY(NO_QUERY_MTU),
+    SSL_OP_ENTRY(COOKIE_EXCHANGE),
+    SSL_OP_ENTRY(NO_ENCRYPT_THEN_MAC),
+    SSL_OP_ENTRY(NO_EXTENDED_MASTER_SECRET),
+    SSL_OP_ENTRY(ALLOW_NO_DHE_KEX),
+    SSL_OP_ENTRY(IGNORE_UNEXPECTED_EOF),
+    SSL_OP_ENTRY(ALLOW_CLIENT_RENEGOTIATION),
+    SSL_OP_ENTRY(CLEANSE_PLAINTEXT),
+    SSL_OP_ENTRY(TLS_ROLLBACK_BUG),
+};
+
+/* What krelay keeps set whatever the options say: compression invites CRIME,
+ * and renegotiation is something kTLS cannot follow. */
+#define SSL_OP_KEPT (SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION)
+
+/* Sendmail's ServerSSLOptions / ClientSSLOptions: items separated by blanks
+ * or commas, each "+NAME" (set), "-NAME" (clear) or "NAME" (set), where NAME
+ * is SSL_OP_xxx (the prefix may be left out) or a number (0x...). */
+static int parse_ssl_options(struct config *c, const struct opt_def *d, char *val, char *msg,
+                             size_t len)
+{
+	struct config_ssl_options tmp = {0, 0};
+	char *save = NULL;
+
+	for (char *item = strtok_r(val, " \t,", &save); item != NULL;
+	     item = strtok_r(NULL, " \t,", &save)) {
+		bool clear = item[0] == '-';
+		const char *name = item + (item[0] == '-' || item[0] == '+');
+		uint64_t bits = 0;
+		bool found = false;
+
+		if (isdigit((unsigned char)name[0])) {
+			char *end;
+			errno = 0;
+			bits = strtoull(name, &end, 0);
+			found = errno == 0 && *end == '\0';
+		} else {
+			if (strncasecmp(name, "SSL_OP_", 7) == 0)
+				name += 7;
+			for (size_t i = 0; i < sizeof(ssl_op_names) / sizeof(ssl_op_names[0]);
+			     i++) {
+				if (strcasecmp(name, ssl_op_names[i].name) == 0) {
+					bits = ssl_op_names[i].bits;
+					found = true;
+					break;
+				}
+			}
+		}
+		if (!found)
+			return msgf(msg, len,
+			            "'%s' is not an SSL_OP_ name krelay knows, nor a number "
+			            "(e.g. +SSL_OP_NO_TLSv1_3, -SSL_OP_ENABLE_KTLS, 0x4000)",
+			            item);
+		if (clear && (bits & SSL_OP_KEPT) != 0)
+			return msgf(msg, len,
+			            "'%s' is refused: krelay never allows TLS compression or "
+			            "renegotiation",
+			            item);
+		if (clear) {
+			tmp.clear |= bits;
+			tmp.set &= ~bits;
+		} else {
+			tmp.set |= bits;
+			tmp.clear &= ~bits;
+		}
+	}
+	*(struct config_ssl_options *)(void *)((char *)c + d->off) = tmp;
+	return 0;
 }
 
 /* "90", "90s", "15m", "1h", "5d" -> seconds. */
@@ -706,7 +861,7 @@ static int parse_delivery_mode(struct config *c, const struct opt_def *d, char *
 
 /* Sendmail's spelling, matched case-sensitively: a pasted sendmail.cf line
  * must mean here what it meant there, and a near miss must not pass. */
-#define FIELD(f) offsetof(struct config, f)
+#define FIELD(f) FIELD_OF(f)
 
 static const struct opt_def opts[OPT_COUNT] = {
     [OPT_CA_CERT_PATH] = {"CACertPath", parse_path, FIELD(ca_cert_path), 0, 0},
@@ -726,7 +881,7 @@ static const struct opt_def opts[OPT_COUNT] = {
     [OPT_RELAY_CLIENTS] = {"RelayClients", parse_relay_clients, 0, 0, 0},
     [OPT_RELAY_DOMAINS] = {"RelayDomains", parse_relay_domains, 0, 0, 0},
     [OPT_RELAY_CLIENT_CERTS] = {"RelayClientCerts", parse_relay_certs, 0, 0, 0},
-    [OPT_TLS_MIN_VERSION] = {"TLSMinVersion", parse_tls_version, 0, 0, 0},
+    [OPT_TLS_MIN_VERSION] = {"TLSMinVersion", parse_tls_version, FIELD(tls_min_version), 0, 0},
     [OPT_LOG_FILE] = {"LogFile", parse_path, FIELD(log_file), 0, 0},
     [OPT_COMMAND_TIMEOUT] = {"CommandTimeout", parse_unsigned, FIELD(command_timeout_s), 1, 86400},
     [OPT_DATA_TIMEOUT] = {"DataTimeout", parse_unsigned, FIELD(data_timeout_s), 1, 86400},
@@ -744,6 +899,13 @@ static const struct opt_def opts[OPT_COUNT] = {
     [OPT_CONNECT_TIMEOUT] = {"ConnectTimeout", parse_duration, FIELD(connect_timeout_s), 0, 0},
     [OPT_BODY_PATH] = {"BodyPath", parse_body_path, 0, 0, 0},
     [OPT_DELIVERY_MODE] = {"DeliveryMode", parse_delivery_mode, 0, 0, 0},
+    [OPT_TLS_MAX_VERSION] = {"TLSMaxVersion", parse_tls_version, FIELD(tls_max_version), 0, 0},
+    [OPT_CIPHER_LIST] = {"CipherList", parse_ciphers, FIELD(cipher_list), 0, 0},
+    [OPT_CIPHER_SUITES] = {"CipherSuites", parse_ciphers, FIELD(cipher_suites), 0, 0},
+    [OPT_SERVER_SSL_OPTIONS] = {"ServerSSLOptions", parse_ssl_options, FIELD(server_ssl_options), 0,
+                                0},
+    [OPT_CLIENT_SSL_OPTIONS] = {"ClientSSLOptions", parse_ssl_options, FIELD(client_ssl_options), 0,
+                                0},
 };
 
 const char *config_opt_name(enum config_opt opt)
@@ -772,6 +934,7 @@ void config_defaults(struct config *c)
 	c->relay_clients[1].addr[15] = 1;
 	c->relay_clients_count = 2;
 	c->tls_min_version = TLS1_2_VERSION;
+	c->tls_max_version = TLS1_3_VERSION;
 	c->command_timeout_s = 300;
 	c->data_timeout_s = 300;
 	c->destination_concurrency = 20;
@@ -799,6 +962,8 @@ void config_free(struct config *c)
 	free(c->transport_table);
 	free(c->tls_policy_table);
 	free(c->dns_server);
+	free(c->cipher_list);
+	free(c->cipher_suites);
 	free_strings(c->relay_domains, c->relay_domains_count);
 	free(c->path);
 	memset(c, 0, sizeof(*c));
@@ -910,6 +1075,33 @@ void config_where(const struct config *c, enum config_opt opt, char *buf, size_t
 		snprintf(buf, len, "%s:%u", c->path, line);
 	else
 		snprintf(buf, len, "line %u", line);
+}
+
+int config_tls_versions(const struct config *c, bool server, int *min, int *max, char *err,
+                        size_t errlen)
+{
+	const struct config_ssl_options *o =
+	    server ? &c->server_ssl_options : &c->client_ssl_options;
+	enum config_opt oo = server ? OPT_SERVER_SSL_OPTIONS : OPT_CLIENT_SSL_OPTIONS;
+	int lo = c->tls_min_version, hi = c->tls_max_version;
+	char w1[512], w2[512], w3[512];
+
+	if ((o->set & SSL_OP_NO_TLSv1_2) && lo < TLS1_3_VERSION)
+		lo = TLS1_3_VERSION;
+	if ((o->set & SSL_OP_NO_TLSv1_3) && hi > TLS1_2_VERSION)
+		hi = TLS1_2_VERSION;
+	*min = lo;
+	*max = hi;
+	if (lo <= hi)
+		return 0;
+	config_where(c, OPT_TLS_MIN_VERSION, w1, sizeof(w1));
+	config_where(c, OPT_TLS_MAX_VERSION, w2, sizeof(w2));
+	config_where(c, oo, w3, sizeof(w3));
+	snprintf(err, errlen,
+	         "no TLS version is left for the %s side: TLSMinVersion (%s), TLSMaxVersion (%s) "
+	         "and %s (%s) exclude both TLSv1.2 and TLSv1.3",
+	         server ? "server" : "client", w1, w2, config_opt_name(oo), w3);
+	return -1;
 }
 
 static bool prefix_match(const uint8_t *net, const uint8_t *a, unsigned prefix)

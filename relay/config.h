@@ -47,6 +47,11 @@ enum config_opt {
 	OPT_CONNECT_TIMEOUT,
 	OPT_BODY_PATH,
 	OPT_DELIVERY_MODE,
+	OPT_TLS_MAX_VERSION,
+	OPT_CIPHER_LIST,
+	OPT_CIPHER_SUITES,
+	OPT_SERVER_SSL_OPTIONS,
+	OPT_CLIENT_SSL_OPTIONS,
 	OPT_COUNT
 };
 
@@ -62,6 +67,13 @@ struct config_listen {
 	socklen_t addrlen;
 	bool smtps;    /* implicit TLS (RFC 8314) */
 	char text[80]; /* as written: "127.0.0.1:25", "[::1]:465" */
+};
+
+/* Sendmail's ServerSSLOptions / ClientSSLOptions: OpenSSL SSL_OP_* bits the
+ * admin sets ("+SSL_OP_NO_TLSv1_3") or clears ("-SSL_OP_ENABLE_KTLS") on top
+ * of krelay's own. */
+struct config_ssl_options {
+	uint64_t set, clear;
 };
 
 struct config_cidr {
@@ -92,6 +104,10 @@ struct config {
 	uint8_t relay_client_certs[CONFIG_LIST_MAX][32]; /* SHA-256 */
 	size_t relay_client_certs_count;
 	int tls_min_version; /* TLS1_2_VERSION (0x0303) or TLS1_3_VERSION (0x0304) */
+	int tls_max_version; /* the same; TLS1_3_VERSION by default */
+	char *cipher_list;   /* TLS 1.2 cipher string (CipherList); NULL: krelay's default */
+	char *cipher_suites; /* TLS 1.3 suites (CipherSuites); NULL: OpenSSL's default */
+	struct config_ssl_options server_ssl_options, client_ssl_options;
 	char *log_file;
 	unsigned command_timeout_s;
 	unsigned data_timeout_s;
@@ -133,6 +149,17 @@ void config_free(struct config *c);
 /* "file:line" for messages about an option's value ("built-in default" when
  * it was not set in a file). */
 void config_where(const struct config *c, enum config_opt opt, char *buf, size_t len);
+
+/* krelay's TLS 1.2 cipher string when CipherList is not set: AEAD and
+ * forward secret only. */
+#define CONFIG_DEFAULT_CIPHER_LIST "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20"
+
+/* The protocol range one side (server: ServerSSLOptions, else
+ * ClientSSLOptions) may negotiate, from TLSMinVersion, TLSMaxVersion and
+ * SSL_OP_NO_TLSv1_2/1_3.  Returns 0, or -1 with err naming the options that
+ * leave no version. */
+int config_tls_versions(const struct config *c, bool server, int *min, int *max, char *err,
+                        size_t errlen);
 
 bool config_cidr_match(const struct config_cidr *n, const struct sockaddr *sa);
 bool config_relay_client(const struct config *c, const struct sockaddr *sa);

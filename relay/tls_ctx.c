@@ -199,17 +199,38 @@ static int accept_any(int ok, X509_STORE_CTX *ctx)
 	return 1;
 }
 
+/* Versions, options and modes for one side.  krelay's own options come
+ * first; ServerSSLOptions / ClientSSLOptions (Sendmail's) then set or clear
+ * bits on top (config.c refuses to clear the ones that must stay). */
+static int protocol_setup(SSL_CTX *ctx, const struct config *c, bool server, char *err,
+                          size_t errlen)
+{
+	const struct config_ssl_options *o =
+	    server ? &c->server_ssl_options : &c->client_ssl_options;
+	uint64_t ours = SSL_OP_ENABLE_KTLS | SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION;
+	int min, max;
+
+	if (config_tls_versions(c, server, &min, &max, err, errlen) < 0)
+		return -1;
+	if (server)
+		ours |= SSL_OP_CIPHER_SERVER_PREFERENCE;
+	SSL_CTX_set_min_proto_version(ctx, min);
+	SSL_CTX_set_max_proto_version(ctx, max);
+	SSL_CTX_set_options(ctx, ours | o->set);
+	SSL_CTX_clear_options(ctx, o->clear);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	return 0;
+}
+
 static int server_ctx_setup(SSL_CTX *ctx, const struct config *c, char *err, size_t errlen)
 {
 	char why[160];
 
-	SSL_CTX_set_min_proto_version(ctx, c->tls_min_version);
-	SSL_CTX_set_options(ctx, SSL_OP_ENABLE_KTLS | SSL_OP_NO_COMPRESSION |
-	                             SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-	/* AEAD only, forward secret only (TLS 1.2); TLS 1.3 suites are all AEAD. */
-	if (SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20") !=
-	    1)
+	if (protocol_setup(ctx, c, true, err, errlen) < 0)
+		return -1;
+	if (SSL_CTX_set_cipher_list(ctx, c->cipher_list ? c->cipher_list
+	                                                : CONFIG_DEFAULT_CIPHER_LIST) != 1 ||
+	    (c->cipher_suites != NULL && SSL_CTX_set_ciphersuites(ctx, c->cipher_suites) != 1))
 		goto ssl;
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"krelay", 6);
 	if (SSL_CTX_use_certificate_chain_file(ctx, c->server_cert_file) != 1 ||
@@ -271,15 +292,16 @@ SSL_CTX *tls_client_ctx(const struct config *c, char *err, size_t errlen)
 	err[0] = '\0';
 	if (ctx == NULL)
 		goto ssl;
-	SSL_CTX_set_min_proto_version(ctx, c->tls_min_version);
-	SSL_CTX_set_options(ctx,
-	                    SSL_OP_ENABLE_KTLS | SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
-	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	if (protocol_setup(ctx, c, false, err, errlen) < 0) {
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
 	/* Sessions are kept per destination by the queue, not in OpenSSL's cache. */
 	SSL_CTX_set_session_cache_mode(ctx,
 	                               SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
-	if (SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20") !=
-	    1)
+	if (SSL_CTX_set_cipher_list(ctx, c->cipher_list ? c->cipher_list
+	                                                : CONFIG_DEFAULT_CIPHER_LIST) != 1 ||
+	    (c->cipher_suites != NULL && SSL_CTX_set_ciphersuites(ctx, c->cipher_suites) != 1))
 		goto ssl;
 	if ((c->ca_cert_file != NULL || c->ca_cert_path != NULL) &&
 	    SSL_CTX_load_verify_locations(ctx, c->ca_cert_file, c->ca_cert_path) != 1)

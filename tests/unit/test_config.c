@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <openssl/ssl.h>
 #include <openssl/tls1.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -196,6 +197,11 @@ TEST(opt_names)
 	    "ConnectTimeout",
 	    "BodyPath",
 	    "DeliveryMode",
+	    "TLSMaxVersion",
+	    "CipherList",
+	    "CipherSuites",
+	    "ServerSSLOptions",
+	    "ClientSSLOptions",
 	};
 
 	for (int i = 0; i < OPT_COUNT; i++)
@@ -227,18 +233,20 @@ TEST(every_option)
 {
 	struct config c;
 
-	CHECK(load_ok(&c,
-	              "CACertPath=/a\nCACertFile=/b\nServerCertFile=/c\nServerKeyFile=/d\n"
-	              "ClientCertFile=/e\nClientKeyFile=/f\nListen=10.0.0.1:2525\n"
-	              "QueueDirectory=/q\nHostname=mx1.Example.org\nWorkers=8\n"
-	              "MaxMessageSize=20m\nMaxRecipients=50\nMaxConnections=2000\n"
-	              "RelayClients=10.0.0.0/8\nRelayDomains=Example.ORG\n"
-	              "RelayClientCerts=" FP_COLON "\nTLSMinVersion=TLSv1.3\n"
-	              "LogFile=relay.log\nCommandTimeout=60\nDataTimeout=600\n"
-	              "SmartHost=[127.0.0.1]:2526\nTransportTable=/t\nDestinationConcurrency=5\n"
-	              "MaxMessagesPerConnection=7\nRetrySchedule=10s,2m\nQueueLifetime=2d\n"
-	              "TLSPolicy=verify\nTLSPolicyTable=/p\nDNSServer=127.0.0.1:5353\n"
-	              "ConnectTimeout=1m\nBodyPath=copy\nDeliveryMode=q\n"));
+	CHECK(load_ok(
+	    &c, "CACertPath=/a\nCACertFile=/b\nServerCertFile=/c\nServerKeyFile=/d\n"
+	        "ClientCertFile=/e\nClientKeyFile=/f\nListen=10.0.0.1:2525\n"
+	        "QueueDirectory=/q\nHostname=mx1.Example.org\nWorkers=8\n"
+	        "MaxMessageSize=20m\nMaxRecipients=50\nMaxConnections=2000\n"
+	        "RelayClients=10.0.0.0/8\nRelayDomains=Example.ORG\n"
+	        "RelayClientCerts=" FP_COLON "\nTLSMinVersion=TLSv1.3\n"
+	        "LogFile=relay.log\nCommandTimeout=60\nDataTimeout=600\n"
+	        "SmartHost=[127.0.0.1]:2526\nTransportTable=/t\nDestinationConcurrency=5\n"
+	        "MaxMessagesPerConnection=7\nRetrySchedule=10s,2m\nQueueLifetime=2d\n"
+	        "TLSPolicy=verify\nTLSPolicyTable=/p\nDNSServer=127.0.0.1:5353\n"
+	        "ConnectTimeout=1m\nBodyPath=copy\nDeliveryMode=q\nTLSMaxVersion=TLSv1.3\n"
+	        "CipherList=ECDHE+AESGCM\nCipherSuites=TLS_AES_128_GCM_SHA256\n"
+	        "ServerSSLOptions=+SSL_OP_NO_TICKET\nClientSSLOptions=-SSL_OP_ENABLE_KTLS\n"));
 	CHECK_STR(c.ca_cert_path, "/a");
 	CHECK_STR(c.ca_cert_file, "/b");
 	CHECK_STR(c.server_cert_file, "/c");
@@ -271,6 +279,11 @@ TEST(every_option)
 	CHECK_STR(c.dns_server, "127.0.0.1:5353");
 	CHECK(c.connect_timeout_s == 60 && c.body_path == BODY_PATH_COPY);
 	CHECK(c.queue_only);
+	CHECK(c.tls_max_version == TLS1_3_VERSION);
+	CHECK_STR(c.cipher_list, "ECDHE+AESGCM");
+	CHECK_STR(c.cipher_suites, "TLS_AES_128_GCM_SHA256");
+	CHECK(c.server_ssl_options.set == SSL_OP_NO_TICKET && c.server_ssl_options.clear == 0);
+	CHECK(c.client_ssl_options.set == 0 && c.client_ssl_options.clear == SSL_OP_ENABLE_KTLS);
 	for (int i = 0; i < OPT_COUNT; i++)
 		CHECK(c.line[i] == (unsigned)i + 1);
 	config_free(&c);
@@ -633,6 +646,113 @@ TEST(tls_unknown_version)
 	            "TLSMinVersion: 'TLSv1.4' is not a TLS version (valid: TLSv1.2, TLSv1.3)");
 	FAILS_WITH("TLSMinVersion=1.2\n", 1, "valid: TLSv1.2, TLSv1.3");
 	FAILS_WITH("TLSMinVersion=TLSv1.2 \"strict\"\n", 1, "is not a TLS version");
+}
+
+TEST(tls_max_version_and_range)
+{
+	struct config c;
+	char err[CONFIG_ERR_MAX];
+	int lo, hi;
+
+	config_defaults(&c);
+	CHECK(c.tls_max_version == TLS1_3_VERSION);
+	CHECK(config_tls_versions(&c, true, &lo, &hi, err, sizeof(err)) == 0);
+	CHECK(lo == TLS1_2_VERSION && hi == TLS1_3_VERSION);
+	config_free(&c);
+
+	CHECK(load_ok(&c, "TLSMaxVersion=TLSv1.2\n"));
+	CHECK(c.tls_max_version == TLS1_2_VERSION && c.tls_min_version == TLS1_2_VERSION);
+	CHECK(config_tls_versions(&c, false, &lo, &hi, err, sizeof(err)) == 0);
+	CHECK(lo == TLS1_2_VERSION && hi == TLS1_2_VERSION);
+	config_free(&c);
+	FAILS_WITH("TLSMaxVersion=TLSv1.1\n", 1, "TLSMaxVersion: 'TLSv1.1' is refused");
+
+	/* Sendmail's way of saying the same, per side */
+	CHECK(load_ok(&c, "ClientSSLOptions=+SSL_OP_NO_TLSv1_3\n"));
+	CHECK(config_tls_versions(&c, false, &lo, &hi, err, sizeof(err)) == 0);
+	CHECK(lo == TLS1_2_VERSION && hi == TLS1_2_VERSION);
+	CHECK(config_tls_versions(&c, true, &lo, &hi, err, sizeof(err)) == 0);
+	CHECK(lo == TLS1_2_VERSION && hi == TLS1_3_VERSION);
+	config_free(&c);
+
+	/* nothing left: each option is fine alone, together they exclude all */
+	CHECK(load_ok(&c, "TLSMinVersion=TLSv1.3\nServerSSLOptions=+SSL_OP_NO_TLSv1_3\n"));
+	CHECK(config_tls_versions(&c, true, &lo, &hi, err, sizeof(err)) == -1);
+	CHECK(strstr(err, "no TLS version is left for the server side") != NULL);
+	CHECK(strstr(err, ":1)") != NULL && strstr(err, ":2)") != NULL);
+	CHECK(config_tls_versions(&c, false, &lo, &hi, err, sizeof(err)) == 0);
+	CHECK(lo == TLS1_3_VERSION && hi == TLS1_3_VERSION);
+	config_free(&c);
+	CHECK(load_ok(&c, "TLSMinVersion=TLSv1.3\nTLSMaxVersion=TLSv1.2\n"));
+	CHECK(config_tls_versions(&c, false, &lo, &hi, err, sizeof(err)) == -1);
+	config_free(&c);
+}
+
+TEST(cipher_list_and_suites)
+{
+	struct config c;
+
+	config_defaults(&c);
+	CHECK(c.cipher_list == NULL && c.cipher_suites == NULL);
+	config_free(&c);
+	CHECK(load_ok(&c, "O CipherList=ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256\n"
+	                  "CipherSuites=TLS_CHACHA20_POLY1305_SHA256\n"));
+	CHECK_STR(c.cipher_list, "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256");
+	CHECK_STR(c.cipher_suites, "TLS_CHACHA20_POLY1305_SHA256");
+	config_free(&c);
+	/* the how-to era's string still parses (OpenSSL drops what it lacks) */
+	CHECK(load_ok(&c, "CipherList=HIGH:!aNULL:!MD5\n"));
+	config_free(&c);
+	FAILS_EXACT("CipherList=NOSUCHCIPHER\n", 1,
+	            "CipherList: 'NOSUCHCIPHER' matches no cipher this OpenSSL has (see `openssl "
+	            "ciphers -v '...'`)");
+	FAILS_WITH("\nCipherSuites=TLS_AES_128_GCM_SHA256:BOGUS\n", 2,
+	           "CipherSuites: 'TLS_AES_128_GCM_SHA256:BOGUS' names no TLS 1.3 suite");
+	/* a TLS 1.2 name is not a TLS 1.3 suite */
+	FAILS_WITH("CipherSuites=ECDHE-RSA-AES128-GCM-SHA256\n", 1, "names no TLS 1.3 suite");
+}
+
+TEST(ssl_options_sendmail_syntax)
+{
+	struct config c;
+
+	/* a line from a Sendmail how-to, unchanged */
+	CHECK(load_ok(
+	    &c, "O ServerSSLOptions=+SSL_OP_NO_SSLv2 +SSL_OP_NO_SSLv3 +SSL_OP_NO_TLSv1 "
+	        "+SSL_OP_NO_TLSv1_1 +SSL_OP_CIPHER_SERVER_PREFERENCE\n"
+	        "O ClientSSLOptions=+SSL_OP_NO_SSLv2,+SSL_OP_NO_SSLv3 -SSL_OP_ENABLE_KTLS\n"));
+	CHECK(c.server_ssl_options.set == (SSL_OP_NO_SSLv2 | SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 |
+	                                   SSL_OP_NO_TLSv1_1 | SSL_OP_CIPHER_SERVER_PREFERENCE));
+	CHECK(c.server_ssl_options.clear == 0);
+	CHECK(c.client_ssl_options.set == (SSL_OP_NO_SSLv2 | SSL_OP_NO_SSLv3));
+	CHECK(c.client_ssl_options.clear == SSL_OP_ENABLE_KTLS);
+	config_free(&c);
+	/* no sign means set; the prefix and case are optional; numbers work; the
+	 * last word on a bit wins */
+	CHECK(load_ok(&c, "ClientSSLOptions=no_ticket 0x4000 +ENABLE_KTLS -ENABLE_KTLS\n"));
+	CHECK(c.client_ssl_options.set == (SSL_OP_NO_TICKET | 0x4000));
+	CHECK(c.client_ssl_options.clear == SSL_OP_ENABLE_KTLS);
+	config_free(&c);
+	FAILS_EXACT(
+	    "ServerSSLOptions=+SSL_OP_NO_TLSv1_4\n", 1,
+	    "ServerSSLOptions: '+SSL_OP_NO_TLSv1_4' is not an SSL_OP_ name krelay knows, nor "
+	    "a number (e.g. +SSL_OP_NO_TLSv1_3, -SSL_OP_ENABLE_KTLS, 0x4000)");
+	FAILS_WITH("ClientSSLOptions=0x12z\n", 1, "'0x12z' is not an SSL_OP_ name");
+	FAILS_WITH("ClientSSLOptions=-SSL_OP_NO_COMPRESSION\n", 1,
+	           "'-SSL_OP_NO_COMPRESSION' is refused: krelay never allows TLS compression or "
+	           "renegotiation");
+	FAILS_WITH("ServerSSLOptions=-SSL_OP_NO_RENEGOTIATION\n", 1, "is refused");
+	/* an error leaves the earlier value */
+	config_defaults(&c);
+	{
+		char err[CONFIG_ERR_MAX];
+		CHECK(config_parse_line(&c, "ClientSSLOptions=+NO_TICKET", 1, err, sizeof(err)) ==
+		      0);
+		CHECK(config_parse_line(&c, "ClientSSLOptions=+NO_TICKET +BOGUS", 2, err,
+		                        sizeof(err)) == -1);
+		CHECK(c.client_ssl_options.set == SSL_OP_NO_TICKET);
+	}
+	config_free(&c);
 }
 
 TEST(fingerprint_forms_equivalent)
@@ -1121,5 +1241,8 @@ int main(void)
 	RUN(where);
 	RUN(free_zeroes);
 	RUN(load_twice);
+	RUN(tls_max_version_and_range);
+	RUN(cipher_list_and_suites);
+	RUN(ssl_options_sendmail_syntax);
 	UNIT_END("test_config");
 }
