@@ -1,0 +1,323 @@
+#!/usr/bin/env bash
+# run.sh (`make bench`): krelay and Postfix side by side as the same relay.
+#
+#   krelay-bench source --STARTTLS or cleartext--> RELAY --STARTTLS--> krelay-bench sink
+#
+# RELAY is build/krelay (TLSPolicy=encrypt), or a private Postfix instance
+# (bench/postfix_relay.py: smtp_tls_security_level=encrypt) without and with
+# smtp_tls_connection_reuse.  Same source, sink, certificates and TLS suite
+# (the sink and source accept only TLS 1.3 TLS_AES_128_GCM_SHA256, see
+# build/bench/openssl-pin.cnf), 20 concurrent sessions, messages of 4 KiB,
+# 100 KiB, 1 MiB and 10 MiB.  Then krelay alone with one thing changed
+# (BodyPath, Workers, connection reuse, cleartext next hop).  Before all
+# that, this machine's limits: one core's AES-GCM/ChaCha20 speed and
+# loopback TCP (bench/baseline.sh).
+#
+# Per row: messages/s and MB/s from the source's first connection to the
+# sink's last message; the relay's CPU time (user+sys) per message and per
+# GB; how kTLS and the body path were used (krelay's delivery log lines).
+# The relay's CPU is that of its own cgroup v2 (every process and thread it
+# ever had, exited ones included; see "CPU accounting" in the output), with
+# the process group's /proc times as a cross-check.
+#
+# Output under build/bench/: results.md, results.csv, results.svg (gnuplot),
+# baseline.json and rows/ROW/ (configs, logs, source.json, sink.json).
+#   QUICK=1 bench/run.sh       fewer sizes and messages (about a minute)
+#   ROWS=REGEX bench/run.sh    only the rows whose name matches
+# Everything is bounded: every wait has a deadline, every process a timeout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export LC_ALL=C
+
+out=build/bench
+rows=$out/rows
+KRELAY=$PWD/build/krelay
+KBENCH=${KRELAY_BENCH:-$PWD/build/krelay-bench}
+CONC=20
+WARMUP=${WARMUP:-$CONC} # messages (4 KiB) sent through the relay before each row's measurement
+started=$(date +%s)
+
+for f in "$KRELAY" "$KBENCH"; do
+	[ -x "$f" ] || {
+		echo "run.sh: $f missing (make build/krelay build/krelay-bench)" >&2
+		exit 1
+	}
+done
+command -v postfix >/dev/null || {
+	echo "run.sh: postfix missing (scripts/deps.sh)" >&2
+	exit 1
+}
+[ "$(id -u)" -eq 0 ] || {
+	echo "run.sh: Postfix instances need root" >&2
+	exit 1
+}
+
+if [ -n "${QUICK:-}" ]; then
+	SIZES=${SIZES:-"4k 1m"}
+	ABL_SIZES=${ABL_SIZES:-"4k 1m"}
+	declare -A COUNT=([4k]=300 [100k]=100 [1m]=40 [10m]=20)
+	ROW_TIMEOUT=${ROW_TIMEOUT:-40}
+	BASE_SECS=1
+else
+	SIZES=${SIZES:-"4k 100k 1m 10m"}
+	ABL_SIZES=${ABL_SIZES:-"4k 1m"}
+	declare -A COUNT=([4k]=3000 [100k]=600 [1m]=160 [10m]=40)
+	ROW_TIMEOUT=${ROW_TIMEOUT:-120}
+	BASE_SECS=2
+fi
+ROWS=${ROWS:-.}
+
+rm -rf "$rows" "$out/postfix" "$out/results".* && mkdir -p "$rows" "$out/postfix"
+chmod 755 "$out" "$out/postfix"
+certs=$PWD/$out/certs
+[ -f "$certs/server.crt" ] || scripts/mkcerts.sh "$certs" --name relay.bench >/dev/null
+# The suite both hops use, whatever the relay prefers: the sink (server of
+# the outbound hop) and the source (client of the inbound hop) allow only
+# AES-128-GCM.  OpenSSL applies it to every SSL_CTX of the process.
+pin=$PWD/$out/openssl-pin.cnf
+cat >"$pin" <<'CNF'
+openssl_conf = openssl_init
+[openssl_init]
+ssl_conf = ssl_sect
+[ssl_sect]
+system_default = system_default_sect
+[system_default_sect]
+MinProtocol = TLSv1.3
+Ciphersuites = TLS_AES_128_GCM_SHA256
+CNF
+
+port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_for() { # wait_for SECONDS COMMAND...: true once COMMAND succeeds
+	local end=$((SECONDS + $1))
+	shift
+	until "$@"; do
+		[ $SECONDS -lt $end ] || return 1
+		sleep 0.05
+	done
+}
+alive() { kill -0 "$1" 2>/dev/null; }
+stop_pid() { # stop_pid PID SECONDS: SIGTERM, then SIGKILL after SECONDS
+	alive "$1" || return 0
+	kill -TERM "$1" 2>/dev/null || true
+	wait_for "$2" eval "! alive $1" || kill -KILL "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+}
+
+# --- CPU accounting: a cgroup v2 per relay -------------------------------
+cgmount=$(awk '$3 == "cgroup2" {print $2; exit}' /proc/mounts)
+cgbase=""
+if [ -n "$cgmount" ] && mkdir "$cgmount/krelay-bench.$$" 2>/dev/null; then
+	cgbase=$cgmount/krelay-bench.$$
+	cpu_method="cgroup v2 ($cgbase/ROW/cpu.stat usage_usec: every process and thread the relay ever had, exited ones included)"
+else
+	cpu_method="process group (/proc/PID/stat utime+stime of every live process in the relay's process group, plus the leader's cutime+cstime of reaped children; no writable cgroup v2 here)"
+fi
+cg_usec() { # cg_usec CGROUP -> usage_usec user_usec system_usec
+	awk '{v[$1] = $2} END {print v["usage_usec"], v["user_usec"], v["system_usec"]}' "$1/cpu.stat"
+}
+pg_usec() { # pg_usec PGID -> microseconds of the group (see cpu_method)
+	local tick
+	tick=$(getconf CLK_TCK)
+	cat /proc/[0-9]*/stat 2>/dev/null | awk -v pg="$1" -v tick="$tick" '
+		{ pid = $1; sub(/^[^(]*\(.*\) /, "")
+		  # now $1 = state, $3 = pgrp, $12..$15 = utime stime cutime cstime
+		  if ($3 == pg) { t += $12 + $13; if (pid == pg) t += $14 + $15 } }
+		END { printf "%d\n", t * 1000000 / tick }'
+}
+cg_stop() { # cg_stop CGROUP: kill whatever is left in it (only our relay), remove it
+	local cg=$1
+	[ -n "$cg" ] && [ -d "$cg" ] || return 0
+	if [ -s "$cg/cgroup.procs" ]; then
+		echo "run.sh: processes left in $cg after stop: $(tr '\n' ' ' <"$cg/cgroup.procs"); killing them" >&2
+		echo 1 >"$cg/cgroup.kill"
+		wait_for 10 eval "[ ! -s $cg/cgroup.procs ]" || true
+	fi
+	rmdir "$cg" 2>/dev/null || true
+}
+
+# What is running now, for the EXIT trap.
+cur_pids=()
+cur_pf=""
+cur_cg=""
+cleanup() {
+	local p
+	[ -z "$cur_pf" ] || stop_pid "$cur_pf" 30
+	for p in "${cur_pids[@]}"; do stop_pid "$p" 5; done
+	cg_stop "$cur_cg"
+	[ -z "$cgbase" ] || rmdir "$cgbase" 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- one row -------------------------------------------------------------
+# Per row: d (its directory), n, sp/rp (sink and relay ports), cg (its
+# cgroup, or empty), pgid (the relay's process group), status.
+
+start_sink() {
+	OPENSSL_CONF=$pin timeout $((ROW_TIMEOUT + 10)) "$KBENCH" sink --listen "127.0.0.1:$sp" \
+		--cert "$certs/server.crt" --key "$certs/server.key" --verify --expect $((n + WARMUP)) \
+		--timeout "$ROW_TIMEOUT" --json --ready-file "$d/sink.ready" >"$d/sink.json" 2>"$d/sink.err" &
+	sink_pid=$!
+	cur_pids=("$sink_pid")
+	wait_for 10 test -e "$d/sink.ready" && return 0
+	echo "sink did not start: $(tail -n3 "$d/sink.err")" >"$d/error"
+	return 1
+}
+
+start_krelay() { # start_krelay OUTBOUND [option lines...]
+	local outbound=$1 workers=${KRELAY_WORKERS:-$(nproc)} opt
+	shift
+	for opt in "$@"; do [[ $opt == Workers=* ]] && workers=${opt#Workers=}; done
+	rp=$(port)
+	{
+		echo "Listen=127.0.0.1:$rp"
+		echo "QueueDirectory=$PWD/$d/queue"
+		echo "LogFile=$PWD/$d/relay.log"
+		echo "Workers=$workers"
+		echo "MaxMessageSize=64m"
+		echo "ServerCertFile=$certs/server.crt"
+		echo "ServerKeyFile=$certs/server.key"
+		echo "ClientCertFile=$certs/client.crt"
+		echo "ClientKeyFile=$certs/client.key"
+		echo "SmartHost=[127.0.0.1]:$sp"
+		echo "TLSPolicy=$([ "$outbound" = tls ] && echo encrypt || echo none)"
+		# 20 connections to the sink in all workers together, as Postfix gets
+		echo "DestinationConcurrency=$(((CONC + workers - 1) / workers))"
+		for opt in "$@"; do [[ $opt == Workers=* ]] || echo "$opt"; done
+	} >"$d/relay.conf"
+	(
+		[ -z "$cg" ] || echo "$BASHPID" >"$cg/cgroup.procs"
+		exec setsid "$KRELAY" -C "$d/relay.conf"
+	) 2>"$d/relay.stderr" &
+	relay_pid=$!
+	cur_pids+=("$relay_pid")
+	pgid=$relay_pid
+	wait_for 10 grep -q "listening on" "$d/relay.log" 2>/dev/null && return 0
+	echo "krelay did not start: $(tail -n3 "$d/relay.stderr")" >"$d/error"
+	return 1
+}
+
+start_postfix() { # start_postfix postfix|postfix-reuse
+	bench/postfix_relay.py --dir "$out/postfix/$name" --relayhost "$sp" --certs "$certs" \
+		--cgroup "${cg:-none}" --info "$d/postfix.json" --max-seconds $((ROW_TIMEOUT + 120)) \
+		$([ "$1" = postfix-reuse ] && echo --reuse) >"$d/postfix.out" 2>&1 &
+	cur_pf=$!
+	if ! wait_for 60 test -e "$d/postfix.json"; then
+		echo "Postfix did not start: $(tail -n5 "$d/postfix.out")" >"$d/error"
+		return 1
+	fi
+	read -r rp pgid pfq < <(/usr/bin/python3 -c 'import json, sys
+i = json.load(open(sys.argv[1])); print(i["port"], i["master_pid"], i["queue"])' "$d/postfix.json")
+}
+
+relay_cpu() { # -> "cgroup_usec user_usec sys_usec pgroup_usec"
+	if [ -n "$cg" ]; then echo "$(cg_usec "$cg") $(pg_usec "$pgid")"; else echo "0 0 0 $(pg_usec "$pgid")"; fi
+}
+
+queue_empty() { # the relay's queue holds no message (its last unlink follows the sink's last 250)
+	if [ "$relay" = krelay ]; then
+		[ -z "$(find "$d/queue/queue" -type f 2>/dev/null | head -n1)" ]
+	else
+		[ -z "$(find "$pfq/incoming" "$pfq/active" "$pfq/deferred" "$pfq/maildrop" -type f 2>/dev/null | head -n1)" ]
+	fi
+}
+
+# row NAME GROUP RELAY INBOUND OUTBOUND SIZE [krelay option lines...]
+#   RELAY    krelay | postfix | postfix-reuse
+#   INBOUND  plain | starttls      (source -> relay)
+#   OUTBOUND tls | clear           (relay -> sink; the sink offers STARTTLS)
+row() {
+	name=$1 group=$2 relay=$3 inbound=$4 outbound=$5 size=$6
+	shift 6
+	[[ $name =~ $ROWS ]] || return 0
+	n=${COUNT[$size]} d=$rows/$name cg="" pgid="" relay_pid="" sink_pid="" status=ok
+	local t_row=$SECONDS c0="0 0 0 0" c1="0 0 0 0" tls_args=(--tls none)
+	mkdir -p "$d"
+	sp=$(port)
+	printf '  %-24s %-13s %-8s -> %-5s %5s x %-4s ' "$name" "$relay" "$inbound" "$outbound" "$n" "$size"
+	if [ -n "$cgbase" ]; then
+		cg=$cgbase/$name
+		mkdir "$cg"
+		cur_cg=$cg
+	fi
+	if ! start_sink; then
+		status=sink-not-started
+	elif [ "$relay" = krelay ] && ! start_krelay "$outbound" "$@"; then
+		status=relay-not-started
+	elif [ "$relay" != krelay ] && ! start_postfix "$relay"; then
+		status=relay-not-started
+	fi
+	[ "$inbound" = plain ] || tls_args=(--tls starttls --ca "$certs/ca.crt")
+	if [ $status = ok ] && [ "$WARMUP" -gt 0 ]; then
+		# warm-up, not measured: Postfix forks its smtpd/cleanup/smtp
+		# processes, both relays open their connections to the sink
+		OPENSSL_CONF=$pin timeout 60 "$KBENCH" source --to "127.0.0.1:$rp" --messages "$WARMUP" \
+			--size 4k --concurrency "$CONC" "${tls_args[@]}" --timeout 50 --json \
+			>"$d/warmup.json" 2>"$d/warmup.err" || status=warmup-failed
+		wait_for 30 queue_empty || [ $status != ok ] || status=warmup-not-relayed
+	fi
+	if [ $status = ok ]; then
+		c0=$(relay_cpu)
+		OPENSSL_CONF=$pin timeout $((ROW_TIMEOUT + 10)) "$KBENCH" source --to "127.0.0.1:$rp" \
+			--messages "$n" --size "$size" --concurrency "$CONC" "${tls_args[@]}" \
+			--timeout "$ROW_TIMEOUT" --json >"$d/source.json" 2>"$d/source.err" || status=source-failed
+		wait "$sink_pid" || [ $status != ok ] || status=sink-failed
+		wait_for 20 queue_empty || [ $status != ok ] || status=relay-queue-not-empty
+		c1=$(relay_cpu)
+	fi
+	# stop: the sink (if still there), the relay, then anything left in its cgroup
+	stop_pid "$sink_pid" 5
+	[ -z "$relay_pid" ] || stop_pid "$relay_pid" 30
+	[ -z "$cur_pf" ] || stop_pid "$cur_pf" 60
+	cur_pids=() cur_pf=""
+	cg_stop "$cg"
+	cur_cg=""
+
+	local u0 us0 sy0 pg0 u1 us1 sy1 pg1
+	read -r u0 us0 sy0 pg0 <<<"$c0"
+	read -r u1 us1 sy1 pg1 <<<"$c1"
+	cat >"$d/row.json" <<JSON
+{"name": "$name", "group": "$group", "relay": "$relay", "inbound": "$inbound", "outbound": "$outbound",
+ "size": "$size", "messages": $n, "warmup": $WARMUP, "concurrency": $CONC, "options": "$*", "status": "$status",
+ "cpu_method": "$([ -n "$cg" ] && echo cgroup || echo pgroup)",
+ "cgroup_usec": $((u1 - u0)), "cgroup_user_usec": $((us1 - us0)), "cgroup_sys_usec": $((sy1 - sy0)),
+ "pgroup_usec": $((pg1 - pg0)), "row_seconds": $((SECONDS - t_row))}
+JSON
+	/usr/bin/python3 bench/report.py --row "$d" || true
+}
+
+# --- the run -------------------------------------------------------------
+echo "krelay vs Postfix, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r)"
+echo "relay CPU accounting: $cpu_method"
+echo "machine limits (bench/baseline.sh, ${BASE_SECS}s each):"
+bench/baseline.sh "$out/baseline.json" "$BASE_SECS"
+/usr/bin/python3 bench/report.py --baseline "$out/baseline.json"
+
+ktls=no
+if [ -e /proc/net/tls_stat ]; then
+	ktls=yes
+	echo "kTLS: /proc/net/tls_stat exists (tls module loaded): krelay's TLS rows are its kTLS rows; each says what its deliveries used"
+else
+	echo "kTLS rows skipped: /proc/net/tls_stat is missing (no tls kernel module on $(uname -r)); krelay encrypts in userspace (OpenSSL) like Postfix"
+fi
+
+echo "rows (source -> relay -> sink, $CONC sessions; ROWS=${ROWS}):"
+for size in $SIZES; do
+	for inb in plain starttls; do
+		row "krelay-$inb-$size" compare krelay "$inb" tls "$size"
+		row "postfix-$inb-$size" compare postfix "$inb" tls "$size"
+		row "postfix-reuse-$inb-$size" compare postfix-reuse "$inb" tls "$size"
+	done
+done
+for size in $ABL_SIZES; do
+	row "abl-splice-clear-$size" ablation krelay plain clear "$size" BodyPath=splice
+	row "abl-copy-clear-$size" ablation krelay plain clear "$size" BodyPath=copy
+	row "abl-splice-tls-$size" ablation krelay plain tls "$size" BodyPath=splice
+	row "abl-copy-tls-$size" ablation krelay plain tls "$size" BodyPath=copy
+	row "abl-workers1-$size" ablation krelay plain tls "$size" Workers=1
+	row "abl-workers2-$size" ablation krelay plain tls "$size" Workers=2
+	row "abl-noreuse-$size" ablation krelay plain tls "$size" MaxMessagesPerConnection=1
+done
+
+/usr/bin/python3 bench/report.py --out "$out" --cpu-method "$cpu_method" --ktls "$ktls" \
+	--wall $(($(date +%s) - started))
