@@ -118,6 +118,14 @@ def compute(d, baseline):
     r["cpu_s_per_gb"] = cpu / (r["payload_bytes"] / 1e9) if cpu is not None and r["payload_bytes"] else None
     aes = (baseline or {}).get("aes_128_gcm_Bps")
     r["x_floor"] = r["cpu_s_per_gb"] / (1e9 / aes) if aes and r["cpu_s_per_gb"] else None
+    # what else kept this machine busy while the row ran (other users, in cores)
+    win = (meta.get("window_usec") or 0) / 1e6
+    if win > 0 and meta.get("machine_busy_usec") is not None and cpu is not None:
+        own = cpu + (src.get("cpu_s") or 0) + (sink.get("cpu_s") or 0)
+        r["other_load"] = max(0.0, meta["machine_busy_usec"] / 1e6 - own) / win
+        r["steal"] = (meta.get("steal_usec") or 0) / 1e6 / win
+    else:
+        r["other_load"] = r["steal"] = None
     problems = []
     if meta.get("status", "missing") != "ok":
         problems.append(meta.get("status", "no row.json"))
@@ -143,7 +151,8 @@ def row_line(r):
     return (f"{fmt(r['msgs_per_s'], '7.0f')} msg/s {fmt(r['mb_per_s'], '7.1f')} MB/s  "
             f"CPU {fmt(r['cpu_us_per_msg'], '6.0f')} us/msg {fmt(r['cpu_s_per_gb'], '6.1f')} s/GB "
             f"({fmt(r['x_floor'], '.1f')}x floor)  out={r['tls_out'] or 'clear'} "
-            f"ktls_tx={r['ktls_tx']} body={r['body_path']} conns={r['sink_connections']}  "
+            f"ktls_tx={r['ktls_tx']} body={r['body_path']} conns={r['sink_connections']} "
+            f"others={fmt(r['other_load'], '.2f')}  "
             f"[{r['problems_text']}]")
 
 
@@ -167,12 +176,14 @@ COLUMNS = [  # (csv name, Markdown heading, format)
     ("relay_cpu_s", "Relay CPU s", ".2f"), ("cpu_us_per_msg", "CPU µs/msg", ".0f"),
     ("cpu_s_per_gb", "CPU s/GB", ".1f"), ("x_floor", "× floor", ".1f"), ("tls_out", "TLS out", "s"),
     ("ktls_tx", "kTLS TX", "s"), ("body_path", "Body path", "s"),
-    ("sink_connections", "Conns", "d"), ("problems_text", "Status", "s"),
+    ("sink_connections", "Conns", "d"), ("other_load", "Other load", ".2f"),
+    ("problems_text", "Status", "s"),
 ]
 CSV_EXTRA = ["relay", "group", "inbound", "outbound", "options", "messages", "seconds", "payload_bytes",
              "cgroup_usec", "cgroup_user_usec", "cgroup_sys_usec", "pgroup_usec", "cpu_method",
              "tls_in", "delivered", "deferred", "problems", "source_cpu_s", "sink_cpu_s",
-             "sink_tls_connections", "checksum_errors", "source_errors", "row_seconds"]
+             "sink_tls_connections", "checksum_errors", "source_errors", "row_seconds",
+             "machine_busy_usec", "steal_usec", "steal", "window_usec"]
 
 
 def md_table(rows):
@@ -233,22 +244,31 @@ def plot(rows, out):
                         vals.append("NaN" if v is None else f"{v:.4g}")
                 f.write(f"{s} {' '.join(vals)}\n")
             f.write("\n\n")
-    titles = {"plain": "cleartext in, STARTTLS out", "starttls": "STARTTLS in, STARTTLS out"}
-    script = [f"set terminal svg size 1000,700 dynamic font 'sans,11'",
+    titles = {"plain": "clear in, TLS out", "starttls": "TLS in, TLS out"}
+    script = ["set terminal svg size 1000,720 dynamic font 'sans,11'",
               f"set output '{out / 'results.svg'}'",
               "set multiplot layout 2,2",
               "set style data histogram", "set style histogram clustered gap 1",
               "set style fill solid 0.8 border -1", "set boxwidth 0.9", "set grid ytics",
-              "set key top left", "set yrange [0:*]"]
+              "set key below horizontal", "set logscale y"]
+    aes = (load(out / "baseline.json") or {}).get("aes_128_gcm_Bps")
     for i, inbound in enumerate(("plain", "starttls")):
-        script += [f"set title 'Throughput, {titles[inbound]} (MB/s, higher is better)'",
-                   "set ylabel 'MB/s'",
+        script += [f"set title 'Throughput, {titles[inbound]} (higher is better)'",
+                   "set ylabel 'MB/s (log)'",
                    f"plot '{dat}' index {i} using 2:xtic(1) title 'krelay', "
                    f"'' index {i} using 3 title 'Postfix', '' index {i} using 4 title 'Postfix+reuse'",
-                   f"set title 'Relay CPU per GB, {titles[inbound]} (s, lower is better)'",
-                   "set ylabel 'CPU s/GB'",
-                   f"plot '{dat}' index {i} using 5:xtic(1) title 'krelay', "
-                   f"'' index {i} using 6 title 'Postfix', '' index {i} using 7 title 'Postfix+reuse'"]
+                   f"set title 'Relay CPU per GB, {titles[inbound]} (lower is better)'",
+                   "set ylabel 'CPU s/GB (log)'"]
+        floor_plot = ""
+        if aes:  # the crypto floor: AES-128-GCM once per TLS hop, one core
+            floor = 1e9 / aes * (2 if inbound == "starttls" else 1)
+            floor_plot = (f", {floor:.4g} with lines dashtype 2 lw 1.5 lc rgb 'black' "
+                          f"title 'AES-128-GCM floor ({floor:.2g} s/GB)'")
+            script.append(f"set yrange [{floor / 2:.3g}:*]")
+        script += [f"plot '{dat}' index {i} using 5:xtic(1) title 'krelay', "
+                   f"'' index {i} using 6 title 'Postfix', '' index {i} using 7 title 'Postfix+reuse'"
+                   + floor_plot,
+                   "set yrange [*:*]"]
     script.append("unset multiplot")
     p = subprocess.run(["gnuplot"], input="\n".join(script) + "\n", text=True,
                        capture_output=True, timeout=60)
@@ -285,6 +305,18 @@ def report(out, cpu_method, ktls, wall):
     compare = [r for r in rows if r.get("group") == "compare"]
     ablation = [r for r in rows if r.get("group") == "ablation"]
     conc = rows[0].get("concurrency") if rows else "?"
+    cross = [r["pgroup_usec"] / r["cgroup_usec"] for r in rows
+             if r.get("cpu_method") == "cgroup" and r.get("cgroup_usec") and r.get("pgroup_usec")]
+    cross_note = (f" Cross-check: the relay's process group's /proc times (live processes plus "
+                  f"the leader's reaped children) came to {min(cross):.2f}–{max(cross):.2f} × "
+                  "the cgroup's figure." if cross else "")
+    noise = [(a, b) for a in rows for b in rows if a["name"].startswith("krelay-plain-")
+             and b["name"] == "abl-workers2-" + a["name"].rsplit("-", 1)[1] and a.get("msgs_per_s")
+             and b.get("msgs_per_s")]
+    noise_note = "".join(f" `{b['name']}` repeats `{a['name']}` (same settings on this machine) "
+                         f"and got {b['msgs_per_s'] / a['msgs_per_s']:.2f} × its msg/s: that is "
+                         "the run-to-run noise here." for a, b in noise
+                         if os.cpu_count() == 2)
     ktls_note = ("kTLS: the tls module is loaded; the kTLS TX column says what each krelay row used."
                  if ktls == "yes" else
                  "kTLS rows skipped: /proc/net/tls_stat is missing (no tls kernel module), so every "
@@ -301,14 +333,16 @@ def report(out, cpu_method, ktls, wall):
           "sink's last message; before that, each relay got "
           f"{rows[0].get('warmup', 0) if rows else 0} messages of warm-up (not counted). "
           "MB/s counts the payload. Conns: connections the sink accepted, warm-up "
-          "included. Relay CPU: user+sys of all the "
+          "included. Other load: CPU time the rest of the machine (not relay, source or sink) "
+          "used meanwhile, in cores: other users of this machine. Relay CPU: user+sys of all the "
           f"relay's processes, by {cpu_method}. × floor: relay CPU per GB over one core's "
           "AES-128-GCM time per GB (a relay that decrypts and encrypts has a floor of 2). "
-          + ktls_note,
+          + ktls_note + cross_note,
           "",
           "### krelay and Postfix", "", md_table(compare), "",
           "### krelay ÷ Postfix", "", ratio_table(rows), "",
           "### krelay ablations (one setting changed; cleartext in)", "", md_table(ablation), "",
+          noise_note.strip(), "",
           plot_note]
     text = "\n".join(md) + "\n"
     (out / "results.md").write_text(text)

@@ -22,7 +22,8 @@
 #
 # Output under build/bench/: results.md, results.csv, results.svg (gnuplot),
 # baseline.json and rows/ROW/ (configs, logs, source.json, sink.json).
-#   QUICK=1 bench/run.sh       fewer sizes and messages (about a minute)
+#   QUICK=1 bench/run.sh       4 KiB and 1 MiB, ablations at 4 KiB, fewer messages (about a minute)
+#   SIZES="4k 10m" ABL_SIZES=1m bench/run.sh   choose the sizes
 #   ROWS=REGEX bench/run.sh    only the rows whose name matches
 # Everything is bounded: every wait has a deadline, every process a timeout.
 set -euo pipefail
@@ -54,7 +55,7 @@ command -v postfix >/dev/null || {
 
 if [ -n "${QUICK:-}" ]; then
 	SIZES=${SIZES:-"4k 1m"}
-	ABL_SIZES=${ABL_SIZES:-"4k 1m"}
+	ABL_SIZES=${ABL_SIZES:-"4k"}
 	declare -A COUNT=([4k]=300 [100k]=100 [1m]=40 [10m]=20)
 	ROW_TIMEOUT=${ROW_TIMEOUT:-40}
 	BASE_SECS=1
@@ -122,7 +123,7 @@ pg_usec() { # pg_usec PGID -> microseconds of the group (see cpu_method)
 		{ pid = $1; sub(/^[^(]*\(.*\) /, "")
 		  # now $1 = state, $3 = pgrp, $12..$15 = utime stime cutime cstime
 		  if ($3 == pg) { t += $12 + $13; if (pid == pg) t += $14 + $15 } }
-		END { printf "%d\n", t * 1000000 / tick }'
+		END { printf "%.0f\n", t * 1000000 / tick }'
 }
 cg_stop() { # cg_stop CGROUP: kill whatever is left in it (only our relay), remove it
 	local cg=$1
@@ -172,7 +173,6 @@ start_krelay() { # start_krelay OUTBOUND [option lines...]
 	{
 		echo "Listen=127.0.0.1:$rp"
 		echo "QueueDirectory=$PWD/$d/queue"
-		echo "LogFile=$PWD/$d/relay.log"
 		echo "Workers=$workers"
 		echo "MaxMessageSize=64m"
 		echo "ServerCertFile=$certs/server.crt"
@@ -188,12 +188,12 @@ start_krelay() { # start_krelay OUTBOUND [option lines...]
 	(
 		[ -z "$cg" ] || echo "$BASHPID" >"$cg/cgroup.procs"
 		exec setsid "$KRELAY" -C "$d/relay.conf"
-	) 2>"$d/relay.stderr" &
+	) 2>"$d/relay.log" & # its log goes to stderr (one copy, as Postfix writes one)
 	relay_pid=$!
 	cur_pids+=("$relay_pid")
 	pgid=$relay_pid
 	wait_for 10 grep -q "listening on" "$d/relay.log" 2>/dev/null && return 0
-	echo "krelay did not start: $(tail -n3 "$d/relay.stderr")" >"$d/error"
+	echo "krelay did not start: $(tail -n3 "$d/relay.log")" >"$d/error"
 	return 1
 }
 
@@ -210,8 +210,13 @@ start_postfix() { # start_postfix postfix|postfix-reuse
 i = json.load(open(sys.argv[1])); print(i["port"], i["master_pid"], i["queue"])' "$d/postfix.json")
 }
 
-relay_cpu() { # -> "cgroup_usec user_usec sys_usec pgroup_usec"
-	if [ -n "$cg" ]; then echo "$(cg_usec "$cg") $(pg_usec "$pgid")"; else echo "0 0 0 $(pg_usec "$pgid")"; fi
+relay_cpu() { # -> "cgroup_usec user_usec sys_usec pgroup_usec machine_busy_usec steal_usec wall_usec"
+	local busy
+	# the whole machine's busy and steal time, to see what else ran meanwhile
+	busy=$(awk -v tick="$(getconf CLK_TCK)" '/^cpu / {
+		printf "%.0f %.0f", ($2 + $3 + $4 + $7 + $8 + $9) * 1000000 / tick, $9 * 1000000 / tick; exit }' /proc/stat)
+	busy="$busy $(date +%s%6N)"
+	if [ -n "$cg" ]; then echo "$(cg_usec "$cg") $(pg_usec "$pgid") $busy"; else echo "0 0 0 $(pg_usec "$pgid") $busy"; fi
 }
 
 queue_empty() { # the relay's queue holds no message (its last unlink follows the sink's last 250)
@@ -231,7 +236,7 @@ row() {
 	shift 6
 	[[ $name =~ $ROWS ]] || return 0
 	n=${COUNT[$size]} d=$rows/$name cg="" pgid="" relay_pid="" sink_pid="" status=ok
-	local t_row=$SECONDS c0="0 0 0 0" c1="0 0 0 0" tls_args=(--tls none)
+	local t_row=$SECONDS c0="0 0 0 0 0 0 0" c1="0 0 0 0 0 0 0" tls_args=(--tls none)
 	mkdir -p "$d"
 	sp=$(port)
 	printf '  %-24s %-13s %-8s -> %-5s %5s x %-4s ' "$name" "$relay" "$inbound" "$outbound" "$n" "$size"
@@ -273,15 +278,16 @@ row() {
 	cg_stop "$cg"
 	cur_cg=""
 
-	local u0 us0 sy0 pg0 u1 us1 sy1 pg1
-	read -r u0 us0 sy0 pg0 <<<"$c0"
-	read -r u1 us1 sy1 pg1 <<<"$c1"
+	local u0 us0 sy0 pg0 b0 st0 w0 u1 us1 sy1 pg1 b1 st1 w1
+	read -r u0 us0 sy0 pg0 b0 st0 w0 <<<"$c0"
+	read -r u1 us1 sy1 pg1 b1 st1 w1 <<<"$c1"
 	cat >"$d/row.json" <<JSON
 {"name": "$name", "group": "$group", "relay": "$relay", "inbound": "$inbound", "outbound": "$outbound",
  "size": "$size", "messages": $n, "warmup": $WARMUP, "concurrency": $CONC, "options": "$*", "status": "$status",
  "cpu_method": "$([ -n "$cg" ] && echo cgroup || echo pgroup)",
  "cgroup_usec": $((u1 - u0)), "cgroup_user_usec": $((us1 - us0)), "cgroup_sys_usec": $((sy1 - sy0)),
- "pgroup_usec": $((pg1 - pg0)), "row_seconds": $((SECONDS - t_row))}
+ "pgroup_usec": $((pg1 - pg0)), "machine_busy_usec": $((b1 - b0)), "steal_usec": $((st1 - st0)), "window_usec": $((w1 - w0)),
+ "row_seconds": $((SECONDS - t_row))}
 JSON
 	/usr/bin/python3 bench/report.py --row "$d" || true
 }
@@ -296,7 +302,7 @@ bench/baseline.sh "$out/baseline.json" "$BASE_SECS"
 ktls=no
 if [ -e /proc/net/tls_stat ]; then
 	ktls=yes
-	echo "kTLS: /proc/net/tls_stat exists (tls module loaded): krelay's TLS rows are its kTLS rows; each says what its deliveries used"
+	echo "kTLS: /proc/net/tls_stat exists (tls module loaded): krelay's TLS rows may use kTLS TX (each says what its deliveries used); abl-ktls-off rows turn it off"
 else
 	echo "kTLS rows skipped: /proc/net/tls_stat is missing (no tls kernel module on $(uname -r)); krelay encrypts in userspace (OpenSSL) like Postfix"
 fi
@@ -317,6 +323,9 @@ for size in $ABL_SIZES; do
 	row "abl-workers1-$size" ablation krelay plain tls "$size" Workers=1
 	row "abl-workers2-$size" ablation krelay plain tls "$size" Workers=2
 	row "abl-noreuse-$size" ablation krelay plain tls "$size" MaxMessagesPerConnection=1
+	if [ $ktls = yes ]; then # the TLS rows above use kTLS TX; the same without it
+		row "abl-ktls-off-$size" ablation krelay plain tls "$size" ClientSSLOptions=-SSL_OP_ENABLE_KTLS
+	fi
 done
 
 /usr/bin/python3 bench/report.py --out "$out" --cpu-method "$cpu_method" --ktls "$ktls" \
