@@ -18,13 +18,20 @@ RELAY_SRCS  = $(RELAY_PURE) relay/log.c relay/tls_ctx.c relay/spool.c relay/smtp
               relay/dns.c relay/smtp_client.c relay/queue.c relay/queue_cli.c relay/worker.c relay/check.c relay/main.c
 SRCS        = $(KERNEL_SRCS) $(RELAY_SRCS)
 UNIT_TESTS  = test_config test_smtp_parse test_smtp_data test_spool_format test_route test_dsn test_tls_policy
+# krelay-bench: the benchmark's SMTP source and sink, on kernel/'s ring and xprt
+BENCH_PURE  = bench/bench_util.c bench/bench_hash.c bench/bench_msg.c bench/bench_scan.c \
+              bench/bench_stats.c
+BENCH_SRCS  = $(BENCH_PURE) bench/bench_tls.c bench/bench_sink.c bench/bench_sink_session.c \
+              bench/bench_source.c bench/bench_source_conn.c bench/bench_main.c $(KERNEL_SRCS)
 
 OBJS      = $(SRCS:%.c=build/obj/%.o)
 TEST_OBJS = $(SRCS:%.c=build/test/obj/%.o)
 PURE_TEST_OBJS = $(RELAY_PURE:%.c=build/test/obj/%.o)
+BENCH_OBJS      = $(BENCH_SRCS:%.c=build/obj/%.o)
+BENCH_TEST_OBJS = $(BENCH_SRCS:%.c=build/test/obj/%.o)
 
 .PHONY: all test test-ktls unit demo bench deps format check-format clean
-all: build/krelay
+all: build/krelay build/krelay-bench
 
 deps:
 	@scripts/deps.sh --check >/dev/null 2>&1 || scripts/deps.sh
@@ -50,12 +57,26 @@ build/test/krelay: $(TEST_OBJS)
 	$(if $(Q),@echo "  LINK    $@ (ASan+UBSan)")
 	$(Q)$(CC) $(SAN) -o $@ $(TEST_OBJS) $(LDLIBS)
 
+build/krelay-bench: $(BENCH_OBJS)
+	$(if $(Q),@echo "  LINK    $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $(BENCH_OBJS) $(LDLIBS) -lm
+
+build/test/krelay-bench: $(BENCH_TEST_OBJS)
+	$(if $(Q),@echo "  LINK    $@ (ASan+UBSan)")
+	$(Q)$(CC) $(SAN) -o $@ $(BENCH_TEST_OBJS) $(LDLIBS) -lm
+
+# The bench's pure parts (hash, messages, DATA scanner, sizes), unit-tested.
+build/test/unit/test_bench: bench/test_bench.c $(BENCH_PURE:%.c=build/test/obj/%.o)
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  UNIT    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) -O1 $(SAN) -Itests/unit -Ibench -o $@ $^ $(LDLIBS) -lm
+
 build/test/unit/%: tests/unit/%.c $(PURE_TEST_OBJS)
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  UNIT    $@")
 	$(Q)$(CC) $(ALL_CFLAGS) -O1 $(SAN) -Itests/unit -o $@ $< $(PURE_TEST_OBJS) $(LDLIBS)
 
-unit: $(UNIT_TESTS:%=build/test/unit/%) build/test/dnsq build/test/keyupdate_peer
+unit: $(UNIT_TESTS:%=build/test/unit/%) build/test/unit/test_bench build/test/dnsq build/test/keyupdate_peer
 
 # keyupdate_peer: an SMTP peer that sends TLS 1.3 KeyUpdates, for test_keyupdate.py
 build/test/keyupdate_peer: tests/tools/keyupdate_peer.c
@@ -70,7 +91,7 @@ build/test/dnsq: tests/tools/dnsq.c relay/dns.c relay/route.c kernel/ring.c
 	$(Q)$(CC) $(ALL_CFLAGS) -O1 $(SAN) -o $@ $^ $(LDLIBS)
 
 test: deps
-	$(MAKE) build/krelay build/test/krelay unit
+	$(MAKE) build/krelay build/test/krelay build/test/krelay-bench unit
 	tests/run.sh
 
 # The kTLS suite alone: Debian's kernel in qemu (also part of make test).
@@ -90,12 +111,14 @@ bench: deps
 	bench/relay.sh
 
 format:
-	clang-format -i $(SRCS) kernel/*.h relay/*.h tests/unit/*.c tests/unit/*.h tests/tools/*.c
+	clang-format -i $(SRCS) kernel/*.h relay/*.h tests/unit/*.c tests/unit/*.h tests/tools/*.c \
+		bench/*.c bench/*.h
 
 check-format:
-	clang-format --dry-run --Werror $(SRCS) kernel/*.h relay/*.h tests/unit/*.c tests/unit/*.h tests/tools/*.c
+	clang-format --dry-run --Werror $(SRCS) kernel/*.h relay/*.h tests/unit/*.c tests/unit/*.h tests/tools/*.c \
+		bench/*.c bench/*.h
 
 clean:
-	rm -rf build/obj build/test build/krelay
+	rm -rf build/obj build/test build/krelay build/krelay-bench
 
--include $(OBJS:.o=.d) $(TEST_OBJS:.o=.d)
+-include $(OBJS:.o=.d) $(TEST_OBJS:.o=.d) $(BENCH_OBJS:.o=.d) $(BENCH_TEST_OBJS:.o=.d)

@@ -1,0 +1,21 @@
+/* bench_tls: OpenSSL contexts for krelay-bench: TLS 1.2 or newer, kTLS
+ * enabled (the xprt layer reads back whether the kernel took over). */
+#ifndef KRELAY_BENCH_TLS_H
+#define KRELAY_BENCH_TLS_H
+
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Client: verifies the server's chain against ca when given (no name
+ * check: targets are addresses), presents cert/key when given. */
+SSL_CTX *bench_tls_client(const char *ca, const char *cert, const char *key, char *err,
+                          size_t errlen);
+/* Server: cert/key; with ca, asks for a client certificate (the verdict is
+ * read back with bench_tls_peer_verified). */
+SSL_CTX *bench_tls_server(const char *cert, const char *key, const char *ca, char *err,
+                          size_t errlen);
+/* The peer presented a certificate that verified. */
+bool bench_tls_peer_verified(SSL *ssl);
+
+#endif
