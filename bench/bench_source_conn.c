@@ -79,6 +79,8 @@ struct src_conn {
 	unsigned ext;
 	bool tls;
 	bool tls_next;       /* 220 to STARTTLS read: handshake once our write is out */
+	bool reserved;       /* first_seq is this connection's, not yet started */
+	uint64_t first_seq;  /* claimed when the connection starts */
 	uint64_t msgs;       /* messages started on this connection */
 	unsigned char *expq; /* ring of enum expect */
 	unsigned exp_head, exp_n, exp_cap;
@@ -188,9 +190,9 @@ static void tx_end(struct src_conn *c, bool ok, const char *why)
 	}
 }
 
-/* The connection is lost or unusable: the message under way (or, when none
- * was ever sent here, the next one, so a failing server cannot loop us) has
- * failed with why. */
+/* The connection is lost or unusable: the message under way (or the one it
+ * claimed at its start, so a failing server cannot loop us) has failed with
+ * why. */
 static void conn_fail(struct src_conn *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void conn_fail(struct src_conn *c, const char *fmt, ...)
@@ -210,8 +212,8 @@ static void conn_fail(struct src_conn *c, const char *fmt, ...)
 		if (c->in_tx) {
 			c->tx_failed = false;
 			tx_end(c, false, why);
-		} else if (c->msgs == 0 && s->next_seq < s->o.messages) {
-			s->next_seq++;
+		} else if (c->reserved) {
+			c->reserved = false;
 			source_outcome(s, false, 0, 0, why);
 		}
 	}
@@ -238,7 +240,8 @@ static void connected(struct src_conn *c)
 		return;
 	}
 	c->have_x = true;
-	xprt_set_timeout(&c->x, s->o.timeout_s);
+	/* Past the overall --timeout: that one ends a stalled run, and says so. */
+	xprt_set_timeout(&c->x, s->o.timeout_s + 5);
 	c->st = CS_SMTP;
 	c->expq[c->exp_n++] = E_GREET;
 	if (s->o.tls == SRC_TLS_SMTPS) {
@@ -285,10 +288,13 @@ static void conn_op_cb(struct ring_op *op, int res, unsigned flags)
 
 void src_conn_start(struct source *s)
 {
-	struct src_conn *c = calloc(1, sizeof(*c));
+	struct src_conn *c;
 	int one = 1;
 	unsigned limit = s->o.timeout_s < CONNECT_LIMIT ? s->o.timeout_s : CONNECT_LIMIT;
 
+	if (s->next_seq >= s->o.messages)
+		return; /* all claimed */
+	c = calloc(1, sizeof(*c));
 	if (c != NULL) {
 		c->exp_cap = s->o.rcpts + 8;
 		c->expq = malloc(c->exp_cap);
@@ -301,6 +307,8 @@ void src_conn_start(struct source *s)
 	}
 	c->s = s;
 	c->reply_first = true;
+	c->reserved = true;
+	c->first_seq = s->next_seq++;
 	c->next = s->conns;
 	if (s->conns != NULL)
 		s->conns->prev = c;
@@ -401,6 +409,11 @@ static void next_message(struct src_conn *c)
 {
 	struct source *s = c->s;
 
+	if (c->reserved && !s->finished) {
+		c->reserved = false;
+		start_tx(c, c->first_seq);
+		return;
+	}
 	if (s->finished || s->next_seq >= s->o.messages ||
 	    (s->o.per_conn > 0 && c->msgs >= s->o.per_conn)) {
 		quit(c);
