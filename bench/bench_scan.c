@@ -26,37 +26,37 @@ size_t dscan_feed(struct dscan *s, const char *p, size_t n, bool *done, scan_pie
 {
 	size_t i = 0, start = 0;
 
+	/* Only a "." can start the terminator or need un-stuffing, and dots are
+	 * rarer than line ends: look for dots, then ask whether each one starts
+	 * a line. */
 	*done = false;
 	while (i < n) {
-		if (s->bol) {
-			if (p[i] == '.') {
-				if (n - i >= 2 && p[i + 1] != '\r')
-					goto stuffed;
-				if (n - i < 3)
-					break; /* ".", ".\r": wait for the next bytes */
-				if (p[i + 2] == '\n') {
-					emit(s, p + start, i - start, piece, arg);
-					*done = true;
-					return i + 3;
-				}
-			stuffed:
-				/* A stuffed dot: the content is what follows it. */
-				emit(s, p + start, i - start, piece, arg);
-				start = ++i;
-			}
-			s->bol = false;
-			continue;
-		}
-		const char *nl = memchr(p + i, '\n', n - i);
-		if (nl == NULL) {
-			i = n;
+		const char *dot = memchr(p + i, '.', n - i);
+		size_t j;
+
+		if (dot == NULL)
 			break;
+		j = (size_t)(dot - p);
+		i = j + 1;
+		if (!(j == 0 ? s->bol : p[j - 1] == '\n'))
+			continue;
+		if (n - j < 3 && (n - j < 2 || p[j + 1] == '\r')) {
+			/* ".", ".\r": the next bytes decide; keep them for later */
+			emit(s, p + start, j - start, piece, arg);
+			s->bol = true;
+			return j;
 		}
-		i = (size_t)(nl - p) + 1;
-		s->bol = true;
+		emit(s, p + start, j - start, piece, arg);
+		if (p[j + 1] == '\r' && p[j + 2] == '\n') {
+			*done = true;
+			return j + 3;
+		}
+		start = j + 1; /* a stuffed dot: the content is what follows it */
 	}
-	emit(s, p + start, i - start, piece, arg);
-	return i;
+	emit(s, p + start, n - start, piece, arg);
+	if (n > 0)
+		s->bol = p[n - 1] == '\n';
+	return n;
 }
 
 void vmsg_reset(struct vmsg *v)

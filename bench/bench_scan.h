@@ -1,7 +1,7 @@
 /* bench_scan: the sink's view of message content, without copying it.
  *
  * dscan finds the end of DATA (<CRLF>.<CRLF>) and removes stuffed dots by
- * handing out the pieces between them: one memchr per line, the body never
+ * handing out the pieces between them: one memchr per dot, the body never
  * moves.  vmsg checks a message against its X-Bench header: it keeps the
  * header section (up to 8 KiB) and hashes the body as pieces arrive. */
 #ifndef KRELAY_BENCH_SCAN_H

@@ -386,6 +386,9 @@ static void report(const struct sink *s, const struct sink_stats *t, double cpu)
 	double mbs = secs > 0 ? (double)t->bytes / 1e6 / secs : 0;
 	double us = t->messages > 0 ? cpu * 1e6 / (double)t->messages : 0;
 	bool timed_out = atomic_load(&s->timed_out);
+	const char *ktls_why = "";
+
+	probe_ktls_possible(&s->caps, &ktls_why);
 
 	if (s->o.json) {
 		printf("{\"messages\":%" PRIu64 ",\"bytes\":%" PRIu64
@@ -395,11 +398,13 @@ static void report(const struct sink *s, const struct sink_stats *t, double cpu)
 		       ",\"ktls_tx_connections\":%" PRIu64 ",\"cpu_s\":%.6f,\"timed_out\":%s"
 		       ",\"seconds\":%.6f,\"msgs_per_s\":%.3f,\"mb_per_s\":%.3f"
 		       ",\"cpu_us_per_msg\":%.3f,\"connection_errors\":%" PRIu64
-		       ",\"verify\":%s,\"threads\":%u}\n",
+		       ",\"verify\":%s,\"threads\":%u,\"ktls_why\":",
 		       t->messages, t->bytes, t->checksum_errors, t->first_unix, t->last_unix,
 		       t->connections, t->tls_connections, t->ktls_rx, t->ktls_tx, cpu,
 		       timed_out ? "true" : "false", secs, rate, mbs, us, t->connection_errors,
 		       s->o.verify ? "true" : "false", s->nw);
+		bench_json_str(stdout, ktls_why);
+		printf("}\n");
 		return;
 	}
 	printf("krelay-bench sink: %" PRIu64 " messages, %.2f MB, %" PRIu64
@@ -408,8 +413,9 @@ static void report(const struct sink *s, const struct sink_stats *t, double cpu)
 	       s->o.verify ? "" : " (not verified: --discard)", timed_out ? "; timed out" : "");
 	printf("  first MAIL to last reply: %.3f s = %.1f msg/s, %.2f MB/s\n", secs, rate, mbs);
 	printf("  connections %" PRIu64 " (TLS %" PRIu64 ", kTLS rx %" PRIu64 " tx %" PRIu64
-	       ", errors %" PRIu64 ")\n",
-	       t->connections, t->tls_connections, t->ktls_rx, t->ktls_tx, t->connection_errors);
+	       ", errors %" PRIu64 ")%s%s\n",
+	       t->connections, t->tls_connections, t->ktls_rx, t->ktls_tx, t->connection_errors,
+	       ktls_why[0] ? "; no kTLS: " : "", ktls_why);
 	printf("  sink CPU %.3f s = %.1f us per message\n", cpu, us);
 }
 
@@ -425,8 +431,11 @@ int bench_sink_main(int argc, char **argv)
 	bench_raise_nofile();
 	probe_run(&s.caps);
 	if (s.o.cert != NULL) {
-		s.ctx = bench_tls_server(s.o.cert, s.o.key, s.o.verify_client ? s.o.ca : NULL, err,
-		                         sizeof(err));
+		const char *why;
+		bool ktls = probe_ktls_possible(&s.caps, &why);
+
+		s.ctx = bench_tls_server(s.o.cert, s.o.key, s.o.verify_client ? s.o.ca : NULL,
+		                         !ktls, err, sizeof(err));
 		if (s.ctx == NULL)
 			bench_usage_error("sink", "%s", err);
 	}

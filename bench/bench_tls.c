@@ -28,10 +28,6 @@ static SSL_CTX *new_ctx(const SSL_METHOD *method)
 	                    SSL_OP_ENABLE_KTLS | SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
 	/* xprt retries an SSL_write with more bytes appended behind the first. */
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-	/* Read several records per recv: fewer system calls, and xprt then finds
-	 * the data pending in OpenSSL instead of polling the socket. */
-	SSL_CTX_set_read_ahead(ctx, 1);
-	SSL_CTX_set_default_read_buffer_len(ctx, 64u << 10);
 	return ctx;
 }
 
@@ -73,13 +69,19 @@ static int accept_any(int ok, X509_STORE_CTX *store)
 	return 1;
 }
 
-SSL_CTX *bench_tls_server(const char *cert, const char *key, const char *ca, char *err,
-                          size_t errlen)
+SSL_CTX *bench_tls_server(const char *cert, const char *key, const char *ca, bool read_ahead,
+                          char *err, size_t errlen)
 {
 	SSL_CTX *ctx = new_ctx(TLS_server_method());
 
 	if (ctx == NULL)
 		return fail(ctx, "TLS", "server context", err, errlen);
+	if (read_ahead) {
+		/* Several records per recv: fewer system calls, and xprt then finds
+		 * the data pending in OpenSSL instead of polling the socket. */
+		SSL_CTX_set_read_ahead(ctx, 1);
+		SSL_CTX_set_default_read_buffer_len(ctx, 64u << 10);
+	}
 	if (load_pair(ctx, cert, key, err, errlen) == NULL)
 		return NULL;
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"krelay-bench", 12);
