@@ -24,7 +24,7 @@ static const char usage_text[] =
     "usage: krelay-bench sink --listen HOST:PORT [--listen ...] [--smtps HOST:PORT ...]\n"
     "        [--cert FILE --key FILE] [--ca FILE --verify-client] [--verify | --discard]\n"
     "        [--expect N] [--timeout SECONDS] [--no-chunking] [--threads N] [--json]\n"
-    "        [--ready-file FILE] [--hostname NAME]\n"
+    "        [--ready-file FILE] [--hostname NAME] [--tls-max 1.2|1.3]\n"
     "An SMTP server that counts messages and bytes.  STARTTLS is offered when --cert is\n"
     "given; --smtps listeners speak implicit TLS.  --verify checks each body against its\n"
     "X-Bench checksum (a mismatch is counted, logged and answered 554); --discard (the\n"
@@ -50,6 +50,7 @@ enum {
 	O_READY,
 	O_THREADS,
 	O_HOSTNAME,
+	O_TLS_MAX,
 	O_HELP,
 };
 
@@ -69,6 +70,7 @@ static const struct option long_opts[] = {
     {"ready-file", required_argument, NULL, O_READY},
     {"threads", required_argument, NULL, O_THREADS},
     {"hostname", required_argument, NULL, O_HOSTNAME},
+    {"tls-max", required_argument, NULL, O_TLS_MAX},
     {"help", no_argument, NULL, O_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -148,6 +150,12 @@ static void parse_args(struct sink_opts *o, int argc, char **argv)
 			break;
 		case O_HOSTNAME:
 			snprintf(o->hostname, sizeof(o->hostname), "%s", optarg);
+			break;
+		case O_TLS_MAX:
+			o->tls_max = bench_tls_version(optarg);
+			if (o->tls_max == 0)
+				bench_usage_error("sink", "--tls-max: \"%s\" is not 1.2 or 1.3",
+				                  optarg);
 			break;
 		case O_HELP:
 			fputs(usage_text, stdout);
@@ -438,6 +446,8 @@ int bench_sink_main(int argc, char **argv)
 		                         !ktls, err, sizeof(err));
 		if (s.ctx == NULL)
 			bench_usage_error("sink", "%s", err);
+		if (s.o.tls_max != 0)
+			SSL_CTX_set_max_proto_version(s.ctx, s.o.tls_max);
 	}
 	bench_catch_signals();
 

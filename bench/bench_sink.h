@@ -24,6 +24,7 @@ struct sink_opts {
 	bool listen_smtps[SINK_MAX_LISTEN];
 	unsigned nlisten;
 	const char *cert, *key, *ca;
+	int tls_max; /* highest TLS version offered; 0: OpenSSL's */
 	bool verify_client, verify, chunking, json;
 	uint64_t expect; /* 0: none */
 	unsigned timeout_s;

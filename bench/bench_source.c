@@ -23,13 +23,14 @@ static const char usage_text[] =
     "usage: krelay-bench source --to HOST:PORT --messages N --size SIZE --concurrency C\n"
     "        [--per-conn M] [--rcpts R] [--tls none|starttls|smtps] [--ca FILE]\n"
     "        [--cert FILE --key FILE] [--no-pipelining] [--bdat] [--helo NAME] [--from ADDR]\n"
-    "        [--rcpt-domain DOMAIN] [--timeout SECONDS] [--json] [--progress]\n"
+    "        [--rcpt-domain DOMAIN] [--timeout SECONDS] [--json] [--progress] [--tls-max 1.2|1.3]\n"
     "Sends N messages of SIZE bytes over C connections, M messages per connection\n"
     "(default 100; 0 = unlimited), each to R recipients (default 1).  SIZE: 4096, 4k,\n"
     "100k, 1m, 10m, or weighted sizes: mix:4k=70,100k=25,1m=5.  Each message carries\n"
     "X-Bench: <seq> <bodylen> <checksum> for `krelay-bench sink --verify`.  --bdat sends\n"
     "BDAT LAST instead of DATA when the server offers CHUNKING.  --ca verifies the\n"
-    "server's certificate chain.  Reports messages/s, MB/s (10^6 bytes), the latency of\n"
+    "server's certificate chain; --tls-max 1.2 (OpenSSL 3.0 hands receive to kTLS only in\n"
+    "TLS 1.2).  Reports messages/s, MB/s (10^6 bytes), the latency of\n"
     "the final reply (from MAIL to the reply after the content), errors and its own CPU\n"
     "time per message; one JSON object with --json; a progress line on stderr when it is\n"
     "a terminal or with --progress.  Exit 0 when every message was accepted, 1 when some\n"
@@ -55,6 +56,7 @@ enum {
 	O_TIMEOUT,
 	O_JSON,
 	O_PROGRESS,
+	O_TLS_MAX,
 	O_HELP,
 };
 
@@ -77,6 +79,7 @@ static const struct option long_opts[] = {
     {"timeout", required_argument, NULL, O_TIMEOUT},
     {"json", no_argument, NULL, O_JSON},
     {"progress", no_argument, NULL, O_PROGRESS},
+    {"tls-max", required_argument, NULL, O_TLS_MAX},
     {"help", no_argument, NULL, O_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -194,6 +197,12 @@ static void parse_args(struct source_opts *o, int argc, char **argv)
 			break;
 		case O_PROGRESS:
 			o->progress = true;
+			break;
+		case O_TLS_MAX:
+			o->tls_max = bench_tls_version(optarg);
+			if (o->tls_max == 0)
+				bench_usage_error("source", "--tls-max: \"%s\" is not 1.2 or 1.3",
+				                  optarg);
 			break;
 		case O_HELP:
 			fputs(usage_text, stdout);
@@ -385,6 +394,8 @@ int bench_source_main(int argc, char **argv)
 		s.ctx = bench_tls_client(s.o.ca, s.o.cert, s.o.key, err, sizeof(err));
 		if (s.ctx == NULL)
 			bench_usage_error("source", "%s", err);
+		if (s.o.tls_max != 0)
+			SSL_CTX_set_max_proto_version(s.ctx, s.o.tls_max);
 	}
 	snprintf(s.run_id, sizeof(s.run_id), "%lx.%d", (unsigned long)bench_unix_now(),
 	         (int)getpid());

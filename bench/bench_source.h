@@ -29,6 +29,7 @@ struct source_opts {
 	unsigned rcpts;
 	enum source_tls tls;
 	const char *ca, *cert, *key;
+	int tls_max; /* highest TLS version offered; 0: OpenSSL's */
 	bool pipelining, bdat, json, progress;
 	char helo[256], from[256], rcpt_domain[256];
 	unsigned timeout_s;

@@ -3,6 +3,7 @@
 
 #include <openssl/err.h>
 #include <stdio.h>
+#include <string.h>
 
 static SSL_CTX *fail(SSL_CTX *ctx, const char *what, const char *file, char *err, size_t errlen)
 {
@@ -96,6 +97,15 @@ SSL_CTX *bench_tls_server(const char *cert, const char *key, const char *ca, boo
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, accept_any);
 	}
 	return ctx;
+}
+
+int bench_tls_version(const char *text)
+{
+	if (strcmp(text, "1.2") == 0)
+		return TLS1_2_VERSION;
+	if (strcmp(text, "1.3") == 0)
+		return TLS1_3_VERSION;
+	return 0;
 }
 
 bool bench_tls_peer_verified(SSL *ssl)

@@ -252,6 +252,7 @@ CASES = [
     ("none", "mix:1k=50,20k=40,200k=10", ["--bdat", "--per-conn", "0"], 30, 2),
     ("starttls", "1m", ["--per-conn", "1"], 6, 2),
     ("starttls", "4k", ["--rcpts", "3", "--no-pipelining", "--bdat"], 20, 2),
+    ("starttls", "64k", ["--tls-max", "1.2", "--bdat"], 10, 2),
     ("smtps", "mix:4k=70,100k=25,1m=5", ["--per-conn", "10", "--rcpts", "2"], 30, 3),
 ]
 
