@@ -199,10 +199,7 @@ static void parse_args(struct source_opts *o, int argc, char **argv)
 			o->progress = true;
 			break;
 		case O_TLS_MAX:
-			o->tls_max = bench_tls_version(optarg);
-			if (o->tls_max == 0)
-				bench_usage_error("source", "--tls-max: \"%s\" is not 1.2 or 1.3",
-				                  optarg);
+			o->tls_max = bench_tls_version("source", optarg);
 			break;
 		case O_HELP:
 			fputs(usage_text, stdout);

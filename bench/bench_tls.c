@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bench.h"
+
 static SSL_CTX *fail(SSL_CTX *ctx, const char *what, const char *file, char *err, size_t errlen)
 {
 	unsigned long e = ERR_get_error();
@@ -99,13 +101,13 @@ SSL_CTX *bench_tls_server(const char *cert, const char *key, const char *ca, boo
 	return ctx;
 }
 
-int bench_tls_version(const char *text)
+int bench_tls_version(const char *cmd, const char *text)
 {
 	if (strcmp(text, "1.2") == 0)
 		return TLS1_2_VERSION;
-	if (strcmp(text, "1.3") == 0)
-		return TLS1_3_VERSION;
-	return 0;
+	if (strcmp(text, "1.3") != 0)
+		bench_usage_error(cmd, "--tls-max: \"%s\" is not 1.2 or 1.3", text);
+	return TLS1_3_VERSION;
 }
 
 bool bench_tls_peer_verified(SSL *ssl)

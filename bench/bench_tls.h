@@ -18,8 +18,9 @@ SSL_CTX *bench_tls_client(const char *ca, const char *cert, const char *key, cha
  * cannot be had anyway. */
 SSL_CTX *bench_tls_server(const char *cert, const char *key, const char *ca, bool read_ahead,
                           char *err, size_t errlen);
-/* "1.2" or "1.3" as an OpenSSL protocol version; 0 for anything else. */
-int bench_tls_version(const char *text);
+/* --tls-max "1.2" or "1.3" as an OpenSSL protocol version; anything else
+ * is a usage error of subcommand cmd. */
+int bench_tls_version(const char *cmd, const char *text);
 /* The peer presented a certificate that verified. */
 bool bench_tls_peer_verified(SSL *ssl);
 
