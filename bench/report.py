@@ -28,6 +28,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 SIZES = {"4k": 4096, "100k": 102400, "1m": 1048576, "10m": 10485760}
@@ -74,7 +75,8 @@ def postfix_log(path):
     return {
         "delivered": len(re.findall(r"/smtp\[\d+\]: .* status=sent", text)),
         "deferred": len(re.findall(r"status=(?:deferred|bounced)", text)),
-        "ktls_tx": "off",  # Postfix 3.7 does not enable kTLS (tls_ssl_options lacks it here)
+        # Postfix 3.7 has no kTLS setting of its own; without the tls module it is off for sure
+        "ktls_tx": "off" if not Path("/proc/net/tls_stat").exists() else "not enabled",
         "body_path": "read+write",
         "tls_out": tally(re.findall(r"TLS connection established to \S+ \S+ with cipher (\S+)", text)),
         "tls_in": tally(re.findall(r"TLS connection established from \S+ \S+ with cipher (\S+)", text)),
@@ -186,13 +188,19 @@ CSV_EXTRA = ["relay", "group", "inbound", "outbound", "options", "messages", "se
              "machine_busy_usec", "steal_usec", "steal", "window_usec"]
 
 
-def md_table(rows):
-    head = "| " + " | ".join(c[1] for c in COLUMNS) + " |"
-    sep = "|" + "|".join("---" if c[2] == "s" else "---:" for c in COLUMNS) + "|"
+# The README's shorter table: the figures without the per-row details.
+SHORT = ["name", "relay_name", "hops", "size", "msgs_per_s", "mb_per_s", "cpu_us_per_msg",
+         "cpu_s_per_gb", "x_floor", "ktls_tx", "body_path", "sink_connections", "other_load"]
+
+
+def md_table(rows, keys=None):
+    cols = [c for c in COLUMNS if keys is None or c[0] in keys]
+    head = "| " + " | ".join(c[1] for c in cols) + " |"
+    sep = "|" + "|".join("---" if c[2] == "s" else "---:" for c in cols) + "|"
     lines = [head, sep]
     for r in rows:
         cells = []
-        for key, _, spec in COLUMNS:
+        for key, _, spec in cols:
             v = r.get(key)
             cells.append(str(v if v not in (None, "") else "-") if spec == "s" else fmt(v, spec))
         if r.get("options"):
@@ -245,7 +253,7 @@ def plot(rows, out):
                 f.write(f"{s} {' '.join(vals)}\n")
             f.write("\n\n")
     titles = {"plain": "clear in, TLS out", "starttls": "TLS in, TLS out"}
-    script = ["set terminal svg size 1000,720 dynamic font 'sans,11'",
+    script = ["set terminal svg size 1000,720 dynamic font 'sans,11' background rgb 'white'",
               f"set output '{out / 'results.svg'}'",
               "set multiplot layout 2,2",
               "set style data histogram", "set style histogram clustered gap 1",
@@ -286,7 +294,15 @@ def machine():
     return f"{os.cpu_count()} cores ({model}), kernel {os.uname().release}"
 
 
-def report(out, cpu_method, ktls, wall):
+def postfix_version():
+    try:
+        return subprocess.run(["postconf", "-d", "-h", "mail_version"], capture_output=True,
+                              text=True, timeout=20).stdout.strip() or "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def report(out, cpu_method, ktls, wall, version):
     baseline = load(out / "baseline.json") or {}
     rows = []
     for d in sorted((out / "rows").iterdir(), key=lambda p: p.stat().st_mtime):
@@ -321,8 +337,8 @@ def report(out, cpu_method, ktls, wall):
                  if ktls == "yes" else
                  "kTLS rows skipped: /proc/net/tls_stat is missing (no tls kernel module), so every "
                  "TLS row here is userspace TLS (OpenSSL) for both relays.")
-    md = [f"Run {__import__('time').strftime('%Y-%m-%d %H:%M UTC', __import__('time').gmtime())} "
-          f"on {machine()}; `make bench` took {wall} s.",
+    md = [f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}: krelay "
+          f"{version}, Postfix {postfix_version()}; `bench/run.sh` took {wall} s.",
           "",
           f"Machine limits, measured in the same run: {baseline_text(baseline)}",
           "",
@@ -346,6 +362,17 @@ def report(out, cpu_method, ktls, wall):
           plot_note]
     text = "\n".join(md) + "\n"
     (out / "results.md").write_text(text)
+    failed = [r["name"] for r in rows if r["problems_text"] != "ok"]
+    summary = [md[0], "", f"Machine limits: {baseline_text(baseline)} "
+               + ("kTLS: the tls module was loaded." if ktls == "yes" else
+                  "No tls kernel module: all TLS is userspace OpenSSL, for both relays."),
+               "", md_table(compare, [k for k in SHORT if k != "name"]), "", ratio_table(rows), "",
+               "krelay alone, one setting changed:", "",
+               md_table(ablation, [k for k in SHORT if k != "relay_name"]), "",
+               noise_note.strip(), ""]
+    if failed:
+        summary += [f"Rows with problems: {', '.join(failed)} (see results.md).", ""]
+    (out / "results-summary.md").write_text("\n".join(summary))
     print(text)
     print(f"CSV: {out / 'results.csv'}; Markdown: {out / 'results.md'}")
     return 0 if all(r["problems_text"] == "ok" for r in rows) else 1
@@ -359,6 +386,7 @@ def main():
     ap.add_argument("--cpu-method", default="?")
     ap.add_argument("--ktls", default="no")
     ap.add_argument("--wall", default="?")
+    ap.add_argument("--version", default="?", help="krelay's commit")
     args = ap.parse_args()
     if args.baseline:
         print("  " + baseline_text(load(args.baseline) or {}))
@@ -366,7 +394,7 @@ def main():
         d = Path(args.row)
         print(row_line(compute(d, load(d.parent.parent / "baseline.json"))))
     if args.out:
-        return report(Path(args.out), args.cpu_method, args.ktls, args.wall)
+        return report(Path(args.out), args.cpu_method, args.ktls, args.wall, args.version)
     return 0
 
 

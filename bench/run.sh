@@ -25,6 +25,8 @@
 #   QUICK=1 bench/run.sh       4 KiB and 1 MiB, ablations at 4 KiB, fewer messages (about a minute)
 #   SIZES="4k 10m" ABL_SIZES=1m bench/run.sh   choose the sizes
 #   ROWS=REGEX bench/run.sh    only the rows whose name matches
+#   PUBLISH=1 bench/run.sh     also copy results.{md,csv,svg} to bench/results/ and put the
+#                              summary into README.md (between its bench markers)
 # Everything is bounded: every wait has a deadline, every process a timeout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,6 +99,11 @@ wait_for() { # wait_for SECONDS COMMAND...: true once COMMAND succeeds
 	done
 }
 alive() { kill -0 "$1" 2>/dev/null; }
+fg() { # fg COMMAND...: runs it and waits, in a way a signal to this script interrupts
+	"$@" &
+	cur_pids+=($!)
+	wait $!
+}
 stop_pid() { # stop_pid PID SECONDS: SIGTERM, then SIGKILL after SECONDS
 	alive "$1" || return 0
 	kill -TERM "$1" 2>/dev/null || true
@@ -142,8 +149,8 @@ cur_pf=""
 cur_cg=""
 cleanup() {
 	local p
-	[ -z "$cur_pf" ] || stop_pid "$cur_pf" 30
 	for p in "${cur_pids[@]}"; do stop_pid "$p" 5; done
+	[ -z "$cur_pf" ] || stop_pid "$cur_pf" 30
 	cg_stop "$cur_cg"
 	[ -z "$cgbase" ] || rmdir "$cgbase" 2>/dev/null || true
 }
@@ -256,14 +263,14 @@ row() {
 	if [ $status = ok ] && [ "$WARMUP" -gt 0 ]; then
 		# warm-up, not measured: Postfix forks its smtpd/cleanup/smtp
 		# processes, both relays open their connections to the sink
-		OPENSSL_CONF=$pin timeout 60 "$KBENCH" source --to "127.0.0.1:$rp" --messages "$WARMUP" \
+		OPENSSL_CONF=$pin fg timeout 60 "$KBENCH" source --to "127.0.0.1:$rp" --messages "$WARMUP" \
 			--size 4k --concurrency "$CONC" "${tls_args[@]}" --timeout 50 --json \
 			>"$d/warmup.json" 2>"$d/warmup.err" || status=warmup-failed
 		wait_for 30 queue_empty || [ $status != ok ] || status=warmup-not-relayed
 	fi
 	if [ $status = ok ]; then
 		c0=$(relay_cpu)
-		OPENSSL_CONF=$pin timeout $((ROW_TIMEOUT + 10)) "$KBENCH" source --to "127.0.0.1:$rp" \
+		OPENSSL_CONF=$pin fg timeout $((ROW_TIMEOUT + 10)) "$KBENCH" source --to "127.0.0.1:$rp" \
 			--messages "$n" --size "$size" --concurrency "$CONC" "${tls_args[@]}" \
 			--timeout "$ROW_TIMEOUT" --json >"$d/source.json" 2>"$d/source.err" || status=source-failed
 		wait "$sink_pid" || [ $status != ok ] || status=sink-failed
@@ -293,7 +300,10 @@ JSON
 }
 
 # --- the run -------------------------------------------------------------
-echo "krelay vs Postfix, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r)"
+# which krelay: the commit, "+changes" when relay/, kernel/ or bench/ differ from it
+version=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD -- relay kernel bench 2>/dev/null || version="$version+changes"
+echo "krelay ($version) vs Postfix ($(postconf -d -h mail_version 2>/dev/null)), $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r)"
 echo "relay CPU accounting: $cpu_method"
 echo "machine limits (bench/baseline.sh, ${BASE_SECS}s each):"
 bench/baseline.sh "$out/baseline.json" "$BASE_SECS"
@@ -328,5 +338,24 @@ for size in $ABL_SIZES; do
 	fi
 done
 
-/usr/bin/python3 bench/report.py --out "$out" --cpu-method "$cpu_method" --ktls "$ktls" \
-	--wall $(($(date +%s) - started))
+rc=0
+/usr/bin/python3 bench/report.py --out "$out" --cpu-method "$cpu_method" --ktls "$ktls" --version "$version" \
+	--wall $(($(date +%s) - started)) || rc=$?
+if [ -n "${PUBLISH:-}" ]; then # the copy README.md shows
+	mkdir -p bench/results
+	cp "$out/results.md" "$out/results.csv" "$out/results.svg" bench/results/
+	# README.md shows the summary between its two bench markers
+	/usr/bin/python3 - "$out/results-summary.md" README.md <<'PY'
+import re, sys
+summary, readme = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+begin, end = "<!-- bench results: begin -->", "<!-- bench results: end -->"
+if begin in readme and end in readme:
+    head, rest = readme.split(begin, 1)
+    readme = head + begin + "\n" + summary + "\n" + end + rest.split(end, 1)[1]
+    open(sys.argv[2], "w").write(readme)
+    print("published: bench/results/results.{md,csv,svg} and README.md's bench results")
+else:
+    print("published: bench/results/results.{md,csv,svg}; README.md has no bench markers")
+PY
+fi
+exit $rc
