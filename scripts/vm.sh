@@ -3,11 +3,12 @@
 # which (unlike some hosts' kernels) has CONFIG_TLS=m, so krelay's kernel-TLS
 # path can be tested anywhere qemu runs (TCG, no KVM needed).
 #
-#   scripts/vm.sh [--timeout S] [--no-tls-module] [--keep] -- COMMAND...
+#   scripts/vm.sh [--timeout S] [--mem MB] [--no-tls-module] [--keep] -- COMMAND...
 #
 # COMMAND is a shell command string run by /bin/sh (busybox) in the guest, in
-# /krelay, which holds krelay (build/krelay), run-in-vm.sh
-# (tests/ktls/run-in-vm.sh) and certs/ (build/demo/certs).  Its output (from
+# /krelay, which holds krelay (build/krelay), the guest scripts
+# (tests/ktls/*.sh) and certs/ (build/demo/certs).  --mem: guest memory (1024
+# MB; /tmp is a tmpfs of half of it).  Its output (from
 # the guest's second serial port) goes to stdout; vm.sh exits with its status.
 # --no-tls-module leaves tls.ko out of the VM (kTLS unavailable).
 # Exit 77 when qemu or the kernel package cannot be had; 124 on timeout.
@@ -16,14 +17,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 die() { echo "vm.sh: $*" >&2; exit 1; }
 skip() { echo "vm.sh: SKIP: $*" >&2; exit 77; }
 
-timeout=300 tls=1 keep=0
+timeout=300 tls=1 keep=0 mem=1024
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--timeout) timeout="$2"; shift ;;
+	--mem) mem="$2"; shift ;;
 	--no-tls-module) tls=0 ;;
 	--keep) keep=1 ;;
 	-h|--help) usage 0 ;;
@@ -128,8 +130,8 @@ depmod -b "$st" "$kver" 2>/dev/null || die "depmod for the initramfs failed"
 
 # binaries and the libraries they need
 cp build/krelay "$st/krelay/krelay"
-cp tests/ktls/run-in-vm.sh "$st/krelay/run-in-vm.sh"
-chmod 755 "$st/krelay/krelay" "$st/krelay/run-in-vm.sh"
+cp tests/ktls/*.sh "$st/krelay/"
+chmod 755 "$st/krelay/krelay" "$st"/krelay/*.sh
 cp -r build/demo/certs "$st/krelay/certs"
 bins="$st/krelay/krelay"
 if command -v openssl >/dev/null; then
@@ -198,7 +200,7 @@ t0=$(date +%s.%N)
 set +e
 # shellcheck disable=SC2086
 timeout -k 5 "$timeout" qemu-system-x86_64 -nodefaults -no-user-config -display none \
-	-machine pc $accel -smp 2 -m 1024 -no-reboot \
+	-machine pc $accel -smp 2 -m "$mem" -no-reboot \
 	-kernel "$kernel" -initrd "$run/initramfs.gz" \
 	-append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init" \
 	-serial "file:$run/console.log" -serial "file:$run/out.log" >"$run/qemu.log" 2>&1

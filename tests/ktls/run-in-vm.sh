@@ -7,48 +7,18 @@
 # krelay (DeliveryMode=queueonly) over STARTTLS with TLSPolicy=encrypt, and
 # prints what krelay logged about TLS, kTLS and the body path, and
 # /proc/net/tls_stat.  Exits 0 when every message reached the sink intact.
-K=/krelay
-C=$K/certs
+. /krelay/vm-lib.sh
 W=/tmp/ktls
 RELAY_PORT=2525 SINK_PORT=2526 KU_PORT=2527
 
-echo "== kernel $(uname -r)"
-modprobe aesni_intel 2>&1 || echo "modprobe aesni_intel failed"
-if [ "${KRELAY_VM_TLS_MODULE:-1}" = 1 ]; then
-	modprobe tls 2>&1 || echo "modprobe tls failed"
-else
-	echo "tls.ko left out (--no-tls-module): kTLS must be reported off"
-fi
-echo "== lsmod"
-lsmod 2>/dev/null | awk 'NR > 1 { printf " %s", $1 } END { print "" }'
-stat_tls() {
-	if [ -r /proc/net/tls_stat ]; then
-		echo "== /proc/net/tls_stat ($1)"
-		sed 's/^/   /' /proc/net/tls_stat
-	else
-		echo "== /proc/net/tls_stat ($1): absent (no tls module)"
-	fi
-}
+load_modules
 stat_tls before
 
 rm -rf "$W"
 mkdir -p "$W/relay" "$W/sink"
-cat >"$W/sink/krelay.conf" <<CONF
-Listen=127.0.0.1:$SINK_PORT
-QueueDirectory=$W/sink/queue
-LogFile=$W/sink/krelay.log
-DeliveryMode=queueonly
-CACertFile=$C/ca.crt
-ServerCertFile=$C/server.crt
-ServerKeyFile=$C/server.key
-CONF
-cat >"$W/relay/krelay.conf" <<CONF
-Listen=127.0.0.1:$RELAY_PORT
-QueueDirectory=$W/relay/queue
-LogFile=$W/relay/krelay.log
-CACertFile=$C/ca.crt
-ServerCertFile=$C/server.crt
-ServerKeyFile=$C/server.key
+{ base_conf "$W/sink" $SINK_PORT; echo DeliveryMode=queueonly; } >"$W/sink/krelay.conf"
+base_conf "$W/relay" $RELAY_PORT >"$W/relay/krelay.conf"
+cat >>"$W/relay/krelay.conf" <<CONF
 SmartHost=[127.0.0.1]:$SINK_PORT
 TransportTable=$W/relay/transport
 RetrySchedule=1s,2s
@@ -59,15 +29,10 @@ echo "keyupdate.test [127.0.0.1]:$KU_PORT" >"$W/relay/transport"
 echo "== krelay check"
 $K/krelay check -C "$W/relay/krelay.conf" 2>&1 | sed 's/^/   /'
 
-$K/krelay -C "$W/sink/krelay.conf" >"$W/sink/stderr" 2>&1 &
-sink=$!
-$K/krelay -C "$W/relay/krelay.conf" >"$W/relay/stderr" 2>&1 &
-relay=$!
-for f in "$W/relay/krelay.log" "$W/sink/krelay.log"; do
-	i=0
-	while [ $i -lt 200 ] && ! grep -q "listening on" "$f" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
-	grep -q "listening on" "$f" 2>/dev/null || { echo "FAIL: krelay did not start ($f)"; cat "$f" "${f%/*}/stderr" 2>/dev/null; }
-done
+start_krelay "$W/sink"
+sink=$started
+start_krelay "$W/relay"
+relay=$started
 echo "== relay start line"
 grep -m1 " starting " "$W/relay/krelay.log" | sed 's/^[^ ]* [^ ]* /   /'
 
