@@ -105,10 +105,10 @@ demo: deps
 	$(MAKE) build/krelay
 	scripts/demo.sh
 
+# krelay and Postfix side by side (bench/run.sh); QUICK=1 for a one-minute run.
 bench: deps
-	$(MAKE) build/krelay
-	bench/inbound.sh
-	bench/relay.sh
+	$(MAKE) build/krelay build/krelay-bench
+	bench/run.sh
 
 format:
 	clang-format -i $(SRCS) kernel/*.h relay/*.h tests/unit/*.c tests/unit/*.h tests/tools/*.c \
