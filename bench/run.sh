@@ -40,12 +40,17 @@ CONC=20
 WARMUP=${WARMUP:-$CONC} # messages (4 KiB) sent through the relay before each row's measurement
 started=$(date +%s)
 
+# Every row runs the same binaries, even if the tree is rebuilt meanwhile.
+rm -rf "$out/bin" && mkdir -p "$out/bin"
 for f in "$KRELAY" "$KBENCH"; do
-	[ -x "$f" ] || {
+	for _ in 1 2 3 4 5; do [ -x "$f" ] && cp "$f" "$out/bin/" 2>/dev/null && break || sleep 2; done
+	[ -x "$out/bin/$(basename "$f")" ] || {
 		echo "run.sh: $f missing (make build/krelay build/krelay-bench)" >&2
 		exit 1
 	}
 done
+KRELAY=$PWD/$out/bin/$(basename "$KRELAY")
+KBENCH=$PWD/$out/bin/$(basename "$KBENCH")
 command -v postfix >/dev/null || {
 	echo "run.sh: postfix missing (scripts/deps.sh)" >&2
 	exit 1
