@@ -138,7 +138,11 @@ if command -v openssl >/dev/null; then
 	cp "$(command -v openssl)" "$st/usr/bin/openssl"
 	bins="$bins $st/usr/bin/openssl"
 fi
-# test peers, when built (make test builds them)
+# the benchmark tool (make builds it) and test peers (make test builds them)
+if [ -x build/krelay-bench ]; then
+	cp build/krelay-bench "$st/krelay/krelay-bench"
+	bins="$bins $st/krelay/krelay-bench"
+fi
 if [ -x build/test/keyupdate_peer ]; then
 	cp build/test/keyupdate_peer "$st/krelay/keyupdate_peer"
 	bins="$bins $st/krelay/keyupdate_peer"

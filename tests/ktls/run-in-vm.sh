@@ -9,7 +9,7 @@
 # /proc/net/tls_stat.  Exits 0 when every message reached the sink intact.
 . /krelay/vm-lib.sh
 W=/tmp/ktls
-RELAY_PORT=2525 SINK_PORT=2526 KU_PORT=2527
+RELAY_PORT=2525 SINK_PORT=2526 KU_PORT=2527 KB_PORT=2528
 
 load_modules
 stat_tls before
@@ -24,7 +24,7 @@ TransportTable=$W/relay/transport
 RetrySchedule=1s,2s
 TLSPolicy=encrypt
 CONF
-echo "keyupdate.test [127.0.0.1]:$KU_PORT" >"$W/relay/transport"
+printf 'keyupdate.test [127.0.0.1]:%s\nbench.test [127.0.0.1]:%s\n' $KU_PORT $KB_PORT >"$W/relay/transport"
 
 echo "== krelay check"
 $K/krelay check -C "$W/relay/krelay.conf" 2>&1 | sed 's/^/   /'
@@ -131,6 +131,25 @@ if [ -x $K/keyupdate_peer ] && [ "${1:-}" = --keyupdate ]; then
 	sed 's/^/   /' "$W/ku/peer.log"
 fi
 
+# 5: krelay-bench source -> relay -> krelay-bench sink (--verify), TLS 1.2 on
+# both hops so the sink's receive goes to the kernel as well
+kb=0
+if [ -x $K/krelay-bench ]; then
+	kb=1
+	mkdir -p "$W/kb"
+	$K/krelay-bench sink --listen 127.0.0.1:$KB_PORT --cert $C/server.crt --key $C/server.key \
+		--tls-max 1.2 --verify --expect 20 --timeout 60 --json >"$W/kb/sink.json" 2>"$W/kb/sink.err" &
+	kbsink=$!
+	sleep 0.5
+	echo "== krelay-bench source: 20 x 100k over STARTTLS TLS 1.2, to x@bench.test"
+	$K/krelay-bench source --to 127.0.0.1:$RELAY_PORT --tls starttls --tls-max 1.2 \
+		--messages 20 --size 100k --concurrency 4 --rcpt-domain bench.test --timeout 120 \
+		--json >"$W/kb/source.json" 2>"$W/kb/source.err"
+	echo "   source exit $?: $(cat "$W/kb/source.json" "$W/kb/source.err")"
+	wait $kbsink
+	echo "   sink exit $?: $(cat "$W/kb/sink.json" "$W/kb/sink.err")"
+fi
+
 echo "== waiting for the relay's queue to empty"
 i=0
 while [ $i -lt 600 ]; do
@@ -203,6 +222,28 @@ if [ "$ku" = 1 ]; then
 			echo "ok: KeyUpdate on kTLS: closed, deferred, retried without kTLS, sent"
 		else
 			echo "FAIL: KeyUpdate on kTLS was not handled by close and retry"; bad=$((bad + 1))
+		fi
+	fi
+fi
+# krelay-bench through the relay: all 20 verified at the sink, the relay's
+# deliveries on kTLS with splice, and the sink's TLS 1.2 receive in the kernel
+if [ "$kb" = 1 ]; then
+	jv() { sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p" "$1"; }
+	kbwant="ktls_tx=on body_path=splice"
+	[ "${KRELAY_VM_TLS_MODULE:-1}" = 1 ] || kbwant="ktls_tx=off ktls_why="
+	kbsent=$(grep " delivery to=<[^>]*@bench.test>.*status=sent" "$W/relay/krelay.log" | grep -c "$kbwant")
+	if [ "$(jv "$W/kb/source.json" messages_ok)" = 20 ] && [ "$(jv "$W/kb/sink.json" messages)" = 20 ] &&
+		[ "$(jv "$W/kb/sink.json" checksum_errors)" = 0 ] && [ "$kbsent" = 20 ]; then
+		echo "ok: krelay-bench: 20 messages verified at its sink, 20 deliveries logged $kbwant"
+	else
+		echo "FAIL: krelay-bench: source ok $(jv "$W/kb/source.json" messages_ok), sink $(jv "$W/kb/sink.json" messages) (checksum errors $(jv "$W/kb/sink.json" checksum_errors)), $kbsent kTLS deliveries"
+		bad=$((bad + 1))
+	fi
+	if [ "${KRELAY_VM_TLS_MODULE:-1}" = 1 ]; then
+		if [ "$(jv "$W/kb/sink.json" ktls_rx_connections)" -gt 0 ] 2>/dev/null; then
+			echo "ok: krelay-bench sink received with kTLS RX ($(jv "$W/kb/sink.json" ktls_rx_connections) connections)"
+		else
+			echo "FAIL: krelay-bench sink had no kTLS RX connection"; bad=$((bad + 1))
 		fi
 	fi
 fi
