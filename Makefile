@@ -91,12 +91,12 @@ build/test/dnsq: tests/tools/dnsq.c relay/dns.c relay/route.c kernel/ring.c
 	$(Q)$(CC) $(ALL_CFLAGS) -O1 $(SAN) -o $@ $^ $(LDLIBS)
 
 test: deps
-	$(MAKE) build/krelay build/test/krelay build/test/krelay-bench unit
+	$(MAKE) build/krelay build/krelay-bench build/test/krelay build/test/krelay-bench unit
 	tests/run.sh
 
 # The kTLS suite alone: Debian's kernel in qemu (also part of make test).
 test-ktls: deps
-	$(MAKE) build/krelay build/test/krelay
+	$(MAKE) build/krelay build/krelay-bench build/test/krelay
 	$(MAKE) build/test/keyupdate_peer
 	KRELAY_BIN=$(CURDIR)/build/test/krelay /usr/bin/python3 -m pytest -p no:cacheprovider -q -rs \
 		tests/integration/test_ktls_vm.py
