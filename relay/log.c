@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,54 +11,127 @@
 #include <time.h>
 #include <unistd.h>
 
-static int log_fd = -1;
-static int log_to_stderr = 1;
+#define LOG_LINE_MAX 4096
+#define LOG_BUF_SIZE (64u << 10)
+
+static atomic_int log_fd = -1;
+static atomic_int log_to_stderr = 1;
+static atomic_int log_pid;
+
+/* A thread that asked for it (log_buffer_start) gathers its lines here and
+ * writes them with log_flush: one write(2) per destination per ring turn. */
+struct log_buf {
+	char *p;
+	size_t len;
+	time_t stamp_sec; /* the second stamp[] was made for */
+	char stamp[32];   /* "%Y-%m-%dT%H:%M:%S" of stamp_sec */
+};
+static _Thread_local struct log_buf tbuf = {.stamp_sec = -1};
 
 int log_open(const char *path)
 {
-	int fd = -1;
+	int fd = -1, old = atomic_load(&log_fd);
 
 	if (path != NULL) {
 		fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 		if (fd < 0)
 			return -errno;
 	}
-	if (log_fd >= 0)
-		close(log_fd);
-	log_fd = fd;
+	if (fd >= 0 && old >= 0) {
+		/* Swap the file under the same descriptor: a worker writing at
+		 * this moment never sees a closed (or reused) fd. */
+		if (dup3(fd, old, O_CLOEXEC) < 0) {
+			int err = -errno;
+			close(fd);
+			return err;
+		}
+		close(fd);
+		return 0;
+	}
+	atomic_store(&log_fd, fd);
+	if (old >= 0)
+		close(old);
 	return 0;
 }
 
 void log_stderr(int on)
 {
-	log_to_stderr = on;
+	atomic_store(&log_to_stderr, on);
 }
 
-static void log_emit(const char *prefix, const char *fmt, va_list ap, const char *suffix)
+static void write_out(const char *p, size_t n)
 {
-	char line[4096];
-	struct timeval tv;
-	struct tm tm;
-	size_t n;
-	int k;
+	int fd = atomic_load(&log_fd);
 
-	gettimeofday(&tv, NULL);
-	gmtime_r(&tv.tv_sec, &tm);
-	n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-	k = snprintf(line + n, sizeof(line) - n, ".%06ldZ krelay[%d]: %s", (long)tv.tv_usec,
-	             (int)getpid(), prefix);
-	n += (size_t)k;
-	k = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
-	n = k < 0 ? n : n + (size_t)k;
-	if (suffix != NULL && n < sizeof(line))
-		n += (size_t)snprintf(line + n, sizeof(line) - n, "%s", suffix);
-	if (n > sizeof(line) - 2)
-		n = sizeof(line) - 2; /* truncated: still one line */
-	line[n++] = '\n';
-	if (log_to_stderr && write(STDERR_FILENO, line, n) < 0)
+	if (atomic_load(&log_to_stderr) && write(STDERR_FILENO, p, n) < 0)
 		(void)0; /* nowhere left to report it */
-	if (log_fd >= 0 && write(log_fd, line, n) < 0)
+	if (fd >= 0 && write(fd, p, n) < 0)
 		(void)0;
+}
+
+void log_buffer_start(void)
+{
+	if (tbuf.p == NULL)
+		tbuf.p = malloc(LOG_BUF_SIZE);
+	tbuf.len = 0;
+}
+
+void log_flush(void)
+{
+	if (tbuf.len > 0)
+		write_out(tbuf.p, tbuf.len);
+	tbuf.len = 0;
+}
+
+void log_buffer_stop(void)
+{
+	log_flush();
+	free(tbuf.p);
+	tbuf.p = NULL;
+}
+
+static void log_emit(const char *prefix, const char *fmt, va_list ap, const char *suffix,
+                     bool direct)
+{
+	char local[LOG_LINE_MAX], *line;
+	struct timeval tv;
+	size_t n;
+	int k, pid = atomic_load(&log_pid);
+
+	if (pid == 0) {
+		pid = (int)getpid();
+		atomic_store(&log_pid, pid);
+	}
+	if (tbuf.p != NULL && direct)
+		log_flush(); /* keep the order: what was buffered goes first */
+	if (tbuf.p != NULL && !direct) {
+		if (tbuf.len + LOG_LINE_MAX > LOG_BUF_SIZE)
+			log_flush();
+		line = tbuf.p + tbuf.len;
+	} else {
+		line = local;
+	}
+	gettimeofday(&tv, NULL);
+	if (tv.tv_sec != tbuf.stamp_sec) {
+		struct tm tm;
+		gmtime_r(&tv.tv_sec, &tm);
+		strftime(tbuf.stamp, sizeof(tbuf.stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+		tbuf.stamp_sec = tv.tv_sec;
+	}
+	k = snprintf(line, LOG_LINE_MAX, "%s.%06ldZ krelay[%d]: %s", tbuf.stamp, (long)tv.tv_usec,
+	             pid, prefix);
+	n = k < 0 ? 0 : (size_t)k;
+	k = vsnprintf(line + n, LOG_LINE_MAX - n, fmt, ap);
+	n = k < 0 ? n : n + (size_t)k;
+	if (suffix != NULL && n < LOG_LINE_MAX)
+		n += (size_t)snprintf(line + n, LOG_LINE_MAX - n, "%s", suffix);
+	if (n > LOG_LINE_MAX - 2)
+		n = LOG_LINE_MAX - 2; /* truncated: still one line */
+	line[n++] = '\n';
+	if (line == local)
+		write_out(line, n);
+	else
+		tbuf.len += n;
 }
 
 void log_event(uint64_t id, const char *fmt, ...)
@@ -67,7 +141,7 @@ void log_event(uint64_t id, const char *fmt, ...)
 
 	snprintf(prefix, sizeof(prefix), "%016llx ", (unsigned long long)id);
 	va_start(ap, fmt);
-	log_emit(prefix, fmt, ap, NULL);
+	log_emit(prefix, fmt, ap, NULL, false);
 	va_end(ap);
 }
 
@@ -76,7 +150,7 @@ void log_info(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_emit("", fmt, ap, NULL);
+	log_emit("", fmt, ap, NULL, false);
 	va_end(ap);
 }
 
@@ -85,7 +159,7 @@ void log_warnx(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_emit("warning: ", fmt, ap, NULL);
+	log_emit("warning: ", fmt, ap, NULL, false);
 	va_end(ap);
 }
 
@@ -96,7 +170,7 @@ void fatal(const char *fmt, ...)
 
 	snprintf(suffix, sizeof(suffix), ": %s", strerror(errno));
 	va_start(ap, fmt);
-	log_emit("fatal: ", fmt, ap, suffix);
+	log_emit("fatal: ", fmt, ap, suffix, true);
 	va_end(ap);
 	exit(1);
 }
@@ -106,7 +180,7 @@ void fatalx(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_emit("fatal: ", fmt, ap, NULL);
+	log_emit("fatal: ", fmt, ap, NULL, true);
 	va_end(ap);
 	exit(1);
 }

@@ -1,9 +1,13 @@
 /* log: one line per event, "key=value" pairs after a 16-hex-digit session
- * id, to stderr and optionally LogFile.  Each line is one write(2). */
+ * id, to stderr and optionally LogFile.  A line is written whole by one
+ * write(2); a worker thread gathers its lines and writes them together once
+ * per ring turn, before that turn's submissions reach the kernel (so a line
+ * is out before the reply or delivery it reports goes anywhere). */
 #ifndef KRELAY_LOG_H
 #define KRELAY_LOG_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #define LOG_PRINTF(a, b) __attribute__((format(printf, a, b)))
@@ -12,6 +16,13 @@
  * Returns 0 or -errno. */
 int log_open(const char *path);
 void log_stderr(int on);
+
+/* The calling thread gathers its lines from now on; log_flush writes them
+ * (call it once per loop turn), log_buffer_stop flushes and goes back to
+ * writing each line at once.  fatal() flushes first. */
+void log_buffer_start(void);
+void log_flush(void);
+void log_buffer_stop(void);
 
 /* "<time> krelay[pid]: <id> <event> <fmt...>" */
 void log_event(uint64_t id, const char *fmt, ...) LOG_PRINTF(2, 3);

@@ -200,7 +200,10 @@ static void *worker_main(void *arg)
 	for (unsigned i = 0; i < w->nlisteners; i++)
 		ring_accept_multishot(&w->ring, &w->listeners[i].op, w->listeners[i].fd);
 	ring_read(&w->ring, &w->op_wake, w->wake_fd, &w->wake_buf, sizeof(w->wake_buf), 0);
+	log_buffer_start();
 	for (;;) {
+		/* the last turn's lines go out before its submissions do */
+		log_flush();
 		ret = ring_run_once(&w->ring, w->stopping ? 100 : 1000);
 		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
 			fatalx("worker %u: io_uring: %s", w->index, strerror(-ret));
@@ -216,7 +219,8 @@ static void *worker_main(void *arg)
 	}
 	/* Let the last completions (cancelled lookups, closes) run. */
 	for (int i = 0; i < 100 && ring_run_once(&w->ring, 10) > 0; i++)
-		;
+		log_flush();
+	log_buffer_stop();
 	return NULL;
 }
 
