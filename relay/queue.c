@@ -41,6 +41,11 @@ struct qmsg {
 	bool removing, removed;
 	bool bouncing, bounce_failed;
 	bool arm_after_write; /* the retry's attempt count is being saved */
+	bool has_state;       /* queue/ID.env may exist (written, or found at start) */
+	bool pooling;         /* queue/ID is being moved to pool/pool_name for reuse */
+	bool dirsync_failed;  /* the last queue directory fsync failed */
+	uint64_t file_size;   /* of queue/ID, or SPOOL_SIZE_UNKNOWN */
+	char pool_name[SPOOL_POOL_NAME];
 	struct ring_op op_timer_rm;
 	char (*dsn)[16];   /* enhanced status per recipient, for bounces */
 	struct qjob *logq; /* finished jobs whose results await durability */
@@ -98,6 +103,7 @@ struct conn {
 	bool idle, quitting;
 	struct ring_op op_idle, op_idle_rm;
 	struct __kernel_timespec idle_ts;
+	struct timespec idle_since; /* CLOCK_MONOTONIC, when it last went idle */
 	struct conn *next_idle;
 };
 
@@ -200,6 +206,7 @@ static struct qmsg *msg_new(struct queue *q)
 		fatalx("out of memory");
 	m->q = q;
 	m->fd = -1;
+	m->file_size = SPOOL_SIZE_UNKNOWN;
 	ring_op_init(&m->op_open, RING_OPEN, msg_open_cb, m);
 	ring_op_init(&m->op_timer, RING_TIMEOUT, msg_timer_cb, m);
 	ring_op_init(&m->op_timer_rm, RING_TIMEOUT_REMOVE, timer_rm_cb, m);
@@ -243,16 +250,27 @@ static void msg_start(struct qmsg *m)
 		m->dsn = calloc(m->env.rcpt_count, sizeof(*m->dsn));
 	if (m->reply == NULL || m->dsn == NULL)
 		fatalx("out of memory");
-	/* open the spool file once per attempt, through the ring */
+	if (m->fd >= 0) {
+		/* still open from its reception: on to msg_open_cb next turn */
+		m->op_open.kind = RING_NOP;
+		ring_nop(&m->q->w->ring, &m->op_open);
+		return;
+	}
+	/* open the spool file once per attempt, through the ring (read-write:
+	 * once delivered, the file may be reused for a new message) */
+	m->op_open.kind = RING_OPEN;
+	m->file_size = SPOOL_SIZE_UNKNOWN;
 	ring_openat(&m->q->w->ring, &m->op_open, m->q->w->spool.queue_dfd, m->env.id,
-	            O_RDONLY | O_CLOEXEC, 0);
+	            O_RDWR | O_CLOEXEC, 0);
 }
 
-void queue_add(struct queue *q, const struct spool_env *env)
+void queue_add(struct queue *q, const struct spool_env *env, int fd, uint64_t file_size)
 {
 	struct qmsg *m = msg_new(q);
 
 	env_copy(&m->env, env);
+	m->fd = fd;
+	m->file_size = fd >= 0 ? file_size : SPOOL_SIZE_UNKNOWN;
 	msg_start(m);
 }
 
@@ -267,6 +285,7 @@ int queue_recover(struct queue *q, const char *id)
 		return -1;
 	}
 	m->attempts = m->env.attempts;
+	m->has_state = true; /* it may have one: removed with the message */
 	msg_start(m);
 	return 0;
 }
@@ -275,6 +294,9 @@ static void msg_open_cb(struct ring_op *op, int res, unsigned flags)
 {
 	struct qmsg *m = op->owner;
 
+	if (op->kind == RING_NOP)
+		res = m->fd; /* the file was open already */
+	m->fd = -1;
 	if (m->q->stopping) {
 		if (res >= 0)
 			close(res);
@@ -317,6 +339,7 @@ static void st_dirsync_done(struct spool_waiter *w, int res)
 	struct qjob *j = m->logq_writing, *next;
 
 	m->writing = false;
+	m->dirsync_failed = res < 0;
 	if (res < 0)
 		log_warnx("queue: %s: state directory fsync: %s", m->env.id, strerror(-res));
 	if (m->arm_after_write && m->logq_writing == NULL && !m->dirty) {
@@ -378,6 +401,7 @@ static void st_write_start(struct qmsg *m)
 
 	m->dirty = false;
 	m->writing = true;
+	m->has_state = true;
 	m->logq_writing = m->logq;
 	m->logq = NULL;
 	free(m->st_buf);
@@ -440,7 +464,8 @@ static void bounce_done(struct bounce *b, bool queued)
 	if (queued) {
 		log_info("%s bounce id=%s to=<%s> status=queued", m->env.id, b->env.id,
 		         m->env.sender);
-		queue_add(m->q, &b->env);
+		queue_add(m->q, &b->env, b->tx.fd, b->tx.file_size);
+		b->tx.fd = -1;
 	}
 	free(b->body);
 	free(b);
@@ -572,6 +597,29 @@ static bool bounces_pending(struct qmsg *m)
 	return true;
 }
 
+/* Unlinks queue/ID and, when it may exist, queue/ID.env; the unlink ops'
+ * callbacks follow. */
+static void msg_unlink(struct qmsg *m)
+{
+	struct queue *q = m->q;
+
+	if (m->has_state) {
+		snprintf(m->st_name, sizeof(m->st_name), "%s.env", m->env.id);
+		ring_unlinkat(&q->w->ring, &m->op_unlink1, q->w->spool.queue_dfd, m->st_name);
+	}
+	if (m->fd >= 0 && spool_pool_reserve(&q->w->spool, m->pool_name)) {
+		/* moved aside rather than unlinked: its inode and blocks serve
+		 * the next message once the move is durable (msg_attempt_over) */
+		m->pooling = true;
+		m->op_unlink2.kind = RING_RENAME;
+		ring_renameat(&q->w->ring, &m->op_unlink2, q->w->spool.queue_dfd, m->env.id,
+		              q->w->spool.pool_dfd, m->pool_name, RENAME_NOREPLACE, false);
+		return;
+	}
+	m->op_unlink2.kind = RING_UNLINK;
+	ring_unlinkat(&q->w->ring, &m->op_unlink2, q->w->spool.queue_dfd, m->env.id);
+}
+
 static void msg_close(struct qmsg *m)
 {
 	if (m->fd >= 0) {
@@ -609,6 +657,14 @@ static void msg_attempt_over(struct qmsg *m)
 	if (m->writing || m->bouncing)
 		return; /* comes back here when that is done */
 	if (m->removed) {
+		if (m->pooling && !m->dirsync_failed && m->fd >= 0) {
+			/* out of queue/ for good: the file may take a new message */
+			spool_pool_put(&q->w->spool, m->fd, m->pool_name, m->file_size);
+			m->fd = -1;
+		} else if (m->pooling) {
+			spool_pool_cancel(&q->w->spool);
+		}
+		m->pooling = false;
 		if (m->fd >= 0)
 			close(m->fd);
 		msg_free(m);
@@ -621,9 +677,7 @@ static void msg_attempt_over(struct qmsg *m)
 		/* Every recipient has its outcome on disk: the message goes. */
 		msg_close(m);
 		m->removing = true;
-		snprintf(m->st_name, sizeof(m->st_name), "%s.env", m->env.id);
-		ring_unlinkat(&q->w->ring, &m->op_unlink1, q->w->spool.queue_dfd, m->st_name);
-		ring_unlinkat(&q->w->ring, &m->op_unlink2, q->w->spool.queue_dfd, m->env.id);
+		msg_unlink(m);
 		return;
 	}
 	if (now - m->env.arrival >= (time_t)cfg(q)->queue_lifetime_s && !q->stopping && expire(m)) {
@@ -762,6 +816,11 @@ static void removed_cb(struct ring_op *op, int res, unsigned flags)
 {
 	struct qmsg *m = op->owner;
 
+	if (op == &m->op_unlink2 && m->pooling && res < 0) {
+		/* not moved (gone already, or held meanwhile): no reuse */
+		m->pooling = false;
+		spool_pool_cancel(&m->q->w->spool);
+	}
 	if (ring_op_busy(&m->op_unlink1) || ring_op_busy(&m->op_unlink2))
 		return;
 	m->dirwait.done = st_dirsync_done; /* then the jobs are logged */
@@ -772,17 +831,13 @@ static void removed_cb(struct ring_op *op, int res, unsigned flags)
  * by the directory fsync) before the deliveries are logged. */
 static void remove_start(struct qmsg *m)
 {
-	struct queue *q = m->q;
-
 	m->dirty = false;
 	m->writing = true;
 	m->removed = true;
 	m->logq_writing = m->logq;
 	m->logq = NULL;
 	m->op_unlink1.cb = m->op_unlink2.cb = removed_cb;
-	snprintf(m->st_name, sizeof(m->st_name), "%s.env", m->env.id);
-	ring_unlinkat(&q->w->ring, &m->op_unlink1, q->w->spool.queue_dfd, m->st_name);
-	ring_unlinkat(&q->w->ring, &m->op_unlink2, q->w->spool.queue_dfd, m->env.id);
+	msg_unlink(m);
 }
 
 /* Records a job's outcome in the message; durability, then logging, follow. */
@@ -980,6 +1035,13 @@ static void conn_send(struct conn *cn, struct qjob *j)
 	smtp_client_send(cn->c, &j->tx);
 }
 
+static void idle_arm(struct conn *cn, long long ns)
+{
+	cn->idle_ts.tv_sec = ns / 1000000000LL;
+	cn->idle_ts.tv_nsec = ns % 1000000000LL;
+	ring_timeout(&cn->d->q->w->ring, &cn->op_idle, &cn->idle_ts);
+}
+
 static void conn_go_idle(struct conn *cn)
 {
 	struct dest *d = cn->d;
@@ -987,13 +1049,12 @@ static void conn_go_idle(struct conn *cn)
 	cn->idle = true;
 	cn->next_idle = d->idle;
 	d->idle = cn;
+	clock_gettime(CLOCK_MONOTONIC, &cn->idle_since);
 	/* One timer at most: one still pending from an earlier idle spell
-	 * serves (the connection then idles a little less). */
+	 * serves; when it fires, it waits on for what this spell has left. */
 	if (ring_op_busy(&cn->op_idle))
 		return;
-	cn->idle_ts.tv_sec = IDLE_KEEP_S;
-	cn->idle_ts.tv_nsec = 0;
-	ring_timeout(&d->q->w->ring, &cn->op_idle, &cn->idle_ts);
+	idle_arm(cn, IDLE_KEEP_S * 1000000000LL);
 }
 
 static void conn_unidle(struct conn *cn)
@@ -1031,9 +1092,21 @@ static void conn_next(struct conn *cn)
 static void idle_cb(struct ring_op *op, int res, unsigned flags)
 {
 	struct conn *cn = op->owner;
+	struct timespec now;
+	long long left;
 
 	if (!cn->idle || cn->quitting)
 		return; /* it found work before the timer fired */
+	/* the timer may be one from an earlier idle spell: this spell keeps
+	 * its full IDLE_KEEP_S (else busy connections churn every 2 s) */
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	left = IDLE_KEEP_S * 1000000000LL -
+	       ((long long)(now.tv_sec - cn->idle_since.tv_sec) * 1000000000LL +
+	        (now.tv_nsec - cn->idle_since.tv_nsec));
+	if (left > 1000000 && !cn->d->q->stopping) {
+		idle_arm(cn, left);
+		return;
+	}
 	conn_unidle(cn);
 	cn->quitting = true;
 	smtp_client_quit(cn->c);

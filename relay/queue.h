@@ -31,8 +31,10 @@ bool queue_idle(const struct queue *q);
 void queue_free(struct queue *q);
 const struct queue_stats *queue_stats(const struct queue *q);
 
-/* A message just made durable by the SMTP server (env is copied). */
-void queue_add(struct queue *q, const struct spool_env *env);
+/* A message just made durable by the spool (env is copied; fd: its file,
+ * open read-write, of file_size bytes, now the queue's; -1 to have it
+ * opened). */
+void queue_add(struct queue *q, const struct spool_env *env, int fd, uint64_t file_size);
 /* A message found in the spool at start (reads its envelope). */
 int queue_recover(struct queue *q, const char *id);
 /* Retries every deferred message now. */

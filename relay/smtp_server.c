@@ -688,15 +688,39 @@ static void end_of_data(struct smtp_session *s)
 	spool_tx_commit(&s->tx, &env);
 }
 
+/* The message is durable: log it and hand it (and its open file) to the queue. */
+static void queued(struct smtp_session *s)
+{
+	struct timespec now;
+	int fd = s->tx.fd;
+
+	s->tx.fd = -1;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	s->messages++;
+	log_event(s->id, "smtp queued id=%s from=<%s> size=%llu nrcpt=%zu delay_ms=%.1f", s->qid,
+	          s->sender, (unsigned long long)s->tx.body_size, s->nrcpt,
+	          (double)(now.tv_sec - s->data_start.tv_sec) * 1e3 +
+	              (double)(now.tv_nsec - s->data_start.tv_nsec) / 1e6);
+	if (s->w->queue != NULL && !cfg(s)->queue_only) {
+		struct spool_env env;
+		fill_env(s, &env);
+		queue_add(s->w->queue, &env, fd, s->tx.file_size); /* relaying starts now */
+	} else {
+		close(fd);
+	}
+}
+
 static void spool_event(void *owner, enum spool_event ev, int err)
 {
 	struct smtp_session *s = owner;
-	struct timespec now;
 
 	if (s->state == S_QUIT || s->state == S_CLOSING) {
-		/* The session is ending: let the spool settle, then free. */
+		/* The session is ending: let the spool settle, then free.  A
+		 * message that became durable meanwhile is relayed all the same. */
 		if (ev == SPOOL_OPENED && err == 0)
 			spool_tx_abort(&s->tx);
+		if (ev == SPOOL_COMMITTED && err == 0)
+			queued(s);
 		if (ev == SPOOL_COMMITTED || ev == SPOOL_ABORTED)
 			s->tx_open = false;
 		if (s->x.closed && !spool_tx_busy(&s->tx))
@@ -724,20 +748,9 @@ static void spool_event(void *owner, enum spool_event ev, int err)
 		break;
 	case SPOOL_COMMITTED:
 		s->tx_open = false;
-		clock_gettime(CLOCK_MONOTONIC, &now);
 		if (err == 0) {
-			s->messages++;
-			log_event(s->id,
-			          "smtp queued id=%s from=<%s> size=%llu nrcpt=%zu delay_ms=%.1f",
-			          s->qid, s->sender, (unsigned long long)s->tx.body_size, s->nrcpt,
-			          (double)(now.tv_sec - s->data_start.tv_sec) * 1e3 +
-			              (double)(now.tv_nsec - s->data_start.tv_nsec) / 1e6);
+			queued(s);
 			reply(s, "250 2.0.0 Ok: queued as %s", s->qid);
-			if (s->w->queue != NULL && !cfg(s)->queue_only) {
-				struct spool_env env;
-				fill_env(s, &env);
-				queue_add(s->w->queue, &env); /* relaying starts now */
-			}
 		} else {
 			log_event(s->id, "smtp spool error id=%s error=\"%s\"", s->qid,
 			          strerror(-err));

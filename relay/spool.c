@@ -28,6 +28,11 @@ enum tx_stage {
 
 #define EPOCH_2020 1577836800
 
+/* Body buffers are kept per worker and reused (a message needs two). */
+struct spool_buf {
+	struct spool_buf *next;
+};
+
 static void open_cb(struct ring_op *op, int res, unsigned flags);
 static void write_cb(struct ring_op *op, int res, unsigned flags);
 static void chain_cb(struct ring_op *op, int res, unsigned flags);
@@ -50,7 +55,7 @@ int spool_init(struct spool *sp, struct ring *ring, const char *dir, unsigned wo
 	memset(sp, 0, sizeof(*sp));
 	sp->ring = ring;
 	sp->worker = worker;
-	sp->tmp_dfd = sp->queue_dfd = -1;
+	sp->tmp_dfd = sp->queue_dfd = sp->pool_dfd = -1;
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		return -errno;
 	top = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -58,9 +63,15 @@ int spool_init(struct spool *sp, struct ring *ring, const char *dir, unsigned wo
 		return -errno;
 	sp->tmp_dfd = open_dir(top, "tmp");
 	sp->queue_dfd = open_dir(top, "queue");
+	sp->pool_dfd = open_dir(top, "pool");
 	close(top);
-	if (sp->tmp_dfd < 0 || sp->queue_dfd < 0) {
-		int err = sp->tmp_dfd < 0 ? sp->tmp_dfd : sp->queue_dfd;
+	if (sp->tmp_dfd < 0 || sp->queue_dfd < 0 || sp->pool_dfd < 0) {
+		int err = sp->tmp_dfd < 0     ? sp->tmp_dfd
+		          : sp->queue_dfd < 0 ? sp->queue_dfd
+		                              : sp->pool_dfd;
+		sp->tmp_dfd = sp->tmp_dfd < 0 ? -1 : sp->tmp_dfd;
+		sp->queue_dfd = sp->queue_dfd < 0 ? -1 : sp->queue_dfd;
+		sp->pool_dfd = sp->pool_dfd < 0 ? -1 : sp->pool_dfd;
 		spool_exit(sp);
 		return err;
 	}
@@ -72,11 +83,46 @@ int spool_init(struct spool *sp, struct ring *ring, const char *dir, unsigned wo
 
 void spool_exit(struct spool *sp)
 {
+	while (sp->free_bufs != NULL) {
+		struct spool_buf *b = sp->free_bufs;
+		sp->free_bufs = b->next;
+		free(b);
+	}
+	sp->nfree_bufs = 0;
+	for (unsigned i = 0; i < sp->npool; i++)
+		close(sp->pool[i].fd); /* the files stay in pool/; removed at start */
+	sp->npool = 0;
 	if (sp->tmp_dfd >= 0)
 		close(sp->tmp_dfd);
 	if (sp->queue_dfd >= 0)
 		close(sp->queue_dfd);
-	sp->tmp_dfd = sp->queue_dfd = -1;
+	if (sp->pool_dfd >= 0)
+		close(sp->pool_dfd);
+	sp->tmp_dfd = sp->queue_dfd = sp->pool_dfd = -1;
+}
+
+bool spool_pool_reserve(struct spool *sp, char name[SPOOL_POOL_NAME])
+{
+	if (sp->npool + sp->pool_reserved >= SPOOL_POOL_MAX)
+		return false;
+	sp->pool_reserved++;
+	snprintf(name, SPOOL_POOL_NAME, "%02X-%08X", sp->worker & 0xff, sp->pool_seq++);
+	return true;
+}
+
+void spool_pool_cancel(struct spool *sp)
+{
+	sp->pool_reserved--;
+}
+
+void spool_pool_put(struct spool *sp, int fd, const char *name, uint64_t size)
+{
+	struct spool_pool_file *f = &sp->pool[sp->npool++];
+
+	sp->pool_reserved--;
+	f->fd = fd;
+	f->size = size;
+	snprintf(f->name, sizeof(f->name), "%s", name);
 }
 
 int spool_recover(const char *dir, unsigned *queued, unsigned *removed)
@@ -94,6 +140,14 @@ int spool_recover(const char *dir, unsigned *queued, unsigned *removed)
 	while (d != NULL && (de = readdir(d)) != NULL) {
 		if (de->d_name[0] != '.' && unlinkat(sp.tmp_dfd, de->d_name, 0) == 0)
 			(*removed)++;
+	}
+	if (d != NULL)
+		closedir(d);
+	/* pool/ holds spare files of delivered messages: nothing to keep */
+	d = fdopendir(dup(sp.pool_dfd));
+	while (d != NULL && (de = readdir(d)) != NULL) {
+		if (de->d_name[0] != '.')
+			unlinkat(sp.pool_dfd, de->d_name, 0);
 	}
 	if (d != NULL)
 		closedir(d);
@@ -172,6 +226,15 @@ bool spool_tx_busy(const struct spool_tx *tx)
 	       ring_op_busy(&tx->op_close) || ring_op_busy(&tx->op_unlink);
 }
 
+static void open_new(struct spool_tx *tx)
+{
+	tx->from_pool = false;
+	tx->op_open.kind = RING_OPEN;
+	/* read-write: once committed, the same fd serves the delivery */
+	ring_openat(tx->sp->ring, &tx->op_open, tx->sp->tmp_dfd, tx->id,
+	            O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+}
+
 void spool_tx_begin(struct spool_tx *tx, struct spool *sp, const char *id, spool_cb cb, void *owner)
 {
 	memset(tx, 0, sizeof(*tx));
@@ -187,19 +250,57 @@ void spool_tx_begin(struct spool_tx *tx, struct spool *sp, const char *id, spool
 	ring_op_init(&tx->op_close, RING_CLOSE, close_cb, tx);
 	ring_op_init(&tx->op_unlink, RING_UNLINK, close_cb, tx);
 	tx->stage = TX_OPENING;
-	ring_openat(sp->ring, &tx->op_open, sp->tmp_dfd, tx->id,
-	            O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (sp->npool > 0) {
+		/* reuse a delivered message's file: renamed to tmp/ID, written over */
+		struct spool_pool_file *f = &sp->pool[--sp->npool];
+		tx->from_pool = true;
+		tx->fd = f->fd;
+		tx->pool_size = f->size;
+		memcpy(tx->pool_name, f->name, sizeof(tx->pool_name));
+		tx->op_open.kind = RING_RENAME;
+		ring_renameat(sp->ring, &tx->op_open, sp->pool_dfd, tx->pool_name, sp->tmp_dfd,
+		              tx->id, RENAME_NOREPLACE, false);
+		return;
+	}
+	open_new(tx);
+}
+
+static char *buf_get(struct spool *sp)
+{
+	struct spool_buf *b = sp->free_bufs;
+
+	if (b == NULL)
+		return malloc(SPOOL_BUF_SIZE);
+	sp->free_bufs = b->next;
+	sp->nfree_bufs--;
+	return (char *)b;
+}
+
+static void buf_put(struct spool *sp, char *p)
+{
+	struct spool_buf *b = (struct spool_buf *)(void *)p;
+
+	if (p == NULL)
+		return;
+	if (sp->nfree_bufs >= SPOOL_FREE_BUFS) {
+		free(p);
+		return;
+	}
+	b->next = sp->free_bufs;
+	sp->free_bufs = b;
+	sp->nfree_bufs++;
 }
 
 static void release(struct spool_tx *tx)
 {
-	free(tx->buf[0]);
-	free(tx->buf[1]);
+	buf_put(tx->sp, tx->buf[0]);
+	buf_put(tx->sp, tx->buf[1]);
 	free(tx->tail);
 	tx->buf[0] = tx->buf[1] = tx->tail = NULL;
 }
 
-/* Closes the file, removing it from tmp/ unless it reached queue/. */
+/* Closes the file, removing it from tmp/ unless it reached queue/.  A
+ * message made durable keeps its fd open: SPOOL_COMMITTED hands it over. */
 static void finish(struct spool_tx *tx, int err, bool unlink_tmp)
 {
 	tx->commit_err = err;
@@ -207,9 +308,10 @@ static void finish(struct spool_tx *tx, int err, bool unlink_tmp)
 		tx->stage = TX_CLOSING;
 	if (unlink_tmp)
 		ring_unlinkat(tx->sp->ring, &tx->op_unlink, tx->sp->tmp_dfd, tx->id);
-	if (tx->fd >= 0)
+	if (tx->fd >= 0 && (err != 0 || tx->stage == TX_ABORTING)) {
 		ring_close(tx->sp->ring, &tx->op_close, tx->fd);
-	tx->fd = -1;
+		tx->fd = -1;
+	}
 	if (!spool_tx_busy(tx))
 		close_cb(&tx->op_close, 0, 0);
 }
@@ -241,6 +343,17 @@ static void open_cb(struct ring_op *op, int res, unsigned flags)
 {
 	struct spool_tx *tx = op->owner;
 
+	if (tx->from_pool && res < 0) {
+		/* the pool file could not become tmp/ID: a new file instead */
+		close(tx->fd);
+		tx->fd = -1;
+		if (tx->stage != TX_ABORT_WAIT) {
+			open_new(tx);
+			return;
+		}
+	}
+	if (tx->from_pool)
+		res = res < 0 ? res : tx->fd;
 	if (res >= 0)
 		tx->fd = res;
 	if (tx->stage == TX_ABORT_WAIT) {
@@ -253,8 +366,8 @@ static void open_cb(struct ring_op *op, int res, unsigned flags)
 		tx->cb(tx->owner, SPOOL_OPENED, res);
 		return;
 	}
-	tx->buf[0] = malloc(SPOOL_BUF_SIZE);
-	tx->buf[1] = malloc(SPOOL_BUF_SIZE);
+	tx->buf[0] = buf_get(tx->sp);
+	tx->buf[1] = buf_get(tx->sp);
 	if (tx->buf[0] == NULL || tx->buf[1] == NULL)
 		tx->error = -ENOMEM;
 	tx->stage = TX_OPEN;
@@ -358,6 +471,14 @@ static void start_chain(struct spool_tx *tx)
 	}
 	tx->stage = TX_CHAIN;
 	tx->wr_len = tx->fill;
+	tx->file_size = tx->off + tx->fill;
+	/* A pool file longer than this message keeps no stale tail.  (io_uring
+	 * has no ftruncate before Linux 6.9; it is one metadata call.) */
+	if (tx->from_pool && tx->pool_size > tx->file_size &&
+	    ftruncate(tx->fd, (off_t)tx->file_size) < 0) {
+		finish(tx, -errno, true);
+		return;
+	}
 	tx->write_res = tx->fsync_res = tx->rename_res = 0;
 	ring_write(sp->ring, &tx->op_write, tx->fd, tx->tail, tx->fill, tx->off, true);
 	ring_fsync(sp->ring, &tx->op_fsync, tx->fd, true, true);

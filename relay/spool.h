@@ -16,7 +16,11 @@
 #include "ring.h"
 #include "spool_format.h"
 
-#define SPOOL_BUF_SIZE (64u << 10)
+#define SPOOL_BUF_SIZE     (64u << 10)
+#define SPOOL_FREE_BUFS    64 /* body buffers kept for reuse, per worker */
+#define SPOOL_POOL_MAX     64 /* delivered message files kept for reuse, per worker */
+#define SPOOL_POOL_NAME    24
+#define SPOOL_SIZE_UNKNOWN UINT64_MAX
 
 struct spool_stats {
 	uint64_t messages;
@@ -27,6 +31,16 @@ struct spool_stats {
 };
 
 struct spool_tx;
+struct spool_buf;
+
+/* A delivered message's file, moved to QueueDirectory/pool/ once its
+ * removal from queue/ was durable, and kept open: the next message is
+ * written over it (no inode to allocate, no blocks to free). */
+struct spool_pool_file {
+	int fd;
+	uint64_t size; /* or SPOOL_SIZE_UNKNOWN */
+	char name[SPOOL_POOL_NAME];
+};
 
 /* Someone waiting for the queue directory's next fsync (group commit). */
 struct spool_waiter {
@@ -36,19 +50,26 @@ struct spool_waiter {
 
 struct spool {
 	struct ring *ring;
-	int tmp_dfd, queue_dfd;
+	int tmp_dfd, queue_dfd, pool_dfd;
 	unsigned worker;
 	uint32_t id_counter;
 	struct spool_waiter *dir_waiting; /* renamed, waiting for the next dirsync */
 	struct spool_waiter *dir_batch;   /* covered by the dirsync in flight */
 	struct ring_op op_dirsync;
 	struct spool_stats stats;
+	struct spool_buf *free_bufs;
+	unsigned nfree_bufs;
+	struct spool_pool_file pool[SPOOL_POOL_MAX];
+	unsigned npool, pool_reserved;
+	uint32_t pool_seq;
 };
 
 enum spool_event {
 	SPOOL_OPENED,    /* err: 0 or -errno */
 	SPOOL_WRITABLE,  /* a buffer was freed: appends may continue */
-	SPOOL_COMMITTED, /* err: 0 (durable) or -errno (nothing left behind) */
+	SPOOL_COMMITTED, /* err: 0 (durable) or -errno (nothing left behind).  On
+	                  * 0, tx->fd is the message's open (read-write) file and
+	                  * the callee owns it: it closes it or hands it on. */
 	SPOOL_ABORTED,   /* temporary file removed */
 };
 
@@ -60,6 +81,10 @@ struct spool_tx {
 	void *owner;
 	char id[SPOOL_ID_LEN + 1];
 	int fd;
+	bool from_pool;     /* fd is a pool file being renamed to tmp/ID */
+	uint64_t pool_size; /* its size before (SPOOL_SIZE_UNKNOWN: not known) */
+	uint64_t file_size; /* the whole file, once committed */
+	char pool_name[SPOOL_POOL_NAME];
 	uint64_t off; /* file offset of the next write */
 	char *buf[2];
 	size_t fill; /* bytes in buf[cur] */
@@ -91,7 +116,8 @@ int spool_list(const char *dir, char ***ids, size_t *n);
 /* Makes a new queue ID (unique in this spool; time-ordered). */
 void spool_new_id(struct spool *sp, char id[SPOOL_ID_LEN + 1]);
 
-/* Starts a message: opens tmp/ID.  SPOOL_OPENED follows. */
+/* Starts a message: tmp/ID, a pool file renamed there or a new one.
+ * SPOOL_OPENED follows. */
 void spool_tx_begin(struct spool_tx *tx, struct spool *sp, const char *id, spool_cb cb,
                     void *owner);
 /* Appends body bytes.  Returns false when both buffers are busy: wait for
@@ -103,6 +129,14 @@ void spool_tx_commit(struct spool_tx *tx, const struct spool_env *env);
 /* Drops the message.  SPOOL_ABORTED follows. */
 void spool_tx_abort(struct spool_tx *tx);
 bool spool_tx_busy(const struct spool_tx *tx);
+
+/* Reserves a place in the pool for a delivered message's file and names
+ * it (pool/NAME); false when the pool is full.  The owner renames queue/ID
+ * there, and once the queue directory's fsync after that has completed
+ * gives it with spool_pool_put, or gives the place back (spool_pool_cancel). */
+bool spool_pool_reserve(struct spool *sp, char name[SPOOL_POOL_NAME]);
+void spool_pool_put(struct spool *sp, int fd, const char *name, uint64_t size);
+void spool_pool_cancel(struct spool *sp);
 
 /* Calls w->done once a queue-directory fsync that started after this call
  * has completed: every rename into queue/ before the call is then durable. */
