@@ -193,6 +193,24 @@ static void tls_read(struct xprt *x)
 	}
 }
 
+/* Userspace TLS on the sending (client) side: records gather in a buffer
+ * and reach the socket together (tls_write flushes it whenever its source
+ * is drained), one write(2) per TLS_WBUF, not one per 16 KiB record. */
+#define TLS_WBUF (64 << 10)
+
+static void buffer_writes(struct xprt *x)
+{
+	BIO *sock = SSL_get_wbio(x->ssl), *buf = BIO_new(BIO_f_buffer());
+
+	if (buf == NULL || BIO_set_write_buffer_size(buf, TLS_WBUF) <= 0) {
+		BIO_free(buf);
+		return;
+	}
+	BIO_up_ref(sock); /* SSL_set0_wbio drops the reference the old wbio held */
+	SSL_set0_wbio(x->ssl, BIO_push(buf, sock));
+	x->tls_wbuf = true;
+}
+
 static void hs_step(struct xprt *x)
 {
 	int r, e;
@@ -203,6 +221,13 @@ static void hs_step(struct xprt *x)
 	if (r == 1) {
 		x->handshaking = false;
 		ktls_query(x->ssl, x->caps, &x->ktls);
+		/* Records decrypted in user space: read whatever the socket
+		 * holds in one read(2), not a header and then a body per record
+		 * (never with kTLS RX, where the kernel hands out records). */
+		if (!x->ktls.rx)
+			SSL_set_read_ahead(x->ssl, 1);
+		if (!x->ktls.tx && x->tls_client)
+			buffer_writes(x);
 		x->cb(x->owner, XPRT_TLS_OK, 0);
 		return;
 	}
@@ -345,9 +370,11 @@ static void send_more(struct xprt *x)
 
 void xprt_flush(struct xprt *x)
 {
-	if (x->closing || x->writing || x->handshaking || x->file.active)
+	/* Nothing queued: nothing to do.  (A no-op completion here made every
+	 * session that flushes while it waits spin through the ring.) */
+	if (x->closing || x->writing || x->handshaking || x->file.active || xprt_pending(x) == 0)
 		return;
-	if (xprt_pending(x) > 0 && plain_socket(x)) {
+	if (plain_socket(x)) {
 		send_more(x);
 		return;
 	}
@@ -395,6 +422,20 @@ static void tls_write(struct xprt *x)
 		}
 		return;
 	}
+	if (x->tls_wbuf && BIO_wpending(SSL_get_wbio(x->ssl)) > 0) {
+		BIO *b = SSL_get_wbio(x->ssl);
+		ERR_clear_error();
+		errno = 0;
+		if (BIO_flush(b) <= 0) {
+			if (BIO_should_retry(b)) {
+				wr_poll(x, POLLOUT); /* write_step flushes the rest */
+			} else {
+				set_ssl_error(x, "TLS write");
+				x->cb(x->owner, XPRT_ERROR, -EPROTO);
+			}
+			return;
+		}
+	}
 	source_done(x);
 }
 
@@ -413,6 +454,8 @@ static void write_step(struct xprt *x)
 	else
 		source_done(x);
 }
+
+static void joined_read_done(struct xprt *x, size_t n);
 
 static void wr_complete(struct xprt *x)
 {
@@ -439,6 +482,10 @@ static void wr_complete(struct xprt *x)
 		if (res == 0) {
 			snprintf(x->error, sizeof(x->error), "file ended early");
 			x->cb(x->owner, XPRT_ERROR, -EIO);
+			return;
+		}
+		if (x->file.into_out) {
+			joined_read_done(x, (size_t)res);
 			return;
 		}
 		x->file.buf_len = (size_t)res;
@@ -563,12 +610,84 @@ static void file_next(struct xprt *x)
 	x->cb(x->owner, XPRT_WRITTEN, 0);
 }
 
+/* ---- a small file joined to the queued output ------------------------------
+ * Read in behind what is queued (say "BDAT n LAST"), so that both go out in
+ * one send, or one SSL_write (one TLS record up to 16 KiB), not two. */
+
+#define JOIN_MAX (64u << 10)
+
+static bool out_room(struct xprt *x, size_t len)
+{
+	if (x->out == NULL) {
+		x->out = malloc(x->out_max);
+		if (x->out == NULL)
+			return false;
+		x->out_cap = x->out_max;
+	}
+	if (x->out_off > 0) {
+		memmove(x->out, x->out + x->out_off, x->out_len - x->out_off);
+		x->out_len -= x->out_off;
+		x->out_off = 0;
+	}
+	return x->out_cap - x->out_len >= len;
+}
+
+bool xprt_file_joins_output(struct xprt *x, uint64_t len, bool allow_splice)
+{
+	if (x->closing || x->writing || x->handshaking || x->file.active || len == 0 ||
+	    len > JOIN_MAX || (allow_splice && plain_socket(x)))
+		return false;
+	return out_room(x, (size_t)len);
+}
+
+static void joined_read(struct xprt *x)
+{
+	struct xprt_file *f = &x->file;
+
+	x->writing = true;
+	x->op_wr.kind = RING_READ;
+	ring_read(x->ring, &x->op_wr, f->fd, x->out + x->out_len, (size_t)f->left, f->off);
+}
+
+static void joined_read_done(struct xprt *x, size_t n)
+{
+	struct xprt_file *f = &x->file;
+
+	x->out_len += n;
+	f->off += n;
+	f->left -= n;
+	f->sent += n;
+	if (f->left > 0) {
+		joined_read(x); /* a short read: the rest */
+		return;
+	}
+	/* the file is output now: sent as such, XPRT_WRITTEN when all is gone */
+	f->active = false;
+	f->into_out = false;
+	write_step(x);
+}
+
 int xprt_send_file(struct xprt *x, int fd, uint64_t off, uint64_t len, bool allow_splice)
 {
 	struct xprt_file *f = &x->file;
 
-	if (x->closing || x->writing || x->handshaking || xprt_pending(x) > 0)
+	if (x->closing || x->writing || x->handshaking)
 		return -EBUSY;
+	if (xprt_pending(x) > 0) {
+		if (!xprt_file_joins_output(x, len, allow_splice))
+			return -EBUSY;
+		f->fd = fd;
+		f->off = off;
+		f->left = len;
+		f->sent = 0;
+		f->splice = false;
+		f->into_out = true;
+		f->active = true;
+		x->body_path = x->ssl != NULL ? "ssl_write" : "copy";
+		joined_read(x);
+		return 0;
+	}
+	f->into_out = false;
 	f->fd = fd;
 	f->off = off;
 	f->left = len;
@@ -603,6 +722,7 @@ void xprt_start_tls(struct xprt *x, SSL *ssl, bool server)
 	else
 		SSL_set_connect_state(ssl);
 	ktls_watch_keyupdate(ssl, &x->keyupdate);
+	x->tls_client = !server;
 	x->handshaking = true;
 	x->reading = true;
 	x->op_rd.kind = RING_NOP;
@@ -622,6 +742,8 @@ void xprt_close(struct xprt *x)
 	if (x->ssl != NULL && !x->handshaking && x->error[0] == '\0') {
 		ERR_clear_error();
 		SSL_shutdown(x->ssl); /* best effort close_notify; never waits */
+		if (x->tls_wbuf)
+			(void)BIO_flush(SSL_get_wbio(x->ssl));
 		ERR_clear_error();
 	}
 	/* Always go through the ring, so XPRT_CLOSED never fires inside this call. */

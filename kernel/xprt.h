@@ -43,6 +43,7 @@ struct xprt_file {
 	int splice_res;
 	char *buf; /* copy path */
 	size_t buf_len, buf_off;
+	bool into_out; /* read in behind the queued output (xprt_file_joins_output) */
 };
 
 struct xprt {
@@ -54,7 +55,9 @@ struct xprt {
 
 	SSL *ssl; /* NULL while cleartext */
 	bool handshaking;
-	bool keyupdate; /* peer sent a TLS 1.3 KeyUpdate */
+	bool keyupdate;  /* peer sent a TLS 1.3 KeyUpdate */
+	bool tls_client; /* our side of the handshake */
+	bool tls_wbuf;   /* records go out through a buffering BIO (tls_write) */
 	struct ktls_state ktls;
 
 	char *in;
@@ -90,15 +93,21 @@ int xprt_write(struct xprt *x, const void *buf, size_t len);
 /* Queues one protocol line: the formatted text (cut at 1000 octets) + CRLF. */
 int xprt_vline(struct xprt *x, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 size_t xprt_pending(const struct xprt *x);
-/* Starts sending what is queued; XPRT_WRITTEN when all of it is gone. */
+/* Starts sending what is queued; XPRT_WRITTEN when all of it is gone.  With
+ * nothing queued it does nothing (no XPRT_WRITTEN). */
 void xprt_flush(struct xprt *x);
 
 /* Sends len bytes of fd from off; XPRT_WRITTEN when all are gone.  Spliced
  * (file -> pipe -> socket, never through user space) when allow_splice and the
  * socket takes plaintext (cleartext, or kTLS TX on); otherwise read through
  * one buffer and written (SSL_write on a userspace-TLS socket).  Nothing may
- * be queued or in flight.  Returns 0 or -errno. */
+ * be in flight, and nothing queued unless xprt_file_joins_output said yes.
+ * Returns 0 or -errno. */
 int xprt_send_file(struct xprt *x, int fd, uint64_t off, uint64_t len, bool allow_splice);
+/* True when a file of len bytes would be copied (not spliced) and fits in
+ * the output buffer behind what is queued: xprt_send_file then reads it in
+ * there and sends both together. */
+bool xprt_file_joins_output(struct xprt *x, uint64_t len, bool allow_splice);
 
 /* Starts a server- or client-side handshake on ssl (taken over by x).  No
  * read or write may be pending. */
