@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -16,6 +18,7 @@
 
 static atomic_int log_fd = -1;
 static atomic_int log_to_stderr = 1;
+static atomic_int stderr_kind; /* 0: not looked at yet, 1: /dev/null, 2: anything else */
 static atomic_int log_pid;
 
 /* A thread that asked for it (log_buffer_start) gathers its lines here and
@@ -59,11 +62,27 @@ void log_stderr(int on)
 	atomic_store(&log_to_stderr, on);
 }
 
+/* True when stderr is /dev/null: no write(2) to make there. */
+static bool stderr_is_null(void)
+{
+	int k = atomic_load(&stderr_kind);
+
+	if (k == 0) {
+		struct stat st;
+		k = fstat(STDERR_FILENO, &st) == 0 && S_ISCHR(st.st_mode) &&
+		            st.st_rdev == makedev(1, 3)
+		        ? 1
+		        : 2;
+		atomic_store(&stderr_kind, k);
+	}
+	return k == 1;
+}
+
 static void write_out(const char *p, size_t n)
 {
 	int fd = atomic_load(&log_fd);
 
-	if (atomic_load(&log_to_stderr) && write(STDERR_FILENO, p, n) < 0)
+	if (atomic_load(&log_to_stderr) && !stderr_is_null() && write(STDERR_FILENO, p, n) < 0)
 		(void)0; /* nowhere left to report it */
 	if (fd >= 0 && write(fd, p, n) < 0)
 		(void)0;
