@@ -419,12 +419,40 @@ static void st_write_start(struct qmsg *m)
 
 /* ---- the end of an attempt ------------------------------------------------ */
 
+static void msg_close(struct qmsg *m);
+
+/* A finished message's file, moved to pool/: reused once that is durable. */
+static void pool_dirsync_done(struct spool_waiter *w, int res)
+{
+	struct qmsg *m = (struct qmsg *)(void *)((char *)w - offsetof(struct qmsg, dirwait));
+
+	if (res >= 0) {
+		spool_pool_put(&m->q->w->spool, m->fd, m->pool_name, m->file_size);
+		m->fd = -1;
+	} else {
+		spool_pool_cancel(&m->q->w->spool);
+	}
+	m->pooling = false;
+	msg_close(m);
+	msg_free(m);
+}
+
 static void unlink_cb(struct ring_op *op, int res, unsigned flags)
 {
 	struct qmsg *m = op->owner;
 
+	if (op == &m->op_unlink2 && m->pooling && res < 0) {
+		m->pooling = false; /* not moved: no reuse */
+		spool_pool_cancel(&m->q->w->spool);
+	}
 	if (ring_op_busy(&m->op_unlink1) || ring_op_busy(&m->op_unlink2))
 		return;
+	if (m->pooling) {
+		m->dirwait.done = pool_dirsync_done;
+		spool_dirsync(&m->q->w->spool, &m->dirwait);
+		return;
+	}
+	msg_close(m);
 	msg_free(m);
 }
 
@@ -674,8 +702,8 @@ static void msg_attempt_over(struct qmsg *m)
 		return;
 	m->bounce_failed = false;
 	if (all_final(m)) {
-		/* Every recipient has its outcome on disk: the message goes. */
-		msg_close(m);
+		/* Every recipient has its outcome on disk: the message goes
+		 * (its file to the pool while it is open; unlink_cb closes it). */
 		m->removing = true;
 		msg_unlink(m);
 		return;

@@ -69,3 +69,22 @@ def test_pool_is_emptied_at_start_after_kill9(relay_factory):
     wait_for(lambda: "after@example.org" in peer_messages(peer), 30, "the message at the peer")
     wait_spool_empty(relay)
     check_peer_copy(peer_messages(peer)["after@example.org"][0][1], content, qid)
+
+
+def test_bounced_message_file_is_reused(relay_factory):
+    """A message whose recipient is refused for good (sender <>: no bounce)
+    leaves the queue by the same road: its file goes to the pool, and the
+    next message, written over it, arrives exact."""
+    peer = relay_factory(f"RelayDomains=ok.test\nRelayClients=10.9.9.9/32\n{BIG}", tls=False)
+    relay = relay_factory(f"SmartHost=[127.0.0.1]:{peer.port}\nTLSPolicy=none\n{BIG}")
+    submit_bdat(relay.port, "", ["r@example.com"],
+                content_of("refused", make_body(8000, dots=False)))
+    wait_deliveries(relay, 1, status="bounced", timeout=30)
+    wait_spool_empty(relay)
+    wait_for(lambda: pool_files(relay), 10, "the refused message's file in pool/")
+    content = content_of("accepted", make_body(700, dots=True), rcpt="r@ok.test")
+    qid = submit_bdat(relay.port, "s@example.org", ["r@ok.test"], content)
+    wait_deliveries(relay, 1, status="sent", timeout=30)
+    wait_spool_empty(relay)
+    check_peer_copy(peer_messages(peer)["accepted@example.org"][0][1], content, qid)
+    assert 1 <= len(pool_files(relay)) <= 2, pool_files(relay)
