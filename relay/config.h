@@ -151,8 +151,14 @@ void config_free(struct config *c);
 void config_where(const struct config *c, enum config_opt opt, char *buf, size_t len);
 
 /* krelay's TLS 1.2 cipher string when CipherList is not set: AEAD and
- * forward secret only. */
-#define CONFIG_DEFAULT_CIPHER_LIST "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20"
+ * forward secret only, AES-128-GCM first (the cheapest per byte with AES-NI;
+ * kTLS takes all of these). */
+#define CONFIG_DEFAULT_CIPHER_LIST                                                                 \
+	"ECDHE+AES128+AESGCM:ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20"
+/* TLS 1.3 suites when CipherSuites is not set: OpenSSL's three, AES-128-GCM
+ * first for the same reason. */
+#define CONFIG_DEFAULT_CIPHER_SUITES                                                               \
+	"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 
 /* The protocol range one side (server: ServerSSLOptions, else
  * ClientSSLOptions) may negotiate, from TLSMinVersion, TLSMaxVersion and

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -184,6 +185,30 @@ static unsigned worker_count(const struct config *c)
 	return n < 1 ? 1 : n > MAX_WORKERS ? MAX_WORKERS : (unsigned)n;
 }
 
+/* Every session, its spool file, each outbound connection, pooled spool file
+ * and listener is a descriptor, and the usual soft limit (1024) is below
+ * what MaxConnections' default needs: the soft limit goes up to the hard
+ * one.  Returns the limit now in force; *need is what the configuration may
+ * use at its busiest. */
+static unsigned long long raise_nofile(const struct config *c, unsigned workers,
+                                       unsigned long long *need)
+{
+	struct rlimit rl;
+
+	*need = 2ull * c->max_connections +
+	        (unsigned long long)workers *
+	            (2ull * c->destination_concurrency + SPOOL_POOL_MAX + 32) +
+	        64;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 0;
+	if (rl.rlim_cur < rl.rlim_max) {
+		struct rlimit up = {rl.rlim_max, rl.rlim_max};
+		if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+			rl = up;
+	}
+	return rl.rlim_cur == RLIM_INFINITY ? ~0ull : (unsigned long long)rl.rlim_cur;
+}
+
 static int run(const char *path)
 {
 	static struct worker workers[MAX_WORKERS];
@@ -249,12 +274,19 @@ static int run(const char *path)
 	for (unsigned i = 0; i < srv.workers; i++)
 		workers[i].queue_only = c->queue_only;
 	probe_ktls_possible(&srv.caps, &why);
+	unsigned long long need, nofile = raise_nofile(c, srv.workers, &need);
 	log_info("krelay %s starting config=%s workers=%u hostname=%s queue=%s queued=%u "
-	         "removed_tmp=%u starttls=%s ktls=%s%s%s%s",
+	         "removed_tmp=%u nofile=%llu starttls=%s ktls=%s%s%s%s",
 	         KRELAY_VERSION, path ? path : "built-in", srv.workers, c->hostname,
-	         c->queue_directory, queued, removed, srv.current->server_ctx ? "offered" : "off",
-	         why[0] ? "unavailable" : "available", why[0] ? " ktls_why=\"" : "", why,
-	         why[0] ? "\"" : "");
+	         c->queue_directory, queued, removed, nofile,
+	         srv.current->server_ctx ? "offered" : "off", why[0] ? "unavailable" : "available",
+	         why[0] ? " ktls_why=\"" : "", why, why[0] ? "\"" : "");
+	if (nofile < need)
+		log_warnx(
+		    "open-file limit %llu is below the %llu that MaxConnections=%u, "
+		    "DestinationConcurrency=%u and %u workers may use at their busiest: raise "
+		    "the hard limit (ulimit -Hn; systemd: LimitNOFILE=)",
+		    nofile, need, c->max_connections, c->destination_concurrency, srv.workers);
 	for (size_t i = 0; i < c->listen_count; i++)
 		log_info("listening on %s%s", c->listen[i].text,
 		         c->listen[i].smtps ? " (smtps, implicit TLS)" : "");

@@ -230,7 +230,8 @@ static int server_ctx_setup(SSL_CTX *ctx, const struct config *c, char *err, siz
 		return -1;
 	if (SSL_CTX_set_cipher_list(ctx, c->cipher_list ? c->cipher_list
 	                                                : CONFIG_DEFAULT_CIPHER_LIST) != 1 ||
-	    (c->cipher_suites != NULL && SSL_CTX_set_ciphersuites(ctx, c->cipher_suites) != 1))
+	    SSL_CTX_set_ciphersuites(ctx, c->cipher_suites ? c->cipher_suites
+	                                                   : CONFIG_DEFAULT_CIPHER_SUITES) != 1)
 		goto ssl;
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"krelay", 6);
 	if (SSL_CTX_use_certificate_chain_file(ctx, c->server_cert_file) != 1 ||
@@ -301,7 +302,8 @@ SSL_CTX *tls_client_ctx(const struct config *c, char *err, size_t errlen)
 	                               SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
 	if (SSL_CTX_set_cipher_list(ctx, c->cipher_list ? c->cipher_list
 	                                                : CONFIG_DEFAULT_CIPHER_LIST) != 1 ||
-	    (c->cipher_suites != NULL && SSL_CTX_set_ciphersuites(ctx, c->cipher_suites) != 1))
+	    SSL_CTX_set_ciphersuites(ctx, c->cipher_suites ? c->cipher_suites
+	                                                   : CONFIG_DEFAULT_CIPHER_SUITES) != 1)
 		goto ssl;
 	if ((c->ca_cert_file != NULL || c->ca_cert_path != NULL) &&
 	    SSL_CTX_load_verify_locations(ctx, c->ca_cert_file, c->ca_cert_path) != 1)

@@ -45,3 +45,19 @@ def test_implicit_tls_on_smtps_listener(relay, certs):
     log = relay.wait_log(r"smtp tls version=(TLSv1\.[23]) cipher=\S+ ktls_tx=(on|off) ktls_rx=(on|off)")
     assert log.group(1) == "TLSv1.3"
     assert len(relay.queued()) == 1
+
+
+def test_open_file_limit_raised_to_hard_limit(relay_factory):
+    """The soft RLIMIT_NOFILE (often 1024, below what MaxConnections=1000
+    needs) goes up to the hard limit, and the start line says what it is."""
+    relay = relay_factory(prelude=["prlimit", "--nofile=256:8192", "--"])
+    relay.wait_log(r"starting .* nofile=8192 ")
+    assert "open-file limit" not in relay.logs()
+
+
+def test_open_file_limit_too_low_is_reported(relay_factory):
+    relay = relay_factory("MaxConnections=1000\n", prelude=["prlimit", "--nofile=300:300", "--"])
+    relay.wait_log(r"starting .* nofile=300 ")
+    relay.wait_log(r"warning: open-file limit 300 is below the \d+ that MaxConnections=1000, "
+                   r"DestinationConcurrency=20 and 2 workers may use at their busiest: raise "
+                   r"the hard limit \(ulimit -Hn; systemd: LimitNOFILE=\)")

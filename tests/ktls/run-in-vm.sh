@@ -138,7 +138,7 @@ if [ -x $K/krelay-bench ]; then
 	kb=1
 	mkdir -p "$W/kb"
 	$K/krelay-bench sink --listen 127.0.0.1:$KB_PORT --cert $C/server.crt --key $C/server.key \
-		--tls-max 1.2 --verify --expect 20 --timeout 60 --json >"$W/kb/sink.json" 2>"$W/kb/sink.err" &
+		--tls-max 1.2 --verify --expect 20 --timeout 120 --json >"$W/kb/sink.json" 2>"$W/kb/sink.err" &
 	kbsink=$!
 	sleep 0.5
 	echo "== krelay-bench source: 20 x 100k over STARTTLS TLS 1.2, to x@bench.test"
