@@ -251,15 +251,16 @@ void spool_tx_begin(struct spool_tx *tx, struct spool *sp, const char *id, spool
 	ring_op_init(&tx->op_unlink, RING_UNLINK, close_cb, tx);
 	tx->stage = TX_OPENING;
 	if (sp->npool > 0) {
-		/* reuse a delivered message's file: renamed to tmp/ID, written over */
+		/* reuse a delivered message's file: written over where it is
+		 * (pool/ is emptied at start, as tmp/ is), renamed to queue/ID
+		 * at commit.  A NOP brings SPOOL_OPENED on the next turn. */
 		struct spool_pool_file *f = &sp->pool[--sp->npool];
 		tx->from_pool = true;
 		tx->fd = f->fd;
 		tx->pool_size = f->size;
 		memcpy(tx->pool_name, f->name, sizeof(tx->pool_name));
-		tx->op_open.kind = RING_RENAME;
-		ring_renameat(sp->ring, &tx->op_open, sp->pool_dfd, tx->pool_name, sp->tmp_dfd,
-		              tx->id, RENAME_NOREPLACE, false);
+		tx->op_open.kind = RING_NOP;
+		ring_nop(sp->ring, &tx->op_open);
 		return;
 	}
 	open_new(tx);
@@ -299,15 +300,30 @@ static void release(struct spool_tx *tx)
 	tx->buf[0] = tx->buf[1] = tx->tail = NULL;
 }
 
-/* Closes the file, removing it from tmp/ unless it reached queue/.  A
- * message made durable keeps its fd open: SPOOL_COMMITTED hands it over. */
+/* Closes the file, removing it from tmp/ (or pool/) unless it reached
+ * queue/.  A message made durable keeps its fd open: SPOOL_COMMITTED hands
+ * it over.  A pool file whose message was dropped goes back to the pool. */
 static void finish(struct spool_tx *tx, int err, bool unlink_tmp)
 {
+	struct spool *sp = tx->sp;
+
 	tx->commit_err = err;
 	if (tx->stage != TX_ABORTING)
 		tx->stage = TX_CLOSING;
-	if (unlink_tmp)
-		ring_unlinkat(tx->sp->ring, &tx->op_unlink, tx->sp->tmp_dfd, tx->id);
+	if (unlink_tmp && tx->from_pool && err == 0 && tx->fd >= 0 &&
+	    sp->npool + sp->pool_reserved < SPOOL_POOL_MAX) {
+		/* aborted: still pool/NAME, its old bytes partly written over */
+		struct spool_pool_file *f = &sp->pool[sp->npool++];
+		f->fd = tx->fd;
+		f->size = SPOOL_SIZE_UNKNOWN;
+		memcpy(f->name, tx->pool_name, sizeof(f->name));
+		tx->fd = -1;
+		unlink_tmp = false;
+	}
+	if (unlink_tmp && tx->from_pool)
+		ring_unlinkat(sp->ring, &tx->op_unlink, sp->pool_dfd, tx->pool_name);
+	else if (unlink_tmp)
+		ring_unlinkat(sp->ring, &tx->op_unlink, sp->tmp_dfd, tx->id);
 	if (tx->fd >= 0 && (err != 0 || tx->stage == TX_ABORTING)) {
 		ring_close(tx->sp->ring, &tx->op_close, tx->fd);
 		tx->fd = -1;
@@ -343,17 +359,8 @@ static void open_cb(struct ring_op *op, int res, unsigned flags)
 {
 	struct spool_tx *tx = op->owner;
 
-	if (tx->from_pool && res < 0) {
-		/* the pool file could not become tmp/ID: a new file instead */
-		close(tx->fd);
-		tx->fd = -1;
-		if (tx->stage != TX_ABORT_WAIT) {
-			open_new(tx);
-			return;
-		}
-	}
 	if (tx->from_pool)
-		res = res < 0 ? res : tx->fd;
+		res = tx->fd; /* the NOP: nothing can fail */
 	if (res >= 0)
 		tx->fd = res;
 	if (tx->stage == TX_ABORT_WAIT) {
@@ -482,7 +489,8 @@ static void start_chain(struct spool_tx *tx)
 	tx->write_res = tx->fsync_res = tx->rename_res = 0;
 	ring_write(sp->ring, &tx->op_write, tx->fd, tx->tail, tx->fill, tx->off, true);
 	ring_fsync(sp->ring, &tx->op_fsync, tx->fd, true, true);
-	ring_renameat(sp->ring, &tx->op_rename, sp->tmp_dfd, tx->id, sp->queue_dfd, tx->id,
+	ring_renameat(sp->ring, &tx->op_rename, tx->from_pool ? sp->pool_dfd : sp->tmp_dfd,
+	              tx->from_pool ? tx->pool_name : tx->id, sp->queue_dfd, tx->id,
 	              RENAME_NOREPLACE, false);
 	/* the write's completion comes to chain_cb through op_write */
 	tx->op_write.cb = chain_cb;

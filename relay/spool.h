@@ -5,8 +5,9 @@
  * the SMTP session.  Body bytes are appended into two large buffers that are
  * written alternately while the session keeps reading; commit appends the
  * envelope and trailer, then, as one linked chain, write -> fdatasync ->
- * rename tmp/ID -> queue/ID; the queue directory's fsync is shared by every
- * message renamed before it started (group commit). */
+ * rename tmp/ID (or pool/NAME, a reused file) -> queue/ID; the queue
+ * directory's fsync is shared by every message renamed before it started
+ * (group commit). */
 #ifndef KRELAY_SPOOL_H
 #define KRELAY_SPOOL_H
 
@@ -81,7 +82,7 @@ struct spool_tx {
 	void *owner;
 	char id[SPOOL_ID_LEN + 1];
 	int fd;
-	bool from_pool;     /* fd is a pool file being renamed to tmp/ID */
+	bool from_pool;     /* fd is pool/pool_name, written where it is */
 	uint64_t pool_size; /* its size before (SPOOL_SIZE_UNKNOWN: not known) */
 	uint64_t file_size; /* the whole file, once committed */
 	char pool_name[SPOOL_POOL_NAME];
@@ -116,7 +117,7 @@ int spool_list(const char *dir, char ***ids, size_t *n);
 /* Makes a new queue ID (unique in this spool; time-ordered). */
 void spool_new_id(struct spool *sp, char id[SPOOL_ID_LEN + 1]);
 
-/* Starts a message: tmp/ID, a pool file renamed there or a new one.
+/* Starts a message: a pool file (pool/NAME) or a new tmp/ID.
  * SPOOL_OPENED follows. */
 void spool_tx_begin(struct spool_tx *tx, struct spool *sp, const char *id, spool_cb cb,
                     void *owner);
