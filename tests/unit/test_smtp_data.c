@@ -545,9 +545,50 @@ TEST(bdat_line_len_tells_unterminated)
 	CHECK_OUT(res, "abc\r");
 }
 
+/* Long content (so the 32-octet block path runs) scanned whole, and byte by
+ * byte (where it never runs), in place and not, comes out the same: lines of
+ * every length near the block size, stuffed dots, 8-bit octets, bare CR and
+ * LF, CRLF across block ends, a line of 999 octets, then the end. */
+TEST(block_path_same_as_byte_by_byte)
+{
+	static char in[6000];
+	static size_t cuts[sizeof(in)];
+	static struct scan_result whole, bytes, placed;
+	const char *extras[] = {"", ".", "..", "\xc3\xa9", "\r", "\n", ".\r"};
+
+	for (int variant = 0; variant < 14; variant++) {
+		bool dot_mode = variant % 2 == 0;
+		const char *extra = extras[variant / 2];
+		size_t len = 0;
+
+		for (size_t line = 0; line < 80; line++) {
+			size_t n = (line * 7) % 67;
+			if (line == (size_t)variant * 5)
+				len += (size_t)snprintf(in + len, sizeof(in) - len, "%s", extra);
+			memset(in + len, 'a' + (int)(line % 26), n);
+			len += n;
+			in[len++] = '\r';
+			in[len++] = '\n';
+		}
+		memset(in + len, 'x', 999);
+		len += 999;
+		len += (size_t)snprintf(in + len, sizeof(in) - len, "\r\nlast\r\n.\r\n");
+		for (size_t k = 0; k < len; k++)
+			cuts[k] = k + 1;
+		scan_pieces(in, len, NULL, 0, dot_mode, false, &whole);
+		scan_pieces(in, len, NULL, 0, dot_mode, true, &placed);
+		scan_pieces(in, len, cuts, len - 1, dot_mode, false, &bytes);
+		CHECK(same_result(&whole, &bytes));
+		CHECK(same_result(&placed, &bytes));
+		CHECK(whole.d.long_line);
+		CHECK(whole.out_len > 3500);
+	}
+}
+
 int main(void)
 {
 	RUN(data_init);
+	RUN(block_path_same_as_byte_by_byte);
 	RUN(data_simple_end);
 	RUN(data_empty_message);
 	RUN(data_not_ended);
