@@ -161,21 +161,34 @@ static void maybe_closed(struct xprt *x)
 	x->cb(x->owner, XPRT_CLOSED, 0); /* x may be dangling after this call */
 }
 
+/* Decrypts into the input buffer record after record while OpenSSL holds
+ * bytes (read-ahead brings up to TLS_RBUF per read(2)) and tells the owner
+ * once, not once per 16 KiB record, each followed by a turn of the ring.
+ * It stops before a read(2) that would likely say EAGAIN. */
 static void tls_read(struct xprt *x)
 {
+	size_t got = 0;
 	int n, e;
 
-	ERR_clear_error();
-	errno = 0;
-	n = SSL_read(x->ssl, x->in + x->in_len, (int)(x->in_cap - x->in_len));
-	if (x->keyupdate && x->ktls.tx) {
-		snprintf(x->error, sizeof(x->error),
-		         "peer sent a TLS KeyUpdate on a kTLS connection: closing");
-		x->cb(x->owner, XPRT_ERROR, -EPROTO);
-		return;
-	}
-	if (n > 0) {
+	for (;;) {
+		ERR_clear_error();
+		errno = 0;
+		n = SSL_read(x->ssl, x->in + x->in_len, (int)(x->in_cap - x->in_len));
+		if (x->keyupdate && x->ktls.tx) {
+			snprintf(x->error, sizeof(x->error),
+			         "peer sent a TLS KeyUpdate on a kTLS connection: closing");
+			x->cb(x->owner, XPRT_ERROR, -EPROTO);
+			return;
+		}
+		if (n <= 0)
+			break;
 		x->in_len += (size_t)n;
+		got += (size_t)n;
+		if (x->in_len == x->in_cap || !SSL_has_pending(x->ssl))
+			break; /* full, or the next record needs a read(2) */
+	}
+	if (got > 0) {
+		ERR_clear_error();
 		x->cb(x->owner, XPRT_READ, 0);
 		return;
 	}
@@ -196,7 +209,8 @@ static void tls_read(struct xprt *x)
 /* Userspace TLS on the sending (client) side: records gather in a buffer
  * and reach the socket together (tls_write flushes it whenever its source
  * is drained), one write(2) per TLS_WBUF, not one per 16 KiB record. */
-#define TLS_WBUF (64 << 10)
+#define TLS_WBUF (256 << 10)
+#define TLS_RBUF (64 << 10)
 
 static void buffer_writes(struct xprt *x)
 {
@@ -722,6 +736,10 @@ void xprt_start_tls(struct xprt *x, SSL *ssl, bool server)
 	else
 		SSL_set_connect_state(ssl);
 	ktls_watch_keyupdate(ssl, &x->keyupdate);
+	/* Read-ahead (after the handshake) fills a buffer this large: one
+	 * read(2) takes several records of a message body, not one. */
+	if (server)
+		SSL_set_default_read_buffer_len(ssl, TLS_RBUF);
 	x->tls_client = !server;
 	x->handshaking = true;
 	x->reading = true;
