@@ -97,7 +97,24 @@ static struct io_uring_sqe *ring_sqe(struct ring *r)
 		r->prepared = 0;
 	}
 	r->prepared++;
+	r->last = sqe;
 	return sqe;
+}
+
+void ring_reserve(struct ring *r, unsigned n)
+{
+	if (io_uring_sq_space_left(&r->uring) >= n)
+		return;
+	int ret = io_uring_submit(&r->uring);
+	assert(ret >= 0 || ret == -EBUSY || ret == -EAGAIN);
+	if (ret >= 0)
+		r->submits++;
+	r->prepared = 0;
+}
+
+void ring_hardlink_last(struct ring *r)
+{
+	r->last->flags |= IOSQE_IO_HARDLINK;
 }
 
 void ring_op_init(struct ring_op *op, enum ring_kind kind, ring_cb cb, void *owner)

@@ -46,7 +46,8 @@ struct ring_op {
 
 struct ring {
 	struct io_uring uring;
-	unsigned prepared; /* SQEs prepared since last submit */
+	struct io_uring_sqe *last; /* the SQE prepared last */
+	unsigned prepared;         /* SQEs prepared since last submit */
 	uint64_t completions;
 	uint64_t submits;
 };
@@ -66,6 +67,14 @@ int ring_run_once(struct ring *r, int timeout_ms);
 int ring_flush(struct ring *r);
 
 void ring_op_init(struct ring_op *op, enum ring_kind kind, ring_cb cb, void *owner);
+
+/* Makes room for n SQEs, submitting what is prepared when needed: a linked
+ * chain of up to n SQEs prepared next is then submitted whole (a submission
+ * ends a chain).  n must not exceed the ring's size. */
+void ring_reserve(struct ring *r, unsigned n);
+/* Links the SQE prepared last to the next one even if it fails
+ * (IOSQE_IO_HARDLINK). */
+void ring_hardlink_last(struct ring *r);
 static inline bool ring_op_busy(const struct ring_op *op)
 {
 	return op->inflight != 0;

@@ -43,6 +43,7 @@ struct qmsg {
 	bool arm_after_write; /* the retry's attempt count is being saved */
 	bool has_state;       /* queue/ID.env may exist (written, or found at start) */
 	bool pooling;         /* queue/ID is being moved to pool/pool_name for reuse */
+	bool rename_dirsync;  /* ... by the rename linked ahead of the next dirsync */
 	bool dirsync_failed;  /* the last queue directory fsync failed */
 	uint64_t file_size;   /* of queue/ID, or SPOOL_SIZE_UNKNOWN */
 	char pool_name[SPOOL_POOL_NAME];
@@ -368,6 +369,7 @@ static void st_cb(struct ring_op *op, int res, unsigned flags)
 			m->st_res = res;
 		} else {
 			m->st_fd = res;
+			ring_reserve(&m->q->w->ring, 3); /* the chain is submitted whole */
 			ring_write(&m->q->w->ring, &m->op_st_write, m->st_fd, m->st_buf, m->st_len,
 			           0, true);
 			ring_fsync(&m->q->w->ring, &m->op_st_sync, m->st_fd, true, true);
@@ -426,7 +428,10 @@ static void pool_dirsync_done(struct spool_waiter *w, int res)
 {
 	struct qmsg *m = (struct qmsg *)(void *)((char *)w - offsetof(struct qmsg, dirwait));
 
-	if (res >= 0) {
+	m->rename_dirsync = false;
+	if (!m->pooling) {
+		/* the rename failed (unlink_cb gave the place back) */
+	} else if (res >= 0) {
 		spool_pool_put(&m->q->w->spool, m->fd, m->pool_name, m->file_size);
 		m->fd = -1;
 	} else {
@@ -445,8 +450,8 @@ static void unlink_cb(struct ring_op *op, int res, unsigned flags)
 		m->pooling = false; /* not moved: no reuse */
 		spool_pool_cancel(&m->q->w->spool);
 	}
-	if (ring_op_busy(&m->op_unlink1) || ring_op_busy(&m->op_unlink2))
-		return;
+	if (ring_op_busy(&m->op_unlink1) || ring_op_busy(&m->op_unlink2) || m->rename_dirsync)
+		return; /* a rename linked with the dirsync: pool_dirsync_done follows */
 	if (m->pooling) {
 		m->dirwait.done = pool_dirsync_done;
 		spool_dirsync(&m->q->w->spool, &m->dirwait);
@@ -640,6 +645,15 @@ static void msg_unlink(struct qmsg *m)
 		 * the next message once the move is durable (msg_attempt_over) */
 		m->pooling = true;
 		m->op_unlink2.kind = RING_RENAME;
+		if (!m->has_state) {
+			/* the common case: the rename goes with the directory
+			 * fsync that makes it durable; m->dirwait.done follows */
+			m->rename_dirsync = true;
+			spool_rename_dirsync(&q->w->spool, &m->dirwait, &m->op_unlink2,
+			                     q->w->spool.queue_dfd, m->env.id, q->w->spool.pool_dfd,
+			                     m->pool_name);
+			return;
+		}
 		ring_renameat(&q->w->ring, &m->op_unlink2, q->w->spool.queue_dfd, m->env.id,
 		              q->w->spool.pool_dfd, m->pool_name, RENAME_NOREPLACE, false);
 		return;
@@ -705,6 +719,7 @@ static void msg_attempt_over(struct qmsg *m)
 		/* Every recipient has its outcome on disk: the message goes
 		 * (its file to the pool while it is open; unlink_cb closes it). */
 		m->removing = true;
+		m->dirwait.done = pool_dirsync_done;
 		msg_unlink(m);
 		return;
 	}
@@ -851,6 +866,10 @@ static void removed_cb(struct ring_op *op, int res, unsigned flags)
 	}
 	if (ring_op_busy(&m->op_unlink1) || ring_op_busy(&m->op_unlink2))
 		return;
+	if (m->rename_dirsync) {
+		m->rename_dirsync = false;
+		return; /* linked with the dirsync: st_dirsync_done follows */
+	}
 	m->dirwait.done = st_dirsync_done; /* then the jobs are logged */
 	spool_dirsync(&m->q->w->spool, &m->dirwait);
 }
@@ -865,6 +884,7 @@ static void remove_start(struct qmsg *m)
 	m->logq_writing = m->logq;
 	m->logq = NULL;
 	m->op_unlink1.cb = m->op_unlink2.cb = removed_cb;
+	m->dirwait.done = st_dirsync_done; /* then the jobs are logged */
 	msg_unlink(m);
 }
 

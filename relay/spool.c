@@ -487,6 +487,7 @@ static void start_chain(struct spool_tx *tx)
 		return;
 	}
 	tx->write_res = tx->fsync_res = tx->rename_res = 0;
+	ring_reserve(sp->ring, 3); /* the chain is submitted whole */
 	ring_write(sp->ring, &tx->op_write, tx->fd, tx->tail, tx->fill, tx->off, true);
 	ring_fsync(sp->ring, &tx->op_fsync, tx->fd, true, true);
 	ring_renameat(sp->ring, &tx->op_rename, tx->from_pool ? sp->pool_dfd : sp->tmp_dfd,
@@ -499,9 +500,33 @@ static void start_chain(struct spool_tx *tx)
 
 static void dirsync_start(struct spool *sp)
 {
-	sp->dir_batch = sp->dir_waiting;
-	sp->dir_waiting = NULL;
+	struct spool_waiter *w, *next, *keep = NULL;
+	unsigned renames = 0;
+
+	sp->dir_batch = NULL;
+	for (w = sp->dir_waiting; w != NULL; w = next) {
+		next = w->next;
+		if (w->rename_op != NULL && renames == SPOOL_DIRSYNC_RENAMES) {
+			w->next = keep; /* the next batch */
+			keep = w;
+			continue;
+		}
+		renames += w->rename_op != NULL;
+		w->next = sp->dir_batch;
+		sp->dir_batch = w;
+	}
+	sp->dir_waiting = keep;
 	sp->stats.dirsyncs++;
+	/* renames -> fsync as one chain, run by one io-wq worker; a failed
+	 * rename does not stop the others nor the fsync (hard links) */
+	ring_reserve(sp->ring, renames + 1);
+	for (w = sp->dir_batch; w != NULL; w = w->next) {
+		if (w->rename_op == NULL)
+			continue;
+		ring_renameat(sp->ring, w->rename_op, w->olddfd, w->oldname, w->newdfd, w->newname,
+		              RENAME_NOREPLACE, false);
+		ring_hardlink_last(sp->ring);
+	}
 	ring_fsync(sp->ring, &sp->op_dirsync, sp->queue_dfd, false, false);
 }
 
@@ -532,8 +557,23 @@ static void chain_cb(struct ring_op *op, int res, unsigned flags)
 	spool_dirsync(sp, &tx->dirwait);
 }
 
+void spool_rename_dirsync(struct spool *sp, struct spool_waiter *w, struct ring_op *op, int olddfd,
+                          const char *oldname, int newdfd, const char *newname)
+{
+	w->rename_op = op;
+	w->olddfd = olddfd;
+	w->oldname = oldname;
+	w->newdfd = newdfd;
+	w->newname = newname;
+	w->next = sp->dir_waiting;
+	sp->dir_waiting = w;
+	if (!ring_op_busy(&sp->op_dirsync))
+		dirsync_start(sp);
+}
+
 void spool_dirsync(struct spool *sp, struct spool_waiter *w)
 {
+	w->rename_op = NULL;
 	w->next = sp->dir_waiting;
 	sp->dir_waiting = w;
 	if (!ring_op_busy(&sp->op_dirsync))

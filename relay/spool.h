@@ -47,7 +47,13 @@ struct spool_pool_file {
 struct spool_waiter {
 	struct spool_waiter *next;
 	void (*done)(struct spool_waiter *w, int res);
+	/* spool_rename_dirsync: the rename made just before that fsync */
+	struct ring_op *rename_op;
+	int olddfd, newdfd;
+	const char *oldname, *newname;
 };
+
+#define SPOOL_DIRSYNC_RENAMES 32 /* renames linked ahead of one directory fsync */
 
 struct spool {
 	struct ring *ring;
@@ -142,6 +148,13 @@ void spool_pool_cancel(struct spool *sp);
 /* Calls w->done once a queue-directory fsync that started after this call
  * has completed: every rename into queue/ before the call is then durable. */
 void spool_dirsync(struct spool *sp, struct spool_waiter *w);
+/* Renames olddfd/oldname to newdfd/newname (RENAME_NOREPLACE) right before
+ * the next queue-directory fsync, linked with it and with the other renames
+ * of that batch: one io-wq hand-off for them all.  op's callback gets the
+ * rename's result first, then w->done the fsync's.  The names must stay
+ * valid until then. */
+void spool_rename_dirsync(struct spool *sp, struct spool_waiter *w, struct ring_op *op, int olddfd,
+                          const char *oldname, int newdfd, const char *newname);
 
 /* Reads a queued message's envelope (blocking; for tools and recovery). */
 int spool_load_env(int queue_dfd, const char *id, struct spool_env *env, char *err, size_t errlen);
