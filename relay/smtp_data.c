@@ -143,32 +143,66 @@ struct blocks {
 
 /* One block of w (32 or 64) octets, as masks of its CRs, LFs, dots and high
  * octets (bit k: octet k).  Returns false, learning nothing, when the block
- * must go the byte-wise way. */
+ * must go the byte-wise way; else *drop marks DATA's stuffing dots (a dot
+ * starting a line, not followed by CR) to leave out of the output. */
 static inline bool block_take(struct blocks *b, bool dot_mode, unsigned w, uint64_t cr, uint64_t lf,
-                              uint64_t dot, uint64_t high)
+                              uint64_t dot, uint64_t high, uint64_t *drop)
 {
 	uint64_t last = 1ull << (w - 1), full = last | (last - 1);
+	uint64_t lead = dot & ((lf << 1 | b->sol) & full); /* dots starting a line */
 
+	*drop = 0;
 	if ((cr & last) != 0 || ((cr << 1) & full) != lf)
 		return false;
-	if ((dot & ((lf << 1 | b->sol) & full)) != 0) {
-		if (dot_mode)
-			return false;
-		b->dot_lines = true;
+	if (lead != 0) {
+		if (!dot_mode) {
+			b->dot_lines = true;
+		} else {
+			/* ".\r" may end DATA, and a dot last in the block waits
+			 * for its next octet: both go the byte-wise way. */
+			if ((lead & last) != 0 || ((lead << 1) & cr) != 0)
+				return false;
+			if (((lead << 1) & dot) != 0)
+				b->dot_lines = true; /* ".." stored as "." */
+			*drop = lead;
+		}
 	}
 	b->high |= high;
 	if (lf == 0) {
-		b->line += w;
+		b->line += w - (size_t)(*drop & 1);
 		if (b->line > SMTP_TEXT_LINE_MAX)
 			b->long_line = true;
 	} else {
-		if (b->line + (size_t)__builtin_ctzll(cr) > SMTP_TEXT_LINE_MAX)
+		unsigned hi = 63u - (unsigned)__builtin_clzll(lf); /* the last LF */
+
+		if (b->line + (size_t)__builtin_ctzll(cr) - (size_t)(*drop & 1) >
+		    SMTP_TEXT_LINE_MAX)
 			b->long_line = true;
-		b->line =
-		    (size_t)(w - 1) - (size_t)(63 - __builtin_clzll(lf)); /* after the last LF */
+		/* octets after the last LF, less a stuffing dot starting them */
+		b->line = (size_t)(w - 1 - hi);
+		if (hi + 1 < w)
+			b->line -= (size_t)((*drop >> (hi + 1)) & 1);
 	}
 	b->sol = (lf & last) != 0;
 	return true;
+}
+
+/* Writes block in[0..w) less the octets marked in drop to out (which may
+ * overlap it from below); returns how many it wrote. */
+static inline size_t block_out(char *out, const char *in, unsigned w, uint64_t drop)
+{
+	size_t n = 0;
+	unsigned from = 0;
+
+	while (drop != 0) {
+		unsigned k = (unsigned)__builtin_ctzll(drop);
+		memmove(out + n, in + from, k - from);
+		n += k - from;
+		from = k + 1;
+		drop &= drop - 1;
+	}
+	memmove(out + n, in + from, w - from);
+	return n + w - from;
 }
 
 static inline uint32_t eq_mask(__m128i a, __m128i b, __m128i v)
@@ -177,7 +211,8 @@ static inline uint32_t eq_mask(__m128i a, __m128i b, __m128i v)
 	       (uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(b, v)) << 16;
 }
 
-static size_t blocks_sse2(struct blocks *bl, bool dot_mode, const char *in, size_t len)
+static size_t blocks_sse2(struct blocks *bl, bool dot_mode, const char *in, size_t len, char *out,
+                          size_t *written)
 {
 	const __m128i vcr = _mm_set1_epi8('\r'), vlf = _mm_set1_epi8('\n'),
 	              vdot = _mm_set1_epi8('.');
@@ -189,9 +224,15 @@ static size_t blocks_sse2(struct blocks *bl, bool dot_mode, const char *in, size
 		uint32_t high = (uint32_t)_mm_movemask_epi8(a) | (uint32_t)_mm_movemask_epi8(b)
 		                                                     << 16;
 
+		uint64_t drop;
+
 		if (!block_take(bl, dot_mode, 32, eq_mask(a, b, vcr), eq_mask(a, b, vlf),
-		                eq_mask(a, b, vdot), high))
+		                eq_mask(a, b, vdot), high, &drop))
 			break;
+		if (drop != 0 || out + *written != in + i)
+			*written += block_out(out + *written, in + i, 32, drop);
+		else
+			*written += 32;
 	}
 	return i;
 }
@@ -208,7 +249,8 @@ __attribute__((target("avx2"))) static inline uint64_t eq_mask64(__m256i a, __m2
 
 /* The same 64 octets at a time, where the CPU has AVX2. */
 __attribute__((target("avx2"))) static size_t blocks_avx2(struct blocks *bl, bool dot_mode,
-                                                          const char *in, size_t len)
+                                                          const char *in, size_t len, char *out,
+                                                          size_t *written)
 {
 	const __m256i vcr = _mm256_set1_epi8('\r'), vlf = _mm256_set1_epi8('\n'),
 	              vdot = _mm256_set1_epi8('.');
@@ -220,9 +262,15 @@ __attribute__((target("avx2"))) static size_t blocks_avx2(struct blocks *bl, boo
 		uint64_t high = (uint64_t)(uint32_t)_mm256_movemask_epi8(a) |
 		                (uint64_t)(uint32_t)_mm256_movemask_epi8(b) << 32;
 
+		uint64_t drop;
+
 		if (!block_take(bl, dot_mode, 64, eq_mask64(a, b, vcr), eq_mask64(a, b, vlf),
-		                eq_mask64(a, b, vdot), high))
+		                eq_mask64(a, b, vdot), high, &drop))
 			break;
+		if (drop != 0 || out + *written != in + i)
+			*written += block_out(out + *written, in + i, 64, drop);
+		else
+			*written += 64;
 	}
 	return i;
 }
@@ -230,25 +278,28 @@ __attribute__((target("avx2"))) static size_t blocks_avx2(struct blocks *bl, boo
 
 /* The fast way through S_SOL and S_MID, 64 (AVX2) or 32 (SSE2) octets at a
  * time: a block is taken whole when each of its CRs is followed by an LF
- * inside it, each LF follows a CR, and no line in it starts with '.' (DATA
- * mode); the flags and line_len come out as byte by byte.  Anything else (a
- * CR at the block's end, a bare CR or LF, a dot at the start of a line, the
- * last octets) is left to the byte-wise path.  Called with no octet owed
- * (carry), so output stays behind input.  Returns how many octets it took;
- * *st becomes S_SOL or S_MID. */
-static size_t block_run(struct smtp_data *d, int *st, const char *in, size_t len, char *out)
+ * inside it, each LF follows a CR, and (DATA) each dot starting a line is
+ * followed by something other than CR inside it (a stuffing dot, left out);
+ * the flags and line_len come out as byte by byte.  Anything else (a CR or
+ * such a dot at the block's end, a bare CR or LF, ".\r" at the start of a
+ * line, the last octets) is left to the byte-wise path.  Called with no
+ * octet owed (carry), so output stays behind input.  Returns how many
+ * octets it read, *written how many it wrote; *st becomes S_SOL or S_MID. */
+static size_t block_run(struct smtp_data *d, int *st, const char *in, size_t len, char *out,
+                        size_t *written)
 {
 	struct blocks bl = {.line = d->line_len, .sol = *st == S_SOL};
 	size_t i = 0;
 
+	*written = 0;
 #ifdef HAVE_AVX2_BLOCKS
 	static int avx2 = -1;
 	if (avx2 < 0)
 		avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
 	if (avx2)
-		i = blocks_avx2(&bl, d->dot_mode, in, len);
+		i = blocks_avx2(&bl, d->dot_mode, in, len, out, written);
 #endif
-	i += blocks_sse2(&bl, d->dot_mode, in + i, len - i);
+	i += blocks_sse2(&bl, d->dot_mode, in + i, len - i, out, written);
 	if (i == 0)
 		return 0;
 	d->line_len = bl.line;
@@ -259,14 +310,14 @@ static size_t block_run(struct smtp_data *d, int *st, const char *in, size_t len
 	if (bl.high != 0)
 		d->eight_bit = true;
 	*st = bl.sol ? S_SOL : S_MID;
-	if (out != in)
-		memmove(out, in, i);
 	return i;
 }
 #else
-static size_t block_run(struct smtp_data *d, int *st, const char *in, size_t len, char *out)
+static size_t block_run(struct smtp_data *d, int *st, const char *in, size_t len, char *out,
+                        size_t *written)
 {
 	(void)d, (void)st, (void)in, (void)len, (void)out;
+	*written = 0;
 	return 0;
 }
 #endif
@@ -295,8 +346,8 @@ size_t smtp_data_scan(struct smtp_data *d, const char *in, size_t in_len, char *
 		unsigned char c;
 
 		if ((st == S_MID || st == S_SOL) && s.carry < 0 && in_len - i >= 32) {
-			size_t n = block_run(d, &st, in + i, in_len - i, out + s.w);
-			s.w += n;
+			size_t wrote, n = block_run(d, &st, in + i, in_len - i, out + s.w, &wrote);
+			s.w += wrote;
 			i += n;
 		}
 		if (st == S_MID && s.carry < 0) {
