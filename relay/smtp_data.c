@@ -229,10 +229,15 @@ static size_t blocks_sse2(struct blocks *bl, bool dot_mode, const char *in, size
 		if (!block_take(bl, dot_mode, 32, eq_mask(a, b, vcr), eq_mask(a, b, vlf),
 		                eq_mask(a, b, vdot), high, &drop))
 			break;
-		if (drop != 0 || out + *written != in + i)
+		if (drop != 0) {
 			*written += block_out(out + *written, in + i, 32, drop);
-		else
-			*written += 32;
+			continue;
+		}
+		if (out + *written != in + i) { /* behind: the block is loaded already */
+			_mm_storeu_si128((__m128i *)(void *)(out + *written), a);
+			_mm_storeu_si128((__m128i *)(void *)(out + *written + 16), b);
+		}
+		*written += 32;
 	}
 	return i;
 }
@@ -267,10 +272,15 @@ __attribute__((target("avx2"))) static size_t blocks_avx2(struct blocks *bl, boo
 		if (!block_take(bl, dot_mode, 64, eq_mask64(a, b, vcr), eq_mask64(a, b, vlf),
 		                eq_mask64(a, b, vdot), high, &drop))
 			break;
-		if (drop != 0 || out + *written != in + i)
+		if (drop != 0) {
 			*written += block_out(out + *written, in + i, 64, drop);
-		else
-			*written += 64;
+			continue;
+		}
+		if (out + *written != in + i) { /* behind: the block is loaded already */
+			_mm256_storeu_si256((__m256i *)(void *)(out + *written), a);
+			_mm256_storeu_si256((__m256i *)(void *)(out + *written + 32), b);
+		}
+		*written += 64;
 	}
 	return i;
 }
