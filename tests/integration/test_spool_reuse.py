@@ -1,13 +1,17 @@
 """Spool files are reused: once a delivered message's removal from queue/ is
 durable, its file (kept open) goes to QueueDirectory/pool/ and the next
-message is written over it (renamed pool/ -> tmp/ID, then tmp/ID ->
-queue/ID as usual), so a busy relay allocates no inode and frees no blocks
+message is written over it where it is (pool/NAME, then renamed to
+queue/ID at commit), so a busy relay allocates no inode and frees no blocks
 per message.  Checked here: what the next hop receives is exact to the byte
 whatever the sizes before it (a longer file left behind is cut to the new
 message), the pool does not grow when messages come one after another, a
 small body goes out in the same write as its BDAT command (over TLS in user
-space too), and a restart after kill -9 starts with an empty pool.
+space too), a restart after kill -9 starts with an empty pool, and a message
+dropped half-way leaves its (half-overwritten) file to the pool.
 """
+import smtplib
+import time
+
 import pytest
 
 from helpers import wait_for
@@ -87,4 +91,36 @@ def test_bounced_message_file_is_reused(relay_factory):
     wait_deliveries(relay, 1, status="sent", timeout=30)
     wait_spool_empty(relay)
     check_peer_copy(peer_messages(peer)["accepted@example.org"][0][1], content, qid)
+    assert 1 <= len(pool_files(relay)) <= 2, pool_files(relay)
+
+
+def test_dropped_message_leaves_its_file_to_the_pool(relay_factory):
+    """A client that goes away in the middle of its content: the message was
+    being written over a pool file (a 64 KiB buffer of it already written);
+    nothing reaches queue/, the file goes back to the pool, and the next
+    message, shorter, written over it, arrives exact (no stale tail)."""
+    peer = relay_factory(BIG, tls=False)
+    relay = relay_factory(f"SmartHost=[127.0.0.1]:{peer.port}\nTLSPolicy=none\n{BIG}")
+    submit_bdat(relay.port, "s@example.org", ["r@example.com"],
+                content_of("first", make_body(90000, dots=False)))
+    wait_deliveries(relay, 1, status="sent", timeout=30)
+    wait_spool_empty(relay)
+    wait_for(lambda: pool_files(relay), 10, "the first message's file in pool/")
+    before = pool_files(relay)
+    ended = relay.logs().count("smtp disconnect")
+    s = smtplib.SMTP("127.0.0.1", relay.port, local_hostname="client.test", timeout=30)
+    s.ehlo()
+    assert s.mail("s@example.org")[0] == 250
+    assert s.rcpt("r@example.com")[0] == 250
+    s.send(b"BDAT 200000 LAST\r\n" + b"x" * 150000)
+    time.sleep(0.5)
+    s.close()  # the socket and smtplib's file on it
+    wait_for(lambda: relay.logs().count("smtp disconnect") > ended, 10, "the session's end")
+    assert not list((relay.queue / "queue").iterdir())
+    assert pool_files(relay) == before, (pool_files(relay), before)
+    content = content_of("second", make_body(4000, dots=True))
+    qid = submit_bdat(relay.port, "s@example.org", ["r@example.com"], content)
+    wait_deliveries(relay, 2, status="sent", timeout=30)
+    wait_spool_empty(relay)
+    check_peer_copy(peer_messages(peer)["second@example.org"][0][1], content, qid)
     assert 1 <= len(pool_files(relay)) <= 2, pool_files(relay)
