@@ -27,6 +27,17 @@ def pool_files(relay):
     return sorted(p.name for p in d.iterdir()) if d.exists() else []
 
 
+def relayed_exact(relay, peer, tag, rcpt, n, size):
+    """Submits a message (over a pool file), waits until it is the n-th
+    delivery and the spool is empty; checks the peer's copy and the pool."""
+    content = content_of(tag, make_body(size, dots=True), rcpt=rcpt)
+    qid = submit_bdat(relay.port, "s@example.org", [rcpt], content)
+    wait_deliveries(relay, n, status="sent", timeout=30)
+    wait_spool_empty(relay)
+    check_peer_copy(peer_messages(peer)[f"{tag}@example.org"][0][1], content, qid)
+    assert 1 <= len(pool_files(relay)) <= 2, pool_files(relay)
+
+
 @pytest.mark.parametrize("policy", ["none", "encrypt"])
 def test_reused_files_carry_exact_bodies(relay_factory, policy):
     peer = relay_factory(BIG, tls=policy != "none")
@@ -86,12 +97,7 @@ def test_bounced_message_file_is_reused(relay_factory):
     wait_deliveries(relay, 1, status="bounced", timeout=30)
     wait_spool_empty(relay)
     wait_for(lambda: pool_files(relay), 10, "the refused message's file in pool/")
-    content = content_of("accepted", make_body(700, dots=True), rcpt="r@ok.test")
-    qid = submit_bdat(relay.port, "s@example.org", ["r@ok.test"], content)
-    wait_deliveries(relay, 1, status="sent", timeout=30)
-    wait_spool_empty(relay)
-    check_peer_copy(peer_messages(peer)["accepted@example.org"][0][1], content, qid)
-    assert 1 <= len(pool_files(relay)) <= 2, pool_files(relay)
+    relayed_exact(relay, peer, "accepted", "r@ok.test", 1, 700)
 
 
 def test_dropped_message_leaves_its_file_to_the_pool(relay_factory):
@@ -118,9 +124,4 @@ def test_dropped_message_leaves_its_file_to_the_pool(relay_factory):
     wait_for(lambda: relay.logs().count("smtp disconnect") > ended, 10, "the session's end")
     assert not list((relay.queue / "queue").iterdir())
     assert pool_files(relay) == before, (pool_files(relay), before)
-    content = content_of("second", make_body(4000, dots=True))
-    qid = submit_bdat(relay.port, "s@example.org", ["r@example.com"], content)
-    wait_deliveries(relay, 2, status="sent", timeout=30)
-    wait_spool_empty(relay)
-    check_peer_copy(peer_messages(peer)["second@example.org"][0][1], content, qid)
-    assert 1 <= len(pool_files(relay)) <= 2, pool_files(relay)
+    relayed_exact(relay, peer, "second", "r@example.com", 2, 4000)
