@@ -517,8 +517,8 @@ static void dirsync_start(struct spool *sp)
 	}
 	sp->dir_waiting = keep;
 	sp->stats.dirsyncs++;
-	/* renames -> fsync as one chain, run by one io-wq worker; a failed
-	 * rename does not stop the others nor the fsync (hard links) */
+	/* renames -> fsync as one chain; a failed rename does not stop the
+	 * others nor the fsync (hard links) */
 	ring_reserve(sp->ring, renames + 1);
 	for (w = sp->dir_batch; w != NULL; w = w->next) {
 		if (w->rename_op == NULL)

@@ -150,9 +150,12 @@ void spool_pool_cancel(struct spool *sp);
 void spool_dirsync(struct spool *sp, struct spool_waiter *w);
 /* Renames olddfd/oldname to newdfd/newname (RENAME_NOREPLACE) right before
  * the next queue-directory fsync, linked with it and with the other renames
- * of that batch: one io-wq hand-off for them all.  op's callback gets the
- * rename's result first, then w->done the fsync's.  The names must stay
- * valid until then. */
+ * of that batch, so that one fsync covers them all and no rename waits for a
+ * separate completion before joining a batch.  (With DEFER_TASKRUN each link
+ * is still handed to io-wq on its own, by the ring's thread: chains are not
+ * run start to end by one io-wq worker.)  op's callback gets the rename's
+ * result first, then w->done the fsync's.  The names must stay valid until
+ * then. */
 void spool_rename_dirsync(struct spool *sp, struct spool_waiter *w, struct ring_op *op, int olddfd,
                           const char *oldname, int newdfd, const char *newname);
 
