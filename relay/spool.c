@@ -81,14 +81,20 @@ int spool_init(struct spool *sp, struct ring *ring, const char *dir, unsigned wo
 	return 0;
 }
 
-void spool_exit(struct spool *sp)
+static void free_list(struct spool_buf **head)
 {
-	while (sp->free_bufs != NULL) {
-		struct spool_buf *b = sp->free_bufs;
-		sp->free_bufs = b->next;
+	while (*head != NULL) {
+		struct spool_buf *b = *head;
+		*head = b->next;
 		free(b);
 	}
-	sp->nfree_bufs = 0;
+}
+
+void spool_exit(struct spool *sp)
+{
+	free_list(&sp->free_bufs);
+	free_list(&sp->free_big);
+	sp->nfree_bufs = sp->nfree_big = 0;
 	for (unsigned i = 0; i < sp->npool; i++)
 		close(sp->pool[i].fd); /* the files stay in pool/; removed at start */
 	sp->npool = 0;
@@ -266,37 +272,65 @@ void spool_tx_begin(struct spool_tx *tx, struct spool *sp, const char *id, spool
 	open_new(tx);
 }
 
-static char *buf_get(struct spool *sp)
+/* A body buffer of cap bytes (SPOOL_BUF_SIZE or SPOOL_BIG_SIZE), from the
+ * worker's free list for that size when it has one. */
+static char *buf_get(struct spool *sp, size_t cap)
 {
-	struct spool_buf *b = sp->free_bufs;
+	bool big = cap == SPOOL_BIG_SIZE;
+	struct spool_buf **head = big ? &sp->free_big : &sp->free_bufs, *b = *head;
 
 	if (b == NULL)
-		return malloc(SPOOL_BUF_SIZE);
-	sp->free_bufs = b->next;
-	sp->nfree_bufs--;
+		return malloc(cap);
+	*head = b->next;
+	(*(big ? &sp->nfree_big : &sp->nfree_bufs))--;
 	return (char *)b;
 }
 
-static void buf_put(struct spool *sp, char *p)
+static void buf_put(struct spool *sp, char *p, size_t cap)
 {
 	struct spool_buf *b = (struct spool_buf *)(void *)p;
+	bool big = cap == SPOOL_BIG_SIZE;
+	struct spool_buf **head = big ? &sp->free_big : &sp->free_bufs;
+	unsigned *nfree = big ? &sp->nfree_big : &sp->nfree_bufs;
 
 	if (p == NULL)
 		return;
-	if (sp->nfree_bufs >= SPOOL_FREE_BUFS) {
+	if (big)
+		sp->nbig--;
+	if (*nfree >= (big ? SPOOL_FREE_BIG : SPOOL_FREE_BUFS)) {
 		free(p);
 		return;
 	}
-	b->next = sp->free_bufs;
-	sp->free_bufs = b;
-	sp->nfree_bufs++;
+	b->next = *head;
+	*head = b;
+	(*nfree)++;
+}
+
+/* Once a message is past SPOOL_BIG_AFTER bytes, the buffer being filled
+ * (never the one being written) becomes a big one, while the worker has
+ * big buffers to spare. */
+static void maybe_grow(struct spool_tx *tx)
+{
+	struct spool *sp = tx->sp;
+	int c = tx->cur;
+	char *big;
+
+	if (tx->cap[c] == SPOOL_BIG_SIZE || tx->off < SPOOL_BIG_AFTER ||
+	    sp->nbig >= SPOOL_BIG_MAX || (big = buf_get(sp, SPOOL_BIG_SIZE)) == NULL)
+		return;
+	sp->nbig++;
+	memcpy(big, tx->buf[c], tx->fill);
+	buf_put(sp, tx->buf[c], tx->cap[c]);
+	tx->buf[c] = big;
+	tx->cap[c] = SPOOL_BIG_SIZE;
 }
 
 static void release(struct spool_tx *tx)
 {
-	buf_put(tx->sp, tx->buf[0]);
-	buf_put(tx->sp, tx->buf[1]);
-	free(tx->tail);
+	if (tx->tail != tx->buf[0] && tx->tail != tx->buf[1])
+		free(tx->tail);
+	buf_put(tx->sp, tx->buf[0], tx->cap[0]);
+	buf_put(tx->sp, tx->buf[1], tx->cap[1]);
 	tx->buf[0] = tx->buf[1] = tx->tail = NULL;
 }
 
@@ -373,8 +407,9 @@ static void open_cb(struct ring_op *op, int res, unsigned flags)
 		tx->cb(tx->owner, SPOOL_OPENED, res);
 		return;
 	}
-	tx->buf[0] = buf_get(tx->sp);
-	tx->buf[1] = buf_get(tx->sp);
+	tx->buf[0] = buf_get(tx->sp, SPOOL_BUF_SIZE);
+	tx->buf[1] = buf_get(tx->sp, SPOOL_BUF_SIZE);
+	tx->cap[0] = tx->cap[1] = SPOOL_BUF_SIZE;
 	if (tx->buf[0] == NULL || tx->buf[1] == NULL)
 		tx->error = -ENOMEM;
 	tx->stage = TX_OPEN;
@@ -387,11 +422,12 @@ static void submit_write(struct spool_tx *tx)
 	ring_write(tx->sp->ring, &tx->op_write, tx->fd, tx->buf[tx->cur], tx->fill, tx->off, false);
 	tx->cur ^= 1;
 	tx->fill = 0;
+	maybe_grow(tx);
 }
 
 bool spool_tx_can_append(const struct spool_tx *tx, size_t len)
 {
-	return tx->error != 0 || tx->fill + len <= SPOOL_BUF_SIZE || !ring_op_busy(&tx->op_write);
+	return tx->error != 0 || tx->fill + len <= tx->cap[tx->cur] || !ring_op_busy(&tx->op_write);
 }
 
 bool spool_tx_append(struct spool_tx *tx, const void *buf, size_t len)
@@ -403,7 +439,7 @@ bool spool_tx_append(struct spool_tx *tx, const void *buf, size_t len)
 	tx->body_size += len;
 	if (tx->error != 0)
 		return true; /* the message is lost already: keep the session reading */
-	if (tx->fill + len <= SPOOL_BUF_SIZE) {
+	if (tx->fill + len <= tx->cap[tx->cur]) {
 		memcpy(tx->buf[tx->cur] + tx->fill, p, len);
 		tx->fill += len;
 		return true;
@@ -412,7 +448,7 @@ bool spool_tx_append(struct spool_tx *tx, const void *buf, size_t len)
 		tx->body_size -= len;
 		return false;
 	}
-	room = SPOOL_BUF_SIZE - tx->fill;
+	room = tx->cap[tx->cur] - tx->fill;
 	memcpy(tx->buf[tx->cur] + tx->fill, p, room);
 	tx->fill += room;
 	submit_write(tx);
@@ -453,11 +489,15 @@ void spool_tx_commit(struct spool_tx *tx, const struct spool_env *env)
 	assert(tx->stage == TX_OPEN);
 	e.body_size = tx->body_size;
 	env_len = spool_env_format(&e, NULL, 0);
-	tx->tail = malloc(tx->fill + env_len + 1 + SPOOL_TRAILER_LEN);
+	if (tx->error == 0 && tx->fill + env_len + 1 + SPOOL_TRAILER_LEN <= tx->cap[tx->cur])
+		tx->tail = tx->buf[tx->cur]; /* it fits behind the last bytes */
+	else
+		tx->tail = malloc(tx->fill + env_len + 1 + SPOOL_TRAILER_LEN);
 	if (tx->tail == NULL && tx->error == 0)
 		tx->error = -ENOMEM;
 	if (tx->error == 0) {
-		memcpy(tx->tail, tx->buf[tx->cur], tx->fill);
+		if (tx->tail != tx->buf[tx->cur])
+			memcpy(tx->tail, tx->buf[tx->cur], tx->fill);
 		spool_env_format(&e, tx->tail + tx->fill, env_len + 1);
 		spool_trailer_format(tx->tail + tx->fill + env_len, tx->body_size,
 		                     (uint32_t)env_len);

@@ -17,8 +17,16 @@
 #include "ring.h"
 #include "spool_format.h"
 
-#define SPOOL_BUF_SIZE     (64u << 10)
-#define SPOOL_FREE_BUFS    64 /* body buffers kept for reuse, per worker */
+#define SPOOL_BUF_SIZE  (64u << 10) /* a body buffer; the most one append takes */
+#define SPOOL_FREE_BUFS 64          /* body buffers kept for reuse, per worker */
+/* A message past SPOOL_BIG_AFTER bytes is written in SPOOL_BIG_SIZE writes
+ * (fewer hand-offs to io-wq): at most SPOOL_BIG_MAX big buffers in use per
+ * worker (two per large message; the rest keep small ones), SPOOL_FREE_BIG
+ * of them kept for reuse. */
+#define SPOOL_BIG_SIZE     (512u << 10)
+#define SPOOL_BIG_AFTER    (256u << 10)
+#define SPOOL_BIG_MAX      32
+#define SPOOL_FREE_BIG     8
 #define SPOOL_POOL_MAX     64 /* delivered message files kept for reuse, per worker */
 #define SPOOL_POOL_NAME    24
 #define SPOOL_SIZE_UNKNOWN UINT64_MAX
@@ -64,8 +72,9 @@ struct spool {
 	struct spool_waiter *dir_batch;   /* covered by the dirsync in flight */
 	struct ring_op op_dirsync;
 	struct spool_stats stats;
-	struct spool_buf *free_bufs;
-	unsigned nfree_bufs;
+	struct spool_buf *free_bufs, *free_big;
+	unsigned nfree_bufs, nfree_big;
+	unsigned nbig; /* big buffers in use */
 	struct spool_pool_file pool[SPOOL_POOL_MAX];
 	unsigned npool, pool_reserved;
 	uint32_t pool_seq;
@@ -94,12 +103,14 @@ struct spool_tx {
 	char pool_name[SPOOL_POOL_NAME];
 	uint64_t off; /* file offset of the next write */
 	char *buf[2];
-	size_t fill; /* bytes in buf[cur] */
+	size_t cap[2]; /* SPOOL_BUF_SIZE or SPOOL_BIG_SIZE */
+	size_t fill;   /* bytes in buf[cur] */
 	int cur;
 	size_t wr_len; /* bytes of the write in flight */
 	int error;     /* first write error, -errno */
 	int stage;     /* enum in spool.c */
-	char *tail;    /* last buffer + envelope + trailer, written at commit */
+	char *tail;    /* last buffer + envelope + trailer, written at commit
+	                * (buf[cur] itself when they fit there) */
 	int commit_err;
 	uint64_t body_size;
 	struct spool_waiter dirwait;
