@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <openssl/ssl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,6 +179,24 @@ static void pid_write(const char *dir, bool on)
 	}
 }
 
+/* A start that cannot go on once the runtime is loaded: says why, gives the
+ * runtime back (its configuration and TLS contexts; LeakSanitizer counts it
+ * otherwise) and returns run()'s exit status. */
+static int not_starting(struct runtime *rt, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int not_starting(struct runtime *rt, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("krelay: not starting: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	runtime_put(rt);
+	return 1;
+}
+
 static unsigned worker_count(const struct config *c)
 {
 	long n = c->workers ? (long)c->workers : sysconf(_SC_NPROCESSORS_ONLN);
@@ -238,20 +257,13 @@ static int run(const char *path)
 		return 1;
 	}
 	const struct config *c = &srv.current->cfg;
-	if (c->log_file != NULL && log_open(c->log_file) < 0) {
-		fprintf(stderr, "krelay: not starting: LogFile %s: %s\n", c->log_file,
-		        strerror(errno));
-		return 1;
-	}
-	if (!srv.caps.uring) {
-		fprintf(stderr, "krelay: not starting: %s\n", srv.caps.uring_error);
-		return 1;
-	}
-	if (spool_recover(c->queue_directory, &queued, &removed) < 0) {
-		fprintf(stderr, "krelay: not starting: QueueDirectory %s: %s\n", c->queue_directory,
-		        strerror(errno));
-		return 1;
-	}
+	if (c->log_file != NULL && log_open(c->log_file) < 0)
+		return not_starting(srv.current, "LogFile %s: %s", c->log_file, strerror(errno));
+	if (!srv.caps.uring)
+		return not_starting(srv.current, "%s", srv.caps.uring_error);
+	if (spool_recover(c->queue_directory, &queued, &removed) < 0)
+		return not_starting(srv.current, "QueueDirectory %s: %s", c->queue_directory,
+		                    strerror(errno));
 	srv.workers = worker_count(c);
 	char **ids;
 	size_t nids;
@@ -259,8 +271,10 @@ static int run(const char *path)
 		nids = 0;
 	for (unsigned i = 0; i < srv.workers; i++) {
 		if (worker_init(&workers[i], &srv, i, c, err, sizeof(err)) < 0) {
-			fprintf(stderr, "krelay: not starting: %s\n", err);
-			return 1;
+			for (size_t k = 0; k < nids; k++)
+				free(ids[k]);
+			free(ids);
+			return not_starting(srv.current, "%s", err);
 		}
 	}
 	/* Messages found at start go to the worker their ID names. */
