@@ -582,31 +582,50 @@ static void command(struct smtp_session *s, const char *line, size_t len)
 
 static void end_of_data(struct smtp_session *s);
 
-/* Scans what the buffer holds; returns false when it must wait. */
+/* Scans what the buffer holds; returns false when it must wait.  The
+ * content goes straight from the input buffer into the spool's (the scan
+ * writes it there: no second pass to copy it); only after a spool error is
+ * it scanned in place and handed to spool_tx_append, which drops it. */
 static bool content_step(struct smtp_session *s)
 {
 	struct xprt *x = &s->x;
+	size_t off = 0;
 
-	while (x->in_len > 0) {
-		size_t n = x->in_len < SPOOL_BUF_SIZE ? x->in_len : SPOOL_BUF_SIZE, out = 0, used;
+	while (off < x->in_len) {
+		size_t n = x->in_len - off, out = 0, used, room;
+		bool store = s->tx_open && s->reject == NULL;
+		char *dst = x->in + off;
 
 		if (s->state == S_BDAT && n > s->bdat_left)
 			n = (size_t)s->bdat_left;
 		if (n == 0)
 			break;
-		if (s->tx_open && s->reject == NULL && !spool_tx_can_append(&s->tx, n))
-			return false; /* SPOOL_WRITABLE resumes us */
-		used = smtp_data_scan(&s->data, x->in, n, x->in, &out);
+		if (store && s->tx.error == 0) {
+			dst = spool_tx_space(&s->tx, &room);
+			if (dst == NULL) {
+				xprt_consume(x, off);
+				return false; /* SPOOL_WRITABLE resumes us */
+			}
+			n = n < room ? n : room;
+		} else {
+			n = n < SPOOL_BUF_SIZE ? n : SPOOL_BUF_SIZE;
+		}
+		used = smtp_data_scan(&s->data, x->in + off, n, dst, &out);
 		if (s->data.size > cfg(s)->max_message_size && s->reject == NULL)
 			s->reject = "552 5.3.4 Message size exceeds fixed limit";
-		if (s->tx_open && s->reject == NULL && out > 0)
-			spool_tx_append(&s->tx, x->in, out);
-		xprt_consume(x, used);
+		if (store && s->reject == NULL && out > 0) {
+			if (dst == x->in + off)
+				spool_tx_append(&s->tx, dst, out);
+			else
+				spool_tx_added(&s->tx, out);
+		}
+		off += used;
 		if (s->state == S_BDAT)
 			s->bdat_left -= used;
 		if (s->data.done)
 			break;
 	}
+	xprt_consume(x, off);
 	if (s->state == S_DATA && s->data.done) {
 		end_of_data(s);
 		return true;

@@ -457,6 +457,25 @@ bool spool_tx_append(struct spool_tx *tx, const void *buf, size_t len)
 	return true;
 }
 
+char *spool_tx_space(struct spool_tx *tx, size_t *room)
+{
+	assert(tx->stage == TX_OPEN && tx->error == 0);
+	if (tx->fill == tx->cap[tx->cur]) {
+		if (ring_op_busy(&tx->op_write))
+			return NULL;
+		submit_write(tx);
+	}
+	*room = tx->cap[tx->cur] - tx->fill;
+	return tx->buf[tx->cur] + tx->fill;
+}
+
+void spool_tx_added(struct spool_tx *tx, size_t n)
+{
+	assert(tx->fill + n <= tx->cap[tx->cur]);
+	tx->fill += n;
+	tx->body_size += n;
+}
+
 static void start_chain(struct spool_tx *tx);
 
 static void write_cb(struct ring_op *op, int res, unsigned flags)

@@ -142,6 +142,13 @@ void spool_tx_begin(struct spool_tx *tx, struct spool *sp, const char *id, spool
  * SPOOL_WRITABLE.  After a write error it swallows bytes (tx->error set). */
 bool spool_tx_append(struct spool_tx *tx, const void *buf, size_t len);
 bool spool_tx_can_append(const struct spool_tx *tx, size_t len);
+/* Where the next body bytes go, straight into the buffer being filled
+ * (*room bytes there, never 0; a full buffer is sent to be written first),
+ * or NULL when that must wait for the write in flight (SPOOL_WRITABLE).
+ * Only while tx->error is 0.  spool_tx_added(tx, n) then counts the n bytes
+ * put there. */
+char *spool_tx_space(struct spool_tx *tx, size_t *room);
+void spool_tx_added(struct spool_tx *tx, size_t n);
 /* Appends the envelope and trailer and makes it durable.  SPOOL_COMMITTED follows. */
 void spool_tx_commit(struct spool_tx *tx, const struct spool_env *env);
 /* Drops the message.  SPOOL_ABORTED follows. */
