@@ -89,14 +89,37 @@ class Relay:
         self.prelude = prelude or []
 
     def start(self, wait=True):
-        self._err = open(self.stderr, "ab")
-        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=99",
-                   UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
-        self.proc = subprocess.Popen(self.prelude + [KRELAY, "-C", str(self.conf)],
-                                     stdout=self._err, stderr=self._err, env=env)
-        if wait:
-            self.wait_ready()
+        for attempt in range(3):
+            self._err = open(self.stderr, "ab")
+            env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=99",
+                       UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
+            self.proc = subprocess.Popen(self.prelude + [KRELAY, "-C", str(self.conf)],
+                                         stdout=self._err, stderr=self._err, env=env)
+            if not wait:
+                return self
+            try:
+                self.wait_ready()
+                return self
+            except AssertionError:
+                # free_port() only found a port free a moment ago: when
+                # something else took it meanwhile, pick others and retry
+                if attempt == 2 or "Address already in use" not in self.errors():
+                    raise
+                self._err.close()
+                self.stderr.write_bytes(b"")
+                self._new_ports()
         return self
+
+    def _new_ports(self):
+        text = self.conf.read_text()
+        for attr in ("port", "smtps_port"):
+            old = getattr(self, attr)
+            if old:
+                new = free_port()
+                text = re.sub(rf"(?m)^Listen=127\.0\.0\.1:{old}\b", f"Listen=127.0.0.1:{new}",
+                              text)
+                setattr(self, attr, new)
+        self.conf.write_text(text)
 
     def wait_ready(self, timeout=20):
         deadline = time.time() + timeout
@@ -104,8 +127,12 @@ class Relay:
             if self.proc.poll() is not None:
                 raise AssertionError(f"krelay exited {self.proc.returncode}: {self.errors()}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
+                # ready when krelay itself greets (not when anything at all
+                # accepts: another program may hold the port, see start())
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as c:
+                    c.settimeout(2)
+                    if c.recv(512):
+                        return
             except OSError:
                 time.sleep(0.05)
         raise AssertionError("krelay did not start listening")

@@ -70,3 +70,21 @@ def test_listen_port_taken_with_mail_queued_exits_1_without_leak(tmp_path, certs
     assert "Sanitizer" not in err and "runtime error" not in err, err
     assert rc == 1, err
     assert r.queued() == queued
+
+
+def test_fixture_moves_to_new_ports_when_one_was_taken(relay_factory):
+    """The tests' own fixture: a port taken between free_port() and krelay's
+    bind makes it pick new ports and start again, not fail the test."""
+    r = relay_factory(start=False)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", r.port))
+    taken.listen(1)
+    try:
+        old = r.port
+        r.start()
+        assert r.port != old
+        with smtplib.SMTP("127.0.0.1", r.port, timeout=10) as s:
+            assert s.noop()[0] == 250
+        assert "Sanitizer" not in r.errors()
+    finally:
+        taken.close()
