@@ -50,17 +50,23 @@ mkmsg() { # FILE SUBJECT LINES
 mkmsg "$W/msg1" "ktls-vm-cleartext" 2500
 n=1
 
+# nc_submit RCPT FILE: one cleartext SMTP transaction (busybox nc), one
+# command at a time; prints the server's replies
+nc_submit() {
+	{
+		sleep 0.5; printf 'EHLO vm.example.org\r\n'
+		sleep 0.3; printf 'MAIL FROM:<vm@example.org>\r\n'
+		sleep 0.3; printf 'RCPT TO:<%s>\r\n' "$1"
+		sleep 0.3; printf 'DATA\r\n'
+		sleep 0.3; cat "$2"; printf '.\r\n'
+		sleep 0.5; printf 'QUIT\r\n'
+		sleep 0.5
+	} | timeout 30 nc 127.0.0.1 $RELAY_PORT 2>&1 | tr -d '\r' | grep -E '^(250 |354|221|[45][0-9][0-9])' | sed 's/^/   S: /'
+}
+
 # 1: cleartext submission (busybox nc), one command at a time
 echo "== submitting message 1 (cleartext SMTP, $(wc -c <"$W/msg1") bytes)"
-{
-	sleep 0.5; printf 'EHLO vm.example.org\r\n'
-	sleep 0.3; printf 'MAIL FROM:<vm@example.org>\r\n'
-	sleep 0.3; printf 'RCPT TO:<sink@example.com>\r\n'
-	sleep 0.3; printf 'DATA\r\n'
-	sleep 0.3; cat "$W/msg1"; printf '.\r\n'
-	sleep 0.5; printf 'QUIT\r\n'
-	sleep 0.5
-} | timeout 30 nc 127.0.0.1 $RELAY_PORT 2>&1 | tr -d '\r' | grep -E '^(250 |354|221|[45][0-9][0-9])' | sed 's/^/   S: /'
+nc_submit sink@example.com "$W/msg1"
 
 # 2: STARTTLS submission with the openssl CLI (inbound TLS, kTLS RX/TX on the relay)
 if command -v openssl >/dev/null 2>&1; then
@@ -114,15 +120,7 @@ if [ -x $K/keyupdate_peer ] && [ "${1:-}" = --keyupdate ]; then
 	kupid=$!
 	mkmsg "$W/msg4" "ktls-vm-keyupdate" 300
 	echo "== submitting message 4 (to a next hop that sends KeyUpdate, $(wc -c <"$W/msg4") bytes)"
-	{
-		sleep 0.5; printf 'EHLO vm.example.org\r\n'
-		sleep 0.3; printf 'MAIL FROM:<vm@example.org>\r\n'
-		sleep 0.3; printf 'RCPT TO:<x@keyupdate.test>\r\n'
-		sleep 0.3; printf 'DATA\r\n'
-		sleep 0.3; cat "$W/msg4"; printf '.\r\n'
-		sleep 0.5; printf 'QUIT\r\n'
-		sleep 0.5
-	} | timeout 30 nc 127.0.0.1 $RELAY_PORT 2>&1 | tr -d '\r' | grep -E '^(250 |354|221|[45][0-9][0-9])' | sed 's/^/   S: /'
+	nc_submit x@keyupdate.test "$W/msg4"
 	i=0
 	while [ $i -lt 300 ] && [ -z "$(ls "$W/ku"/*.eml 2>/dev/null)" ]; do sleep 0.1; i=$((i + 1)); done
 	kill $kupid 2>/dev/null
