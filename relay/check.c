@@ -98,7 +98,9 @@ static int check_routing(const struct config *c, FILE *out)
 		}
 	}
 	fprintf(out, "ok     relaying with TLSPolicy=%s%s\n", config_tls_policy_name(c->tls_policy),
-	        c->queue_only ? ", DeliveryMode=queueonly" : "");
+	        c->queue_only    ? ", DeliveryMode=queueonly"
+	        : c->interactive ? ", DeliveryMode=interactive"
+	                         : "");
 	return errors;
 }
 

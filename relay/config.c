@@ -845,17 +845,25 @@ static int parse_body_path(struct config *c, const struct opt_def *d, char *val,
 	return msgf(msg, len, "'%s' is not a body path (auto, splice, copy)", val);
 }
 
-/* Sendmail's DeliveryMode: b(ackground) delivers at once, q(ueueonly)
- * only queues until a queue run (`krelay queue flush`). */
+/* Sendmail's DeliveryMode: b(ackground) makes the message durable, replies,
+ * and delivers at once; i(nteractive) delivers before replying (and makes
+ * the message durable only when that does not fully succeed, like
+ * Sendmail's SuperSafe=interactive); q(ueueonly) only queues until a queue
+ * run (`krelay queue flush`). */
 static int parse_delivery_mode(struct config *c, const struct opt_def *d, char *val, char *msg,
                                size_t len)
 {
+	c->queue_only = c->interactive = false;
 	if (strcasecmp(val, "background") == 0 || strcmp(val, "b") == 0)
-		c->queue_only = false;
+		return 0;
+	if (strcasecmp(val, "interactive") == 0 || strcmp(val, "i") == 0)
+		c->interactive = true;
 	else if (strcasecmp(val, "queueonly") == 0 || strcmp(val, "q") == 0)
 		c->queue_only = true;
 	else
-		return msgf(msg, len, "'%s' is not a delivery mode (background, queueonly)", val);
+		return msgf(msg, len,
+		            "'%s' is not a delivery mode (background, interactive, queueonly)",
+		            val);
 	return 0;
 }
 
@@ -906,6 +914,8 @@ static const struct opt_def opts[OPT_COUNT] = {
                                 0},
     [OPT_CLIENT_SSL_OPTIONS] = {"ClientSSLOptions", parse_ssl_options, FIELD(client_ssl_options), 0,
                                 0},
+    [OPT_INTERACTIVE_TIMEOUT] = {"InteractiveTimeout", parse_duration, FIELD(interactive_timeout_s),
+                                 0, 0},
 };
 
 const char *config_opt_name(enum config_opt opt)
@@ -945,6 +955,7 @@ void config_defaults(struct config *c)
 	c->tls_policy = TLS_POLICY_MAY;
 	c->connect_timeout_s = 30;
 	c->body_path = BODY_PATH_AUTO;
+	c->interactive_timeout_s = 30;
 }
 
 void config_free(struct config *c)

@@ -52,6 +52,7 @@ enum config_opt {
 	OPT_CIPHER_SUITES,
 	OPT_SERVER_SSL_OPTIONS,
 	OPT_CLIENT_SSL_OPTIONS,
+	OPT_INTERACTIVE_TIMEOUT,
 	OPT_COUNT
 };
 
@@ -125,6 +126,11 @@ struct config {
 	unsigned connect_timeout_s;
 	int body_path;   /* enum config_body_path */
 	bool queue_only; /* DeliveryMode=queueonly: deliver only on `krelay queue flush` */
+	/* DeliveryMode=interactive: relay a message before replying to its
+	 * client; it is made durable only when that does not fully succeed
+	 * within interactive_timeout_s (Sendmail's SuperSafe=interactive) */
+	bool interactive;
+	unsigned interactive_timeout_s;
 
 	char *path;               /* file it came from, NULL for built-in defaults */
 	unsigned line[OPT_COUNT]; /* line that set each option, 0 if default */

@@ -335,6 +335,7 @@ static int run(const char *path)
 		total.fsyncs += workers[i].spool.stats.fsyncs;
 		total.dirsyncs += workers[i].spool.stats.dirsyncs;
 		total.failures += workers[i].spool.stats.failures;
+		total.relayed += workers[i].spool.stats.relayed;
 	}
 	uint64_t relayed = 0, bounced = 0, deferred = 0, conns = 0;
 	for (unsigned i = 0; i < srv.workers; i++) {
@@ -344,12 +345,13 @@ static int run(const char *path)
 		conns += workers[i].connections;
 	}
 	log_info("krelay stopped messages=%llu bytes=%llu fsyncs=%llu dirsyncs=%llu "
-	         "spool_failures=%llu relayed=%llu bounced=%llu deferred=%llu connections=%llu",
+	         "spool_failures=%llu interactive=%llu relayed=%llu bounced=%llu deferred=%llu "
+	         "connections=%llu",
 	         (unsigned long long)total.messages, (unsigned long long)total.bytes,
 	         (unsigned long long)total.fsyncs, (unsigned long long)total.dirsyncs,
-	         (unsigned long long)total.failures, (unsigned long long)relayed,
-	         (unsigned long long)bounced, (unsigned long long)deferred,
-	         (unsigned long long)conns);
+	         (unsigned long long)total.failures, (unsigned long long)total.relayed,
+	         (unsigned long long)relayed, (unsigned long long)bounced,
+	         (unsigned long long)deferred, (unsigned long long)conns);
 	pid_write(srv.current->cfg.queue_directory, false);
 	runtime_put(srv.current);
 	return 0;

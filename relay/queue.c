@@ -2,6 +2,7 @@
 #include "queue.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -59,7 +60,19 @@ struct qmsg {
 	size_t st_len;
 	int st_fd, st_res;
 	char st_tmp[SPOOL_ID_LEN + 8], st_name[SPOOL_ID_LEN + 8];
+	/* DeliveryMode=interactive: not yet durable, its client waiting */
+	int hold; /* enum hold */
+	queue_held_cb hold_cb;
+	void *hold_owner;
+	time_t hold_deadline;
 	struct qmsg *prev, *next;
+};
+
+enum hold {
+	HOLD_NONE,
+	HOLD_WAIT,   /* being relayed before the client's reply */
+	HOLD_COMMIT, /* the owner is making it durable; outcomes wait */
+	HOLD_ORPHAN, /* that failed: outcomes are only logged */
 };
 
 struct qjob {
@@ -122,9 +135,14 @@ struct queue {
 	struct dest *dests;
 	unsigned conns;
 	struct queue_stats stats;
+	unsigned held; /* messages in HOLD_WAIT */
+	struct ring_op op_hold_tick;
+	struct __kernel_timespec hold_ts;
 };
 
 static void schedule(struct qmsg *m);
+static void held_result(struct qmsg *m);
+static void results_go(struct qmsg *m);
 static void dest_kick(struct dest *d);
 static void job_done(struct qjob *j);
 static void msg_attempt_over(struct qmsg *m);
@@ -291,6 +309,8 @@ int queue_recover(struct queue *q, const char *id)
 	return 0;
 }
 
+static void hold_ask_commit(struct qmsg *m);
+
 static void msg_open_cb(struct ring_op *op, int res, unsigned flags)
 {
 	struct qmsg *m = op->owner;
@@ -301,7 +321,9 @@ static void msg_open_cb(struct ring_op *op, int res, unsigned flags)
 	if (m->q->stopping) {
 		if (res >= 0)
 			close(res);
-		return; /* stays in the spool; freed with the queue */
+		if (m->hold == HOLD_WAIT)
+			hold_ask_commit(m); /* into the spool, for the next start */
+		return;                     /* stays in the spool; freed with the queue */
 	}
 	if (res < 0) {
 		log_warnx("queue: %s: open: %s: message dropped from memory", m->env.id,
@@ -888,6 +910,163 @@ static void remove_start(struct qmsg *m)
 	msg_unlink(m);
 }
 
+/* Makes the outcomes waiting in m->logq durable, then logs them. */
+static void results_go(struct qmsg *m)
+{
+	if (m->writing || m->logq == NULL)
+		return;
+	if (m->dirty && m->jobs == 1 && all_delivered(m)) {
+		remove_start(m); /* the common case: one durable unlink, no state file */
+	} else if (m->dirty) {
+		st_write_start(m);
+	} else {
+		/* nothing final to record: log at once */
+		m->logq_writing = m->logq;
+		m->logq = NULL;
+		m->writing = true;
+		st_dirsync_done(&m->dirwait, 0);
+	}
+}
+
+/* ---- DeliveryMode=interactive -------------------------------------------- */
+
+static unsigned logq_len(const struct qmsg *m)
+{
+	unsigned n = 0;
+
+	for (const struct qjob *j = m->logq; j != NULL; j = j->next)
+		n++;
+	return n;
+}
+
+/* Logs the finished jobs of a message that leaves without a trace in the
+ * spool (relayed before its reply, or never made durable) and frees it. */
+static void held_leave(struct qmsg *m)
+{
+	struct qjob *j = m->logq, *next;
+
+	m->logq = NULL;
+	for (; j != NULL; j = next) {
+		next = j->next;
+		job_done(j);
+	}
+	if (m->fd >= 0)
+		close(m->fd); /* the dup: the file itself stays the owner's */
+	m->fd = -1;
+	msg_free(m);
+}
+
+static void hold_ask_commit(struct qmsg *m)
+{
+	m->hold = HOLD_COMMIT;
+	m->q->held--;
+	m->hold_cb(m->hold_owner, QUEUE_HELD_COMMIT);
+}
+
+/* A job of a message not yet durable finished. */
+static void held_result(struct qmsg *m)
+{
+	bool all_done = m->jobs == logq_len(m);
+
+	if (m->hold == HOLD_WAIT && all_done && all_delivered(m)) {
+		/* relayed: the next hop has it; the client is told, then the
+		 * deliveries are logged */
+		m->hold = HOLD_NONE;
+		m->q->held--;
+		m->hold_cb(m->hold_owner, QUEUE_HELD_RELAYED);
+		held_leave(m);
+	} else if (m->hold == HOLD_WAIT) {
+		hold_ask_commit(m); /* the outcomes wait for queue_held_durable */
+	} else if (m->hold == HOLD_ORPHAN && all_done) {
+		held_leave(m);
+	}
+}
+
+static void hold_tick_cb(struct ring_op *op, int res, unsigned flags);
+
+static void hold_tick_arm(struct queue *q)
+{
+	if (ring_op_busy(&q->op_hold_tick))
+		return;
+	q->hold_ts.tv_sec = 1;
+	q->hold_ts.tv_nsec = 0;
+	ring_timeout(&q->w->ring, &q->op_hold_tick, &q->hold_ts);
+}
+
+/* Once a second while messages are held: InteractiveTimeout. */
+static void hold_tick_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct queue *q = op->owner;
+	time_t now = time(NULL);
+
+	for (struct qmsg *m = q->msgs; m != NULL && q->held > 0; m = m->next)
+		if (m->hold == HOLD_WAIT && now >= m->hold_deadline)
+			hold_ask_commit(m);
+	if (q->held > 0)
+		hold_tick_arm(q);
+}
+
+static const char *rcpt_domain(const char *addr);
+
+struct qmsg *queue_add_held(struct queue *q, const struct spool_env *env, int fd,
+                            uint64_t file_size, queue_held_cb cb, void *owner)
+{
+	char first[sizeof(((struct dest *)0)->name)], name[sizeof(first)];
+	struct qmsg *m;
+	int dfd;
+
+	if (q->stopping || env->rcpt_count == 0)
+		return NULL;
+	/* one next hop for all: one transaction decides */
+	for (size_t i = 0; i < env->rcpt_count; i++) {
+		struct route_hop hop;
+		route_lookup(q->transports, q->has_smarthost ? &q->smarthost : NULL,
+		             rcpt_domain(env->rcpts[i].addr), &hop);
+		route_hop_text(&hop, i == 0 ? first : name, sizeof(first));
+		if (i > 0 && strcmp(first, name) != 0)
+			return NULL;
+	}
+	if ((dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0)
+		return NULL;
+	m = msg_new(q);
+	env_copy(&m->env, env);
+	m->fd = dfd;
+	m->file_size = file_size;
+	m->hold = HOLD_WAIT;
+	m->hold_cb = cb;
+	m->hold_owner = owner;
+	m->hold_deadline = time(NULL) + (time_t)cfg(q)->interactive_timeout_s;
+	q->held++;
+	hold_tick_arm(q);
+	msg_start(m);
+	return m;
+}
+
+void queue_held_commit(struct qmsg *m)
+{
+	if (m->hold != HOLD_WAIT)
+		return;
+	m->hold = HOLD_COMMIT;
+	m->q->held--;
+}
+
+void queue_held_durable(struct qmsg *m, int err)
+{
+	assert(m->hold == HOLD_COMMIT);
+	if (err < 0) {
+		/* the client was told to try again: nothing is recorded */
+		m->hold = HOLD_ORPHAN;
+		if (m->jobs == logq_len(m))
+			held_leave(m);
+		return;
+	}
+	m->hold = HOLD_NONE; /* an ordinary queued message from here on */
+	if (m->logq != NULL)
+		results_go(m);
+	else if (m->jobs == 0)
+		msg_attempt_over(m); /* its job was dropped (the queue is stopping) */
+}
+
 /* Records a job's outcome in the message; durability, then logging, follow. */
 static void job_result(struct qjob *j)
 {
@@ -908,19 +1087,10 @@ static void job_result(struct qjob *j)
 	}
 	j->next = m->logq;
 	m->logq = j;
-	if (!m->writing) {
-		if (m->dirty && m->jobs == 1 && all_delivered(m)) {
-			remove_start(m); /* the common case: one durable unlink, no state file */
-		} else if (m->dirty) {
-			st_write_start(m);
-		} else {
-			/* nothing final to record: log at once */
-			m->logq = NULL;
-			m->writing = true;
-			m->logq_writing = j;
-			st_dirsync_done(&m->dirwait, 0);
-		}
-	}
+	if (m->hold != HOLD_NONE)
+		held_result(m);
+	else
+		results_go(m);
 }
 
 /* Seconds since the message arrived (Postfix's delay=). */
@@ -1444,6 +1614,7 @@ struct queue *queue_new(struct worker *w, char *err, size_t errlen)
 		return NULL;
 	}
 	q->w = w;
+	ring_op_init(&q->op_hold_tick, RING_TIMEOUT, hold_tick_cb, q);
 	q->rt = runtime_get(w->srv);
 	c = &q->rt->cfg;
 	q->client_ctx = q->rt->client_ctx;
@@ -1493,6 +1664,8 @@ void queue_stop(struct queue *q)
 	}
 	for (struct qmsg *m = q->msgs, *next; m != NULL; m = next) {
 		next = m->next;
+		if (m->hold == HOLD_WAIT && m->jobs == 0 && !ring_op_busy(&m->op_open))
+			hold_ask_commit(m); /* into the spool, for the next start */
 		if (m->jobs == 0 && !m->writing && !m->removing && !ring_op_busy(&m->op_open) &&
 		    m->fd >= 0) {
 			close(m->fd);
@@ -1507,8 +1680,11 @@ bool queue_idle(const struct queue *q)
 {
 	if (q->conns > 0 || q->dns_pending > 0)
 		return false;
+	if (ring_op_busy(&q->op_hold_tick))
+		return false;
 	for (const struct qmsg *m = q->msgs; m != NULL; m = m->next)
-		if (m->jobs > 0 || m->writing || m->removing || ring_op_busy(&m->op_open))
+		if (m->jobs > 0 || m->writing || m->removing || ring_op_busy(&m->op_open) ||
+		    m->hold != HOLD_NONE)
 			return false;
 	return true;
 }

@@ -35,6 +35,31 @@ const struct queue_stats *queue_stats(const struct queue *q);
  * open read-write, of file_size bytes, now the queue's; -1 to have it
  * opened). */
 void queue_add(struct queue *q, const struct spool_env *env, int fd, uint64_t file_size);
+/* DeliveryMode=interactive: a message received but not yet durable, whose
+ * client waits for its reply.  The queue relays it at once (fd: its file,
+ * still the caller's; the queue reads a dup of it) and calls back once:
+ *   QUEUE_HELD_RELAYED: every recipient got 2xx from the next hop; nothing
+ *     stays in the queue, the file is the caller's again.
+ *   QUEUE_HELD_COMMIT: anything else (a 4xx or 5xx, no connection, the
+ *     client gone, InteractiveTimeout passed, the queue stopping): the
+ *     caller makes the message durable and then calls queue_held_durable();
+ *     until then the queue keeps the outcomes, then records them as for
+ *     any queued message (retries, bounces).
+ * Returns NULL when the message does not qualify (its recipients go to
+ * more than one next hop, or the queue is stopping): commit it as usual. */
+enum queue_held_event { QUEUE_HELD_RELAYED, QUEUE_HELD_COMMIT };
+typedef void (*queue_held_cb)(void *owner, enum queue_held_event ev);
+struct qmsg;
+struct qmsg *queue_add_held(struct queue *q, const struct spool_env *env, int fd,
+                            uint64_t file_size, queue_held_cb cb, void *owner);
+/* The caller's reason to commit now (its client left, say): the queue
+ * calls back no more; the caller commits and calls queue_held_durable(). */
+void queue_held_commit(struct qmsg *m);
+/* After QUEUE_HELD_COMMIT or queue_held_commit(): err 0 when the message
+ * is durable in queue/ (the queue goes on with it), else -errno (the client
+ * was told to retry: outcomes are logged, nothing is recorded). */
+void queue_held_durable(struct qmsg *m, int err);
+
 /* A message found in the spool at start (reads its envelope). */
 int queue_recover(struct queue *q, const char *id);
 /* Retries every deferred message now. */

@@ -90,6 +90,8 @@ struct smtp_session {
 	struct timespec data_start;
 	time_t arrival;
 	char certdesc[96];
+	bool interactive;  /* DeliveryMode=interactive for this message */
+	struct qmsg *held; /* the queue relays it before the reply */
 };
 
 static void session_event(void *owner, enum xprt_event ev, int err);
@@ -135,6 +137,23 @@ static void tx_reset(struct smtp_session *s)
 	s->bdat_left = 0;
 	s->reject = NULL;
 	s->tx_open = false;
+	s->interactive = false;
+}
+
+/* The spool or the queue still holds s (it is freed once they let go). */
+static bool spool_busy(const struct smtp_session *s)
+{
+	return spool_tx_busy(&s->tx) || spool_tx_staged(&s->tx) || s->held != NULL;
+}
+
+/* A message being relayed before its reply, whose client will not wait
+ * for it any more: it is made durable, as if it had been queued. */
+static void held_to_spool(struct smtp_session *s)
+{
+	if (s->held == NULL || !spool_tx_staged(&s->tx))
+		return;
+	queue_held_commit(s->held);
+	spool_tx_commit_staged(&s->tx);
 }
 
 /* Ends the session: the close completes through XPRT_CLOSED. */
@@ -145,6 +164,7 @@ static void session_close(struct smtp_session *s, const char *reason)
 	if (s->close_reason == NULL)
 		s->close_reason = reason;
 	enter_state(s, S_CLOSING);
+	held_to_spool(s);
 	if (s->tx_open || spool_tx_busy(&s->tx))
 		spool_tx_abort(&s->tx); /* the session is freed once the spool is done */
 	xprt_close(&s->x);
@@ -704,23 +724,43 @@ static void end_of_data(struct smtp_session *s)
 	s->arrival = time(NULL);
 	fill_env(s, &env);
 	enter_state(s, S_COMMIT);
-	spool_tx_commit(&s->tx, &env);
+	/* DeliveryMode=interactive: written, relayed, and made durable only
+	 * if the relaying does not fully succeed (SPOOL_STAGED) */
+	s->interactive =
+	    cfg(s)->interactive && s->w->queue != NULL && !cfg(s)->queue_only && !s->shutdown;
+	if (s->interactive)
+		spool_tx_stage(&s->tx, &env);
+	else
+		spool_tx_commit(&s->tx, &env);
+}
+
+static void log_accepted(struct smtp_session *s, const char *what)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	s->messages++;
+	log_event(s->id, "smtp %s id=%s from=<%s> size=%llu nrcpt=%zu delay_ms=%.1f%s", what,
+	          s->qid, s->sender, (unsigned long long)s->tx.body_size, s->nrcpt,
+	          (double)(now.tv_sec - s->data_start.tv_sec) * 1e3 +
+	              (double)(now.tv_nsec - s->data_start.tv_nsec) / 1e6,
+	          s->interactive ? " mode=interactive" : "");
 }
 
 /* The message is durable: log it and hand it (and its open file) to the queue. */
 static void queued(struct smtp_session *s)
 {
-	struct timespec now;
 	int fd = s->tx.fd;
 
 	s->tx.fd = -1;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	s->messages++;
-	log_event(s->id, "smtp queued id=%s from=<%s> size=%llu nrcpt=%zu delay_ms=%.1f", s->qid,
-	          s->sender, (unsigned long long)s->tx.body_size, s->nrcpt,
-	          (double)(now.tv_sec - s->data_start.tv_sec) * 1e3 +
-	              (double)(now.tv_nsec - s->data_start.tv_nsec) / 1e6);
-	if (s->w->queue != NULL && !cfg(s)->queue_only) {
+	log_accepted(s, "queued");
+	if (s->held != NULL) {
+		/* the queue has it already (and its own fd) */
+		struct qmsg *m = s->held;
+		s->held = NULL;
+		close(fd);
+		queue_held_durable(m, 0);
+	} else if (s->w->queue != NULL && !cfg(s)->queue_only) {
 		struct spool_env env;
 		fill_env(s, &env);
 		queue_add(s->w->queue, &env, fd, s->tx.file_size); /* relaying starts now */
@@ -729,20 +769,72 @@ static void queued(struct smtp_session *s)
 	}
 }
 
+/* A commit failed: a message being relayed before its reply is only
+ * logged by the queue from now on. */
+static void held_lost(struct smtp_session *s, int err)
+{
+	struct qmsg *m = s->held;
+
+	s->held = NULL;
+	if (m != NULL)
+		queue_held_durable(m, err);
+}
+
+/* DeliveryMode=interactive: what the queue made of the message. */
+static void held_event(void *owner, enum queue_held_event ev)
+{
+	struct smtp_session *s = owner;
+	bool ending;
+
+	if (ev == QUEUE_HELD_COMMIT) {
+		spool_tx_commit_staged(&s->tx); /* SPOOL_COMMITTED follows */
+		return;
+	}
+	/* relayed: the next hop took every recipient; nothing is stored */
+	s->held = NULL;
+	log_accepted(s, "relayed");
+	if (s->state != S_QUIT && s->state != S_CLOSING)
+		reply(s, "250 2.0.0 Ok: relayed as %s", s->qid); /* (may close the session) */
+	ending = s->state == S_QUIT || s->state == S_CLOSING;
+	if (!spool_tx_release_staged(&s->tx))
+		return; /* SPOOL_ABORTED follows */
+	s->tx_open = false;
+	if (ending) {
+		if (s->x.closed && !spool_busy(s))
+			session_free(s);
+		return;
+	}
+	tx_reset(s);
+	enter_state(s, S_CMD);
+	if (s->shutdown) {
+		reply(s, "421 4.3.2 %s Service shutting down", cfg(s)->hostname);
+		quit(s, "shutdown");
+		return;
+	}
+	process(s);
+}
+
 static void spool_event(void *owner, enum spool_event ev, int err)
 {
 	struct smtp_session *s = owner;
 
 	if (s->state == S_QUIT || s->state == S_CLOSING) {
 		/* The session is ending: let the spool settle, then free.  A
-		 * message that became durable meanwhile is relayed all the same. */
+		 * message that became durable meanwhile is relayed all the same;
+		 * one written but not yet durable is made durable. */
 		if (ev == SPOOL_OPENED && err == 0)
 			spool_tx_abort(&s->tx);
+		if (ev == SPOOL_STAGED) {
+			spool_tx_commit_staged(&s->tx);
+			return;
+		}
 		if (ev == SPOOL_COMMITTED && err == 0)
 			queued(s);
+		else if (ev == SPOOL_COMMITTED)
+			held_lost(s, err);
 		if (ev == SPOOL_COMMITTED || ev == SPOOL_ABORTED)
 			s->tx_open = false;
-		if (s->x.closed && !spool_tx_busy(&s->tx))
+		if (s->x.closed && !spool_busy(s))
 			session_free(s);
 		return;
 	}
@@ -765,12 +857,22 @@ static void spool_event(void *owner, enum spool_event ev, int err)
 		break;
 	case SPOOL_WRITABLE:
 		break;
+	case SPOOL_STAGED: {
+		struct spool_env env;
+		fill_env(s, &env);
+		s->held =
+		    queue_add_held(s->w->queue, &env, s->tx.fd, s->tx.file_size, held_event, s);
+		if (s->held == NULL)
+			spool_tx_commit_staged(&s->tx); /* not for relaying first */
+		return;                                 /* the reply waits */
+	}
 	case SPOOL_COMMITTED:
 		s->tx_open = false;
 		if (err == 0) {
 			queued(s);
 			reply(s, "250 2.0.0 Ok: queued as %s", s->qid);
 		} else {
+			held_lost(s, err);
 			log_event(s->id, "smtp spool error id=%s error=\"%s\"", s->qid,
 			          strerror(-err));
 			if (err == -ENOSPC || err == -EFBIG || err == -EDQUOT)
@@ -947,7 +1049,7 @@ static void session_event(void *owner, enum xprt_event ev, int err)
 		break;
 	case XPRT_CLOSED:
 		/* A spool file still in flight holds s: freed when it settles. */
-		if (spool_tx_busy(&s->tx))
+		if (spool_busy(s))
 			return;
 		session_free(s);
 		break;

@@ -24,6 +24,7 @@ enum tx_stage {
 	TX_CLOSING, /* after success or failure, closing fd (and unlinking) */
 	TX_ABORT_WAIT,
 	TX_ABORTING,
+	TX_STAGED, /* written, not durable (spool_tx_stage) */
 };
 
 #define EPOCH_2020 1577836800
@@ -546,6 +547,12 @@ static void start_chain(struct spool_tx *tx)
 		return;
 	}
 	tx->write_res = tx->fsync_res = tx->rename_res = 0;
+	if (tx->staging) {
+		/* the write alone: chain_cb stops at TX_STAGED */
+		ring_write(sp->ring, &tx->op_write, tx->fd, tx->tail, tx->fill, tx->off, false);
+		tx->op_write.cb = chain_cb;
+		return;
+	}
 	ring_reserve(sp->ring, 3); /* the chain is submitted whole */
 	ring_write(sp->ring, &tx->op_write, tx->fd, tx->tail, tx->fill, tx->off, true);
 	ring_fsync(sp->ring, &tx->op_fsync, tx->fd, true, true);
@@ -555,6 +562,66 @@ static void start_chain(struct spool_tx *tx)
 	/* the write's completion comes to chain_cb through op_write */
 	tx->op_write.cb = chain_cb;
 	sp->stats.fsyncs++;
+}
+
+void spool_tx_stage(struct spool_tx *tx, const struct spool_env *env)
+{
+	tx->staging = true;
+	spool_tx_commit(tx, env);
+}
+
+bool spool_tx_staged(const struct spool_tx *tx)
+{
+	return tx->stage == TX_STAGED;
+}
+
+void spool_tx_commit_staged(struct spool_tx *tx)
+{
+	struct spool *sp = tx->sp;
+
+	assert(tx->stage == TX_STAGED);
+	tx->stage = TX_CHAIN;
+	tx->write_res = tx->fsync_res = tx->rename_res = 0;
+	ring_reserve(sp->ring, 2); /* the chain is submitted whole */
+	ring_fsync(sp->ring, &tx->op_fsync, tx->fd, true, true);
+	ring_renameat(sp->ring, &tx->op_rename, tx->from_pool ? sp->pool_dfd : sp->tmp_dfd,
+	              tx->from_pool ? tx->pool_name : tx->id, sp->queue_dfd, tx->id,
+	              RENAME_NOREPLACE, false);
+	sp->stats.fsyncs++;
+}
+
+bool spool_tx_release_staged(struct spool_tx *tx)
+{
+	struct spool *sp = tx->sp;
+	char name[SPOOL_POOL_NAME];
+
+	assert(tx->stage == TX_STAGED);
+	sp->stats.relayed++;
+	if (tx->from_pool && sp->npool + sp->pool_reserved < SPOOL_POOL_MAX) {
+		/* still pool/NAME: it takes the next message as it is */
+		struct spool_pool_file *f = &sp->pool[sp->npool++];
+		f->fd = tx->fd;
+		f->size = tx->file_size;
+		memcpy(f->name, tx->pool_name, sizeof(f->name));
+		tx->fd = -1;
+		tx->stage = TX_IDLE;
+		return true;
+	}
+	if (!tx->from_pool && spool_pool_reserve(sp, name)) {
+		/* a new file (the pool was empty): into the pool.  Rare (the
+		 * pool fills once), so a plain rename(2); both directories are
+		 * emptied at start, so no fsync either. */
+		if (renameat(sp->tmp_dfd, tx->id, sp->pool_dfd, name) == 0) {
+			spool_pool_put(sp, tx->fd, name, tx->file_size);
+			tx->fd = -1;
+			tx->stage = TX_IDLE;
+			return true;
+		}
+		spool_pool_cancel(sp);
+	}
+	tx->stage = TX_ABORTING; /* removed and closed; SPOOL_ABORTED follows */
+	finish(tx, 0, true);
+	return false;
 }
 
 static void dirsync_start(struct spool *sp)
@@ -608,7 +675,15 @@ static void chain_cb(struct ring_op *op, int res, unsigned flags)
 		int err = tx->write_res < 0   ? tx->write_res
 		          : tx->fsync_res < 0 ? tx->fsync_res
 		                              : tx->rename_res;
+		tx->staging = false;
 		finish(tx, err, true);
+		return;
+	}
+	if (tx->staging) {
+		tx->staging = false;
+		tx->stage = TX_STAGED;
+		release(tx); /* the buffers: nothing more is written */
+		tx->cb(tx->owner, SPOOL_STAGED, 0);
 		return;
 	}
 	tx->stage = TX_DIRSYNC;

@@ -37,6 +37,8 @@ struct spool_stats {
 	uint64_t fsyncs;   /* file fdatasyncs */
 	uint64_t dirsyncs; /* queue directory fsyncs, each covering a batch */
 	uint64_t failures;
+	uint64_t
+	    relayed; /* DeliveryMode=interactive: relayed before the reply, never made durable */
 };
 
 struct spool_tx;
@@ -87,6 +89,9 @@ enum spool_event {
 	                  * 0, tx->fd is the message's open (read-write) file and
 	                  * the callee owns it: it closes it or hands it on. */
 	SPOOL_ABORTED,   /* temporary file removed */
+	SPOOL_STAGED,    /* spool_tx_stage: the whole file is written (not yet
+	                  * durable, not in queue/); tx->fd is the file, still
+	                  * the spool's.  A failure comes as SPOOL_COMMITTED. */
 };
 
 typedef void (*spool_cb)(void *owner, enum spool_event ev, int err);
@@ -109,6 +114,7 @@ struct spool_tx {
 	size_t wr_len; /* bytes of the write in flight */
 	int error;     /* first write error, -errno */
 	int stage;     /* enum in spool.c */
+	bool staging;  /* spool_tx_stage: write only, no fdatasync or rename */
 	char *tail;    /* last buffer + envelope + trailer, written at commit
 	                * (buf[cur] itself when they fit there) */
 	int commit_err;
@@ -151,6 +157,16 @@ char *spool_tx_space(struct spool_tx *tx, size_t *room);
 void spool_tx_added(struct spool_tx *tx, size_t n);
 /* Appends the envelope and trailer and makes it durable.  SPOOL_COMMITTED follows. */
 void spool_tx_commit(struct spool_tx *tx, const struct spool_env *env);
+/* DeliveryMode=interactive: writes the whole file like spool_tx_commit but
+ * stops before fdatasync and the rename (SPOOL_STAGED).  Then either
+ * spool_tx_commit_staged() makes it durable (SPOOL_COMMITTED follows), or,
+ * once the message went to the next hop, spool_tx_release_staged() gives
+ * the file back to the pool: true when that is done, false when
+ * SPOOL_ABORTED follows. */
+void spool_tx_stage(struct spool_tx *tx, const struct spool_env *env);
+void spool_tx_commit_staged(struct spool_tx *tx);
+bool spool_tx_release_staged(struct spool_tx *tx);
+bool spool_tx_staged(const struct spool_tx *tx);
 /* Drops the message.  SPOOL_ABORTED follows. */
 void spool_tx_abort(struct spool_tx *tx);
 bool spool_tx_busy(const struct spool_tx *tx);

@@ -164,13 +164,18 @@ def submit_bdat(port, sender, rcpts, content):
         return qid_from(msg)
 
 
-def submit_data(s, sender, rcpts, content):
-    """One message on an open smtplib session with DATA; returns the qid."""
+def open_tx(s, sender, rcpts):
+    """MAIL and RCPTs on an open smtplib session, each answered 250."""
     code, msg = s.mail(sender)
     assert code == 250, msg
     for r in rcpts:
         code, msg = s.rcpt(r)
         assert code == 250, msg
+
+
+def submit_data(s, sender, rcpts, content):
+    """One message on an open smtplib session with DATA; returns the qid."""
+    open_tx(s, sender, rcpts)
     code, msg = s.data(content)
     assert code == 250, msg
     return qid_from(msg)

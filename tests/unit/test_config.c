@@ -202,6 +202,7 @@ TEST(opt_names)
 	    "CipherSuites",
 	    "ServerSSLOptions",
 	    "ClientSSLOptions",
+	    "InteractiveTimeout",
 	};
 
 	for (int i = 0; i < OPT_COUNT; i++)
@@ -233,20 +234,21 @@ TEST(every_option)
 {
 	struct config c;
 
-	CHECK(load_ok(
-	    &c, "CACertPath=/a\nCACertFile=/b\nServerCertFile=/c\nServerKeyFile=/d\n"
-	        "ClientCertFile=/e\nClientKeyFile=/f\nListen=10.0.0.1:2525\n"
-	        "QueueDirectory=/q\nHostname=mx1.Example.org\nWorkers=8\n"
-	        "MaxMessageSize=20m\nMaxRecipients=50\nMaxConnections=2000\n"
-	        "RelayClients=10.0.0.0/8\nRelayDomains=Example.ORG\n"
-	        "RelayClientCerts=" FP_COLON "\nTLSMinVersion=TLSv1.3\n"
-	        "LogFile=relay.log\nCommandTimeout=60\nDataTimeout=600\n"
-	        "SmartHost=[127.0.0.1]:2526\nTransportTable=/t\nDestinationConcurrency=5\n"
-	        "MaxMessagesPerConnection=7\nRetrySchedule=10s,2m\nQueueLifetime=2d\n"
-	        "TLSPolicy=verify\nTLSPolicyTable=/p\nDNSServer=127.0.0.1:5353\n"
-	        "ConnectTimeout=1m\nBodyPath=copy\nDeliveryMode=q\nTLSMaxVersion=TLSv1.3\n"
-	        "CipherList=ECDHE+AESGCM\nCipherSuites=TLS_AES_128_GCM_SHA256\n"
-	        "ServerSSLOptions=+SSL_OP_NO_TICKET\nClientSSLOptions=-SSL_OP_ENABLE_KTLS\n"));
+	CHECK(load_ok(&c,
+	              "CACertPath=/a\nCACertFile=/b\nServerCertFile=/c\nServerKeyFile=/d\n"
+	              "ClientCertFile=/e\nClientKeyFile=/f\nListen=10.0.0.1:2525\n"
+	              "QueueDirectory=/q\nHostname=mx1.Example.org\nWorkers=8\n"
+	              "MaxMessageSize=20m\nMaxRecipients=50\nMaxConnections=2000\n"
+	              "RelayClients=10.0.0.0/8\nRelayDomains=Example.ORG\n"
+	              "RelayClientCerts=" FP_COLON "\nTLSMinVersion=TLSv1.3\n"
+	              "LogFile=relay.log\nCommandTimeout=60\nDataTimeout=600\n"
+	              "SmartHost=[127.0.0.1]:2526\nTransportTable=/t\nDestinationConcurrency=5\n"
+	              "MaxMessagesPerConnection=7\nRetrySchedule=10s,2m\nQueueLifetime=2d\n"
+	              "TLSPolicy=verify\nTLSPolicyTable=/p\nDNSServer=127.0.0.1:5353\n"
+	              "ConnectTimeout=1m\nBodyPath=copy\nDeliveryMode=q\nTLSMaxVersion=TLSv1.3\n"
+	              "CipherList=ECDHE+AESGCM\nCipherSuites=TLS_AES_128_GCM_SHA256\n"
+	              "ServerSSLOptions=+SSL_OP_NO_TICKET\nClientSSLOptions=-SSL_OP_ENABLE_KTLS\n"
+	              "InteractiveTimeout=2m\n"));
 	CHECK_STR(c.ca_cert_path, "/a");
 	CHECK_STR(c.ca_cert_file, "/b");
 	CHECK_STR(c.server_cert_file, "/c");
@@ -284,6 +286,7 @@ TEST(every_option)
 	CHECK_STR(c.cipher_suites, "TLS_AES_128_GCM_SHA256");
 	CHECK(c.server_ssl_options.set == SSL_OP_NO_TICKET && c.server_ssl_options.clear == 0);
 	CHECK(c.client_ssl_options.set == 0 && c.client_ssl_options.clear == SSL_OP_ENABLE_KTLS);
+	CHECK(c.interactive_timeout_s == 120 && !c.interactive);
 	for (int i = 0; i < OPT_COUNT; i++)
 		CHECK(c.line[i] == (unsigned)i + 1);
 	config_free(&c);
@@ -1191,10 +1194,35 @@ TEST(outbound_values)
 	config_free(&c);
 }
 
+TEST(delivery_modes)
+{
+	struct config c;
+
+	CHECK(load_ok(&c, "Workers=1\n"));
+	CHECK(!c.queue_only && !c.interactive && c.interactive_timeout_s == 30);
+	config_free(&c);
+	CHECK(load_ok(&c, "DeliveryMode=interactive\nInteractiveTimeout=45s\n"));
+	CHECK(c.interactive && !c.queue_only && c.interactive_timeout_s == 45);
+	config_free(&c);
+	/* Sendmail's one-letter spelling; the last line wins */
+	CHECK(load_ok(&c, "DeliveryMode=q\nDeliveryMode=i\n"));
+	CHECK(c.interactive && !c.queue_only);
+	config_free(&c);
+	CHECK(load_ok(&c, "DeliveryMode=i\nDeliveryMode=background\n"));
+	CHECK(!c.interactive && !c.queue_only);
+	config_free(&c);
+	FAILS_WITH("DeliveryMode=deferred\n", 1,
+	           "DeliveryMode: 'deferred' is not a delivery mode (background, interactive, "
+	           "queueonly)");
+	FAILS_WITH("InteractiveTimeout=never\n", 1,
+	           "InteractiveTimeout: 'never' is not a duration");
+}
+
 int main(void)
 {
 	RUN(defaults);
 	RUN(opt_names);
+	RUN(delivery_modes);
 	RUN(seed_sendmail_lines);
 	RUN(every_option);
 	RUN(outbound_values);

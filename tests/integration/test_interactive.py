@@ -1,0 +1,233 @@
+"""DeliveryMode=interactive (Sendmail's name; its SuperSafe=interactive):
+krelay relays a message before it answers the end of data, and makes it
+durable in queue/ only when that does not fully succeed.
+
+  * Every recipient 2xx at the next hop: the client gets "250 2.0.0 Ok:
+    relayed as ID" only after the next hop's own 250, the log says
+    "smtp relayed ... mode=interactive", and queue/ never holds the message
+    (no fdatasync, no rename: the point of the mode).
+  * A 4xx or 5xx for any recipient, no connection, or InteractiveTimeout
+    passing first: the message is made durable, the client gets the usual
+    "queued as ID", and the queue goes on as for any message, remembering
+    which recipients the next hop already took (no duplicate for them).
+  * A client that leaves while it waits: the message is made durable and
+    relayed all the same (never lost).
+  * kill -9 while a client waits: that message was never acknowledged and
+    is not found in the spool at the next start (the client still has it).
+  * Recipients for two next hops: the message is queued as usual.
+
+The next hops are krelays (they keep what they receive in their spool),
+a Postfix-free bare listening socket that never greets (for the timeout),
+and a refused port.
+"""
+import re
+import smtplib
+import socket
+import time
+
+import pytest
+
+from helpers import wait_for
+from test_relay import (check_peer_copy, content_of, env_states, make_body, msgid_of, open_tx,
+                        peer_messages, spool_names, stop_stats, wait_deliveries, wait_peer,
+                        wait_spool_empty)
+
+QID = r"[0-9A-F]{16}"
+MODE = "DeliveryMode=interactive\n"
+
+
+def send(s, rcpts, content, sender="s@example.org"):
+    """One transaction on an open smtplib session; returns the final reply."""
+    open_tx(s, sender, rcpts)
+    code, msg = s.data(content)
+    return code, msg.decode()
+
+
+def submit(port, rcpts, content):
+    with smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=60) as s:
+        s.ehlo()
+        return send(s, rcpts, content)
+
+
+def accepted(relay, what):
+    """krelay's "smtp queued|relayed id=..." lines: [(id, mode)]."""
+    return re.findall(rf"smtp {what} id=({QID}) .*?delay_ms=\S+( mode=interactive)?$",
+                      relay.logs(), re.M)
+
+
+@pytest.fixture
+def silent_peer():
+    """A next hop that takes connections and never says a word."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    yield s.getsockname()[1]
+    s.close()
+
+
+def test_relayed_before_the_reply(relay_factory):
+    peer = relay_factory("DeliveryMode=queueonly\n")
+    relay = relay_factory(f"SmartHost=[127.0.0.1]:{peer.port}\n{MODE}")
+    sizes = [0, 300, 70000, 300000]
+    sent = []
+    with smtplib.SMTP("127.0.0.1", relay.port, local_hostname="client.test", timeout=60) as s:
+        s.ehlo()
+        for n, size in enumerate(sizes):
+            content = content_of(f"inter-{n}-{time.time_ns()}", make_body(size, dots=True))
+            code, msg = send(s, ["r@example.com"], content)
+            assert code == 250, msg
+            m = re.fullmatch(rf"2\.0\.0 Ok: relayed as ({QID})", msg)
+            assert m, msg
+            # the next hop had taken it (durably: it is in its queue/)
+            # before krelay answered
+            assert len([n for n in spool_names(peer) if re.fullmatch(QID, n)]) == n + 1
+            sent.append((m.group(1), content))
+    d = wait_deliveries(relay, len(sizes), "sent")
+    assert [x["qid"] for x in d] == [q for q, _ in sent]
+    got = peer_messages(peer)
+    for qid, content in sent:
+        (_, wire, _), = got[msgid_of(content)]
+        check_peer_copy(wire, content, qid)
+    assert accepted(relay, "relayed") == [(q, " mode=interactive") for q, _ in sent]
+    assert accepted(relay, "queued") == []
+    # nothing was ever made durable here: the next hop had it
+    assert spool_names(relay) == []
+    assert "status=sent" in relay.logs() and "tls=\"TLSv1.3" in relay.logs()
+    st = stop_stats(relay)
+    assert (st["relayed"], st["deferred"]) == (len(sizes), 0), st
+    assert re.search(rf"krelay stopped messages=0 bytes=0 fsyncs=0 dirsyncs=0 spool_failures=0 "
+                     rf"interactive={len(sizes)} ", relay.logs()), relay.logs()[-500:]
+
+
+def test_4xx_for_one_recipient_stores_it(relay_factory):
+    """MaxRecipients=1 at the next hop: a@ is taken, b@ gets 452 4.5.3.  The
+    message is made durable with a@ done; the client gets "queued as"; only
+    b@ is retried."""
+    peer = relay_factory("MaxRecipients=1\nDeliveryMode=queueonly\n")
+    relay = relay_factory(f"SmartHost=[127.0.0.1]:{peer.port}\nRetrySchedule=1s,2s\n{MODE}")
+    content = content_of(f"inter-4xx-{time.time_ns()}", b"two recipients\r\n")
+    code, msg = submit(relay.port, ["a@example.com", "b@example.com"], content)
+    assert code == 250 and re.fullmatch(rf"2\.0\.0 Ok: queued as {QID}", msg), msg
+    qid = msg.split()[-1]
+    assert accepted(relay, "queued") == [(qid, " mode=interactive")]
+    wait_deliveries(relay, 3, timeout=15)
+    wait_spool_empty(relay)
+    lines = [(d["to"], d["status"], d["dsn"]) for d in wait_deliveries(relay, 3)]
+    assert lines == [("a@example.com", "sent", "2.0.0"), ("b@example.com", "deferred", "4.5.3"),
+                     ("b@example.com", "sent", "2.0.0")], lines
+    copies = wait_peer(peer, 2)[msgid_of(content)]
+    assert sorted(env["rcpt"] for _, _, env in copies) == [[("P", "a@example.com")],
+                                                          [("P", "b@example.com")]]
+    for _, wire, _ in copies:
+        check_peer_copy(wire, content, qid)
+
+
+def test_5xx_stores_and_bounces(relay_factory):
+    peer = relay_factory("RelayClients=10.9.9.9/32\n")
+    relay = relay_factory(f"SmartHost=[127.0.0.1]:{peer.port}\nRetrySchedule=1s,2s\n{MODE}")
+    code, msg = submit(relay.port, ["r@example.com"],
+                       content_of(f"inter-5xx-{time.time_ns()}", b"refused\r\n"))
+    assert code == 250 and "queued as" in msg, msg
+    qid = msg.split()[-1]
+    d = wait_deliveries(relay, 1)[0]
+    assert (d["qid"], d["status"], d["dsn"]) == (qid, "bounced", "5.7.1"), d
+    # the bounce is an ordinary queued message (from <>), refused in turn
+    wait_spool_empty(relay)
+
+
+def test_no_connection_stores_it(relay_factory):
+    peer = relay_factory(start=False)
+    relay = relay_factory(f"SmartHost=[127.0.0.1]:{peer.port}\nRetrySchedule=1s,2s\n{MODE}")
+    content = content_of(f"inter-refused-{time.time_ns()}", b"later\r\n")
+    code, msg = submit(relay.port, ["r@example.com"], content)
+    assert code == 250 and "queued as" in msg, msg
+    qid = msg.split()[-1]
+    assert qid in spool_names(relay)
+    first = wait_deliveries(relay, 1, "deferred")[0]
+    assert "Connection refused" in first["reply"], first
+    peer.start()
+    assert wait_deliveries(relay, 1, "sent", timeout=10)[0]["qid"] == qid
+    wait_spool_empty(relay)
+    (_, wire, _), = wait_peer(peer, 1)[msgid_of(content)]
+    check_peer_copy(wire, content, qid)
+
+
+def test_timeout_stores_it(relay_factory, silent_peer):
+    """The next hop never greets: after InteractiveTimeout (1s) the message
+    is made durable and the client gets "queued as"; it is in queue/, with
+    its recipient pending, and is still there after a restart."""
+    relay = relay_factory(f"SmartHost=[127.0.0.1]:{silent_peer}\nInteractiveTimeout=1s\n{MODE}")
+    started = time.monotonic()
+    code, msg = submit(relay.port, ["r@example.com"],
+                       content_of(f"inter-slow-{time.time_ns()}", b"slow\r\n"))
+    took = time.monotonic() - started
+    assert code == 250 and "queued as" in msg, msg
+    assert 0.9 < took < 5, took
+    qid = msg.split()[-1]
+    assert qid in spool_names(relay)
+    assert accepted(relay, "queued") == [(qid, " mode=interactive")]
+    relay.stop()
+    relay.start()
+    relay.wait_log(r"(?s)starting .*starting .* queued=1 ")
+
+
+def test_client_leaving_while_it_waits(relay_factory, silent_peer):
+    """The client sends the final dot and closes at once.  (krelay reads
+    nothing more from a client while its message is on the way, so it
+    learns that only when it answers.)  The message is made durable after
+    InteractiveTimeout all the same (queue/ID) although no 250 reached
+    anyone, and the session ends cleanly."""
+    relay = relay_factory(f"SmartHost=[127.0.0.1]:{silent_peer}\nInteractiveTimeout=1s\n{MODE}")
+    content = content_of(f"inter-gone-{time.time_ns()}", b"bye\r\n")
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as c:
+        f = c.makefile("rb")
+        assert f.readline().startswith(b"220")
+        c.sendall(b"EHLO client.test\r\n")
+        while not f.readline().startswith(b"250 "):
+            pass
+        c.sendall(b"MAIL FROM:<s@example.org>\r\nRCPT TO:<r@example.com>\r\nDATA\r\n")
+        for want in (b"250", b"250", b"354"):
+            assert f.readline().startswith(want)
+        c.sendall(content + b".\r\n")
+        time.sleep(0.3)  # the body is in
+        f.close()  # (else the socket's fd stays open after the with)
+    ids = wait_for(lambda: [n for n in spool_names(relay) if re.fullmatch(QID, n)], 5,
+                   "the message in queue/")
+    assert len(ids) == 1
+    assert env_states(relay, ids[0]) in (None, {"r@example.com": "P"})
+    assert accepted(relay, "queued") == [(ids[0], " mode=interactive")]
+    relay.wait_log(r"smtp disconnect client=127\.0\.0\.1 commands=\d+ messages=1 ")
+
+
+def test_kill9_while_waiting_keeps_nothing(relay_factory, silent_peer):
+    relay = relay_factory(f"SmartHost=[127.0.0.1]:{silent_peer}\nInteractiveTimeout=60s\n{MODE}")
+    content = content_of(f"inter-kill-{time.time_ns()}", b"never acknowledged\r\n")
+    c = socket.create_connection(("127.0.0.1", relay.port), timeout=10)
+    f = c.makefile("rb")
+    assert f.readline().startswith(b"220")
+    c.sendall(b"EHLO client.test\r\nMAIL FROM:<s@example.org>\r\nRCPT TO:<r@example.com>\r\n"
+              b"DATA\r\n")
+    while not f.readline().startswith(b"354"):
+        pass
+    c.sendall(content + b".\r\n")
+    time.sleep(0.5)  # written; the reply would wait 60s
+    relay.kill9()
+    c.close()
+    assert [n for n in spool_names(relay) if re.fullmatch(QID, n)] == []
+    relay.start()
+    relay.wait_log(r"(?s)starting .*starting .* queued=0 ")
+
+
+def test_two_next_hops_are_queued(relay_factory, tmp_path):
+    p1 = relay_factory("DeliveryMode=queueonly\n")
+    p2 = relay_factory("DeliveryMode=queueonly\n")
+    table = tmp_path / "transport"
+    table.write_text(f"one.test [127.0.0.1]:{p1.port}\ntwo.test [127.0.0.1]:{p2.port}\n")
+    relay = relay_factory(f"TransportTable={table}\n{MODE}")
+    content = content_of(f"inter-two-{time.time_ns()}", b"two hops\r\n")
+    code, msg = submit(relay.port, ["a@one.test", "b@two.test"], content)
+    assert code == 250 and "queued as" in msg, msg
+    wait_deliveries(relay, 2, "sent")
+    wait_spool_empty(relay)
+    assert len(wait_peer(p1, 1)[msgid_of(content)]) == 1
+    assert len(wait_peer(p2, 1)[msgid_of(content)]) == 1
