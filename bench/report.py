@@ -32,7 +32,9 @@ import time
 from pathlib import Path
 
 SIZES = {"4k": 4096, "100k": 102400, "1m": 1048576, "10m": 10485760}
-RELAY_NAMES = {"krelay": "krelay", "postfix": "Postfix", "postfix-reuse": "Postfix+reuse"}
+RELAY_NAMES = {"krelay": "krelay", "krelay-interactive": "krelay interactive",
+               "postfix": "Postfix", "postfix-reuse": "Postfix+reuse"}
+KRELAYS = ("krelay", "krelay-interactive")
 
 
 def load(path):
@@ -89,7 +91,7 @@ def compute(d, baseline):
     meta = load(d / "row.json") or {}
     src, sink = load(d / "source.json") or {}, load(d / "sink.json") or {}
     r = dict(meta)
-    if meta.get("relay") == "krelay":
+    if meta.get("relay") in KRELAYS:
         r.update(krelay_log(d / "relay.log"))
     else:
         info = load(d / "postfix.json") or {}
@@ -212,12 +214,13 @@ def md_table(rows, keys=None):
 def ratio_table(rows):
     """krelay / Postfix per (inbound, size): throughput and CPU per message."""
     by = {(r["relay"], r["inbound"], r["size"]): r for r in rows if r.get("group") == "compare"}
-    out = ["| In → out | Size | krelay msg/s | ÷ Postfix | ÷ Postfix+reuse | krelay CPU µs/msg "
-           "| ÷ Postfix | ÷ Postfix+reuse |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    out = ["| krelay | In → out | Size | krelay msg/s | ÷ Postfix | ÷ Postfix+reuse "
+           "| krelay CPU µs/msg | ÷ Postfix | ÷ Postfix+reuse |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for (relay, inbound, size), k in by.items():
-        if relay != "krelay":
+        if relay not in KRELAYS:
             continue
-        cells = [k["hops"], size, fmt(k["msgs_per_s"], ".0f")]
+        cells = [RELAY_NAMES[relay], k["hops"], size, fmt(k["msgs_per_s"], ".0f")]
         for metric in ("msgs_per_s", "cpu_us_per_msg"):
             if metric == "cpu_us_per_msg":
                 cells.append(fmt(k["cpu_us_per_msg"], ".0f"))
@@ -230,7 +233,7 @@ def ratio_table(rows):
 
 
 def plot(rows, out):
-    """results.svg: MB/s and relay CPU s/GB per size, three relays, both inbound modes."""
+    """results.svg: MB/s and relay CPU s/GB per size, every relay, both inbound modes."""
     if not shutil.which("gnuplot"):
         return "gnuplot not installed: no plot"
     comp = [r for r in rows if r.get("group") == "compare"]
@@ -240,8 +243,8 @@ def plot(rows, out):
     dat = out / "results-plot.dat"
     with open(dat, "w") as f:
         for inbound in ("plain", "starttls"):
-            f.write(f"# inbound {inbound}: size krelay_MBps postfix_MBps reuse_MBps "
-                    "krelay_sGB postfix_sGB reuse_sGB\n")
+            f.write(f"# inbound {inbound}: size, MB/s of {', '.join(RELAY_NAMES)}, "
+                    "then their CPU s/GB\n")
             for s in sizes:
                 vals = []
                 for metric in ("mb_per_s", "cpu_s_per_gb"):
@@ -261,10 +264,15 @@ def plot(rows, out):
               "set key below horizontal", "set logscale y"]
     aes = (load(out / "baseline.json") or {}).get("aes_128_gcm_Bps")
     for i, inbound in enumerate(("plain", "starttls")):
+        n = len(RELAY_NAMES)
+
+        def series(first):  # one bar per relay, from column `first` on
+            return ", ".join((f"'{dat}' index {i} using {first + k}:xtic(1)" if k == 0 else
+                              f"'' index {i} using {first + k}") + f" title '{name}'"
+                             for k, name in enumerate(RELAY_NAMES.values()))
         script += [f"set title 'Throughput, {titles[inbound]} (higher is better)'",
                    "set ylabel 'MB/s (log)'",
-                   f"plot '{dat}' index {i} using 2:xtic(1) title 'krelay', "
-                   f"'' index {i} using 3 title 'Postfix', '' index {i} using 4 title 'Postfix+reuse'",
+                   "plot " + series(2),
                    f"set title 'Relay CPU per GB, {titles[inbound]} (lower is better)'",
                    "set ylabel 'CPU s/GB (log)'"]
         floor_plot = ""
@@ -273,9 +281,7 @@ def plot(rows, out):
             floor_plot = (f", {floor:.4g} with lines dashtype 2 lw 1.5 lc rgb 'black' "
                           f"title 'AES-128-GCM floor ({floor:.2g} s/GB)'")
             script.append(f"set yrange [{floor / 2:.3g}:*]")
-        script += [f"plot '{dat}' index {i} using 5:xtic(1) title 'krelay', "
-                   f"'' index {i} using 6 title 'Postfix', '' index {i} using 7 title 'Postfix+reuse'"
-                   + floor_plot,
+        script += ["plot " + series(2 + n) + floor_plot,
                    "set yrange [*:*]"]
     script.append("unset multiplot")
     p = subprocess.run(["gnuplot"], input="\n".join(script) + "\n", text=True,
@@ -345,7 +351,10 @@ def report(out, cpu_method, ktls, wall, version):
           f"Source → relay → sink on loopback, {conc} concurrent sessions, both "
           "`krelay-bench`; the sink offers STARTTLS and the relay must use it (krelay "
           "`TLSPolicy=encrypt`, Postfix `smtp_tls_security_level = encrypt`); sink and source "
-          "allow only TLS 1.3 TLS_AES_128_GCM_SHA256. Seconds: the source's start to the "
+          "allow only TLS 1.3 TLS_AES_128_GCM_SHA256. krelay makes every message durable "
+          "(write, fdatasync, rename, directory fsync) before its 250, as Postfix does; krelay "
+          "interactive (`DeliveryMode=interactive`) relays it before its 250 and makes durable "
+          "only what the next hop did not take. Seconds: the source's start to the "
           "sink's last message; before that, each relay got "
           f"{rows[0].get('warmup', 0) if rows else 0} messages of warm-up (not counted). "
           "MB/s counts the payload. Conns: connections the sink accepted, warm-up "

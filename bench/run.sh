@@ -25,6 +25,7 @@
 #   QUICK=1 bench/run.sh       4 KiB and 1 MiB, ablations at 4 KiB, fewer messages (about a minute)
 #   SIZES="4k 10m" ABL_SIZES=1m bench/run.sh   choose the sizes
 #   ROWS=REGEX bench/run.sh    only the rows whose name matches
+#   PERF=1 bench/run.sh        perf record -a -g while each row is measured: rows/ROW/perf.data
 #   PUBLISH=1 bench/run.sh     also copy results.{md,csv,svg} to bench/results/ and put the
 #                              summary into README.md (between its bench markers)
 # Everything is bounded: every wait has a deadline, every process a timeout.
@@ -232,7 +233,7 @@ relay_cpu() { # -> "cgroup_usec user_usec sys_usec pgroup_usec machine_busy_usec
 }
 
 queue_empty() { # the relay's queue holds no message (its last unlink follows the sink's last 250)
-	if [ "$relay" = krelay ]; then
+	if [[ $relay == krelay* ]]; then
 		[ -z "$(find "$d/queue/queue" -type f 2>/dev/null | head -n1)" ]
 	else
 		[ -z "$(find "$pfq/incoming" "$pfq/active" "$pfq/deferred" "$pfq/maildrop" -type f 2>/dev/null | head -n1)" ]
@@ -240,7 +241,7 @@ queue_empty() { # the relay's queue holds no message (its last unlink follows th
 }
 
 # row NAME GROUP RELAY INBOUND OUTBOUND SIZE [krelay option lines...]
-#   RELAY    krelay | postfix | postfix-reuse
+#   RELAY    krelay | krelay-interactive (DeliveryMode=interactive) | postfix | postfix-reuse
 #   INBOUND  plain | starttls      (source -> relay)
 #   OUTBOUND tls | clear           (relay -> sink; the sink offers STARTTLS)
 row() {
@@ -261,7 +262,9 @@ row() {
 		status=sink-not-started
 	elif [ "$relay" = krelay ] && ! start_krelay "$outbound" "$@"; then
 		status=relay-not-started
-	elif [ "$relay" != krelay ] && ! start_postfix "$relay"; then
+	elif [ "$relay" = krelay-interactive ] && ! start_krelay "$outbound" DeliveryMode=interactive "$@"; then
+		status=relay-not-started
+	elif [[ $relay != krelay* ]] && ! start_postfix "$relay"; then
 		status=relay-not-started
 	fi
 	[ "$inbound" = plain ] || tls_args=(--tls starttls --ca "$certs/ca.crt")
@@ -275,12 +278,21 @@ row() {
 	fi
 	if [ $status = ok ]; then
 		c0=$(relay_cpu)
+		local perf_pid=""
+		if [ -n "${PERF:-}" ]; then
+			# the whole machine, sampled while this row is measured: perf report
+			# -i ROW/perf.data --comms krelay (io-wq threads are iou-wrk-PID)
+			perf record -a -g -F "${PERF_FREQ:-1999}" -o "$d/perf.data" >"$d/perf.err" 2>&1 &
+			perf_pid=$!
+			sleep 0.5
+		fi
 		OPENSSL_CONF=$pin fg timeout $((ROW_TIMEOUT + 10)) "$KBENCH" source --to "127.0.0.1:$rp" \
 			--messages "$n" --size "$size" --concurrency "$CONC" "${tls_args[@]}" \
 			--timeout "$ROW_TIMEOUT" --json >"$d/source.json" 2>"$d/source.err" || status=source-failed
 		wait "$sink_pid" || [ $status != ok ] || status=sink-failed
 		wait_for 20 queue_empty || [ $status != ok ] || status=relay-queue-not-empty
 		c1=$(relay_cpu)
+		[ -z "$perf_pid" ] || { kill -INT "$perf_pid" && wait "$perf_pid" || true; }
 	fi
 	# stop: the sink (if still there), the relay, then anything left in its cgroup
 	stop_pid "$sink_pid" 5
@@ -326,6 +338,7 @@ echo "rows (source -> relay -> sink, $CONC sessions; ROWS=${ROWS}):"
 for size in $SIZES; do
 	for inb in plain starttls; do
 		row "krelay-$inb-$size" compare krelay "$inb" tls "$size"
+		row "krelay-i-$inb-$size" compare krelay-interactive "$inb" tls "$size"
 		row "postfix-$inb-$size" compare postfix "$inb" tls "$size"
 		row "postfix-reuse-$inb-$size" compare postfix-reuse "$inb" tls "$size"
 	done
