@@ -15,22 +15,26 @@ durable in queue/ only when that does not fully succeed.
   * kill -9 while a client waits: that message was never acknowledged and
     is not found in the spool at the next start (the client still has it).
   * Recipients for two next hops: the message is queued as usual.
+  * Clients: smtplib (DATA, and BDAT over STARTTLS) and Postfix 3.7 relaying
+    into krelay, which logs status=sent with krelay's "relayed as ID".
 
 The next hops are krelays (they keep what they receive in their spool),
-a Postfix-free bare listening socket that never greets (for the timeout),
-and a refused port.
+a bare listening socket that never greets (for the timeout), and a
+refused port.
 """
 import re
 import smtplib
 import socket
+import ssl
 import time
 
 import pytest
 
 from helpers import wait_for
+from postfix_peer import postfix_relay_factory  # noqa: F401 (fixture)
 from test_relay import (check_peer_copy, content_of, env_states, make_body, msgid_of, open_tx,
-                        peer_messages, spool_names, stop_stats, wait_deliveries, wait_peer,
-                        wait_spool_empty)
+                        peer_messages, spool_names, split_received, stop_stats,
+                        wait_deliveries, wait_peer, wait_spool_empty)
 
 QID = r"[0-9A-F]{16}"
 MODE = "DeliveryMode=interactive\n"
@@ -231,3 +235,53 @@ def test_two_next_hops_are_queued(relay_factory, tmp_path):
     wait_spool_empty(relay)
     assert len(wait_peer(p1, 1)[msgid_of(content)]) == 1
     assert len(wait_peer(p2, 1)[msgid_of(content)]) == 1
+
+
+def test_starttls_and_bdat_inbound(relay_factory, certs):
+    """A client over STARTTLS sending BDAT (exact bytes, a last line without
+    CRLF): relayed before the reply, byte for byte."""
+    import ssl
+    peer = relay_factory("DeliveryMode=queueonly\n")
+    relay = relay_factory(f"SmartHost=[127.0.0.1]:{peer.port}\n{MODE}")
+    ctx = ssl.create_default_context(cafile=str(certs.ca))
+    ctx.check_hostname = False
+    content = content_of(f"inter-bdat-{time.time_ns()}", make_body(20001, dots=True) + b"no EOL")
+    with smtplib.SMTP("127.0.0.1", relay.port, local_hostname="client.test", timeout=60) as s:
+        s.ehlo()
+        s.starttls(context=ctx)
+        s.ehlo()
+        open_tx(s, "s@example.org", ["r@example.com"])
+        s.send(b"BDAT %d LAST\r\n" % len(content) + content)
+        code, msg = s.getreply()
+    assert code == 250 and re.fullmatch(rf"2\.0\.0 Ok: relayed as {QID}", msg.decode()), msg
+    qid = msg.decode().split()[-1]
+    (_, wire, _), = wait_peer(peer, 1)[msgid_of(content)]
+    received, rest = split_received(wire, b"\r\n")
+    assert len(received) == 2 and f"with ESMTPS id {qid}".encode() in received[1], received
+    assert rest == content
+    assert accepted(relay, "relayed") == [(qid, " mode=interactive")]
+
+
+def test_postfix_client_into_interactive_krelay(relay_factory, postfix_relay_factory):
+    """Postfix 3.7 as the client (STARTTLS, client certificate, pipelining)
+    relays into an interactive krelay: Postfix logs status=sent with
+    krelay's "relayed as ID" for each message, which the next hop holds."""
+    peer = relay_factory("DeliveryMode=queueonly\n")
+    relay = relay_factory(f"SmartHost=[127.0.0.1]:{peer.port}\n{MODE}")
+    pf = postfix_relay_factory(relay.port)
+    contents = [content_of(f"inter-pf-{n}-{time.time_ns()}", make_body(size, dots=True))
+                for n, size in enumerate([10, 5000, 200000])]
+    with smtplib.SMTP("127.0.0.1", pf.port, local_hostname="client.test", timeout=30) as s:
+        s.ehlo()
+        for c in contents:
+            assert not s.sendmail("s@example.org", ["r@example.com"], c)
+    pf.flush()
+
+    def pf_sent():
+        ids = re.findall(rf"status=sent \(250 2\.0\.0 Ok: relayed as ({QID})\)", pf.log())
+        return ids if len(ids) == len(contents) else None
+    sent = wait_for(pf_sent, 30, "Postfix's status=sent lines")
+    got = wait_peer(peer, len(contents))
+    assert sorted(sent) == sorted(q for q, _ in accepted(relay, "relayed"))
+    assert len(got) == len(contents)
+    assert spool_names(relay) == []
