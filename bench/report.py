@@ -93,6 +93,9 @@ def compute(d, baseline):
     r = dict(meta)
     if meta.get("relay") in KRELAYS:
         r.update(krelay_log(d / "relay.log"))
+    elif meta.get("relay") == "direct":  # no relay: the source's own TLS into the sink
+        r.update({"tls_out": "TLS_AES_128_GCM_SHA256", "ktls_tx": "-", "body_path": "-",
+                  "problems": 0})
     else:
         info = load(d / "postfix.json") or {}
         r.update(postfix_log(info.get("maillog")))
@@ -116,7 +119,7 @@ def compute(d, baseline):
     r["msgs_per_s"] = got / secs if secs else None
     r["mb_per_s"] = r["payload_bytes"] / secs / 1e6 if secs else None
     usec = meta.get("cgroup_usec") if meta.get("cpu_method") == "cgroup" else meta.get("pgroup_usec")
-    cpu = usec / 1e6 if usec is not None else None
+    cpu = usec / 1e6 if usec is not None and meta.get("relay") != "direct" else None
     r["relay_cpu_s"] = cpu
     r["cpu_us_per_msg"] = cpu / got * 1e6 if cpu is not None and got else None
     r["cpu_s_per_gb"] = cpu / (r["payload_bytes"] / 1e9) if cpu is not None and r["payload_bytes"] else None
@@ -124,8 +127,9 @@ def compute(d, baseline):
     r["x_floor"] = r["cpu_s_per_gb"] / (1e9 / aes) if aes and r["cpu_s_per_gb"] else None
     # what else kept this machine busy while the row ran (other users, in cores)
     win = (meta.get("window_usec") or 0) / 1e6
-    if win > 0 and meta.get("machine_busy_usec") is not None and cpu is not None:
-        own = cpu + (src.get("cpu_s") or 0) + (sink.get("cpu_s") or 0)
+    if win > 0 and meta.get("machine_busy_usec") is not None and (
+            cpu is not None or meta.get("relay") == "direct"):
+        own = (cpu or 0) + (src.get("cpu_s") or 0) + (sink.get("cpu_s") or 0)
         r["other_load"] = max(0.0, meta["machine_busy_usec"] / 1e6 - own) / win
         r["steal"] = (meta.get("steal_usec") or 0) / 1e6 / win
     else:
@@ -195,6 +199,10 @@ SHORT = ["name", "relay_name", "hops", "size", "msgs_per_s", "mb_per_s", "cpu_us
          "cpu_s_per_gb", "x_floor", "ktls_tx", "body_path", "sink_connections", "other_load"]
 
 
+# The rows without a relay: what source and sink do by themselves.
+DIRECT = ["name", "size", "msgs_per_s", "mb_per_s", "sink_connections", "other_load"]
+
+
 def md_table(rows, keys=None):
     cols = [c for c in COLUMNS if keys is None or c[0] in keys]
     head = "| " + " | ".join(c[1] for c in cols) + " |"
@@ -214,9 +222,9 @@ def md_table(rows, keys=None):
 def ratio_table(rows):
     """krelay / Postfix per (inbound, size): throughput and CPU per message."""
     by = {(r["relay"], r["inbound"], r["size"]): r for r in rows if r.get("group") == "compare"}
-    out = ["| krelay | In → out | Size | krelay msg/s | ÷ Postfix | ÷ Postfix+reuse "
+    out = ["| krelay | In → out | Size | krelay msg/s | ÷ Postfix | ÷ Postfix+reuse | ÷ no relay "
            "| krelay CPU µs/msg | ÷ Postfix | ÷ Postfix+reuse |",
-           "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for (relay, inbound, size), k in by.items():
         if relay not in KRELAYS:
             continue
@@ -226,6 +234,10 @@ def ratio_table(rows):
                 cells.append(fmt(k["cpu_us_per_msg"], ".0f"))
             for p in ("postfix", "postfix-reuse"):
                 o = by.get((p, inbound, size))
+                ok = o and o.get(metric) and k.get(metric)
+                cells.append(f"{k[metric] / o[metric]:.2f}" if ok else "-")
+            if metric == "msgs_per_s":  # the source straight into the sink, same run
+                o = by.get(("direct", "starttls", size))
                 ok = o and o.get(metric) and k.get(metric)
                 cells.append(f"{k[metric] / o[metric]:.2f}" if ok else "-")
         out.append("| " + " | ".join(cells) + " |")
@@ -314,7 +326,7 @@ def report(out, cpu_method, ktls, wall, version):
     for d in sorted((out / "rows").iterdir(), key=lambda p: p.stat().st_mtime):
         if (d / "row.json").exists():
             r = compute(d, baseline)
-            r["relay_name"] = RELAY_NAMES.get(r.get("relay"), r.get("relay"))
+            r["relay_name"] = RELAY_NAMES.get(r.get("relay"), "no relay")
             r["hops"] = (f"{'STARTTLS' if r.get('inbound') == 'starttls' else 'clear'} → "
                          f"{'STARTTLS' if r.get('outbound') == 'tls' else 'clear'}")
             rows.append(r)
@@ -324,7 +336,8 @@ def report(out, cpu_method, ktls, wall, version):
         for r in rows:
             w.writerow({k: ("" if v is None else v) for k, v in r.items()})
     plot_note = plot(rows, out)
-    compare = [r for r in rows if r.get("group") == "compare"]
+    compare = [r for r in rows if r.get("group") == "compare" and r.get("relay") != "direct"]
+    direct = [r for r in rows if r.get("relay") == "direct"]
     ablation = [r for r in rows if r.get("group") == "ablation"]
     conc = rows[0].get("concurrency") if rows else "?"
     cross = [r["pgroup_usec"] / r["cgroup_usec"] for r in rows
@@ -365,6 +378,8 @@ def report(out, cpu_method, ktls, wall, version):
           + ktls_note + cross_note,
           "",
           "### krelay and Postfix", "", md_table(compare), "",
+          "### No relay: the source straight into the sink (STARTTLS), same run", "",
+          md_table(direct, DIRECT), "",
           "### krelay ÷ Postfix", "", ratio_table(rows), "",
           "### krelay ablations (one setting changed; cleartext in)", "", md_table(ablation), "",
           noise_note.strip(), "",
@@ -375,7 +390,9 @@ def report(out, cpu_method, ktls, wall, version):
     summary = [md[0], "", f"Machine limits: {baseline_text(baseline)} "
                + ("kTLS: the tls module was loaded." if ktls == "yes" else
                   "No tls kernel module: all TLS is userspace OpenSSL, for both relays."),
-               "", md_table(compare, [k for k in SHORT if k != "name"]), "", ratio_table(rows), "",
+               "", md_table(compare, [k for k in SHORT if k != "name"]), "",
+               "No relay, the source straight into the sink (this machine's ceiling for the "
+               "two of them):", "", md_table(direct, DIRECT), "", ratio_table(rows), "",
                "krelay alone, one setting changed:", "",
                md_table(ablation, [k for k in SHORT if k != "relay_name"]), "",
                noise_note.strip(), ""]

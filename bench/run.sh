@@ -233,7 +233,9 @@ relay_cpu() { # -> "cgroup_usec user_usec sys_usec pgroup_usec machine_busy_usec
 }
 
 queue_empty() { # the relay's queue holds no message (its last unlink follows the sink's last 250)
-	if [[ $relay == krelay* ]]; then
+	if [ "$relay" = direct ]; then
+		true
+	elif [[ $relay == krelay* ]]; then
 		[ -z "$(find "$d/queue/queue" -type f 2>/dev/null | head -n1)" ]
 	else
 		[ -z "$(find "$pfq/incoming" "$pfq/active" "$pfq/deferred" "$pfq/maildrop" -type f 2>/dev/null | head -n1)" ]
@@ -242,6 +244,8 @@ queue_empty() { # the relay's queue holds no message (its last unlink follows th
 
 # row NAME GROUP RELAY INBOUND OUTBOUND SIZE [krelay option lines...]
 #   RELAY    krelay | krelay-interactive (DeliveryMode=interactive) | postfix | postfix-reuse
+#            | direct (no relay: the source straight into the sink, STARTTLS;
+#              the most this machine's source and sink do together)
 #   INBOUND  plain | starttls      (source -> relay)
 #   OUTBOUND tls | clear           (relay -> sink; the sink offers STARTTLS)
 row() {
@@ -260,11 +264,13 @@ row() {
 	fi
 	if ! start_sink; then
 		status=sink-not-started
+	elif [ "$relay" = direct ]; then
+		rp=$sp
 	elif [ "$relay" = krelay ] && ! start_krelay "$outbound" "$@"; then
 		status=relay-not-started
 	elif [ "$relay" = krelay-interactive ] && ! start_krelay "$outbound" DeliveryMode=interactive "$@"; then
 		status=relay-not-started
-	elif [[ $relay != krelay* ]] && ! start_postfix "$relay"; then
+	elif [[ $relay == postfix* ]] && ! start_postfix "$relay"; then
 		status=relay-not-started
 	fi
 	[ "$inbound" = plain ] || tls_args=(--tls starttls --ca "$certs/ca.crt")
@@ -336,6 +342,7 @@ fi
 
 echo "rows (source -> relay -> sink, $CONC sessions; ROWS=${ROWS}):"
 for size in $SIZES; do
+	row "direct-$size" compare direct starttls none "$size"
 	for inb in plain starttls; do
 		row "krelay-$inb-$size" compare krelay "$inb" tls "$size"
 		row "krelay-i-$inb-$size" compare krelay-interactive "$inb" tls "$size"
