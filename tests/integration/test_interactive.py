@@ -17,6 +17,8 @@ durable in queue/ only when that does not fully succeed.
   * Recipients for two next hops: the message is queued as usual.
   * Clients: smtplib (DATA, and BDAT over STARTTLS) and Postfix 3.7 relaying
     into krelay, which logs status=sent with krelay's "relayed as ID".
+  * Under load (krelay-bench, 40 sessions), relayed and stored messages
+    mixed: one copy per recipient at the next hop, no more, no less.
 
 The next hops are krelays (they keep what they receive in their spool),
 a bare listening socket that never greets (for the timeout), and a
@@ -26,12 +28,14 @@ import re
 import smtplib
 import socket
 import ssl
+import subprocess
 import time
 
 import pytest
 
 from helpers import wait_for
 from postfix_peer import postfix_relay_factory  # noqa: F401 (fixture)
+from test_bench_tool import BENCH
 from test_relay import (check_peer_copy, content_of, env_states, make_body, msgid_of, open_tx,
                         peer_messages, spool_names, split_received, stop_stats,
                         wait_deliveries, wait_peer, wait_spool_empty)
@@ -285,3 +289,35 @@ def test_postfix_client_into_interactive_krelay(relay_factory, postfix_relay_fac
     assert sorted(sent) == sorted(q for q, _ in accepted(relay, "relayed"))
     assert len(got) == len(contents)
     assert spool_names(relay) == []
+
+
+def test_under_load_both_ways(relay_factory):
+    """Two krelay-bench sources at once, 20 sessions each: one sends
+    single-recipient messages (relayed before their reply), the other
+    two-recipient ones that the next hop (MaxRecipients=1) takes only
+    half of (made durable, the second recipient retried a second later).
+    Every message is accepted; the next hop ends with exactly one copy
+    per recipient; nothing is left in the relay's queue/."""
+    peer = relay_factory("MaxRecipients=1\nDeliveryMode=queueonly\nMaxConnections=200\n",
+                         tls=False)
+    relay = relay_factory(f"SmartHost=[127.0.0.1]:{peer.port}\nTLSPolicy=none\n"
+                          f"RetrySchedule=1s,2s\nMaxConnections=200\n{MODE}")
+    n = 150
+
+    def source(rcpts):
+        return subprocess.Popen([BENCH, "source", "--to", f"127.0.0.1:{relay.port}",
+                                 "--messages", str(n), "--size", "mix:2k=60,30k=30,300k=10",
+                                 "--concurrency", "20", "--per-conn", "10", "--rcpts",
+                                 str(rcpts), "--tls", "none", "--timeout", "60", "--json"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    one, two = source(1), source(2)
+    for p in (one, two):
+        out, err = p.communicate(timeout=90)
+        assert p.returncode == 0, (out, err[-2000:])
+    wait_for(lambda: len(peer.queued()) >= 3 * n, 30, f"{3 * n} copies at the next hop")
+    wait_spool_empty(relay)
+    assert len(peer.queued()) == 3 * n
+    relayed, queued = accepted(relay, "relayed"), accepted(relay, "queued")
+    assert len(relayed) == n and len(queued) == n, (len(relayed), len(queued))
+    st = stop_stats(relay)
+    assert (st["relayed"], st["deferred"], st["bounced"]) == (3 * n, n, 0), st
