@@ -51,6 +51,9 @@ def test_ktls_tx_and_splice_in_vm():
     assert ("ok: krelay-bench: 20 messages verified at its sink, 20 deliveries logged "
             "ktls_tx=on body_path=splice") in out.stdout
     assert "ok: krelay-bench sink received with kTLS RX" in out.stdout
+    # DeliveryMode=interactive: relayed before the 250, spliced over kTLS
+    assert ("ok: message 9 relayed before its 250 (interactive), ktls_tx=on body_path=splice, "
+            "byte for byte, nothing stored") in out.stdout
 
 
 def test_without_tls_module_krelay_says_why():
@@ -64,6 +67,8 @@ def test_without_tls_module_krelay_says_why():
     assert "ok: message 4 (KeyUpdate next hop) arrived once, byte for byte" in out.stdout
     assert ("ok: krelay-bench: 20 messages verified at its sink, 20 deliveries logged "
             "ktls_tx=off ktls_why=") in out.stdout
+    assert ("ok: message 9 relayed before its 250 (interactive), ktls_tx=off ktls_why=, "
+            "byte for byte, nothing stored") in out.stdout
 
 
 COMBOS = {"t12-aes128": ("TLSv1.2", "ECDHE-ECDSA-AES128-GCM-SHA256"),

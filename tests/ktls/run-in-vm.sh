@@ -6,16 +6,18 @@
 # `krelay check`, then relays messages through a relay krelay to a sink
 # krelay (DeliveryMode=queueonly) over STARTTLS with TLSPolicy=encrypt, and
 # prints what krelay logged about TLS, kTLS and the body path, and
-# /proc/net/tls_stat.  Exits 0 when every message reached the sink intact.
+# /proc/net/tls_stat.  A second relay (DeliveryMode=interactive) relays one
+# message before its reply, to the same sink.  Exits 0 when every message
+# reached the sink intact.
 . /krelay/vm-lib.sh
 W=/tmp/ktls
-RELAY_PORT=2525 SINK_PORT=2526 KU_PORT=2527 KB_PORT=2528
+RELAY_PORT=2525 SINK_PORT=2526 KU_PORT=2527 KB_PORT=2528 IRELAY_PORT=2529
 
 load_modules
 stat_tls before
 
 rm -rf "$W"
-mkdir -p "$W/relay" "$W/sink"
+mkdir -p "$W/relay" "$W/sink" "$W/irelay"
 { base_conf "$W/sink" $SINK_PORT; echo DeliveryMode=queueonly; } >"$W/sink/krelay.conf"
 base_conf "$W/relay" $RELAY_PORT >"$W/relay/krelay.conf"
 cat >>"$W/relay/krelay.conf" <<CONF
@@ -25,6 +27,9 @@ RetrySchedule=1s,2s
 TLSPolicy=encrypt
 CONF
 printf 'keyupdate.test [127.0.0.1]:%s\nbench.test [127.0.0.1]:%s\n' $KU_PORT $KB_PORT >"$W/relay/transport"
+base_conf "$W/irelay" $IRELAY_PORT >"$W/irelay/krelay.conf"
+printf 'SmartHost=[127.0.0.1]:%s\nTLSPolicy=encrypt\nDeliveryMode=interactive\n' $SINK_PORT \
+	>>"$W/irelay/krelay.conf"
 
 echo "== krelay check"
 $K/krelay check -C "$W/relay/krelay.conf" 2>&1 | sed 's/^/   /'
@@ -33,6 +38,8 @@ start_krelay "$W/sink"
 sink=$started
 start_krelay "$W/relay"
 relay=$started
+start_krelay "$W/irelay"
+irelay=$started
 echo "== relay start line"
 grep -m1 " starting " "$W/relay/krelay.log" | sed 's/^[^ ]* [^ ]* /   /'
 
@@ -50,8 +57,8 @@ mkmsg() { # FILE SUBJECT LINES
 mkmsg "$W/msg1" "ktls-vm-cleartext" 2500
 n=1
 
-# nc_submit RCPT FILE: one cleartext SMTP transaction (busybox nc), one
-# command at a time; prints the server's replies
+# nc_submit RCPT FILE [PORT]: one cleartext SMTP transaction (busybox nc),
+# one command at a time; prints the server's replies
 nc_submit() {
 	{
 		sleep 0.5; printf 'EHLO vm.example.org\r\n'
@@ -61,7 +68,7 @@ nc_submit() {
 		sleep 0.3; cat "$2"; printf '.\r\n'
 		sleep 0.5; printf 'QUIT\r\n'
 		sleep 0.5
-	} | timeout 30 nc 127.0.0.1 $RELAY_PORT 2>&1 | tr -d '\r' | grep -E '^(250 |354|221|[45][0-9][0-9])' | sed 's/^/   S: /'
+	} | timeout 30 nc 127.0.0.1 "${3:-$RELAY_PORT}" 2>&1 | tr -d '\r' | grep -E '^(250 |354|221|[45][0-9][0-9])' | sed 's/^/   S: /'
 }
 
 # 1: cleartext submission (busybox nc), one command at a time
@@ -148,15 +155,20 @@ if [ -x $K/krelay-bench ]; then
 	echo "   sink exit $?: $(cat "$W/kb/sink.json" "$W/kb/sink.err")"
 fi
 
+# 6: the interactive relay: relayed to the sink before its 250
+mkmsg "$W/msg9" "ktls-vm-interactive" 1500
+echo "== submitting message 9 to the DeliveryMode=interactive relay ($(wc -c <"$W/msg9") bytes)"
+nc_submit sink@example.com "$W/msg9" $IRELAY_PORT | tee "$W/irelay/replies"
+
 echo "== waiting for the relay's queue to empty"
 i=0
 while [ $i -lt 600 ]; do
-	[ -z "$(ls "$W/relay/queue/queue" 2>/dev/null)" ] && [ "$(ls "$W/sink/queue/queue" 2>/dev/null | wc -l)" -ge $n ] && break
+	[ -z "$(ls "$W/relay/queue/queue" 2>/dev/null)" ] && [ "$(ls "$W/sink/queue/queue" 2>/dev/null | wc -l)" -ge $((n + 1)) ] && break
 	sleep 0.1; i=$((i + 1))
 done
 echo "   relay queue: $(ls "$W/relay/queue/queue" 2>/dev/null | wc -l) left; sink queue: $(ls "$W/sink/queue/queue" 2>/dev/null | wc -l) messages (after $((i / 10)) s)"
-kill -TERM $relay $sink 2>/dev/null
-wait $relay $sink 2>/dev/null
+kill -TERM $relay $irelay $sink 2>/dev/null
+wait $relay $irelay $sink 2>/dev/null
 
 strip() { sed 's/^[^ ]* [^ ]* [0-9A-Fa-f]* /   /'; }
 echo "== relay: smtp tls"
@@ -165,6 +177,8 @@ echo "== relay: delivery"
 grep " delivery " "$W/relay/krelay.log" | strip
 echo "== sink: smtp tls"
 grep " smtp tls " "$W/sink/krelay.log" | strip
+echo "== interactive relay"
+grep -E " smtp (relayed|queued) | delivery |stopped" "$W/irelay/krelay.log" | strip
 echo "== relay: stopping"
 grep -E "relayed=|stopping|error|warn" "$W/relay/krelay.log" | sed 's/^[^ ]* [^ ]* /   /'
 stat_tls after
@@ -244,6 +258,22 @@ if [ "$kb" = 1 ]; then
 			echo "FAIL: krelay-bench sink had no kTLS RX connection"; bad=$((bad + 1))
 		fi
 	fi
+fi
+# the interactive relay: "relayed as", nothing stored, the delivery on kTLS
+# with splice (or off, with the reason, without the module), bytes intact
+iwant="ktls_tx=on body_path=splice"
+[ "${KRELAY_VM_TLS_MODULE:-1}" = 1 ] || iwant="ktls_tx=off ktls_why="
+f=$(grep -l "^Subject: ktls-vm-interactive" "$W"/sink/queue/queue/* 2>/dev/null | head -1)
+off=$([ -n "$f" ] && tail -n 1 "$f" | awk '$1 == "KRELAY-ENV" { print $2 }')
+len=$(wc -c <"$W/msg9")
+if grep -q "250 2.0.0 Ok: relayed as" "$W/irelay/replies" &&
+	grep -q " smtp relayed id=.* mode=interactive" "$W/irelay/krelay.log" &&
+	grep " delivery to=<sink@example.com>.*status=sent" "$W/irelay/krelay.log" | grep -q "$iwant" &&
+	grep -q "krelay stopped messages=0 .* interactive=1 " "$W/irelay/krelay.log" &&
+	[ -n "$off" ] && head -c $((0x$off)) "$f" | tail -c "$len" | cmp -s - "$W/msg9"; then
+	echo "ok: message 9 relayed before its 250 (interactive), $iwant, byte for byte, nothing stored"
+else
+	echo "FAIL: message 9 through the interactive relay"; bad=$((bad + 1))
 fi
 # inbound TLS 1.2: the kernel decrypts too (kTLS RX), when the module is there
 if [ "$n" -ge 3 ] && [ "${KRELAY_VM_TLS_MODULE:-1}" = 1 ]; then
