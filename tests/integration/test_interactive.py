@@ -292,22 +292,24 @@ def test_postfix_client_into_interactive_krelay(relay_factory, postfix_relay_fac
 
 
 def test_under_load_both_ways(relay_factory):
-    """Two krelay-bench sources at once, 20 sessions each: one sends
-    single-recipient messages (relayed before their reply), the other
-    two-recipient ones that the next hop (MaxRecipients=1) takes only
+    """Two krelay-bench sources at once, 60 sessions each, into one worker:
+    one sends single-recipient messages (relayed before their reply), the
+    other two-recipient ones that the next hop (MaxRecipients=1) takes only
     half of (made durable, the second recipient retried a second later).
-    Every message is accepted; the next hop ends with exactly one copy
-    per recipient; nothing is left in the relay's queue/."""
+    More messages wait at once than the worker keeps files in pool/ (64),
+    so the pool fills and the other files are removed.  Every
+    message is accepted; the next hop ends with exactly one copy per
+    recipient; nothing is left in the relay's queue/."""
     peer = relay_factory("MaxRecipients=1\nDeliveryMode=queueonly\nMaxConnections=200\n",
                          tls=False)
     relay = relay_factory(f"SmartHost=[127.0.0.1]:{peer.port}\nTLSPolicy=none\n"
-                          f"RetrySchedule=1s,2s\nMaxConnections=200\n{MODE}")
-    n = 150
+                          f"RetrySchedule=1s,2s\nMaxConnections=200\nWorkers=1\n{MODE}")
+    n = 300
 
     def source(rcpts):
         return subprocess.Popen([BENCH, "source", "--to", f"127.0.0.1:{relay.port}",
                                  "--messages", str(n), "--size", "mix:2k=60,30k=30,300k=10",
-                                 "--concurrency", "20", "--per-conn", "10", "--rcpts",
+                                 "--concurrency", "60", "--per-conn", "5", "--rcpts",
                                  str(rcpts), "--tls", "none", "--timeout", "60", "--json"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     one, two = source(1), source(2)
@@ -319,5 +321,7 @@ def test_under_load_both_ways(relay_factory):
     assert len(peer.queued()) == 3 * n
     relayed, queued = accepted(relay, "relayed"), accepted(relay, "queued")
     assert len(relayed) == n and len(queued) == n, (len(relayed), len(queued))
+    # the worker's pool filled up (SPOOL_POOL_MAX files); the rest were removed
+    assert len(list((relay.queue / "pool").iterdir())) == 64
     st = stop_stats(relay)
     assert (st["relayed"], st["deferred"], st["bounced"]) == (3 * n, n, 0), st
