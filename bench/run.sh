@@ -195,7 +195,7 @@ start_krelay() { # start_krelay OUTBOUND [option lines...]
 		echo "SmartHost=[127.0.0.1]:$sp"
 		echo "TLSPolicy=$([ "$outbound" = tls ] && echo encrypt || echo none)"
 		# 20 connections to the sink in all workers together, as Postfix gets
-		echo "DestinationConcurrency=$(((CONC + workers - 1) / workers))"
+		echo "DestinationConcurrency=$CONC"
 		for opt in "$@"; do [[ $opt == Workers=* ]] || echo "$opt"; done
 	} >"$d/relay.conf"
 	(

@@ -214,10 +214,12 @@ static unsigned long long raise_nofile(const struct config *c, unsigned workers,
 {
 	struct rlimit rl;
 
-	*need = 2ull * c->max_connections +
-	        (unsigned long long)workers *
-	            (2ull * c->destination_concurrency + SPOOL_POOL_MAX + 32) +
-	        64;
+	/* sessions and their files; per next hop, max(DestinationConcurrency,
+	 * workers) connections (and a file each); per worker its pool */
+	*need =
+	    2ull * c->max_connections +
+	    2ull * (c->destination_concurrency > workers ? c->destination_concurrency : workers) +
+	    (unsigned long long)workers * (SPOOL_POOL_MAX + 32) + 64;
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
 		return 0;
 	if (rl.rlim_cur < rl.rlim_max) {

@@ -1579,6 +1579,16 @@ static void dest_fail_all(struct dest *d)
 	}
 }
 
+/* DestinationConcurrency is for the whole relay: each worker opens its
+ * share of it, at least one connection (so max(limit, Workers) in all). */
+static unsigned dest_limit(const struct queue *q)
+{
+	unsigned n = q->w->srv->workers, c = cfg(q)->destination_concurrency;
+	unsigned share = c / n + (q->w->index < c % n);
+
+	return share > 0 ? share : 1;
+}
+
 static void dest_kick(struct dest *d)
 {
 	struct queue *q = d->q;
@@ -1598,7 +1608,7 @@ static void dest_kick(struct dest *d)
 		conn_unidle(cn);
 		conn_send(cn, dest_pop(d));
 	}
-	while (d->head != NULL && d->active < cfg(q)->destination_concurrency)
+	while (d->head != NULL && d->active < dest_limit(q))
 		conn_start(d, 0, dest_pop(d));
 }
 
