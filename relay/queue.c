@@ -283,14 +283,20 @@ static void msg_start(struct qmsg *m)
 	            O_RDWR | O_CLOEXEC, 0);
 }
 
-void queue_add(struct queue *q, const struct spool_env *env, int fd, uint64_t file_size)
+static struct qmsg *msg_add(struct queue *q, const struct spool_env *env, int fd,
+                            uint64_t file_size)
 {
 	struct qmsg *m = msg_new(q);
 
 	env_copy(&m->env, env);
 	m->fd = fd;
 	m->file_size = fd >= 0 ? file_size : SPOOL_SIZE_UNKNOWN;
-	msg_start(m);
+	return m;
+}
+
+void queue_add(struct queue *q, const struct spool_env *env, int fd, uint64_t file_size)
+{
+	msg_start(msg_add(q, env, fd, file_size));
 }
 
 int queue_recover(struct queue *q, const char *id)
@@ -321,9 +327,10 @@ static void msg_open_cb(struct ring_op *op, int res, unsigned flags)
 	if (m->q->stopping) {
 		if (res >= 0)
 			close(res);
+		/* stays in the spool (a held one is put there); freed with the queue */
 		if (m->hold == HOLD_WAIT)
-			hold_ask_commit(m); /* into the spool, for the next start */
-		return;                     /* stays in the spool; freed with the queue */
+			hold_ask_commit(m);
+		return;
 	}
 	if (res < 0) {
 		log_warnx("queue: %s: open: %s: message dropped from memory", m->env.id,
@@ -958,8 +965,7 @@ static void held_leave(struct qmsg *m)
 
 static void hold_ask_commit(struct qmsg *m)
 {
-	m->hold = HOLD_COMMIT;
-	m->q->held--;
+	queue_held_commit(m);
 	m->hold_cb(m->hold_owner, QUEUE_HELD_COMMIT);
 }
 
@@ -1028,10 +1034,7 @@ struct qmsg *queue_add_held(struct queue *q, const struct spool_env *env, int fd
 	}
 	if ((dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0)
 		return NULL;
-	m = msg_new(q);
-	env_copy(&m->env, env);
-	m->fd = dfd;
-	m->file_size = file_size;
+	m = msg_add(q, env, dfd, file_size);
 	m->hold = HOLD_WAIT;
 	m->hold_cb = cb;
 	m->hold_owner = owner;

@@ -769,6 +769,17 @@ static void queued(struct smtp_session *s)
 	}
 }
 
+/* After a message's reply: the next command, unless krelay is stopping. */
+static void resume(struct smtp_session *s)
+{
+	if (s->shutdown && s->state == S_CMD) {
+		reply(s, "421 4.3.2 %s Service shutting down", cfg(s)->hostname);
+		quit(s, "shutdown");
+		return;
+	}
+	process(s);
+}
+
 /* A commit failed: a message being relayed before its reply is only
  * logged by the queue from now on. */
 static void held_lost(struct smtp_session *s, int err)
@@ -806,12 +817,7 @@ static void held_event(void *owner, enum queue_held_event ev)
 	}
 	tx_reset(s);
 	enter_state(s, S_CMD);
-	if (s->shutdown) {
-		reply(s, "421 4.3.2 %s Service shutting down", cfg(s)->hostname);
-		quit(s, "shutdown");
-		return;
-	}
-	process(s);
+	resume(s);
 }
 
 static void spool_event(void *owner, enum spool_event ev, int err)
@@ -862,9 +868,11 @@ static void spool_event(void *owner, enum spool_event ev, int err)
 		fill_env(s, &env);
 		s->held =
 		    queue_add_held(s->w->queue, &env, s->tx.fd, s->tx.file_size, held_event, s);
+		/* the reply waits for the queue (or, when the message does not
+		 * qualify, for the commit) */
 		if (s->held == NULL)
-			spool_tx_commit_staged(&s->tx); /* not for relaying first */
-		return;                                 /* the reply waits */
+			spool_tx_commit_staged(&s->tx);
+		return;
 	}
 	case SPOOL_COMMITTED:
 		s->tx_open = false;
@@ -891,12 +899,7 @@ static void spool_event(void *owner, enum spool_event ev, int err)
 		enter_state(s, S_CMD);
 		break;
 	}
-	if (s->shutdown && s->state == S_CMD) {
-		reply(s, "421 4.3.2 %s Service shutting down", cfg(s)->hostname);
-		quit(s, "shutdown");
-		return;
-	}
-	process(s);
+	resume(s);
 }
 
 /* ---- the loop ---------------------------------------------------------- */

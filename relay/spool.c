@@ -122,14 +122,20 @@ void spool_pool_cancel(struct spool *sp)
 	sp->pool_reserved--;
 }
 
-void spool_pool_put(struct spool *sp, int fd, const char *name, uint64_t size)
+/* An open file, pool/name, into the pool (the caller checked for room). */
+static void pool_add(struct spool *sp, int fd, const char *name, uint64_t size)
 {
 	struct spool_pool_file *f = &sp->pool[sp->npool++];
 
-	sp->pool_reserved--;
 	f->fd = fd;
 	f->size = size;
 	snprintf(f->name, sizeof(f->name), "%s", name);
+}
+
+void spool_pool_put(struct spool *sp, int fd, const char *name, uint64_t size)
+{
+	sp->pool_reserved--;
+	pool_add(sp, fd, name, size);
 }
 
 int spool_recover(const char *dir, unsigned *queued, unsigned *removed)
@@ -348,10 +354,7 @@ static void finish(struct spool_tx *tx, int err, bool unlink_tmp)
 	if (unlink_tmp && tx->from_pool && err == 0 && tx->fd >= 0 &&
 	    sp->npool + sp->pool_reserved < SPOOL_POOL_MAX) {
 		/* aborted: still pool/NAME, its old bytes partly written over */
-		struct spool_pool_file *f = &sp->pool[sp->npool++];
-		f->fd = tx->fd;
-		f->size = SPOOL_SIZE_UNKNOWN;
-		memcpy(f->name, tx->pool_name, sizeof(f->name));
+		pool_add(sp, tx->fd, tx->pool_name, SPOOL_SIZE_UNKNOWN);
 		tx->fd = -1;
 		unlink_tmp = false;
 	}
@@ -478,6 +481,7 @@ void spool_tx_added(struct spool_tx *tx, size_t n)
 }
 
 static void start_chain(struct spool_tx *tx);
+static void sync_and_rename(struct spool_tx *tx);
 
 static void write_cb(struct ring_op *op, int res, unsigned flags)
 {
@@ -555,12 +559,21 @@ static void start_chain(struct spool_tx *tx)
 	}
 	ring_reserve(sp->ring, 3); /* the chain is submitted whole */
 	ring_write(sp->ring, &tx->op_write, tx->fd, tx->tail, tx->fill, tx->off, true);
+	/* the write's completion comes to chain_cb through op_write */
+	tx->op_write.cb = chain_cb;
+	sync_and_rename(tx);
+}
+
+/* fdatasync -> rename to queue/ID, linked (after whatever the caller linked
+ * ahead of them); chain_cb gets both. */
+static void sync_and_rename(struct spool_tx *tx)
+{
+	struct spool *sp = tx->sp;
+
 	ring_fsync(sp->ring, &tx->op_fsync, tx->fd, true, true);
 	ring_renameat(sp->ring, &tx->op_rename, tx->from_pool ? sp->pool_dfd : sp->tmp_dfd,
 	              tx->from_pool ? tx->pool_name : tx->id, sp->queue_dfd, tx->id,
 	              RENAME_NOREPLACE, false);
-	/* the write's completion comes to chain_cb through op_write */
-	tx->op_write.cb = chain_cb;
 	sp->stats.fsyncs++;
 }
 
@@ -583,11 +596,7 @@ void spool_tx_commit_staged(struct spool_tx *tx)
 	tx->stage = TX_CHAIN;
 	tx->write_res = tx->fsync_res = tx->rename_res = 0;
 	ring_reserve(sp->ring, 2); /* the chain is submitted whole */
-	ring_fsync(sp->ring, &tx->op_fsync, tx->fd, true, true);
-	ring_renameat(sp->ring, &tx->op_rename, tx->from_pool ? sp->pool_dfd : sp->tmp_dfd,
-	              tx->from_pool ? tx->pool_name : tx->id, sp->queue_dfd, tx->id,
-	              RENAME_NOREPLACE, false);
-	sp->stats.fsyncs++;
+	sync_and_rename(tx);
 }
 
 bool spool_tx_release_staged(struct spool_tx *tx)
@@ -599,10 +608,7 @@ bool spool_tx_release_staged(struct spool_tx *tx)
 	sp->stats.relayed++;
 	if (tx->from_pool && sp->npool + sp->pool_reserved < SPOOL_POOL_MAX) {
 		/* still pool/NAME: it takes the next message as it is */
-		struct spool_pool_file *f = &sp->pool[sp->npool++];
-		f->fd = tx->fd;
-		f->size = tx->file_size;
-		memcpy(f->name, tx->pool_name, sizeof(f->name));
+		pool_add(sp, tx->fd, tx->pool_name, tx->file_size);
 		tx->fd = -1;
 		tx->stage = TX_IDLE;
 		return true;

@@ -37,8 +37,8 @@ struct spool_stats {
 	uint64_t fsyncs;   /* file fdatasyncs */
 	uint64_t dirsyncs; /* queue directory fsyncs, each covering a batch */
 	uint64_t failures;
-	uint64_t
-	    relayed; /* DeliveryMode=interactive: relayed before the reply, never made durable */
+	/* DeliveryMode=interactive: relayed before the reply, never made durable */
+	uint64_t relayed;
 };
 
 struct spool_tx;
