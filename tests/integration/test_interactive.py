@@ -9,7 +9,8 @@ durable in queue/ only when that does not fully succeed.
   * A 4xx or 5xx for any recipient, no connection, or InteractiveTimeout
     passing first: the message is made durable, the client gets the usual
     "queued as ID", and the queue goes on as for any message, remembering
-    which recipients the next hop already took (no duplicate for them).
+    which recipients the next hop already took (no duplicate for them); a
+    transaction still under way at the timeout ends like a queued one.
   * A client that leaves while it waits: the message is made durable and
     relayed all the same (never lost).
   * kill -9 while a client waits: that message was never acknowledged and
@@ -37,8 +38,8 @@ from helpers import wait_for
 from postfix_peer import postfix_relay_factory  # noqa: F401 (fixture)
 from test_bench_tool import BENCH
 from test_relay import (check_peer_copy, content_of, env_states, make_body, msgid_of, open_tx,
-                        peer_messages, spool_names, split_received, stop_stats,
-                        wait_deliveries, wait_peer, wait_spool_empty)
+                        peer_messages, raw_peer_factory, spool_names, split_received,  # noqa: F401
+                        stop_stats, wait_deliveries, wait_peer, wait_spool_empty)
 
 QID = r"[0-9A-F]{16}"
 MODE = "DeliveryMode=interactive\n"
@@ -325,3 +326,28 @@ def test_under_load_both_ways(relay_factory):
     assert len(list((relay.queue / "pool").iterdir())) == 64
     st = stop_stats(relay)
     assert (st["relayed"], st["deferred"], st["bounced"]) == (3 * n, n, 0), st
+
+
+def test_timeout_while_the_next_hop_takes_it(relay_factory, raw_peer_factory):
+    """The next hop takes 2.5 s to answer the final dot; InteractiveTimeout
+    is 1 s: the client gets "queued as" after about a second (the message
+    made durable while the transaction goes on), then the next hop's 250
+    ends it like any queued delivery: status=sent, queue/ emptied, one copy."""
+    peer = raw_peer_factory(final_delay=2.5)
+    relay = relay_factory(f"SmartHost=[127.0.0.1]:{peer.port}\nTLSPolicy=none\n"
+                          f"InteractiveTimeout=1s\nRetrySchedule=1s,2s\n{MODE}")
+    content = content_of(f"inter-late-{time.time_ns()}", make_body(5000, dots=True))
+    started = time.monotonic()
+    code, msg = submit(relay.port, ["r@example.com"], content)
+    took = time.monotonic() - started
+    assert code == 250 and "queued as" in msg, msg
+    assert 0.9 < took < 2.4, took
+    qid = msg.split()[-1]
+    assert qid in spool_names(relay)
+    d = wait_deliveries(relay, 1, timeout=15)[0]
+    assert (d["qid"], d["status"], d["reply"]) == (qid, "sent", "250 2.0.0 Ok: queued as RAW1"), d
+    wait_spool_empty(relay)
+    (_, _, body), = peer.messages()
+    received, rest = split_received(body, b"\r\n")
+    assert len(received) == 1 and rest == content
+    assert accepted(relay, "queued") == [(qid, " mode=interactive")]

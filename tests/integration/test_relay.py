@@ -334,11 +334,13 @@ class RawPeer:
     break_starttls   answer 220 to STARTTLS, then reply to the ClientHello
                      with garbage and close
     drop_after_body  on the first N messages, read the whole body up to the
-                     final "." and close without any reply"""
+                     final "." and close without any reply
+    final_delay      seconds to wait before the reply to the final "." """
 
-    def __init__(self, break_starttls=False, drop_after_body=0):
+    def __init__(self, break_starttls=False, drop_after_body=0, final_delay=0.0):
         self.break_starttls = break_starttls
         self.drop_after_body = drop_after_body
+        self.final_delay = final_delay
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
@@ -412,6 +414,7 @@ class RawPeer:
                     if drop:
                         sess["dropped"].append((sender, rcpts, bytes(body)))
                         return  # no final reply: the connection just ends
+                    time.sleep(self.final_delay)
                     sess["messages"].append((sender, rcpts, bytes(body)))
                     say(f"250 2.0.0 Ok: queued as RAW{len(sess['messages'])}")
                 elif verb in (b"RSET", b"NOOP"):
