@@ -13,6 +13,8 @@ durable in queue/ only when that does not fully succeed.
     transaction still under way at the timeout ends like a queued one.
   * A client that leaves while it waits: the message is made durable and
     relayed all the same (never lost).
+  * The message cannot be made durable (queue/ immutable): 451, the client
+    keeps it; the delivery under way is only logged.
   * kill -9 while a client waits: that message was never acknowledged and
     is not found in the spool at the next start (the client still has it).
   * Recipients for two next hops: the message is queued as usual.
@@ -351,3 +353,29 @@ def test_timeout_while_the_next_hop_takes_it(relay_factory, raw_peer_factory):
     received, rest = split_received(body, b"\r\n")
     assert len(received) == 1 and rest == content
     assert accepted(relay, "queued") == [(qid, " mode=interactive")]
+
+
+def test_commit_failure_after_timeout(relay_factory, raw_peer_factory):
+    """The message cannot be made durable when InteractiveTimeout asks for
+    it (queue/ is immutable, chattr +i: the rename fails): the client gets
+    451 and keeps the message; the transaction under way still ends, and
+    is only logged (nothing is recorded for a message nobody was told
+    about)."""
+    peer = raw_peer_factory(final_delay=3)
+    relay = relay_factory(f"SmartHost=[127.0.0.1]:{peer.port}\nTLSPolicy=none\n"
+                          f"InteractiveTimeout=1s\n{MODE}")
+    qdir = relay.queue / "queue"
+    if subprocess.run(["chattr", "+i", str(qdir)], capture_output=True).returncode != 0:
+        pytest.skip(f"chattr +i does not work on {qdir}'s file system")
+    try:
+        code, msg = submit(relay.port, ["r@example.com"],
+                           content_of(f"inter-fail-{time.time_ns()}", b"no room\r\n"))
+        assert (code, msg) == (451, "4.3.0 Error: queue file write error"), (code, msg)
+        relay.wait_log(r"smtp spool error id=\S+ error=\"Operation not permitted\"")
+        d = wait_deliveries(relay, 1, timeout=15)[0]
+        assert (d["status"], d["reply"]) == ("sent", "250 2.0.0 Ok: queued as RAW1"), d
+    finally:
+        subprocess.run(["chattr", "-i", str(qdir)], check=True)
+    assert spool_names(relay) == []
+    assert len(peer.messages()) == 1
+    assert accepted(relay, "queued") == accepted(relay, "relayed") == []
