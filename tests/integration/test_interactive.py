@@ -36,6 +36,7 @@ import time
 
 import pytest
 
+from conftest import KRELAY
 from helpers import wait_for
 from postfix_peer import postfix_relay_factory  # noqa: F401 (fixture)
 from test_bench_tool import BENCH
@@ -227,6 +228,14 @@ def test_kill9_while_waiting_keeps_nothing(relay_factory, silent_peer):
     assert [n for n in spool_names(relay) if re.fullmatch(QID, n)] == []
     relay.start()
     relay.wait_log(r"(?s)starting .*starting .* queued=0 ")
+
+
+def test_krelay_check_names_the_mode(relay_factory):
+    relay = relay_factory(f"{MODE}InteractiveTimeout=2m\n", start=False)
+    p = subprocess.run([KRELAY, "check", "-C", str(relay.conf)], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "DeliveryMode=interactive" in p.stdout, p.stdout
 
 
 def test_two_next_hops_are_queued(relay_factory, tmp_path):
