@@ -969,20 +969,32 @@ static void hold_ask_commit(struct qmsg *m)
 	m->hold_cb(m->hold_owner, QUEUE_HELD_COMMIT);
 }
 
+/* Some recipient of a finished job got no 2xx. */
+static bool logq_failed(const struct qmsg *m)
+{
+	for (const struct qjob *j = m->logq; j != NULL; j = j->next)
+		for (size_t k = 0; k < j->n; k++)
+			if (j->rcpts[k].code < 200 || j->rcpts[k].code >= 300)
+				return true;
+	return false;
+}
+
 /* A job of a message not yet durable finished. */
 static void held_result(struct qmsg *m)
 {
 	bool all_done = m->jobs == logq_len(m);
 
 	if (m->hold == HOLD_WAIT && all_done && all_delivered(m)) {
-		/* relayed: the next hop has it; the client is told, then the
+		/* relayed: the next hops have it; the client is told, then the
 		 * deliveries are logged */
 		m->hold = HOLD_NONE;
 		m->q->held--;
 		m->hold_cb(m->hold_owner, QUEUE_HELD_RELAYED);
 		held_leave(m);
-	} else if (m->hold == HOLD_WAIT) {
-		hold_ask_commit(m); /* the outcomes wait for queue_held_durable */
+	} else if (m->hold == HOLD_WAIT && (all_done || logq_failed(m))) {
+		/* the outcomes wait for queue_held_durable; jobs still at
+		 * other next hops go on */
+		hold_ask_commit(m);
 	} else if (m->hold == HOLD_ORPHAN && all_done) {
 		held_leave(m);
 	}
@@ -1012,26 +1024,14 @@ static void hold_tick_cb(struct ring_op *op, int res, unsigned flags)
 		hold_tick_arm(q);
 }
 
-static const char *rcpt_domain(const char *addr);
-
 struct qmsg *queue_add_held(struct queue *q, const struct spool_env *env, int fd,
                             uint64_t file_size, queue_held_cb cb, void *owner)
 {
-	char first[sizeof(((struct dest *)0)->name)], name[sizeof(first)];
 	struct qmsg *m;
 	int dfd;
 
 	if (q->stopping || env->rcpt_count == 0)
 		return NULL;
-	/* one next hop for all: one transaction decides */
-	for (size_t i = 0; i < env->rcpt_count; i++) {
-		struct route_hop hop;
-		route_lookup(q->transports, q->has_smarthost ? &q->smarthost : NULL,
-		             rcpt_domain(env->rcpts[i].addr), &hop);
-		route_hop_text(&hop, i == 0 ? first : name, sizeof(first));
-		if (i > 0 && strcmp(first, name) != 0)
-			return NULL;
-	}
 	if ((dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0)
 		return NULL;
 	m = msg_add(q, env, dfd, file_size);

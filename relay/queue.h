@@ -38,15 +38,15 @@ void queue_add(struct queue *q, const struct spool_env *env, int fd, uint64_t fi
 /* DeliveryMode=interactive: a message received but not yet durable, whose
  * client waits for its reply.  The queue relays it at once (fd: its file,
  * still the caller's; the queue reads a dup of it) and calls back once:
- *   QUEUE_HELD_RELAYED: every recipient got 2xx from the next hop; nothing
- *     stays in the queue, the file is the caller's again.
+ *   QUEUE_HELD_RELAYED: every recipient got 2xx from its next hop;
+ *     nothing stays in the queue, the file is the caller's again.
  *   QUEUE_HELD_COMMIT: anything else (a 4xx or 5xx, no connection, the
  *     client gone, InteractiveTimeout passed, the queue stopping): the
  *     caller makes the message durable and then calls queue_held_durable();
  *     until then the queue keeps the outcomes, then records them as for
- *     any queued message (retries, bounces).
- * Returns NULL when the message does not qualify (its recipients go to
- * more than one next hop, or the queue is stopping): commit it as usual. */
+ *     any queued message (retries, bounces).  Transactions still under
+ *     way at other next hops go on.
+ * Returns NULL when the queue is stopping: commit it as usual. */
 enum queue_held_event { QUEUE_HELD_RELAYED, QUEUE_HELD_COMMIT };
 typedef void (*queue_held_cb)(void *owner, enum queue_held_event ev);
 struct qmsg;

@@ -17,7 +17,8 @@ durable in queue/ only when that does not fully succeed.
     keeps it; the delivery under way is only logged.
   * kill -9 while a client waits: that message was never acknowledged and
     is not found in the spool at the next start (the client still has it).
-  * Recipients for two next hops: the message is queued as usual.
+  * Recipients for two next hops: relayed once both took theirs; stored
+    (with the first recipient done) when the other refuses.
   * Clients: smtplib (DATA, and BDAT over STARTTLS) and Postfix 3.7 relaying
     into krelay, which logs status=sent with krelay's "relayed as ID".
   * Under load (krelay-bench, 40 sessions), relayed and stored messages
@@ -40,6 +41,7 @@ from conftest import KRELAY
 from helpers import wait_for
 from postfix_peer import postfix_relay_factory  # noqa: F401 (fixture)
 from test_bench_tool import BENCH
+from helpers import deliveries
 from test_relay import (check_peer_copy, content_of, env_states, make_body, msgid_of, open_tx,
                         peer_messages, raw_peer_factory, spool_names, split_received,  # noqa: F401
                         stop_stats, wait_deliveries, wait_peer, wait_spool_empty)
@@ -55,10 +57,10 @@ def send(s, rcpts, content, sender="s@example.org"):
     return code, msg.decode()
 
 
-def submit(port, rcpts, content):
+def submit(port, rcpts, content, sender="s@example.org"):
     with smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=60) as s:
         s.ehlo()
-        return send(s, rcpts, content)
+        return send(s, rcpts, content, sender)
 
 
 def accepted(relay, what):
@@ -238,19 +240,50 @@ def test_krelay_check_names_the_mode(relay_factory):
     assert "DeliveryMode=interactive" in p.stdout, p.stdout
 
 
-def test_two_next_hops_are_queued(relay_factory, tmp_path):
+def two_hops(relay_factory, tmp_path, second=""):
+    """A relay whose recipients @one.test and @two.test go to two krelay
+    next hops (the second with extra config lines)."""
     p1 = relay_factory("DeliveryMode=queueonly\n")
-    p2 = relay_factory("DeliveryMode=queueonly\n")
+    p2 = relay_factory("DeliveryMode=queueonly\n" + second)
     table = tmp_path / "transport"
     table.write_text(f"one.test [127.0.0.1]:{p1.port}\ntwo.test [127.0.0.1]:{p2.port}\n")
-    relay = relay_factory(f"TransportTable={table}\n{MODE}")
+    return p1, p2, relay_factory(f"TransportTable={table}\nRetrySchedule=1s,2s\n{MODE}")
+
+
+def test_two_next_hops_both_take_it(relay_factory, tmp_path):
+    """Recipients at two next hops (two transactions at once): relayed once
+    both took theirs."""
+    p1, p2, relay = two_hops(relay_factory, tmp_path)
     content = content_of(f"inter-two-{time.time_ns()}", b"two hops\r\n")
     code, msg = submit(relay.port, ["a@one.test", "b@two.test"], content)
+    assert code == 250 and "relayed as" in msg, msg
+    # both had it before the reply
+    assert len(peer_messages(p1)[msgid_of(content)]) == 1
+    assert len(peer_messages(p2)[msgid_of(content)]) == 1
+    assert sorted(d["to"] for d in wait_deliveries(relay, 2, "sent")) == ["a@one.test",
+                                                                         "b@two.test"]
+    assert spool_names(relay) == []
+
+
+def test_two_next_hops_one_refuses(relay_factory, tmp_path):
+    """The second next hop refuses its recipient (550): the message is made
+    durable with the first recipient done; the client gets "queued as"; the
+    refused recipient is bounced (to the sender, at the first next hop),
+    the other not sent again."""
+    p1, p2, relay = two_hops(relay_factory, tmp_path, "RelayClients=10.9.9.9/32\n")
+    content = content_of(f"inter-two-no-{time.time_ns()}", b"one of two\r\n")
+    code, msg = submit(relay.port, ["a@one.test", "b@two.test"], content, sender="s@one.test")
     assert code == 250 and "queued as" in msg, msg
-    wait_deliveries(relay, 2, "sent")
+    qid = msg.split()[-1]
+    wait_for(lambda: len([d for d in deliveries(relay) if d["qid"] == qid]) == 2, 15,
+             "both deliveries")
+    mine = {d["to"]: d["status"] for d in deliveries(relay) if d["qid"] == qid}
+    assert mine == {"a@one.test": "sent", "b@two.test": "bounced"}, mine
     wait_spool_empty(relay)
-    assert len(wait_peer(p1, 1)[msgid_of(content)]) == 1
-    assert len(wait_peer(p2, 1)[msgid_of(content)]) == 1
+    time.sleep(1.5)  # a retry (RetrySchedule=1s) would come now
+    assert len(peer_messages(p1)[msgid_of(content)]) == 1
+    assert len(p1.queued()) == 2  # and the bounce
+    assert accepted(relay, "queued") == [(qid, " mode=interactive")]
 
 
 def test_starttls_and_bdat_inbound(relay_factory, certs):
