@@ -289,7 +289,6 @@ def test_two_next_hops_one_refuses(relay_factory, tmp_path):
 def test_starttls_and_bdat_inbound(relay_factory, certs):
     """A client over STARTTLS sending BDAT (exact bytes, a last line without
     CRLF): relayed before the reply, byte for byte."""
-    import ssl
     peer = relay_factory("DeliveryMode=queueonly\n")
     relay = relay_factory(f"SmartHost=[127.0.0.1]:{peer.port}\n{MODE}")
     ctx = ssl.create_default_context(cafile=str(certs.ca))
