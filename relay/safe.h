@@ -1,0 +1,45 @@
+/* safe: the one place where a value that came from outside (a HELO name, an
+ * envelope address, a certificate subject, a peer's reply) is made safe for
+ * what krelay writes: a log line, a header of a relayed message, a bounce.
+ * Pure code.  Every function writes a NUL-terminated string into dst (cap
+ * bytes, cap > 0, cut short rather than overflow) and returns dst, so that
+ * it can stand as a printf argument.
+ *
+ * The escape is "\xHH" (two upper-case hex digits) for every byte that may
+ * not stand as itself; a reader turns each back into its byte. */
+#ifndef KRELAY_SAFE_H
+#define KRELAY_SAFE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Room for a value of n bytes once escaped (every byte may take 4). */
+#define SAFE_LEN(n) (4 * (n) + 1)
+
+/* A log value written between delimiters: key=<...> or key="...".  Keeps
+ * printable ASCII (and '=', for SRS and BATV addresses) but escapes space,
+ * '\\', '"', '<' and '>', control bytes, DEL and 8-bit bytes: a value can
+ * never close its delimiter or pose as another key=value pair. */
+const char *safe_log(char *dst, size_t cap, const char *src);
+
+/* Free text logged as key="...": like safe_log but keeps spaces (a peer's
+ * reply reads as it was sent; it still cannot close its quotes). */
+const char *safe_log_text(char *dst, size_t cap, const char *src);
+
+/* Text written inside a header comment "( ... )" or a quoted string in one,
+ * e.g. a certificate's subject in Received: printable ASCII and space; '\\',
+ * '"', '(' and ')' escaped, as are control bytes (CR, LF: no header line can
+ * be ended or added), DEL and 8-bit bytes. */
+const char *safe_comment(char *dst, size_t cap, const char *src);
+
+/* Text of a line of a generated message body (a peer's reply in a bounce):
+ * printable ASCII, space and tab; everything else escaped. */
+const char *safe_body_text(char *dst, size_t cap, const char *src);
+
+/* True when s is a HELO/EHLO argument RFC 5321 allows (section 4.1.4):
+ * a Domain (sub-domains of letters, digits and inner hyphens, dot-separated,
+ * each 1..63 octets, 255 in all) or an address literal ("[192.0.2.1]",
+ * "[IPv6:2001:db8::1]", checked by inet_pton). */
+bool safe_helo_valid(const char *s);
+
+#endif
