@@ -130,6 +130,10 @@ struct queue {
 	struct route_hop smarthost;
 	bool has_smarthost, stopping;
 	unsigned dns_pending; /* queries whose callback has not run yet */
+	/* calls of a held message's owner under way (queue_add_held,
+	 * queue_held_commit, queue_held_durable): held_notify() asserts that
+	 * none is, so no owner is ever called back from inside its own call */
+	unsigned api_depth;
 	SSL_CTX *client_ctx;
 	struct qmsg *msgs;
 	struct dest *dests;
@@ -963,10 +967,19 @@ static void held_leave(struct qmsg *m)
 	msg_free(m);
 }
 
+static void held_notify(struct qmsg *m, enum queue_held_event ev)
+{
+	assert(m->q->api_depth == 0);
+	m->hold_cb(m->hold_owner, ev);
+}
+
 static void hold_ask_commit(struct qmsg *m)
 {
-	queue_held_commit(m);
-	m->hold_cb(m->hold_owner, QUEUE_HELD_COMMIT);
+	if (m->hold == HOLD_WAIT) {
+		m->hold = HOLD_COMMIT;
+		m->q->held--;
+	}
+	held_notify(m, QUEUE_HELD_COMMIT);
 }
 
 /* Some recipient of a finished job got no 2xx. */
@@ -989,7 +1002,7 @@ static void held_result(struct qmsg *m)
 		 * deliveries are logged */
 		m->hold = HOLD_NONE;
 		m->q->held--;
-		m->hold_cb(m->hold_owner, QUEUE_HELD_RELAYED);
+		held_notify(m, QUEUE_HELD_RELAYED);
 		held_leave(m);
 	} else if (m->hold == HOLD_WAIT && (all_done || logq_failed(m))) {
 		/* the outcomes wait for queue_held_durable; jobs still at
@@ -1034,6 +1047,7 @@ struct qmsg *queue_add_held(struct queue *q, const struct spool_env *env, int fd
 		return NULL;
 	if ((dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0)
 		return NULL;
+	q->api_depth++;
 	m = msg_add(q, env, dfd, file_size);
 	m->hold = HOLD_WAIT;
 	m->hold_cb = cb;
@@ -1042,6 +1056,7 @@ struct qmsg *queue_add_held(struct queue *q, const struct spool_env *env, int fd
 	q->held++;
 	hold_tick_arm(q);
 	msg_start(m);
+	q->api_depth--;
 	return m;
 }
 
@@ -1053,7 +1068,18 @@ void queue_held_commit(struct qmsg *m)
 	m->q->held--;
 }
 
+static void held_durable(struct qmsg *m, int err);
+
 void queue_held_durable(struct qmsg *m, int err)
+{
+	struct queue *q = m->q;
+
+	q->api_depth++;
+	held_durable(m, err); /* (may free m) */
+	q->api_depth--;
+}
+
+static void held_durable(struct qmsg *m, int err)
 {
 	assert(m->hold == HOLD_COMMIT);
 	if (err < 0) {

@@ -41,6 +41,18 @@ static void dirsync_cb(struct ring_op *op, int res, unsigned flags);
 static void close_cb(struct ring_op *op, int res, unsigned flags);
 static void dirsync_done(struct spool_waiter *w, int res);
 
+/* The public calls count themselves (api_depth) so that notify() can
+ * assert that no event reaches an owner from inside one: an event caused
+ * by a call is deferred to the next ring turn (op_defer) instead. */
+#define API_ENTER(sp) ((sp)->api_depth++)
+#define API_LEAVE(sp) (assert((sp)->api_depth > 0), (sp)->api_depth--)
+
+static void notify(struct spool_tx *tx, enum spool_event ev, int err)
+{
+	assert(tx->sp->api_depth == 0);
+	tx->cb(tx->owner, ev, err);
+}
+
 static int open_dir(int parent, const char *name)
 {
 	if (mkdirat(parent, name, 0700) < 0 && errno != EEXIST)
@@ -236,7 +248,8 @@ bool spool_tx_busy(const struct spool_tx *tx)
 {
 	return ring_op_busy(&tx->op_open) || ring_op_busy(&tx->op_write) ||
 	       ring_op_busy(&tx->op_fsync) || ring_op_busy(&tx->op_rename) ||
-	       ring_op_busy(&tx->op_close) || ring_op_busy(&tx->op_unlink);
+	       ring_op_busy(&tx->op_close) || ring_op_busy(&tx->op_unlink) ||
+	       ring_op_busy(&tx->op_defer);
 }
 
 static void open_new(struct spool_tx *tx)
@@ -248,7 +261,8 @@ static void open_new(struct spool_tx *tx)
 	            O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 }
 
-void spool_tx_begin(struct spool_tx *tx, struct spool *sp, const char *id, spool_cb cb, void *owner)
+static void tx_begin_call(struct spool_tx *tx, struct spool *sp, const char *id, spool_cb cb,
+                          void *owner)
 {
 	memset(tx, 0, sizeof(*tx));
 	tx->sp = sp;
@@ -262,6 +276,7 @@ void spool_tx_begin(struct spool_tx *tx, struct spool *sp, const char *id, spool
 	ring_op_init(&tx->op_rename, RING_RENAME, chain_cb, tx);
 	ring_op_init(&tx->op_close, RING_CLOSE, close_cb, tx);
 	ring_op_init(&tx->op_unlink, RING_UNLINK, close_cb, tx);
+	ring_op_init(&tx->op_defer, RING_NOP, close_cb, tx);
 	tx->stage = TX_OPENING;
 	if (sp->npool > 0) {
 		/* reuse a delivered message's file: written over where it is
@@ -366,7 +381,11 @@ static void finish(struct spool_tx *tx, int err, bool unlink_tmp)
 		ring_close(tx->sp->ring, &tx->op_close, tx->fd);
 		tx->fd = -1;
 	}
-	if (!spool_tx_busy(tx))
+	if (spool_tx_busy(tx))
+		return; /* close_cb reports it once the last operation is done */
+	if (sp->api_depth > 0)
+		ring_nop(sp->ring, &tx->op_defer); /* inside the owner's call */
+	else
 		close_cb(&tx->op_close, 0, 0);
 }
 
@@ -380,7 +399,7 @@ static void close_cb(struct ring_op *op, int res, unsigned flags)
 	release(tx);
 	tx->stage = TX_IDLE;
 	if (aborted) {
-		tx->cb(tx->owner, SPOOL_ABORTED, 0);
+		notify(tx, SPOOL_ABORTED, 0);
 	} else {
 		if (tx->commit_err == 0) {
 			tx->sp->stats.messages++;
@@ -388,7 +407,7 @@ static void close_cb(struct ring_op *op, int res, unsigned flags)
 		} else {
 			tx->sp->stats.failures++;
 		}
-		tx->cb(tx->owner, SPOOL_COMMITTED, tx->commit_err);
+		notify(tx, SPOOL_COMMITTED, tx->commit_err);
 	}
 	/* tx may be dangling after the callback */
 }
@@ -408,7 +427,7 @@ static void open_cb(struct ring_op *op, int res, unsigned flags)
 	}
 	if (res < 0) {
 		tx->stage = TX_IDLE;
-		tx->cb(tx->owner, SPOOL_OPENED, res);
+		notify(tx, SPOOL_OPENED, res);
 		return;
 	}
 	tx->buf[0] = buf_get(tx->sp, SPOOL_BUF_SIZE);
@@ -417,7 +436,7 @@ static void open_cb(struct ring_op *op, int res, unsigned flags)
 	if (tx->buf[0] == NULL || tx->buf[1] == NULL)
 		tx->error = -ENOMEM;
 	tx->stage = TX_OPEN;
-	tx->cb(tx->owner, SPOOL_OPENED, 0);
+	notify(tx, SPOOL_OPENED, 0);
 }
 
 static void submit_write(struct spool_tx *tx)
@@ -434,7 +453,7 @@ bool spool_tx_can_append(const struct spool_tx *tx, size_t len)
 	return tx->error != 0 || tx->fill + len <= tx->cap[tx->cur] || !ring_op_busy(&tx->op_write);
 }
 
-bool spool_tx_append(struct spool_tx *tx, const void *buf, size_t len)
+static bool tx_append_call(struct spool_tx *tx, const void *buf, size_t len)
 {
 	const char *p = buf;
 	size_t room;
@@ -461,7 +480,7 @@ bool spool_tx_append(struct spool_tx *tx, const void *buf, size_t len)
 	return true;
 }
 
-char *spool_tx_space(struct spool_tx *tx, size_t *room)
+static char *tx_space_call(struct spool_tx *tx, size_t *room)
 {
 	assert(tx->stage == TX_OPEN && tx->error == 0);
 	if (tx->fill == tx->cap[tx->cur]) {
@@ -473,7 +492,7 @@ char *spool_tx_space(struct spool_tx *tx, size_t *room)
 	return tx->buf[tx->cur] + tx->fill;
 }
 
-void spool_tx_added(struct spool_tx *tx, size_t n)
+static void tx_added_call(struct spool_tx *tx, size_t n)
 {
 	assert(tx->fill + n <= tx->cap[tx->cur]);
 	tx->fill += n;
@@ -501,11 +520,11 @@ static void write_cb(struct ring_op *op, int res, unsigned flags)
 		finish(tx, 0, true);
 		break;
 	default:
-		tx->cb(tx->owner, SPOOL_WRITABLE, 0);
+		notify(tx, SPOOL_WRITABLE, 0);
 	}
 }
 
-void spool_tx_commit(struct spool_tx *tx, const struct spool_env *env)
+static void tx_commit_call(struct spool_tx *tx, const struct spool_env *env)
 {
 	struct spool_env e = *env;
 	size_t env_len;
@@ -577,7 +596,7 @@ static void sync_and_rename(struct spool_tx *tx)
 	sp->stats.fsyncs++;
 }
 
-void spool_tx_stage(struct spool_tx *tx, const struct spool_env *env)
+static void tx_stage_call(struct spool_tx *tx, const struct spool_env *env)
 {
 	tx->staging = true;
 	spool_tx_commit(tx, env);
@@ -588,7 +607,7 @@ bool spool_tx_staged(const struct spool_tx *tx)
 	return tx->stage == TX_STAGED;
 }
 
-void spool_tx_commit_staged(struct spool_tx *tx)
+static void tx_commit_staged_call(struct spool_tx *tx)
 {
 	struct spool *sp = tx->sp;
 
@@ -599,7 +618,7 @@ void spool_tx_commit_staged(struct spool_tx *tx)
 	sync_and_rename(tx);
 }
 
-bool spool_tx_release_staged(struct spool_tx *tx)
+static bool tx_release_staged_call(struct spool_tx *tx)
 {
 	struct spool *sp = tx->sp;
 	char name[SPOOL_POOL_NAME];
@@ -689,7 +708,7 @@ static void chain_cb(struct ring_op *op, int res, unsigned flags)
 		tx->staging = false;
 		tx->stage = TX_STAGED;
 		release(tx); /* the buffers: nothing more is written */
-		tx->cb(tx->owner, SPOOL_STAGED, 0);
+		notify(tx, SPOOL_STAGED, 0);
 		return;
 	}
 	tx->stage = TX_DIRSYNC;
@@ -744,7 +763,7 @@ static void dirsync_cb(struct ring_op *op, int res, unsigned flags)
 	}
 }
 
-void spool_tx_abort(struct spool_tx *tx)
+static void tx_abort_call(struct spool_tx *tx)
 {
 	switch (tx->stage) {
 	case TX_OPENING:
@@ -799,4 +818,78 @@ int spool_load_env(int queue_dfd, const char *id, struct spool_env *env, char *e
 	free(buf);
 	close(fd);
 	return ret;
+}
+
+/* ---- the public calls: counted (api_depth), see notify() ---------------- */
+
+void spool_tx_begin(struct spool_tx *tx, struct spool *sp, const char *id, spool_cb cb, void *owner)
+{
+	API_ENTER(sp);
+	tx_begin_call(tx, sp, id, cb, owner);
+	API_LEAVE(sp);
+}
+
+bool spool_tx_append(struct spool_tx *tx, const void *buf, size_t len)
+{
+	bool r;
+
+	API_ENTER(tx->sp);
+	r = tx_append_call(tx, buf, len);
+	API_LEAVE(tx->sp);
+	return r;
+}
+
+char *spool_tx_space(struct spool_tx *tx, size_t *room)
+{
+	char *r;
+
+	API_ENTER(tx->sp);
+	r = tx_space_call(tx, room);
+	API_LEAVE(tx->sp);
+	return r;
+}
+
+void spool_tx_added(struct spool_tx *tx, size_t n)
+{
+	API_ENTER(tx->sp);
+	tx_added_call(tx, n);
+	API_LEAVE(tx->sp);
+}
+
+void spool_tx_commit(struct spool_tx *tx, const struct spool_env *env)
+{
+	API_ENTER(tx->sp);
+	tx_commit_call(tx, env);
+	API_LEAVE(tx->sp);
+}
+
+void spool_tx_stage(struct spool_tx *tx, const struct spool_env *env)
+{
+	API_ENTER(tx->sp);
+	tx_stage_call(tx, env);
+	API_LEAVE(tx->sp);
+}
+
+void spool_tx_commit_staged(struct spool_tx *tx)
+{
+	API_ENTER(tx->sp);
+	tx_commit_staged_call(tx);
+	API_LEAVE(tx->sp);
+}
+
+bool spool_tx_release_staged(struct spool_tx *tx)
+{
+	bool r;
+
+	API_ENTER(tx->sp);
+	r = tx_release_staged_call(tx);
+	API_LEAVE(tx->sp);
+	return r;
+}
+
+void spool_tx_abort(struct spool_tx *tx)
+{
+	API_ENTER(tx->sp);
+	tx_abort_call(tx);
+	API_LEAVE(tx->sp);
 }

@@ -80,6 +80,9 @@ struct spool {
 	struct spool_pool_file pool[SPOOL_POOL_MAX];
 	unsigned npool, pool_reserved;
 	uint32_t pool_seq;
+	/* spool_* calls under way on this worker: no event may reach an owner
+	 * while it is not 0 (events come from the ring's dispatch only) */
+	unsigned api_depth;
 };
 
 enum spool_event {
@@ -94,6 +97,9 @@ enum spool_event {
 	                  * the spool's.  A failure comes as SPOOL_COMMITTED. */
 };
 
+/* Every event reaches the owner from the ring's dispatch, never from inside
+ * the spool_* call that caused it (asserted): the owner may call the spool
+ * again, or free itself, from its callback. */
 typedef void (*spool_cb)(void *owner, enum spool_event ev, int err);
 
 struct spool_tx {
@@ -121,6 +127,7 @@ struct spool_tx {
 	uint64_t body_size;
 	struct spool_waiter dirwait;
 	struct ring_op op_open, op_write, op_fsync, op_rename, op_close, op_unlink;
+	struct ring_op op_defer; /* a NOP: the end reported on the next turn */
 	int write_res, fsync_res, rename_res;
 };
 
