@@ -8,7 +8,41 @@
 enum keep {
 	KEEP_SPACE = 1, /* ' ' */
 	KEEP_TAB = 2,   /* '\t' */
+	KEEP_UTF8 = 4,  /* well-formed UTF-8 that shows as text (see utf8_len) */
 };
+
+/* The length of the well-formed UTF-8 sequence (RFC 3629: no overlong
+ * forms, no surrogates, at most U+10FFFF) of two or more bytes at p, or 0
+ * when there is none or it is a character that does not show as what it is:
+ * a C1 control (U+0080..U+009F), a line or paragraph separator (U+2028,
+ * U+2029) or a bidirectional override or isolate (U+202A..U+202E,
+ * U+2066..U+2069), which could make a log line read other than it is. */
+static size_t utf8_len(const unsigned char *p)
+{
+	unsigned cp;
+	size_t n;
+
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		n = 2, cp = p[0] & 0x1fu;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		n = 3, cp = p[0] & 0x0fu;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		n = 4, cp = p[0] & 0x07u;
+	else
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((p[i] & 0xc0) != 0x80) /* also stops at the NUL */
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3fu);
+	}
+	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	if (cp <= 0x9f || cp == 0x2028 || cp == 0x2029 || (cp >= 0x202a && cp <= 0x202e) ||
+	    (cp >= 0x2066 && cp <= 0x2069))
+		return 0;
+	return n;
+}
 
 static const char *escape(char *dst, size_t cap, const char *src, const char *special,
                           unsigned keep)
@@ -18,6 +52,16 @@ static const char *escape(char *dst, size_t cap, const char *src, const char *sp
 
 	for (const unsigned char *p = (const unsigned char *)src; *p != '\0'; p++) {
 		unsigned char b = *p;
+		size_t u = (keep & KEEP_UTF8) && b >= 0x80 ? utf8_len(p) : 0;
+
+		if (u > 0) {
+			if (n + u >= cap)
+				break;
+			memcpy(dst + n, p, u);
+			n += u;
+			p += u - 1;
+			continue;
+		}
 		bool plain = (b > ' ' && b < 0x7f && strchr(special, b) == NULL) ||
 		             (b == ' ' && (keep & KEEP_SPACE)) || (b == '\t' && (keep & KEEP_TAB));
 
@@ -40,17 +84,17 @@ static const char *escape(char *dst, size_t cap, const char *src, const char *sp
 
 const char *safe_log(char *dst, size_t cap, const char *src)
 {
-	return escape(dst, cap, src, "\\\"<>", 0);
+	return escape(dst, cap, src, "\\\"<>", KEEP_UTF8);
 }
 
 const char *safe_log_text(char *dst, size_t cap, const char *src)
 {
-	return escape(dst, cap, src, "\\\"<>", KEEP_SPACE);
+	return escape(dst, cap, src, "\\\"<>", KEEP_SPACE | KEEP_UTF8);
 }
 
-const char *safe_comment(char *dst, size_t cap, const char *src)
+const char *safe_comment(char *dst, size_t cap, const char *src, bool utf8)
 {
-	return escape(dst, cap, src, "\\\"()", KEEP_SPACE);
+	return escape(dst, cap, src, "\\\"()", KEEP_SPACE | (utf8 ? KEEP_UTF8 : 0));
 }
 
 const char *safe_body_text(char *dst, size_t cap, const char *src)

@@ -17,9 +17,12 @@
 #define SAFE_LEN(n) (4 * (n) + 1)
 
 /* A log value written between delimiters: key=<...> or key="...".  Keeps
- * printable ASCII (and '=', for SRS and BATV addresses) but escapes space,
- * '\\', '"', '<' and '>', control bytes, DEL and 8-bit bytes: a value can
- * never close its delimiter or pose as another key=value pair. */
+ * printable ASCII (and '=', for SRS and BATV addresses) and well-formed
+ * UTF-8 text (an SMTPUTF8 address reads as itself) but escapes space, '\\',
+ * '"', '<' and '>', control bytes, DEL, any other 8-bit byte, and the
+ * characters that do not show as what they are (C1 controls, U+2028/9, the
+ * bidirectional overrides): a value can never close its delimiter or pose
+ * as another key=value pair. */
 const char *safe_log(char *dst, size_t cap, const char *src);
 
 /* Free text logged as key="...": like safe_log but keeps spaces (a peer's
@@ -29,8 +32,10 @@ const char *safe_log_text(char *dst, size_t cap, const char *src);
 /* Text written inside a header comment "( ... )" or a quoted string in one,
  * e.g. a certificate's subject in Received: printable ASCII and space; '\\',
  * '"', '(' and ')' escaped, as are control bytes (CR, LF: no header line can
- * be ended or added), DEL and 8-bit bytes. */
-const char *safe_comment(char *dst, size_t cap, const char *src);
+ * be ended or added), DEL and 8-bit bytes, except, with utf8 (a message
+ * whose headers may be UTF-8, RFC 6532), well-formed UTF-8 text as for
+ * safe_log. */
+const char *safe_comment(char *dst, size_t cap, const char *src, bool utf8);
 
 /* Text of a line of a generated message body (a peer's reply in a bounce):
  * printable ASCII, space and tab; everything else escaped. */

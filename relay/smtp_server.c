@@ -19,6 +19,7 @@
 
 #include "log.h"
 #include "queue.h"
+#include "safe.h"
 
 #include "smtp_data.h"
 #include "smtp_parse.h"
@@ -31,7 +32,7 @@
 #define OUT_MAX      (16u << 10)
 #define OUT_HIGH     (4u << 10) /* stop parsing pipelined commands past this */
 #define ERROR_LIMIT  20         /* like Postfix's smtpd_hard_error_limit */
-#define RECEIVED_MAX 1024
+#define RECEIVED_MAX 4096       /* room for every outside value escaped */
 
 enum state {
 	S_HANDSHAKE, /* TLS handshake (implicit TLS, or after STARTTLS) */
@@ -98,8 +99,34 @@ static void session_event(void *owner, enum xprt_event ev, int err);
 static void spool_event(void *owner, enum spool_event ev, int err);
 static void process(struct smtp_session *s);
 
+/* The transitions a session may make: one bit per state it may enter. */
+#define TO(st) (1u << (st))
+static const unsigned transitions[] = {
+    [S_HANDSHAKE] = TO(S_HANDSHAKE) | TO(S_GREETING) | TO(S_CMD) | TO(S_QUIT) | TO(S_CLOSING),
+    [S_GREETING] = TO(S_CMD) | TO(S_QUIT) | TO(S_CLOSING),
+    [S_CMD] = TO(S_CMD) | TO(S_STARTTLS) | TO(S_OPENING) | TO(S_BDAT) | TO(S_ABORT) | TO(S_QUIT) |
+              TO(S_CLOSING),
+    [S_STARTTLS] = TO(S_HANDSHAKE) | TO(S_QUIT) | TO(S_CLOSING),
+    [S_OPENING] = TO(S_DATA) | TO(S_BDAT) | TO(S_ABORT) | TO(S_QUIT) | TO(S_CLOSING),
+    [S_DATA] = TO(S_CMD) | TO(S_COMMIT) | TO(S_ABORT) | TO(S_QUIT) | TO(S_CLOSING),
+    [S_BDAT] = TO(S_CMD) | TO(S_COMMIT) | TO(S_ABORT) | TO(S_QUIT) | TO(S_CLOSING),
+    [S_COMMIT] = TO(S_CMD) | TO(S_QUIT) | TO(S_CLOSING),
+    [S_ABORT] = TO(S_CMD) | TO(S_QUIT) | TO(S_CLOSING),
+    [S_QUIT] = TO(S_QUIT) | TO(S_CLOSING),
+    [S_CLOSING] = 0,
+};
+
+/* Every change of state goes through here and is checked: a transition
+ * not in the table is a bug (re-entrancy made one, once), logged and
+ * stopped at once rather than left to corrupt the session. */
 static void enter_state(struct smtp_session *s, enum state st)
 {
+	if (!(transitions[s->state] & TO(st))) {
+		log_warnx("session %016llx: no transition from %s to %s", (unsigned long long)s->id,
+		          state_names[s->state], state_names[st]);
+		log_flush();
+		assert(!"smtp session state transition");
+	}
 	s->state = st;
 }
 
@@ -329,6 +356,8 @@ static void cmd_helo(struct smtp_session *s, const struct smtp_cmd *c)
 
 static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
 {
+	char esc[SAFE_LEN(SMTP_PATH_MAX + 1)];
+
 	if (s->sender != NULL) {
 		reply(s, "503 5.5.1 Error: nested MAIL command");
 		return;
@@ -345,8 +374,8 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
 	s->smtputf8 = c->smtputf8;
 	s->body_type = c->body == SMTP_BODY_8BITMIME ? 8 : c->body == SMTP_BODY_7BIT ? 7 : 0;
 	spool_new_id(&s->w->spool, s->qid);
-	log_event(s->id, "smtp from id=%s from=<%s> size=%llu", s->qid, c->addr,
-	          (unsigned long long)c->size);
+	log_event(s->id, "smtp from id=%s from=<%s> size=%llu", s->qid,
+	          safe_log(esc, sizeof(esc), c->addr), (unsigned long long)c->size);
 	reply(s, "250 2.1.0 Ok");
 }
 
@@ -365,6 +394,7 @@ static bool may_relay(struct smtp_session *s, const char *domain)
 
 static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
 {
+	char esc[SAFE_LEN(SMTP_PATH_MAX + 1)];
 	const char *why = NULL;
 
 	if (s->sender == NULL) {
@@ -389,7 +419,7 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
 	}
 	if (why != NULL) {
 		log_event(s->id, "smtp to id=%s to=<%s> status=rejected reply=\"%s\"", s->qid,
-		          c->addr, why);
+		          safe_log(esc, sizeof(esc), c->addr), why);
 		reply(s, "%s", why);
 		return;
 	}
@@ -410,13 +440,18 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
 		return;
 	}
 	s->nrcpt++;
-	log_event(s->id, "smtp to id=%s to=<%s> status=accepted", s->qid, c->addr);
+	log_event(s->id, "smtp to id=%s to=<%s> status=accepted", s->qid,
+	          safe_log(esc, sizeof(esc), c->addr));
 	reply(s, "250 2.1.5 Ok");
 }
 
+/* krelay's own header may hold values from outside (HELO, the client
+ * certificate's subject, the recipient): each goes through safe_comment(),
+ * so that none can end the header or add a line (least of all a "."). */
 static void received_header(struct smtp_session *s, char *buf, size_t len)
 {
-	char date[64], certline[256] = "";
+	char date[64], certline[SAFE_LEN(sizeof(s->cert.subject)) + 64] = "";
+	char from[SAFE_LEN(sizeof(s->helo)) + 32], esc[SAFE_LEN(SMTP_PATH_MAX + 1)];
 	time_t now = time(NULL);
 	struct tm tm;
 	size_t n;
@@ -425,11 +460,19 @@ static void received_header(struct smtp_session *s, char *buf, size_t len)
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
 	if (s->tls && s->cert.cert)
 		snprintf(certline, sizeof(certline), "\t(Client CN \"%s\", %s)\r\n",
-		         s->cert.subject, s->cert.verified ? "verified OK" : "not verified");
+		         safe_comment(esc, sizeof(esc), s->cert.subject, s->smtputf8),
+		         s->cert.verified ? "verified OK" : "not verified");
 	else if (s->tls)
 		snprintf(certline, sizeof(certline),
 		         "\t(Client did not present a certificate)\r\n");
-	n = (size_t)snprintf(buf, len, "Received: from %s (unknown [%s])\r\n", s->helo, s->client);
+	/* RFC 5321 From-domain: a HELO that is no domain or address literal
+	 * is shown as what it is, in the comment, never as the name */
+	if (safe_helo_valid(s->helo))
+		snprintf(from, sizeof(from), "%s (unknown [%s])", s->helo, s->client);
+	else
+		snprintf(from, sizeof(from), "unknown (unknown [%s] HELO \"%s\")", s->client,
+		         safe_comment(esc, sizeof(esc), s->helo, s->smtputf8));
+	n = (size_t)snprintf(buf, len, "Received: from %s\r\n", from);
 	if (s->tls && n < len)
 		n +=
 		    (size_t)snprintf(buf + n, len - n, "\t(using %s)\r\n%s", s->tls_desc, certline);
@@ -441,9 +484,19 @@ static void received_header(struct smtp_session *s, char *buf, size_t len)
 		                                : (s->smtputf8 ? "UTF8SMTP" : "ESMTP"),
 		                      s->qid);
 	if (s->nrcpt == 1 && n < len)
-		n += (size_t)snprintf(buf + n, len - n, "\r\n\tfor <%s>", s->rcpts[0].addr);
+		n +=
+		    (size_t)snprintf(buf + n, len - n, "\r\n\tfor <%s>",
+		                     safe_comment(esc, sizeof(esc), s->rcpts[0].addr, s->smtputf8));
 	if (n < len)
-		snprintf(buf + n, len - n, "; %s\r\n", date);
+		n += (size_t)snprintf(buf + n, len - n, "; %s\r\n", date);
+	assert(n < len); /* RECEIVED_MAX holds the longest, never cut short */
+	/* one header: every line break is followed by a fold (or ends it), so
+	 * no line of it can be "." or pose as a header or command of its own */
+	for (size_t i = 0; i < n && i < len; i++)
+		assert(buf[i] != '\n' ||
+		       (i > 0 && buf[i - 1] == '\r' && (i + 1 >= n || buf[i + 1] == '\t')));
+	for (size_t i = 0; i < n && i < len; i++)
+		assert(buf[i] != '\r' || (i + 1 < len && buf[i + 1] == '\n'));
 }
 
 /* DATA or the first BDAT: create the spool file, then carry on. */
@@ -736,12 +789,14 @@ static void end_of_data(struct smtp_session *s)
 
 static void log_accepted(struct smtp_session *s, const char *what)
 {
+	char esc[SAFE_LEN(SMTP_PATH_MAX + 1)];
 	struct timespec now;
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	s->messages++;
 	log_event(s->id, "smtp %s id=%s from=<%s> size=%llu nrcpt=%zu delay_ms=%.1f%s", what,
-	          s->qid, s->sender, (unsigned long long)s->tx.body_size, s->nrcpt,
+	          s->qid, safe_log(esc, sizeof(esc), s->sender),
+	          (unsigned long long)s->tx.body_size, s->nrcpt,
 	          (double)(now.tv_sec - s->data_start.tv_sec) * 1e3 +
 	              (double)(now.tv_nsec - s->data_start.tv_nsec) / 1e6,
 	          s->interactive ? " mode=interactive" : "");
@@ -973,7 +1028,8 @@ static void process(struct smtp_session *s)
 static void tls_done(struct smtp_session *s)
 {
 	struct ktls_state *k = &s->x.ktls;
-	char why[256] = "", cert[256];
+	char why[256] = "", cert[SAFE_LEN(sizeof(s->cert.subject)) + 128];
+	char esc[SAFE_LEN(sizeof(s->cert.subject))];
 
 	s->tls = true;
 	ktls_describe(s->x.ssl, s->tls_desc, sizeof(s->tls_desc));
@@ -986,7 +1042,7 @@ static void tls_done(struct smtp_session *s)
 		snprintf(cert, sizeof(cert), "none");
 	else if (s->cert.verified)
 		snprintf(cert, sizeof(cert), "verified fingerprint=%s subject=\"%s\"",
-		         s->cert.fingerprint, s->cert.subject);
+		         s->cert.fingerprint, safe_log_text(esc, sizeof(esc), s->cert.subject));
 	else
 		snprintf(cert, sizeof(cert), "unverified fingerprint=%s verify_error=\"%s\"",
 		         s->cert.fingerprint, s->cert.verify_error);

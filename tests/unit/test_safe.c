@@ -13,7 +13,41 @@ TEST(log_value_cannot_close_its_delimiter)
 	      0);
 	CHECK(strcmp(safe_log(b, sizeof(b), "SRS0=ab=cd@x.example"), "SRS0=ab=cd@x.example") == 0);
 	CHECK(strcmp(safe_log(b, sizeof(b), "a\\b"), "a\\x5Cb") == 0);
-	CHECK(strcmp(safe_log(b, sizeof(b), "m\xc3\xbcller@x"), "m\\xC3\\xBCller@x") == 0);
+}
+
+TEST(log_keeps_utf8_text_not_tricks)
+{
+	char b[SAFE_LEN(128)];
+
+	/* an SMTPUTF8 address reads as itself */
+	CHECK(strcmp(safe_log(b, sizeof(b),
+	                      "m\xc3\xbc"
+	                      "ller@\xce\xb4.example"),
+	             "m\xc3\xbc"
+	             "ller@\xce\xb4.example") == 0);
+	CHECK(strcmp(safe_log(b, sizeof(b), "\xf0\x9f\x93\xa7@x"), "\xf0\x9f\x93\xa7@x") == 0);
+	/* not: stray, overlong, surrogate, truncated, C1, separators, bidi */
+	CHECK(strcmp(safe_log(b, sizeof(b),
+	                      "a\xe9"
+	                      "b"),
+	             "a\\xE9b") == 0);
+	CHECK(strcmp(safe_log(b, sizeof(b), "\xc0\xbc"), "\\xC0\\xBC") == 0);
+	CHECK(strcmp(safe_log(b, sizeof(b), "\xe0\x80\xbc"), "\\xE0\\x80\\xBC") == 0);
+	CHECK(strcmp(safe_log(b, sizeof(b), "\xed\xa0\x80"), "\\xED\\xA0\\x80") == 0);
+	CHECK(strcmp(safe_log(b, sizeof(b), "\xce"), "\\xCE") == 0);
+	CHECK(strcmp(safe_log(b, sizeof(b), "\xc2\x85"), "\\xC2\\x85") == 0);
+	CHECK(strcmp(safe_log(b, sizeof(b), "\xe2\x80\xa8"), "\\xE2\\x80\\xA8") == 0);
+	CHECK(strcmp(safe_log(b, sizeof(b),
+	                      "x\xe2\x80\xae"
+	                      "gnp.exe"),
+	             "x\\xE2\\x80\\xAEgnp.exe") == 0);
+	CHECK(strcmp(safe_log(b, sizeof(b), "\xf4\x90\x80\x80"), "\\xF4\\x90\\x80\\x80") == 0);
+	/* a sequence is never cut in two */
+	char small[4];
+	CHECK(strcmp(safe_log(small, sizeof(small), "ab\xc3\xbc"), "ab") == 0);
+	/* a header comment keeps UTF-8 only in an SMTPUTF8 message */
+	CHECK(strcmp(safe_comment(b, sizeof(b), "\xc3\xa5sa\r", true), "\xc3\xa5sa\\x0D") == 0);
+	CHECK(strcmp(safe_comment(b, sizeof(b), "\xc3\xbc", false), "\\xC3\\xBC") == 0);
 }
 
 TEST(log_text_keeps_spaces_not_quotes_or_lines)
@@ -29,11 +63,11 @@ TEST(comment_cannot_add_header_lines)
 {
 	char b[SAFE_LEN(128)];
 
-	CHECK(strcmp(safe_comment(b, sizeof(b), "evil\r\n.\r\nMAIL FROM:<a@b>"),
+	CHECK(strcmp(safe_comment(b, sizeof(b), "evil\r\n.\r\nMAIL FROM:<a@b>", false),
 	             "evil\\x0D\\x0A.\\x0D\\x0AMAIL FROM:<a@b>") == 0);
-	CHECK(strcmp(safe_comment(b, sizeof(b), "a) by x (b\"c\\"),
+	CHECK(strcmp(safe_comment(b, sizeof(b), "a) by x (b\"c\\", false),
 	             "a\\x29 by x \\x28b\\x22c\\x5C") == 0);
-	CHECK(strchr(safe_comment(b, sizeof(b), "\r\n\t\x7f\x80"), '\r') == NULL);
+	CHECK(strchr(safe_comment(b, sizeof(b), "\r\n\t\x7f\x80", false), '\r') == NULL);
 }
 
 TEST(body_text_keeps_tab_escapes_cr)
@@ -84,6 +118,7 @@ TEST(helo_syntax)
 int main(void)
 {
 	RUN(log_value_cannot_close_its_delimiter);
+	RUN(log_keeps_utf8_text_not_tricks);
 	RUN(log_text_keeps_spaces_not_quotes_or_lines);
 	RUN(comment_cannot_add_header_lines);
 	RUN(body_text_keeps_tab_escapes_cr);
