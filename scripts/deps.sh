@@ -8,7 +8,10 @@ set -euo pipefail
 PKGS=(
 		build-essential pkg-config libssl-dev openssl liburing-dev libc-ares-dev
 	clang-format
-	python3 python3-pytest swaks
+	python3 python3-pytest python3-cryptography
+	# swaks's TLS and IPv6 come from Recommends, which --no-install-recommends
+	# drops: each package a test uses is named here
+	swaks libnet-ssleay-perl libio-socket-inet6-perl
 	dnsmasq-base postfix
 	qemu-system-x86 busybox-static cpio kmod
 	iproute2 procps util-linux
