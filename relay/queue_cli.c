@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "queue.h"
+#include "safe.h"
 #include "spool.h"
 #include "spool_format.h"
 
@@ -53,9 +54,11 @@ static int open_sub(const struct config *c, const char *sub)
 	return open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 }
 
+/* Sender, recipients and the last error came from outside: shown as the
+ * log shows them (safe.h), so a listing always reads as what is queued. */
 static void print_msg(const struct spool_env *e, bool held, time_t now)
 {
-	char a[32], next[32] = "-";
+	char a[32], next[32] = "-", esc[SAFE_LEN(1024)];
 
 	age(now - e->arrival, a, sizeof(a));
 	if (e->next_attempt > now) {
@@ -65,11 +68,13 @@ static void print_msg(const struct spool_env *e, bool held, time_t now)
 		strcpy(next, "now");
 	}
 	printf("%s%s size=%llu age=%s attempts=%u next=%s from=<%s>\n", e->id, held ? " HELD" : "",
-	       (unsigned long long)e->body_size, a, e->attempts, held ? "held" : next, e->sender);
+	       (unsigned long long)e->body_size, a, e->attempts, held ? "held" : next,
+	       safe_log(esc, sizeof(esc), e->sender));
 	for (size_t r = 0; r < e->rcpt_count; r++)
-		printf("    to=<%s> %s\n", e->rcpts[r].addr, state_name(e->rcpts[r].state));
+		printf("    to=<%s> %s\n", safe_log(esc, sizeof(esc), e->rcpts[r].addr),
+		       state_name(e->rcpts[r].state));
 	if (e->last_error != NULL && e->last_error[0] != '\0')
-		printf("    last error: %s\n", e->last_error);
+		printf("    last error: %s\n", safe_log_text(esc, sizeof(esc), e->last_error));
 }
 
 static int list_sub(const struct config *c, const char *sub, bool held)

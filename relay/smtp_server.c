@@ -527,10 +527,12 @@ static void cmd_bdat(struct smtp_session *s, const struct smtp_cmd *c)
 {
 	s->bdat_left = c->chunk_size;
 	s->bdat_last = c->last;
-	if (s->sender == NULL || s->nrcpt == 0) {
-		/* RFC 3030: the chunk must still be read, then refused. */
-		s->reject = s->sender == NULL ? "503 5.5.1 Error: need MAIL command"
-		                              : "554 5.5.1 Error: no valid recipients";
+	if (!s->greeted || s->sender == NULL || s->nrcpt == 0) {
+		/* RFC 3030: the chunk must still be read, then refused (its
+		 * bytes are never taken for commands). */
+		s->reject = !s->greeted         ? "503 5.5.1 Error: send HELO/EHLO first"
+		            : s->sender == NULL ? "503 5.5.1 Error: need MAIL command"
+		                                : "554 5.5.1 Error: no valid recipients";
 		s->bdat = true;
 		smtp_data_init(&s->data, false);
 		enter_state(s, S_BDAT);
@@ -609,7 +611,7 @@ static const struct {
     [SMTP_MAIL] = {cmd_mail, NEED_HELO},
     [SMTP_RCPT] = {cmd_rcpt, NEED_HELO},
     [SMTP_DATA] = {cmd_data, NEED_HELO},
-    [SMTP_BDAT] = {cmd_bdat, NEED_HELO},
+    [SMTP_BDAT] = {cmd_bdat, 0}, /* refuses after reading the chunk */
     [SMTP_RSET] = {cmd_rset, 0},
     [SMTP_NOOP] = {cmd_simple, 0},
     [SMTP_QUIT] = {cmd_quit, 0},

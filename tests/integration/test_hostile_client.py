@@ -298,3 +298,34 @@ def test_quoted_local_part_cannot_forge_log_fields(relay_factory):
         assert addr == escaped, line
     to_line = [l for l in lines if " smtp to " in l][0]
     assert dict(fields(to_line))["status"] == "accepted"
+
+
+def test_queue_list_shows_forged_addresses_escaped(relay_factory):
+    """`krelay queue list` reads as what is queued: one message, one sender,
+    one recipient line, whatever the quoted local part holds."""
+    from test_queue_routing import queue_list
+    relay = relay_factory()
+    forged = '"x> size=1 attempts=0\\r\\n    to=<ceo@bank.example> delivered"@client.test'
+    with smtplib.SMTP("127.0.0.1", relay.port, timeout=30) as s:
+        s.ehlo("client.test")
+        assert s.mail(f"<{forged}>")[0] == 250
+        assert s.rcpt("<r@example.com>")[0] == 250
+        code, msg = s.data(content_of("forged-list"))
+        assert code == 250, msg
+    qid = re.search(r"queued as ([0-9A-F]{16})", msg.decode()).group(1)
+    msgs, count = queue_list(relay)
+    assert count == 1 and list(msgs) == [qid], msgs
+    assert msgs[qid]["rcpts"] == [("r@example.com", "pending")], msgs[qid]
+
+
+def test_bdat_before_helo_reads_its_chunk(relay):
+    """RFC 3030: a refused BDAT's chunk is read and dropped, never taken for
+    commands (here, one that would open a transaction)."""
+    chunk = b"MAIL FROM:<a@evil.test>\r\n"
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as c:
+        f = c.makefile("rb")
+        assert f.readline().startswith(b"220")
+        c.sendall(b"BDAT %d LAST\r\n" % len(chunk) + chunk + b"NOOP\r\nQUIT\r\n")
+        assert f.readline().startswith(b"503 5.5.1 Error: send HELO/EHLO first")
+        assert f.readline().startswith(b"250 2.0.0 Ok")
+        assert f.readline().startswith(b"221")
