@@ -56,6 +56,10 @@ struct qmsg {
 	    op_st_rename, op_unlink1, op_unlink2;
 	struct __kernel_timespec ts;
 	struct spool_waiter dirwait;
+	/* msg_unlink: what follows once queue/ID's removal is durable (and,
+	 * with has_state, queue/ID.env is gone after it) */
+	void (*removal_done)(struct spool_waiter *w, int res);
+	int removal_res;
 	char *st_buf;
 	size_t st_len;
 	int st_fd, st_res;
@@ -134,6 +138,9 @@ struct queue {
 	 * queue_held_commit, queue_held_durable): held_notify() asserts that
 	 * none is, so no owner is ever called back from inside its own call */
 	unsigned api_depth;
+	/* DeliveryMode=queueonly: durable messages waiting for a queue run */
+	char (*parked)[SPOOL_ID_LEN + 1];
+	size_t nparked, parked_cap;
 	SSL_CTX *client_ctx;
 	struct qmsg *msgs;
 	struct dest *dests;
@@ -483,10 +490,10 @@ static void unlink_cb(struct ring_op *op, int res, unsigned flags)
 		m->pooling = false; /* not moved: no reuse */
 		spool_pool_cancel(&m->q->w->spool);
 	}
-	if (ring_op_busy(&m->op_unlink1) || ring_op_busy(&m->op_unlink2) || m->rename_dirsync)
+	if (m->rename_dirsync)
 		return; /* a rename linked with the dirsync: pool_dirsync_done follows */
-	if (m->pooling) {
-		m->dirwait.done = pool_dirsync_done;
+	if (m->pooling || m->has_state) {
+		/* durable before the file is reused, or before the state goes */
 		spool_dirsync(&m->q->w->spool, &m->dirwait);
 		return;
 	}
@@ -663,32 +670,54 @@ static bool bounces_pending(struct qmsg *m)
 	return true;
 }
 
-/* Unlinks queue/ID and, when it may exist, queue/ID.env; the unlink ops'
- * callbacks follow. */
+static void env_unlinked_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct qmsg *m = op->owner;
+
+	m->removal_done(&m->dirwait, m->removal_res);
+}
+
+/* queue/ID's removal is durable: now queue/ID.env may go. */
+static void removal_durable(struct spool_waiter *w, int res)
+{
+	struct qmsg *m = (struct qmsg *)(void *)((char *)w - offsetof(struct qmsg, dirwait));
+
+	m->dirwait.done = m->removal_done;
+	if (!m->has_state || res < 0) {
+		/* (not durable: the state file stays with the message, so that a
+		 * restart that finds the message finds its state too) */
+		m->removal_done(w, res);
+		return;
+	}
+	m->removal_res = res;
+	m->op_unlink1.cb = env_unlinked_cb;
+	snprintf(m->st_name, sizeof(m->st_name), "%s.env", m->env.id);
+	ring_unlinkat(&m->q->w->ring, &m->op_unlink1, m->q->w->spool.queue_dfd, m->st_name);
+}
+
+/* Removes a finished message, in an order no crash can undo: queue/ID goes
+ * first (moved to pool/ or unlinked) and is made durable by the directory
+ * fsync; only then queue/ID.env, when it may exist.  A crash in between
+ * leaves a state file without its message, which recovery removes, never
+ * the message without its state (whose own envelope still says every
+ * recipient is pending).  m->dirwait.done, set by the caller, follows that;
+ * the removal's own completion comes to op_unlink2's callback first. */
 static void msg_unlink(struct qmsg *m)
 {
 	struct queue *q = m->q;
 
-	if (m->has_state) {
-		snprintf(m->st_name, sizeof(m->st_name), "%s.env", m->env.id);
-		ring_unlinkat(&q->w->ring, &m->op_unlink1, q->w->spool.queue_dfd, m->st_name);
-	}
+	m->removal_done = m->dirwait.done;
+	m->dirwait.done = removal_durable;
 	if (m->fd >= 0 && spool_pool_reserve(&q->w->spool, m->pool_name)) {
 		/* moved aside rather than unlinked: its inode and blocks serve
-		 * the next message once the move is durable (msg_attempt_over) */
+		 * the next message once the move is durable (msg_attempt_over);
+		 * the rename goes with the directory fsync that makes it durable */
 		m->pooling = true;
 		m->op_unlink2.kind = RING_RENAME;
-		if (!m->has_state) {
-			/* the common case: the rename goes with the directory
-			 * fsync that makes it durable; m->dirwait.done follows */
-			m->rename_dirsync = true;
-			spool_rename_dirsync(&q->w->spool, &m->dirwait, &m->op_unlink2,
-			                     q->w->spool.queue_dfd, m->env.id, q->w->spool.pool_dfd,
-			                     m->pool_name);
-			return;
-		}
-		ring_renameat(&q->w->ring, &m->op_unlink2, q->w->spool.queue_dfd, m->env.id,
-		              q->w->spool.pool_dfd, m->pool_name, RENAME_NOREPLACE, false);
+		m->rename_dirsync = true;
+		spool_rename_dirsync(&q->w->spool, &m->dirwait, &m->op_unlink2,
+		                     q->w->spool.queue_dfd, m->env.id, q->w->spool.pool_dfd,
+		                     m->pool_name);
 		return;
 	}
 	m->op_unlink2.kind = RING_UNLINK;
@@ -897,14 +926,11 @@ static void removed_cb(struct ring_op *op, int res, unsigned flags)
 		m->pooling = false;
 		spool_pool_cancel(&m->q->w->spool);
 	}
-	if (ring_op_busy(&m->op_unlink1) || ring_op_busy(&m->op_unlink2))
-		return;
 	if (m->rename_dirsync) {
 		m->rename_dirsync = false;
 		return; /* linked with the dirsync: st_dirsync_done follows */
 	}
-	m->dirwait.done = st_dirsync_done; /* then the jobs are logged */
-	spool_dirsync(&m->q->w->spool, &m->dirwait);
+	spool_dirsync(&m->q->w->spool, &m->dirwait); /* then the jobs are logged */
 }
 
 /* Every recipient was delivered: the message leaves the spool (made durable
@@ -1730,6 +1756,7 @@ bool queue_idle(const struct queue *q)
 
 void queue_free(struct queue *q)
 {
+	free(q->parked);
 	while (q->msgs != NULL) {
 		if (q->msgs->fd >= 0)
 			close(q->msgs->fd);
@@ -1753,23 +1780,49 @@ const struct queue_stats *queue_stats(const struct queue *q)
 	return &q->stats;
 }
 
+void queue_park(struct queue *q, const char *id)
+{
+	if (q->nparked == q->parked_cap) {
+		size_t cap = q->parked_cap ? 2 * q->parked_cap : 64;
+		void *p = realloc(q->parked, cap * sizeof(*q->parked));
+		if (p == NULL)
+			fatalx("out of memory");
+		q->parked = p;
+		q->parked_cap = cap;
+	}
+	memcpy(q->parked[q->nparked++], id, SPOOL_ID_LEN + 1);
+}
+
+/* SIGUSR1 (`krelay queue flush`, `release`): every retry timer fires now,
+ * and messages `krelay queue release` put back are taken in.  Only those:
+ * a queue/ID this worker does not hold may be a message a session has just
+ * renamed there and not yet handed over (taking it in too would deliver it
+ * twice, and read its file after the first copy gave it to a new message),
+ * so the queue never scans queue/ for strangers; release/ID says which. */
 void queue_flush(struct queue *q)
 {
-	char **ids;
+	const char *dir = cfg(q)->queue_directory;
+	char **ids, path[4096];
 	size_t n;
 
 	for (struct qmsg *m = q->msgs; m != NULL; m = m->next)
 		if (m->timer && !ring_op_busy(&m->op_timer_rm))
 			ring_timeout_remove(&q->w->ring, &m->op_timer_rm, &m->op_timer);
-	/* pick up what `krelay queue release` put back (messages this worker owns) */
-	if (spool_list(cfg(q)->queue_directory, &ids, &n) < 0)
+	for (size_t i = 0; i < q->nparked; i++)
+		queue_recover(q, q->parked[i]);
+	q->nparked = 0;
+	if (spool_list_in(dir, "release", &ids, &n) < 0)
 		return;
 	for (size_t i = 0; i < n; i++) {
 		bool known = spool_id_owner(ids[i], q->w->srv->workers) != q->w->index;
 		for (struct qmsg *m = q->msgs; m != NULL && !known; m = m->next)
 			known = strcmp(m->env.id, ids[i]) == 0;
-		if (!known)
+		if (!known && faccessat(q->w->spool.queue_dfd, ids[i], F_OK, 0) == 0)
 			queue_recover(q, ids[i]);
+		if (spool_id_owner(ids[i], q->w->srv->workers) == q->w->index) {
+			snprintf(path, sizeof(path), "%s/release/%s", dir, ids[i]);
+			unlink(path);
+		}
 		free(ids[i]);
 	}
 	free(ids);

@@ -62,7 +62,11 @@ void queue_held_durable(struct qmsg *m, int err);
 
 /* A message found in the spool at start (reads its envelope). */
 int queue_recover(struct queue *q, const char *id);
-/* Retries every deferred message now. */
+/* DeliveryMode=queueonly: a durable message (just accepted, or found at
+ * start) that waits in queue/ for the next queue run. */
+void queue_park(struct queue *q, const char *id);
+/* A queue run: retries every deferred message now, and takes in the parked
+ * ones and those `krelay queue release` put back. */
 void queue_flush(struct queue *q);
 
 /* Reads queue/ID's current envelope: queue/ID.env when present (delivery

@@ -823,6 +823,8 @@ static void queued(struct smtp_session *s)
 		queue_add(s->w->queue, &env, fd, s->tx.file_size); /* relaying starts now */
 	} else {
 		close(fd);
+		if (s->w->queue != NULL)
+			queue_park(s->w->queue, s->qid); /* DeliveryMode=queueonly */
 	}
 }
 

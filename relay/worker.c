@@ -191,7 +191,9 @@ static void *worker_main(void *arg)
 	if (w->queue == NULL)
 		fatalx("worker %u: relaying: %s", w->index, err);
 	for (size_t i = 0; i < w->nrecover; i++) {
-		if (!w->queue_only)
+		if (w->queue_only)
+			queue_park(w->queue, w->recover[i]);
+		else
 			queue_recover(w->queue, w->recover[i]);
 		free(w->recover[i]);
 	}
