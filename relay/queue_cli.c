@@ -138,7 +138,22 @@ static int poke(const struct config *c, const char *what)
 	return 0;
 }
 
-/* Moves ID and ID.env from one subdirectory to another. */
+static int fsync_sub(const struct config *c, const char *sub)
+{
+	int fd = open_sub(c, sub), ret = 0;
+
+	if (fd < 0 || fsync(fd) < 0)
+		ret = -errno;
+	if (fd >= 0)
+		close(fd);
+	return ret;
+}
+
+/* Moves ID and ID.env from one subdirectory to another, the state file
+ * first: a crash between the two renames leaves the state file beside
+ * neither or the wrong copy of the message, and recovery puts it back with
+ * the message (spool_recover); both directories are made durable before
+ * the command says it is done. */
 static int move(const struct config *c, const char *id, const char *from, const char *to)
 {
 	char a[4096], b[4096];
@@ -147,16 +162,24 @@ static int move(const struct config *c, const char *id, const char *from, const 
 	if (mkdir(a, 0700) < 0 && errno != EEXIST)
 		return -errno;
 	snprintf(a, sizeof(a), "%s/%s/%s", c->queue_directory, from, id);
-	snprintf(b, sizeof(b), "%s/%s/%s", c->queue_directory, to, id);
-	if (rename(a, b) < 0)
+	if (access(a, F_OK) < 0)
 		return -errno;
 	snprintf(a, sizeof(a), "%s/%s/%s.env", c->queue_directory, from, id);
 	snprintf(b, sizeof(b), "%s/%s/%s.env", c->queue_directory, to, id);
 	if (rename(a, b) < 0 && errno != ENOENT)
 		return -errno;
+	snprintf(a, sizeof(a), "%s/%s/%s", c->queue_directory, from, id);
+	snprintf(b, sizeof(b), "%s/%s/%s", c->queue_directory, to, id);
+	if (rename(a, b) < 0)
+		return -errno;
+	if (fsync_sub(c, to) < 0 || fsync_sub(c, from) < 0)
+		return -errno;
 	return 0;
 }
 
+/* Deletes ID wherever it is: the message first, made durable, then its
+ * state file (a crash between leaves a state file alone, which recovery
+ * removes; never the message without its state). */
 static int remove_msg(const struct config *c, const char *id)
 {
 	static const char *const subs[] = {"queue", "hold"};
@@ -164,12 +187,35 @@ static int remove_msg(const struct config *c, const char *id)
 	int found = 0;
 
 	for (size_t i = 0; i < 2; i++) {
+		snprintf(path, sizeof(path), "%s/%s/%s", c->queue_directory, subs[i], id);
+		if (unlink(path) < 0)
+			continue;
+		found++;
+		fsync_sub(c, subs[i]);
 		snprintf(path, sizeof(path), "%s/%s/%s.env", c->queue_directory, subs[i], id);
 		unlink(path);
-		snprintf(path, sizeof(path), "%s/%s/%s", c->queue_directory, subs[i], id);
-		found += unlink(path) == 0;
 	}
 	return found;
+}
+
+/* Tells the running relay which message to take back in at its next queue
+ * run: release/ID (the relay takes in no other queue/ID it does not hold,
+ * see queue_flush).  At start every queue/ID is taken in and release/ is
+ * emptied. */
+static int mark_released(const struct config *c, const char *id)
+{
+	char path[4096];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/release", c->queue_directory);
+	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+		return -1;
+	snprintf(path, sizeof(path), "%s/release/%s", c->queue_directory, id);
+	fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -1;
+	close(fd);
+	return 0;
 }
 
 static int usage(void)
@@ -217,6 +263,11 @@ int queue_cli(const struct config *c, int argc, char **argv)
 	if (strcmp(verb, "hold") == 0) {
 		printf("%s: held (not tried until released; a delivery under way finishes)\n", id);
 		return 0;
+	}
+	if (mark_released(c, id) < 0) {
+		fprintf(stderr, "krelay queue: release %s: %s/release: %s\n", id,
+		        c->queue_directory, strerror(errno));
+		return 1;
 	}
 	printf("%s: released\n", id);
 	return poke(c, "it is tried");

@@ -150,6 +150,84 @@ void spool_pool_put(struct spool *sp, int fd, const char *name, uint64_t size)
 	pool_add(sp, fd, name, size);
 }
 
+static void clear_sub(const char *dir, const char *sub)
+{
+	char path[4096];
+	struct dirent *de;
+	DIR *d;
+	int dfd;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, sub);
+	if ((dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return;
+	d = fdopendir(dfd);
+	while (d != NULL && (de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			unlinkat(dfd, de->d_name, 0);
+	if (d != NULL)
+		closedir(d);
+	else
+		close(dfd);
+}
+
+/* For each state file ID.env in the directory dfd whose message ID is not
+ * there: the message is in the other directory (queue/ or hold/) when
+ * `krelay queue hold|release` was cut short between its two renames, and
+ * its state goes to it (never left behind: without it the message's own
+ * envelope says every recipient is pending); else the message is gone
+ * (delivered, or deleted while a delivery was under way) and so does the
+ * state file.  Returns the number of files moved or removed. */
+static unsigned reunite_in(int dfd, int other_dfd)
+{
+	char id[SPOOL_ID_LEN + 1], name[SPOOL_ID_LEN + 5];
+	unsigned changed = 0;
+	struct dirent *de;
+	DIR *d = fdopendir(dup(dfd));
+
+	if (d != NULL)
+		rewinddir(d); /* the dup shares the offset of an earlier scan */
+	while (d != NULL && (de = readdir(d)) != NULL) {
+		size_t n = strlen(de->d_name);
+
+		if (n != SPOOL_ID_LEN + 4 || strcmp(de->d_name + SPOOL_ID_LEN, ".env") != 0)
+			continue;
+		memcpy(id, de->d_name, SPOOL_ID_LEN);
+		id[SPOOL_ID_LEN] = '\0';
+		memcpy(name, de->d_name, sizeof(name));
+		if (!spool_id_valid(id) || faccessat(dfd, id, F_OK, 0) == 0)
+			continue;
+		if (other_dfd >= 0 && faccessat(other_dfd, id, F_OK, 0) == 0) {
+			/* (one there already: the move had completed; drop this copy) */
+			if (renameat2(dfd, name, other_dfd, name, RENAME_NOREPLACE) == 0 ||
+			    (errno == EEXIST && unlinkat(dfd, name, 0) == 0))
+				changed++;
+		} else if (unlinkat(dfd, name, 0) == 0) {
+			changed++;
+		}
+	}
+	if (d != NULL)
+		closedir(d);
+	return changed;
+}
+
+static void reunite(const char *dir, int queue_dfd)
+{
+	char path[4096];
+	int hold_dfd;
+
+	snprintf(path, sizeof(path), "%s/hold", dir);
+	hold_dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (reunite_in(queue_dfd, hold_dfd) +
+	        (hold_dfd >= 0 ? reunite_in(hold_dfd, queue_dfd) : 0) >
+	    0) {
+		fsync(queue_dfd);
+		if (hold_dfd >= 0)
+			fsync(hold_dfd);
+	}
+	if (hold_dfd >= 0)
+		close(hold_dfd);
+}
+
 int spool_recover(const char *dir, unsigned *queued, unsigned *removed)
 {
 	struct spool sp;
@@ -178,25 +256,17 @@ int spool_recover(const char *dir, unsigned *queued, unsigned *removed)
 		closedir(d);
 	d = fdopendir(dup(sp.queue_dfd));
 	while (d != NULL && (de = readdir(d)) != NULL) {
-		char id[SPOOL_ID_LEN + 1];
-		size_t n = strlen(de->d_name);
-
-		if (spool_id_valid(de->d_name)) {
+		if (spool_id_valid(de->d_name))
 			(*queued)++;
-		} else if (n == SPOOL_ID_LEN + 4 &&
-		           strcmp(de->d_name + SPOOL_ID_LEN, ".env") == 0) {
-			/* a state file whose message is gone (deleted while a
-			 * delivery was under way): nothing to deliver */
-			memcpy(id, de->d_name, SPOOL_ID_LEN);
-			id[SPOOL_ID_LEN] = '\0';
-			if (faccessat(sp.queue_dfd, id, F_OK, 0) < 0 && errno == ENOENT)
-				unlinkat(sp.queue_dfd, de->d_name, 0);
-		}
 	}
 	if (d != NULL)
 		closedir(d);
+	reunite(dir, sp.queue_dfd);
 	if (*removed > 0)
 		fsync(sp.tmp_dfd);
+	/* release/ID: `krelay queue release` while stopped; everything in
+	 * queue/ is taken in at start anyway */
+	clear_sub(dir, "release");
 	spool_exit(&sp);
 	return 0;
 }

@@ -155,8 +155,10 @@ class Session:
             elif step == 6:
                 self._message()  # maybe out of sequence
             elif step == 7:
-                n = rng.randrange(0, 20)  # exact: a short chunk would eat what follows
-                self._send(b"BDAT %d\r\n" % n + b"q" * n)
+                # a chunk outside any transaction (after RSET: inside one it
+                # would join the message); exact, or it would eat what follows
+                n = rng.randrange(0, 20)
+                self._send(b"RSET\r\nBDAT %d\r\n" % n + b"q" * n)
             elif step == 8:
                 # what follows a 220 is TLS or nothing: end here (a client
                 # that says more and waits would only wait for the timeout)
