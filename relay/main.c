@@ -93,6 +93,28 @@ static int cmd_queue(int argc, char **argv)
 	return ret;
 }
 
+/* SmartHost, TransportTable and TLSPolicyTable, parsed once per
+ * configuration (so a reload that cannot read them keeps the old one). */
+static int load_routes(struct runtime *rt, char *err, size_t errlen)
+{
+	const struct config *c = &rt->cfg;
+
+	if (c->smart_host != NULL) {
+		if (route_parse_hop(c->smart_host, &rt->smarthost, err, errlen) < 0)
+			return -1;
+		rt->has_smarthost = true;
+	}
+	if (c->transport_table != NULL &&
+	    (rt->transports = route_table_load(c->transport_table, err, errlen)) == NULL)
+		return -1;
+	if (c->tls_policy_table != NULL &&
+	    (rt->tls_policies = tls_policy_load(c->tls_policy_table, err, errlen)) == NULL) {
+		route_table_free(rt->transports);
+		return -1;
+	}
+	return 0;
+}
+
 /* Builds a runtime from path; NULL with err on any error. */
 static struct runtime *runtime_load(const char *path, char *err, size_t errlen)
 {
@@ -130,6 +152,11 @@ static struct runtime *runtime_load(const char *path, char *err, size_t errlen)
 		SSL_CTX_free(rt->server_ctx);
 		goto fail;
 	}
+	if (load_routes(rt, err, errlen) < 0) {
+		SSL_CTX_free(rt->server_ctx);
+		SSL_CTX_free(rt->client_ctx);
+		goto fail;
+	}
 	return rt;
 fail:
 	config_free(&rt->cfg);
@@ -150,10 +177,14 @@ static void reload(struct server *srv, const char *path)
 	old = srv->current;
 	srv->current = rt;
 	pthread_mutex_unlock(&srv->lock);
+	atomic_fetch_add(&srv->generation, 1); /* new connections out take it */
 	if (rt->cfg.listen_count != old->cfg.listen_count ||
 	    strcmp(rt->cfg.queue_directory, old->cfg.queue_directory) != 0 ||
-	    rt->cfg.workers != old->cfg.workers)
-		log_warnx("reload: Listen, QueueDirectory and Workers take effect at restart");
+	    rt->cfg.workers != old->cfg.workers ||
+	    strcmp(rt->cfg.dns_server ? rt->cfg.dns_server : "",
+	           old->cfg.dns_server ? old->cfg.dns_server : "") != 0)
+		log_warnx("reload: Listen, QueueDirectory, Workers and DNSServer take effect at "
+		          "restart");
 	if (rt->cfg.log_file != NULL)
 		log_open(rt->cfg.log_file);
 	log_info("reload ok config=%s starttls=%s", path ? path : "built-in",

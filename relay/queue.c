@@ -114,6 +114,7 @@ struct dest {
 
 struct conn {
 	struct dest *d;
+	struct runtime *rt; /* the configuration it was opened with */
 	struct smtp_client *c;
 	struct qjob *job;
 	size_t addr_idx;
@@ -127,12 +128,10 @@ struct conn {
 
 struct queue {
 	struct worker *w;
-	struct runtime *rt;
+	struct runtime *rt; /* the configuration new connections take */
+	unsigned rt_gen;    /* srv->generation it was taken at */
 	struct dns *dns;
-	struct route_table *transports;
-	struct tls_policy_table *tls_policies;
-	struct route_hop smarthost;
-	bool has_smarthost, stopping;
+	bool stopping;
 	unsigned dns_pending; /* queries whose callback has not run yet */
 	/* calls of a held message's owner under way (queue_add_held,
 	 * queue_held_commit, queue_held_durable): held_notify() asserts that
@@ -141,7 +140,6 @@ struct queue {
 	/* DeliveryMode=queueonly: durable messages waiting for a queue run */
 	char (*parked)[SPOOL_ID_LEN + 1];
 	size_t nparked, parked_cap;
-	SSL_CTX *client_ctx;
 	struct qmsg *msgs;
 	struct dest *dests;
 	unsigned conns;
@@ -429,9 +427,13 @@ static void st_cb(struct ring_op *op, int res, unsigned flags)
 		m->st_fd = -1;
 		return;
 	}
-	if (m->st_res < 0)
+	if (m->st_res < 0) {
 		log_warnx("queue: %s: writing delivery state: %s (a recipient may be tried again)",
 		          m->env.id, strerror(-m->st_res));
+		/* what was written of tmp/ID.env goes (error path: a plain call) */
+		unlinkat(m->q->w->spool.tmp_dfd, m->st_tmp, 0);
+		spool_pool_drain(&m->q->w->spool, m->st_res);
+	}
 	m->dirwait.done = st_dirsync_done;
 	spool_dirsync(&m->q->w->spool, &m->dirwait);
 }
@@ -844,23 +846,23 @@ static const char *rcpt_domain(const char *addr)
 	return at ? at + 1 : "";
 }
 
-static void schedule(struct qmsg *m)
+/* The destination recipient i of m goes to, by the current configuration. */
+static struct dest *route_rcpt(struct qmsg *m, size_t i)
 {
 	struct queue *q = m->q;
-	size_t n = m->env.rcpt_count;
-	struct dest **dest_of = calloc(n, sizeof(*dest_of));
+	struct route_hop hop;
 
-	if (dest_of == NULL)
-		fatalx("out of memory");
-	for (size_t i = 0; i < n; i++) {
-		struct route_hop hop;
-		if (m->env.rcpts[i].state != SPOOL_RCPT_PENDING)
-			continue;
-		route_lookup(q->transports, q->has_smarthost ? &q->smarthost : NULL,
-		             rcpt_domain(m->env.rcpts[i].addr), &hop);
-		dest_of[i] = dest_get(q, &hop);
-	}
-	/* one job per destination */
+	route_lookup(q->rt->transports, q->rt->has_smarthost ? &q->rt->smarthost : NULL,
+	             rcpt_domain(m->env.rcpts[i].addr), &hop);
+	return dest_get(q, &hop);
+}
+
+/* One job per destination for the recipients i with dest_of[i] set (it is
+ * cleared), each appended to its destination's queue. */
+static void add_jobs(struct qmsg *m, struct dest **dest_of)
+{
+	size_t n = m->env.rcpt_count;
+
 	for (size_t i = 0; i < n; i++) {
 		struct dest *d = dest_of[i];
 		struct qjob *j;
@@ -899,14 +901,36 @@ static void schedule(struct qmsg *m)
 			d->head = j;
 		d->tail = j;
 	}
+}
+
+static void kick_all(struct queue *q)
+{
+	for (struct dest *d = q->dests; d != NULL; d = d->next)
+		if (d->head != NULL)
+			dest_kick(d);
+}
+
+static void follow_reload(struct queue *q);
+
+static void schedule(struct qmsg *m)
+{
+	struct queue *q = m->q;
+	size_t n = m->env.rcpt_count;
+	struct dest **dest_of = calloc(n, sizeof(*dest_of));
+
+	if (dest_of == NULL)
+		fatalx("out of memory");
+	follow_reload(q);
+	for (size_t i = 0; i < n; i++)
+		if (m->env.rcpts[i].state == SPOOL_RCPT_PENDING)
+			dest_of[i] = route_rcpt(m, i);
+	add_jobs(m, dest_of);
 	free(dest_of);
 	if (m->jobs == 0) {
 		msg_attempt_over(m);
 		return;
 	}
-	for (struct dest *d = q->dests; d != NULL; d = d->next)
-		if (d->head != NULL)
-			dest_kick(d);
+	kick_all(q);
 }
 
 static bool all_delivered(const struct qmsg *m)
@@ -1215,12 +1239,18 @@ static void conn_failed(void *owner, struct smtp_client *c, enum smtp_fail why, 
 static void conn_closed(void *owner, struct smtp_client *c);
 static void idle_cb(struct ring_op *op, int res, unsigned flags);
 
+static void conn_free(struct conn *cn)
+{
+	runtime_put(cn->rt);
+	free(cn);
+}
+
 static void idle_free_cb(struct ring_op *op, int res, unsigned flags)
 {
 	struct conn *cn = op->owner;
 
 	if (!ring_op_busy(&cn->op_idle) && !ring_op_busy(&cn->op_idle_rm))
-		free(cn);
+		conn_free(cn);
 }
 
 static const struct smtp_client_cb client_cb = {conn_ready, conn_done, conn_failed, conn_closed};
@@ -1241,7 +1271,7 @@ static struct qjob *dest_pop(struct dest *d)
 /* TLSPolicyTable entry for the next hop's name, else TLSPolicy. */
 static int dest_policy(const struct dest *d)
 {
-	return tls_policy_lookup(d->q->tls_policies, d->hop.host, cfg(d->q)->tls_policy);
+	return tls_policy_lookup(d->q->rt->tls_policies, d->hop.host, cfg(d->q)->tls_policy);
 }
 
 static void conn_start(struct dest *d, size_t addr_idx, struct qjob *job)
@@ -1267,13 +1297,14 @@ static void conn_start(struct dest *d, size_t addr_idx, struct qjob *job)
 	p.no_ktls = d->no_ktls;
 	if (d->clear_next && p.tls_policy == TLS_POLICY_MAY)
 		p.tls_policy = TLS_POLICY_NONE;
-	p.tls_ctx = q->client_ctx;
+	p.tls_ctx = q->rt->client_ctx;
 	p.tls_session = d->session;
 	p.body_path = cfg(q)->body_path;
 	p.connect_timeout_s = cfg(q)->connect_timeout_s;
 	p.timeout_s = cfg(q)->command_timeout_s;
 	p.caps = &q->w->srv->caps;
 	cn->d = d;
+	cn->rt = runtime_hold(q->rt); /* p's strings point into it */
 	cn->job = job;
 	cn->addr_idx = addr_idx;
 	ring_op_init(&cn->op_idle, RING_TIMEOUT, idle_cb, cn);
@@ -1285,7 +1316,7 @@ static void conn_start(struct dest *d, size_t addr_idx, struct qjob *job)
 	if (cn->c == NULL) {
 		d->active--;
 		q->conns--;
-		free(cn);
+		conn_free(cn);
 		if (job != NULL) {
 			for (size_t k = 0; k < job->n; k++)
 				snprintf(job->rcpts[k].reply, SMTP_REPLY_MAX,
@@ -1476,7 +1507,7 @@ static void conn_closed(void *owner, struct smtp_client *c)
 		if (!ring_op_busy(&cn->op_idle_rm))
 			ring_timeout_remove(&q->w->ring, &cn->op_idle_rm, &cn->op_idle);
 	} else {
-		free(cn);
+		conn_free(cn);
 	}
 	d->active--;
 	q->conns--;
@@ -1680,29 +1711,69 @@ struct queue *queue_new(struct worker *w, char *err, size_t errlen)
 	}
 	q->w = w;
 	ring_op_init(&q->op_hold_tick, RING_TIMEOUT, hold_tick_cb, q);
+	q->rt_gen = atomic_load(&w->srv->generation);
 	q->rt = runtime_get(w->srv);
 	c = &q->rt->cfg;
-	q->client_ctx = q->rt->client_ctx;
-	if (c->smart_host != NULL) {
-		if (route_parse_hop(c->smart_host, &q->smarthost, err, errlen) < 0)
-			goto fail;
-		q->has_smarthost = true;
-	}
-	if (c->transport_table != NULL &&
-	    (q->transports = route_table_load(c->transport_table, err, errlen)) == NULL)
-		goto fail;
-	if (c->tls_policy_table != NULL &&
-	    (q->tls_policies = tls_policy_load(c->tls_policy_table, err, errlen)) == NULL)
-		goto fail;
 	if (dns_init(&q->dns, &w->ring, c->dns_server, err, errlen) < 0)
 		goto fail;
 	return q;
 fail:
-	route_table_free(q->transports);
-	tls_policy_free(q->tls_policies);
 	runtime_put(q->rt);
 	free(q);
 	return NULL;
+}
+
+/* After a reload (SIGHUP): new connections out take the new configuration
+ * (SmartHost, TransportTable, TLSPolicy, TLSPolicyTable, client
+ * certificate...).  Connections under way finish their message with the
+ * one they were opened with; idle ones, opened with the old, are closed;
+ * TLS sessions kept for resumption and the "next time in clear" memory go;
+ * jobs still waiting for a connection are routed again. */
+static void follow_reload(struct queue *q)
+{
+	unsigned gen = atomic_load(&q->w->srv->generation);
+	struct runtime *old = q->rt;
+	struct qjob *waiting = NULL, *j;
+
+	if (gen == q->rt_gen || q->stopping)
+		return;
+	q->rt_gen = gen;
+	q->rt = runtime_get(q->w->srv);
+	for (struct dest *d = q->dests; d != NULL; d = d->next) {
+		while (d->idle != NULL) {
+			struct conn *cn = d->idle;
+			conn_unidle(cn);
+			cn->quitting = true;
+			smtp_client_quit(cn->c);
+		}
+		SSL_SESSION_free(d->session);
+		d->session = NULL;
+		d->clear_next = false;
+		while ((j = dest_pop(d)) != NULL) {
+			j->next = waiting;
+			waiting = j;
+		}
+	}
+	for (; waiting != NULL; waiting = j) {
+		struct qmsg *m = waiting->m;
+		struct dest **dest_of = calloc(m->env.rcpt_count, sizeof(*dest_of));
+
+		j = waiting->next;
+		if (dest_of == NULL)
+			fatalx("out of memory");
+		for (size_t k = 0; k < waiting->n; k++)
+			dest_of[waiting->idx[k]] = route_rcpt(m, waiting->idx[k]);
+		m->jobs--;
+		free(waiting->idx);
+		free(waiting->rcpts);
+		free(waiting);
+		add_jobs(m, dest_of);
+		free(dest_of);
+	}
+	runtime_put(old);
+	log_info("queue: worker %u: new connections out use the reloaded configuration",
+	         q->w->index);
+	kick_all(q);
 }
 
 void queue_stop(struct queue *q)
@@ -1768,8 +1839,6 @@ void queue_free(struct queue *q)
 		SSL_SESSION_free(d->session);
 		free(d);
 	}
-	route_table_free(q->transports);
-	tls_policy_free(q->tls_policies);
 	dns_free(q->dns); /* NULL after queue_stop */
 	runtime_put(q->rt);
 	free(q);
@@ -1801,10 +1870,12 @@ void queue_park(struct queue *q, const char *id)
  * so the queue never scans queue/ for strangers; release/ID says which. */
 void queue_flush(struct queue *q)
 {
-	const char *dir = cfg(q)->queue_directory;
+	const char *dir;
 	char **ids, path[4096];
 	size_t n;
 
+	follow_reload(q);
+	dir = cfg(q)->queue_directory;
 	for (struct qmsg *m = q->msgs; m != NULL; m = m->next)
 		if (m->timer && !ring_op_busy(&m->op_timer_rm))
 			ring_timeout_remove(&q->w->ring, &m->op_timer_rm, &m->op_timer);

@@ -30,11 +30,19 @@ struct runtime *runtime_get(struct server *srv)
 	return rt;
 }
 
+struct runtime *runtime_hold(struct runtime *rt)
+{
+	atomic_fetch_add(&rt->refs, 1);
+	return rt;
+}
+
 void runtime_put(struct runtime *rt)
 {
 	if (atomic_fetch_sub(&rt->refs, 1) == 1) {
 		SSL_CTX_free(rt->server_ctx);
 		SSL_CTX_free(rt->client_ctx);
+		route_table_free(rt->transports);
+		tls_policy_free(rt->tls_policies);
 		config_free(&rt->cfg);
 		free(rt);
 	}
@@ -87,6 +95,7 @@ int worker_init(struct worker *w, struct server *srv, unsigned index, const stru
 		         strerror(-ret));
 		return -1;
 	}
+	spool_share_full(&w->spool, &srv->spool_full);
 	for (size_t i = 0; i < cfg->listen_count; i++) {
 		struct listener *l = &w->listeners[i];
 		l->w = w;

@@ -13,7 +13,9 @@
 #include "config.h"
 #include "probe.h"
 #include "ring.h"
+#include "route.h"
 #include "spool.h"
+#include "tls_policy.h"
 
 /* A configuration and the TLS context built from it; sessions hold a
  * reference, so SIGHUP can swap in a new one without dropping anybody. */
@@ -22,12 +24,20 @@ struct runtime {
 	struct config cfg;
 	SSL_CTX *server_ctx; /* NULL: no STARTTLS, no smtps */
 	SSL_CTX *client_ctx; /* relaying */
+	/* relaying's routes, loaded with the configuration (read-only, shared
+	 * by the workers' queues): SmartHost, TransportTable, TLSPolicyTable */
+	struct route_hop smarthost;
+	bool has_smarthost;
+	struct route_table *transports;
+	struct tls_policy_table *tls_policies;
 };
 
 struct server {
 	struct caps caps;
 	pthread_mutex_t lock; /* guards current */
 	struct runtime *current;
+	atomic_uint generation; /* bumped by each reload: queues follow it */
+	atomic_uint spool_full; /* bumped when a spool finds the disk full */
 	atomic_bool stopping;
 	atomic_uint connections; /* open SMTP sessions, all workers */
 	atomic_ullong session_seq;
@@ -35,6 +45,8 @@ struct server {
 };
 
 struct runtime *runtime_get(struct server *srv);
+/* One more reference to rt (one the caller holds already). */
+struct runtime *runtime_hold(struct runtime *rt);
 void runtime_put(struct runtime *rt);
 
 struct smtp_session;
