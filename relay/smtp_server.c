@@ -909,7 +909,9 @@ static void spool_event(void *owner, enum spool_event ev, int err)
 			log_event(s->id, "smtp spool error id=%s error=\"%s\"", s->qid,
 			          strerror(-err));
 			/* Keep reading the content, then refuse it. */
-			s->reject = "451 4.3.0 Error: queue file write error";
+			s->reject = err == -ENOSPC || err == -EDQUOT
+			                ? "452 4.3.1 Insufficient system storage"
+			                : "451 4.3.0 Error: queue file write error";
 		} else {
 			s->tx_open = true;
 			char hdr[RECEIVED_MAX];

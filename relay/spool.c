@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
+
 enum tx_stage {
 	TX_IDLE,
 	TX_OPENING,
@@ -142,6 +144,36 @@ static void pool_add(struct spool *sp, int fd, const char *name, uint64_t size)
 	f->fd = fd;
 	f->size = size;
 	snprintf(f->name, sizeof(f->name), "%s", name);
+}
+
+static void pool_release(struct spool *sp, const char *why)
+{
+	unsigned n = sp->npool;
+
+	/* (a rare path: plain calls, not the ring) */
+	while (sp->npool > 0) {
+		struct spool_pool_file *f = &sp->pool[--sp->npool];
+		unlinkat(sp->pool_dfd, f->name, 0);
+		close(f->fd);
+	}
+	if (n > 0)
+		log_warnx("spool: worker %u: %s: %u reusable files in pool/ released", sp->worker,
+		          why, n);
+}
+
+void spool_pool_drain(struct spool *sp, int err)
+{
+	if (err != -ENOSPC && err != -EDQUOT)
+		return;
+	if (sp->full_gen != NULL)
+		sp->full_seen = atomic_fetch_add(sp->full_gen, 1) + 1;
+	pool_release(sp, strerror(-err));
+}
+
+void spool_share_full(struct spool *sp, atomic_uint *full_gen)
+{
+	sp->full_gen = full_gen;
+	sp->full_seen = atomic_load(full_gen);
 }
 
 void spool_pool_put(struct spool *sp, int fd, const char *name, uint64_t size)
@@ -348,6 +380,10 @@ static void tx_begin_call(struct spool_tx *tx, struct spool *sp, const char *id,
 	ring_op_init(&tx->op_unlink, RING_UNLINK, close_cb, tx);
 	ring_op_init(&tx->op_defer, RING_NOP, close_cb, tx);
 	tx->stage = TX_OPENING;
+	if (sp->full_gen != NULL && atomic_load(sp->full_gen) != sp->full_seen) {
+		sp->full_seen = atomic_load(sp->full_gen);
+		pool_release(sp, "another worker found the file system full");
+	}
 	if (sp->npool > 0) {
 		/* reuse a delivered message's file: written over where it is
 		 * (pool/ is emptied at start, as tmp/ is), renamed to queue/ID
@@ -434,6 +470,7 @@ static void finish(struct spool_tx *tx, int err, bool unlink_tmp)
 	struct spool *sp = tx->sp;
 
 	tx->commit_err = err;
+	spool_pool_drain(sp, err);
 	if (tx->stage != TX_ABORTING)
 		tx->stage = TX_CLOSING;
 	if (unlink_tmp && tx->from_pool && err == 0 && tx->fd >= 0 &&
@@ -497,6 +534,7 @@ static void open_cb(struct ring_op *op, int res, unsigned flags)
 	}
 	if (res < 0) {
 		tx->stage = TX_IDLE;
+		spool_pool_drain(tx->sp, res);
 		notify(tx, SPOOL_OPENED, res);
 		return;
 	}

@@ -11,6 +11,7 @@
 #ifndef KRELAY_SPOOL_H
 #define KRELAY_SPOOL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -83,6 +84,10 @@ struct spool {
 	/* spool_* calls under way on this worker: no event may reach an owner
 	 * while it is not 0 (events come from the ring's dispatch only) */
 	unsigned api_depth;
+	/* the file system was found full (by any worker): each worker empties
+	 * its own pool when this passes the count it saw last */
+	atomic_uint *full_gen;
+	unsigned full_seen;
 };
 
 enum spool_event {
@@ -184,6 +189,13 @@ bool spool_tx_busy(const struct spool_tx *tx);
  * gives it with spool_pool_put, or gives the place back (spool_pool_cancel). */
 bool spool_pool_reserve(struct spool *sp, char name[SPOOL_POOL_NAME]);
 void spool_pool_put(struct spool *sp, int fd, const char *name, uint64_t size);
+/* After a write that failed with err: when the file system is out of room
+ * (ENOSPC, EDQUOT), every pooled file is removed, here and (through
+ * full_gen, at their next message) in the other workers' spools, so that
+ * what delivering mail freed is free again.  Any other err: nothing. */
+void spool_pool_drain(struct spool *sp, int err);
+/* The count shared by the workers' spools (see full_gen). */
+void spool_share_full(struct spool *sp, atomic_uint *full_gen);
 void spool_pool_cancel(struct spool *sp);
 
 /* Calls w->done once a queue-directory fsync that started after this call
