@@ -19,6 +19,7 @@
 
 #include "log.h"
 #include "route.h"
+#include "safe.h"
 #include "smtp_client.h"
 #include "spool.h"
 #include "tls_policy.h"
@@ -1367,15 +1368,24 @@ static void conn_failed(void *owner, struct smtp_client *c, enum smtp_fail why, 
 	struct conn *cn = owner;
 	struct dest *d = cn->d;
 	struct qjob *j = cn->job;
+	char name[SAFE_LEN(sizeof(d->name))], why_text[SAFE_LEN(SMTP_REPLY_MAX)];
 
 	if (cn->idle)
 		conn_unidle(cn);
+	safe_log(name, sizeof(name), d->name);
+	safe_log_text(why_text, sizeof(why_text), text);
+	if (why == SMTP_FAIL_PROTO) {
+		/* the peer's fault: its input stops here, nothing of it is trusted */
+		log_info("%s: protocol error from %s: connection closed; recipients without a "
+		         "final reply are deferred; reason=\"%s\"",
+		         name, smtp_client_peer(c), why_text);
+	}
 	if (why == SMTP_FAIL_TLS && dest_policy(d) == TLS_POLICY_MAY) {
 		/* the seed's "TLS whenever possible": next time, in clear */
 		d->clear_next = true;
 		log_info(
 		    "%s: TLS with %s failed (%s): the next attempt goes in clear (TLSPolicy=may)",
-		    d->name, smtp_client_peer(c), text);
+		    name, smtp_client_peer(c), why_text);
 	}
 	if (why == SMTP_FAIL_TLS_KEYUPDATE) {
 		/* OpenSSL 3.0 would change only its own key: the connection was
@@ -1383,7 +1393,7 @@ static void conn_failed(void *owner, struct smtp_client *c, enum smtp_fail why, 
 		d->no_ktls = true;
 		log_info("%s: TLS KeyUpdate from %s on a kTLS connection: closed; the message is "
 		         "retried and this destination goes without kTLS",
-		         d->name, smtp_client_peer(c));
+		         name, smtp_client_peer(c));
 	}
 	cn->job = NULL;
 	if (j == NULL)
