@@ -31,6 +31,7 @@
 #define REPLY_LINES_MAX 100  /* lines of one reply (an EHLO reply has ~20) */
 #define REPLY_LINE_MAX  2048 /* octets of a reply line (RFC 5321 allows 512) */
 #define REPLY_SHOW      100  /* octets of a bad reply quoted in the error */
+#define REPLY_ELLIPSIS  " / ... / "
 
 enum cstate {
 	C_CONNECT,
@@ -78,9 +79,12 @@ struct smtp_client {
 	char tls_desc[128];
 	bool verified, resumed;
 
-	/* the reply being read: text is its first line */
+	/* the reply being read: text is its lines joined by " / " */
 	int code;
 	char text[SMTP_REPLY_MAX];
+	char last[SMTP_REPLY_MAX]; /* its latest line */
+	size_t first_len;          /* octets of the first line in text */
+	bool cut;                  /* lines left out of text: it fills in at the end */
 	unsigned lines;
 	char error[SMTP_REPLY_MAX]; /* why the input was refused */
 
@@ -277,11 +281,43 @@ static bool reply_line_ok(const char *s, size_t len)
 	       s[2] >= '0' && s[2] <= '9' && (len == 3 || s[3] == ' ' || s[3] == '-');
 }
 
-/* Keeps the reply's first line as its text. */
+/* Adds a line to the reply's text.  The first line and the latest one are
+ * always kept (the last one of a 250 usually carries the peer's queue id);
+ * lines between give way when the whole does not fit. */
 static void text_add(struct smtp_client *c, const char *line, size_t len)
 {
-	if (c->lines == 0)
+	size_t have = strlen(c->text);
+
+	if (len > SMTP_REPLY_MAX - 1)
+		len = SMTP_REPLY_MAX - 1;
+	if (c->lines == 0) {
 		snprintf(c->text, sizeof(c->text), "%.*s", (int)len, line);
+		c->first_len = strlen(c->text);
+		c->cut = false;
+		return;
+	}
+	snprintf(c->last, sizeof(c->last), "%.*s", (int)len, line);
+	if (!c->cut && have + 3 + len < sizeof(c->text))
+		snprintf(c->text + have, sizeof(c->text) - have, " / %.*s", (int)len, line);
+	else
+		c->cut = true;
+}
+
+/* The reply is whole: when lines were left out, the text becomes the first
+ * line, "...", and the last line (each cut short if need be). */
+static void text_end(struct smtp_client *c)
+{
+	size_t cap = sizeof(c->text), sep = strlen(REPLY_ELLIPSIS);
+	size_t tail = strlen(c->last), head;
+
+	if (!c->cut)
+		return;
+	if (tail > cap / 2)
+		tail = cap / 2;
+	head = cap - 1 - sep - tail;
+	if (head > c->first_len)
+		head = c->first_len;
+	snprintf(c->text + head, cap - head, "%s%.*s", REPLY_ELLIPSIS, (int)tail, c->last);
 }
 
 static void ehlo_keyword(struct smtp_client *c, const char *e, size_t el)
@@ -341,6 +377,7 @@ static int read_reply(struct smtp_client *c)
 		}
 		if (last) {
 			c->lines = 0;
+			text_end(c);
 			return 1;
 		}
 	}
