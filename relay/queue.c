@@ -25,7 +25,8 @@
 #include "tls_policy.h"
 #include "worker.h"
 
-#define IDLE_KEEP_S 2 /* how long an idle connection waits for the next message */
+#define IDLE_KEEP_S  2   /* how long an idle connection waits for the next message */
+#define ADDR_LOG_MAX 256 /* octets of an address a log line shows (RFC 5321 path) */
 
 struct dest;
 struct conn;
@@ -525,8 +526,9 @@ static void bounce_done(struct bounce *b, bool queued)
 		if (m->env.rcpts[i].state == SPOOL_RCPT_FAILED && queued)
 			m->env.rcpts[i].state = SPOOL_RCPT_BOUNCED;
 	if (queued) {
+		char to[SAFE_LEN(ADDR_LOG_MAX)];
 		log_info("%s bounce id=%s to=<%s> status=queued", m->env.id, b->env.id,
-		         m->env.sender);
+		         safe_log(to, sizeof(to), m->env.sender));
 		queue_add(m->q, &b->env, b->tx.fd, b->tx.file_size);
 		b->tx.fd = -1;
 	}
@@ -703,6 +705,7 @@ static void msg_close(struct qmsg *m)
 /* Pending recipients of a message past QueueLifetime fail; true if any did. */
 static bool expire(struct qmsg *m)
 {
+	char to[SAFE_LEN(ADDR_LOG_MAX)], reply[SAFE_LEN(SMTP_REPLY_MAX)];
 	bool any = false;
 
 	for (size_t i = 0; i < m->env.rcpt_count; i++) {
@@ -711,9 +714,10 @@ static bool expire(struct qmsg *m)
 		m->env.rcpts[i].state = SPOOL_RCPT_FAILED;
 		snprintf(m->dsn[i], sizeof(m->dsn[i]), "4.4.7");
 		log_info("%s delivery to=<%s> status=expired dsn=4.4.7 (in the queue longer than "
-		         "QueueLifetime; last reply: %s)",
-		         m->env.id, m->env.rcpts[i].addr,
-		         m->reply && m->reply[i] ? m->reply[i] : "none");
+		         "QueueLifetime) reply=\"%s\"",
+		         m->env.id, safe_log(to, sizeof(to), m->env.rcpts[i].addr),
+		         safe_log_text(reply, sizeof(reply),
+		                       m->reply && m->reply[i] ? m->reply[i] : "none"));
 		m->q->stats.failed++;
 		any = true;
 	}
@@ -1126,6 +1130,8 @@ static void job_done(struct qjob *j)
 {
 	struct qmsg *m = j->m;
 	struct queue *q = m->q;
+	char to[SAFE_LEN(ADDR_LOG_MAX)], relay[SAFE_LEN(sizeof(j->relay))];
+	char reply[SAFE_LEN(SMTP_REPLY_MAX)];
 
 	for (size_t k = 0; k < j->n; k++) {
 		struct smtp_tx_rcpt *r = &j->rcpts[k];
@@ -1143,12 +1149,14 @@ static void job_done(struct qjob *j)
 		log_info(
 		    "%s delivery to=<%s> relay=%s delay=%.2f dsn=%s status=%s tls=\"%s\" "
 		    "verified=%s resumed=%s ktls_tx=%s%s%s%s body_path=%s bytes=%llu reply=\"%s\"",
-		    m->env.id, r->addr, j->relay[0] ? j->relay : j->d->name, delay_s(m), dsn,
-		    status, j->tls, j->verified ? "yes" : "no", j->resumed ? "yes" : "no",
+		    m->env.id, safe_log(to, sizeof(to), r->addr),
+		    safe_log(relay, sizeof(relay), j->relay[0] ? j->relay : j->d->name), delay_s(m),
+		    dsn, status, j->tls, j->verified ? "yes" : "no", j->resumed ? "yes" : "no",
 		    j->ktls_tx ? "on" : "off", j->ktls_tx ? "" : " ktls_why=\"",
 		    j->ktls_tx ? "" : j->ktls, j->ktls_tx ? "" : "\"",
 		    j->tx.body_path && j->tx.body_path[0] ? j->tx.body_path : "none",
-		    (unsigned long long)j->tx.body_bytes, r->reply[0] ? r->reply : "no reply");
+		    (unsigned long long)j->tx.body_bytes,
+		    safe_log_text(reply, sizeof(reply), r->reply[0] ? r->reply : "no reply"));
 	}
 	m->jobs--;
 	free(j->idx);
