@@ -19,12 +19,14 @@
 
 #include "log.h"
 #include "route.h"
+#include "safe.h"
 #include "smtp_client.h"
 #include "spool.h"
 #include "tls_policy.h"
 #include "worker.h"
 
-#define IDLE_KEEP_S 2 /* how long an idle connection waits for the next message */
+#define IDLE_KEEP_S  2   /* how long an idle connection waits for the next message */
+#define ADDR_LOG_MAX 256 /* octets of an address a log line shows (RFC 5321 path) */
 
 struct dest;
 struct conn;
@@ -537,8 +539,9 @@ static void bounce_done(struct bounce *b, bool queued)
 		if (m->env.rcpts[i].state == SPOOL_RCPT_FAILED && queued)
 			m->env.rcpts[i].state = SPOOL_RCPT_BOUNCED;
 	if (queued) {
+		char to[SAFE_LEN(ADDR_LOG_MAX)];
 		log_info("%s bounce id=%s to=<%s> status=queued", m->env.id, b->env.id,
-		         m->env.sender);
+		         safe_log(to, sizeof(to), m->env.sender));
 		queue_add(m->q, &b->env, b->tx.fd, b->tx.file_size);
 		b->tx.fd = -1;
 	}
@@ -737,6 +740,7 @@ static void msg_close(struct qmsg *m)
 /* Pending recipients of a message past QueueLifetime fail; true if any did. */
 static bool expire(struct qmsg *m)
 {
+	char to[SAFE_LEN(ADDR_LOG_MAX)], reply[SAFE_LEN(SMTP_REPLY_MAX)];
 	bool any = false;
 
 	for (size_t i = 0; i < m->env.rcpt_count; i++) {
@@ -745,9 +749,10 @@ static bool expire(struct qmsg *m)
 		m->env.rcpts[i].state = SPOOL_RCPT_FAILED;
 		snprintf(m->dsn[i], sizeof(m->dsn[i]), "4.4.7");
 		log_info("%s delivery to=<%s> status=expired dsn=4.4.7 (in the queue longer than "
-		         "QueueLifetime; last reply: %s)",
-		         m->env.id, m->env.rcpts[i].addr,
-		         m->reply && m->reply[i] ? m->reply[i] : "none");
+		         "QueueLifetime) reply=\"%s\"",
+		         m->env.id, safe_log(to, sizeof(to), m->env.rcpts[i].addr),
+		         safe_log_text(reply, sizeof(reply),
+		                       m->reply && m->reply[i] ? m->reply[i] : "none"));
 		m->q->stats.failed++;
 		any = true;
 	}
@@ -1201,6 +1206,8 @@ static void job_done(struct qjob *j)
 {
 	struct qmsg *m = j->m;
 	struct queue *q = m->q;
+	char to[SAFE_LEN(ADDR_LOG_MAX)], relay[SAFE_LEN(sizeof(j->relay))];
+	char reply[SAFE_LEN(SMTP_REPLY_MAX)];
 
 	for (size_t k = 0; k < j->n; k++) {
 		struct smtp_tx_rcpt *r = &j->rcpts[k];
@@ -1218,12 +1225,14 @@ static void job_done(struct qjob *j)
 		log_info(
 		    "%s delivery to=<%s> relay=%s delay=%.2f dsn=%s status=%s tls=\"%s\" "
 		    "verified=%s resumed=%s ktls_tx=%s%s%s%s body_path=%s bytes=%llu reply=\"%s\"",
-		    m->env.id, r->addr, j->relay[0] ? j->relay : j->d->name, delay_s(m), dsn,
-		    status, j->tls, j->verified ? "yes" : "no", j->resumed ? "yes" : "no",
+		    m->env.id, safe_log(to, sizeof(to), r->addr),
+		    safe_log(relay, sizeof(relay), j->relay[0] ? j->relay : j->d->name), delay_s(m),
+		    dsn, status, j->tls, j->verified ? "yes" : "no", j->resumed ? "yes" : "no",
 		    j->ktls_tx ? "on" : "off", j->ktls_tx ? "" : " ktls_why=\"",
 		    j->ktls_tx ? "" : j->ktls, j->ktls_tx ? "" : "\"",
 		    j->tx.body_path && j->tx.body_path[0] ? j->tx.body_path : "none",
-		    (unsigned long long)j->tx.body_bytes, r->reply[0] ? r->reply : "no reply");
+		    (unsigned long long)j->tx.body_bytes,
+		    safe_log_text(reply, sizeof(reply), r->reply[0] ? r->reply : "no reply"));
 	}
 	m->jobs--;
 	free(j->idx);
@@ -1450,15 +1459,24 @@ static void conn_failed(void *owner, struct smtp_client *c, enum smtp_fail why, 
 	struct conn *cn = owner;
 	struct dest *d = cn->d;
 	struct qjob *j = cn->job;
+	char name[SAFE_LEN(sizeof(d->name))], why_text[SAFE_LEN(SMTP_REPLY_MAX)];
 
 	if (cn->idle)
 		conn_unidle(cn);
+	safe_log(name, sizeof(name), d->name);
+	safe_log_text(why_text, sizeof(why_text), text);
+	if (why == SMTP_FAIL_PROTO) {
+		/* the peer's fault: its input stops here, nothing of it is trusted */
+		log_info("%s: protocol error from %s: connection closed; recipients without a "
+		         "final reply are deferred; reason=\"%s\"",
+		         name, smtp_client_peer(c), why_text);
+	}
 	if (why == SMTP_FAIL_TLS && dest_policy(d) == TLS_POLICY_MAY) {
 		/* the seed's "TLS whenever possible": next time, in clear */
 		d->clear_next = true;
 		log_info(
 		    "%s: TLS with %s failed (%s): the next attempt goes in clear (TLSPolicy=may)",
-		    d->name, smtp_client_peer(c), text);
+		    name, smtp_client_peer(c), why_text);
 	}
 	if (why == SMTP_FAIL_TLS_KEYUPDATE) {
 		/* OpenSSL 3.0 would change only its own key: the connection was
@@ -1466,7 +1484,7 @@ static void conn_failed(void *owner, struct smtp_client *c, enum smtp_fail why, 
 		d->no_ktls = true;
 		log_info("%s: TLS KeyUpdate from %s on a kTLS connection: closed; the message is "
 		         "retried and this destination goes without kTLS",
-		         d->name, smtp_client_peer(c));
+		         name, smtp_client_peer(c));
 	}
 	cn->job = NULL;
 	if (j == NULL)

@@ -2,7 +2,14 @@
  *
  * Pipelining keeps two cursors (Postfix's habit): `sent` counts commands of
  * the transaction written, `answered` counts replies read; with PIPELINING
- * everything up to the body is written at once. */
+ * everything up to the body is written at once.
+ *
+ * The peer owes one reply per command (and one greeting): `owed` counts
+ * them.  Input that came before a command was written cannot answer it, so
+ * a reply beyond what was owed when its input arrived, or any byte while
+ * nothing is owed, is out of turn: the connection is closed and what has no
+ * final reply yet is deferred.  Every reply is bounded: REPLY_LINE_MAX
+ * octets a line, REPLY_LINES_MAX lines. */
 #include "smtp_client.h"
 
 #include <arpa/inet.h>
@@ -21,7 +28,10 @@
 #define IN_BUF          (16u << 10)
 #define OUT_MAX         (256u << 10)
 #define STUFF_READ      (64u << 10)
-#define REPLY_LINES_MAX 100
+#define REPLY_LINES_MAX 100  /* lines of one reply (an EHLO reply has ~20) */
+#define REPLY_LINE_MAX  2048 /* octets of a reply line (RFC 5321 allows 512) */
+#define REPLY_SHOW      100  /* octets of a bad reply quoted in the error */
+#define REPLY_ELLIPSIS  " / ... / "
 
 enum cstate {
 	C_CONNECT,
@@ -59,6 +69,7 @@ struct smtp_client {
 	unsigned ext;
 	uint64_t size_max;
 	bool tls, tried_helo, failed, mail_ok;
+	size_t owed; /* replies the peer owes for what we wrote */
 	/* A reply can be read before our send's completion is: what it asked
 	 * for waits until the send is done. */
 	bool tls_after_write;  /* 220 to STARTTLS */
@@ -68,13 +79,18 @@ struct smtp_client {
 	char tls_desc[128];
 	bool verified, resumed;
 
-	/* the reply being read */
+	/* the reply being read: text is its lines joined by " / " */
 	int code;
 	char text[SMTP_REPLY_MAX];
+	char last[SMTP_REPLY_MAX]; /* its latest line */
+	size_t first_len;          /* octets of the first line in text */
+	bool cut;                  /* lines left out of text: it fills in at the end */
 	unsigned lines;
+	char error[SMTP_REPLY_MAX]; /* why the input was refused */
 
 	/* the transaction */
 	struct smtp_tx *tx;
+	bool tx_final;         /* the final reply is in tx: a failure leaves it */
 	size_t sent, answered; /* envelope commands written / answered (MAIL = 0) */
 	size_t accepted;
 	/* stuffing path */
@@ -112,7 +128,8 @@ static void fail(struct smtp_client *c, enum smtp_fail why, const char *text)
 	if (c->failed || c->state == C_CLOSING)
 		return;
 	c->failed = true;
-	if (c->tx != NULL) {
+	c->tls_after_write = c->body_after_write = false;
+	if (c->tx != NULL && !c->tx_final) {
 		/* A 250 to RCPT is no delivery: without the final reply those
 		 * recipients are not done (a 5xx or 4xx to RCPT stands). */
 		for (size_t i = 0; i < c->tx->nrcpt; i++) {
@@ -138,6 +155,8 @@ static void cmd(struct smtp_client *c, const char *fmt, ...)
 	va_end(ap);
 	if (ret < 0)
 		fail(c, SMTP_FAIL_PROTO, "output buffer full");
+	else
+		c->owed++; /* every command gets one reply */
 }
 
 /* ---- connecting ---------------------------------------------------------- */
@@ -231,6 +250,7 @@ struct smtp_client *smtp_client_connect(struct ring *ring, const struct smtp_cli
 	ring_op_init(&c->op_connect_to, RING_LINK_TIMEOUT, connect_to_cb, c);
 	ring_op_init(&c->op_read, RING_READ, read_cb, c);
 	enter(c, C_CONNECT);
+	c->owed = 1; /* the greeting */
 	ring_connect(ring, &c->op_connect, fd, (struct sockaddr *)&c->p.addr, p->addrlen, true);
 	c->connect_ts.tv_sec = p->connect_timeout_s;
 	ring_link_timeout(ring, &c->op_connect_to, &c->connect_ts);
@@ -239,54 +259,125 @@ struct smtp_client *smtp_client_connect(struct ring *ring, const struct smtp_cli
 
 /* ---- replies ------------------------------------------------------------- */
 
+/* Records why the input was refused, quoting up to REPLY_SHOW octets of the
+ * offending line (made safe where it is written out). */
+static int bad_input(struct smtp_client *c, const char *why, const char *line, size_t len)
+{
+	const char *nl = memchr(line, '\n', len);
+
+	if (nl != NULL)
+		len = (size_t)(nl - line);
+	if (len > 0 && line[len - 1] == '\r')
+		len--;
+	snprintf(c->error, sizeof(c->error), "%s: %.*s%s", why,
+	         (int)(len > REPLY_SHOW ? REPLY_SHOW : len), line, len > REPLY_SHOW ? "..." : "");
+	return -1;
+}
+
+/* "ddd", "ddd text" or "ddd-text" with a code of 2xx to 5xx. */
+static bool reply_line_ok(const char *s, size_t len)
+{
+	return len >= 3 && s[0] >= '2' && s[0] <= '5' && s[1] >= '0' && s[1] <= '9' &&
+	       s[2] >= '0' && s[2] <= '9' && (len == 3 || s[3] == ' ' || s[3] == '-');
+}
+
+/* Adds a line to the reply's text.  The first line and the latest one are
+ * always kept (the last one of a 250 usually carries the peer's queue id);
+ * lines between give way when the whole does not fit. */
+static void text_add(struct smtp_client *c, const char *line, size_t len)
+{
+	size_t have = strlen(c->text);
+
+	if (len > SMTP_REPLY_MAX - 1)
+		len = SMTP_REPLY_MAX - 1;
+	if (c->lines == 0) {
+		snprintf(c->text, sizeof(c->text), "%.*s", (int)len, line);
+		c->first_len = strlen(c->text);
+		c->cut = false;
+		return;
+	}
+	snprintf(c->last, sizeof(c->last), "%.*s", (int)len, line);
+	if (!c->cut && have + 3 + len < sizeof(c->text))
+		snprintf(c->text + have, sizeof(c->text) - have, " / %.*s", (int)len, line);
+	else
+		c->cut = true;
+}
+
+/* The reply is whole: when lines were left out, the text becomes the first
+ * line, "...", and the last line (each cut short if need be). */
+static void text_end(struct smtp_client *c)
+{
+	size_t cap = sizeof(c->text), sep = strlen(REPLY_ELLIPSIS);
+	size_t tail = strlen(c->last), head;
+
+	if (!c->cut)
+		return;
+	if (tail > cap / 2)
+		tail = cap / 2;
+	head = cap - 1 - sep - tail;
+	if (head > c->first_len)
+		head = c->first_len;
+	snprintf(c->text + head, cap - head, "%s%.*s", REPLY_ELLIPSIS, (int)tail, c->last);
+}
+
+static void ehlo_keyword(struct smtp_client *c, const char *e, size_t el)
+{
+	if (el >= 10 && strncasecmp(e, "PIPELINING", 10) == 0)
+		c->ext |= EXT_PIPELINING;
+	else if (el >= 8 && strncasecmp(e, "CHUNKING", 8) == 0)
+		c->ext |= EXT_CHUNKING;
+	else if (el >= 8 && strncasecmp(e, "STARTTLS", 8) == 0)
+		c->ext |= EXT_STARTTLS;
+	else if (el >= 8 && strncasecmp(e, "8BITMIME", 8) == 0)
+		c->ext |= EXT_8BITMIME;
+	else if (el >= 8 && strncasecmp(e, "SMTPUTF8", 8) == 0)
+		c->ext |= EXT_SMTPUTF8;
+	else if (el >= 4 && strncasecmp(e, "SIZE", 4) == 0) {
+		c->ext |= EXT_SIZE;
+		c->size_max = el > 5 ? strtoull(e + 5, NULL, 10) : 0;
+	}
+}
+
 /* Reads one whole reply from the input; returns 1 when one is ready, 0 when
- * more input is needed, -1 on a protocol error. */
+ * more input is needed, -1 on a protocol error (c->error says which). */
 static int read_reply(struct smtp_client *c)
 {
 	struct xprt *x = &c->x;
 
 	for (;;) {
-		char *nl = memchr(x->in, '\n', x->in_len);
+		size_t look = x->in_len < REPLY_LINE_MAX + 2 ? x->in_len : REPLY_LINE_MAX + 2;
+		char *nl = memchr(x->in, '\n', look);
 		size_t len;
+		int code;
 		bool last;
 
-		if (nl == NULL)
-			return x->in_len >= x->in_cap ? -1 : 0;
+		if (nl == NULL) {
+			if (x->in_len > REPLY_LINE_MAX + 1 || x->in_len >= x->in_cap)
+				return bad_input(c, "reply line too long", x->in, x->in_len);
+			return 0;
+		}
 		len = (size_t)(nl - x->in);
 		if (len > 0 && x->in[len - 1] == '\r')
 			len--;
-		if (len < 3 || x->in[0] < '2' || x->in[0] > '5' || x->in[1] < '0' ||
-		    x->in[1] > '9' || x->in[2] < '0' || x->in[2] > '9' ||
-		    (len > 3 && x->in[3] != ' ' && x->in[3] != '-'))
-			return -1;
+		if (!reply_line_ok(x->in, len))
+			return bad_input(c, "malformed reply", x->in, len);
+		code = (x->in[0] - '0') * 100 + (x->in[1] - '0') * 10 + (x->in[2] - '0');
+		if (c->lines > 0 && code != c->code)
+			return bad_input(c, "reply lines with different codes", x->in, len);
+		c->code = code;
 		last = len == 3 || x->in[3] == ' ';
-		if (c->lines == 0) {
-			c->code = (x->in[0] - '0') * 100 + (x->in[1] - '0') * 10 + (x->in[2] - '0');
-			snprintf(c->text, sizeof(c->text), "%.*s", (int)len, x->in);
-		}
-		if (c->state == C_EHLO && len > 4) {
-			const char *e = x->in + 4;
-			size_t el = len - 4;
-			if (el >= 10 && strncasecmp(e, "PIPELINING", 10) == 0)
-				c->ext |= EXT_PIPELINING;
-			else if (el >= 8 && strncasecmp(e, "CHUNKING", 8) == 0)
-				c->ext |= EXT_CHUNKING;
-			else if (el >= 8 && strncasecmp(e, "STARTTLS", 8) == 0)
-				c->ext |= EXT_STARTTLS;
-			else if (el >= 8 && strncasecmp(e, "8BITMIME", 8) == 0)
-				c->ext |= EXT_8BITMIME;
-			else if (el >= 8 && strncasecmp(e, "SMTPUTF8", 8) == 0)
-				c->ext |= EXT_SMTPUTF8;
-			else if (el >= 4 && strncasecmp(e, "SIZE", 4) == 0) {
-				c->ext |= EXT_SIZE;
-				c->size_max = el > 5 ? strtoull(e + 5, NULL, 10) : 0;
-			}
-		}
+		text_add(c, x->in, len);
+		if (c->state == C_EHLO && len > 4)
+			ehlo_keyword(c, x->in + 4, len - 4);
 		xprt_consume(x, (size_t)(nl - x->in) + 1);
-		if (++c->lines > REPLY_LINES_MAX)
+		if (++c->lines > REPLY_LINES_MAX) {
+			snprintf(c->error, sizeof(c->error), "reply of more than %u lines",
+			         REPLY_LINES_MAX);
 			return -1;
+		}
 		if (last) {
 			c->lines = 0;
+			text_end(c);
 			return 1;
 		}
 	}
@@ -400,6 +491,7 @@ static bool pipeline_body(struct smtp_client *c)
 	if (!xprt_file_joins_output(&c->x, tx->size + (uint64_t)n, use_splice(c)) ||
 	    xprt_write(&c->x, line, (size_t)n) < 0)
 		return false;
+	c->owed++;
 	if (xprt_send_file(&c->x, tx->fd, 0, tx->size, use_splice(c)) < 0) {
 		fail(c, SMTP_FAIL_IO, "cannot send the body");
 		return true;
@@ -462,6 +554,7 @@ void smtp_client_send(struct smtp_client *c, struct smtp_tx *tx)
 	}
 	c->sent = c->answered = c->accepted = 0;
 	c->body_pipelined = false;
+	c->tx_final = false;
 	enter(c, C_ENVELOPE);
 	send_envelope_next(c);
 }
@@ -605,8 +698,23 @@ static void envelope_reply(struct smtp_client *c)
 	}
 }
 
+/* Only DATA is answered 3xx (354); a 2xx to DATA would claim a body that
+ * was never sent. */
+static bool reply_fits(const struct smtp_client *c)
+{
+	if (c->state == C_DATA)
+		return c->code == 354 || c->code >= 400;
+	return c->code / 100 != 3;
+}
+
 static void on_reply(struct smtp_client *c)
 {
+	if (!reply_fits(c)) {
+		char why[SMTP_REPLY_MAX + 48];
+		snprintf(why, sizeof(why), "reply that fits no command sent: %s", c->text);
+		fail(c, SMTP_FAIL_PROTO, why);
+		return;
+	}
 	switch (c->state) {
 	case C_BANNER:
 		if (c->code != 220) {
@@ -656,7 +764,7 @@ static void on_reply(struct smtp_client *c)
 		envelope_reply(c);
 		break;
 	case C_DATA:
-		if (c->code != 354) {
+		if (c->code >= 400) {
 			answer_accepted(c);
 			tx_finish(c);
 			return;
@@ -695,25 +803,69 @@ static void on_reply(struct smtp_client *c)
 	}
 }
 
+/* The peer spoke out of turn: input that no command written before it came
+ * asked for.  An unsolicited 421 is the server closing (RFC 5321 3.8). */
+static void out_of_turn(struct smtp_client *c)
+{
+	struct xprt *x = &c->x;
+
+	if (x->in_len >= 3 && memcmp(x->in, "421", 3) == 0) {
+		bad_input(c, "the server closed the connection", x->in, x->in_len);
+		fail(c, SMTP_FAIL_IO, c->error);
+		return;
+	}
+	bad_input(c, "unexpected reply (more replies than commands)", x->in, x->in_len);
+	fail(c, SMTP_FAIL_PROTO, c->error);
+}
+
+/* The reply to the end of data came with more behind it: it still counts
+ * (its recipients stay sent) before the connection is closed. */
+static void final_reply(struct smtp_client *c)
+{
+	if (c->state != C_END || c->tx == NULL || !reply_fits(c))
+		return;
+	if (c->body_pipelined)
+		c->tx->body_bytes = c->x.file.sent;
+	answer_accepted(c);
+	c->tx_final = true;
+}
+
 static void client_read(struct smtp_client *c)
 {
+	/* The input came before anything written from here on: it may answer
+	 * only what was owed now. */
+	size_t budget = c->owed;
+
 	for (;;) {
 		int r;
 
 		if (c->state == C_CLOSING || c->state == C_QUIT)
 			return;
+		if (budget == 0 && c->x.in_len > 0) {
+			out_of_turn(c);
+			return;
+		}
 		r = read_reply(c);
 		if (r < 0) {
-			fail(c, SMTP_FAIL_PROTO, "malformed reply");
+			fail(c, SMTP_FAIL_PROTO, c->error);
 			return;
 		}
 		if (r == 0)
 			break;
+		budget--;
+		c->owed--;
+		/* After 220 to STARTTLS the input is dropped (RFC 3207 4.2). */
+		if (budget == 0 && c->x.in_len > 0 && c->state != C_STARTTLS) {
+			final_reply(c);
+			out_of_turn(c);
+			return;
+		}
 		on_reply(c);
 	}
-	/* No read while the body goes out: the reply comes after it. */
-	if (c->state != C_CLOSING && c->state != C_READY && c->state != C_HANDSHAKE &&
-	    c->state != C_BODY && !c->tls_after_write && !c->body_after_write)
+	/* No read while the body goes out: the reply comes after it.  While
+	 * idle, a read catches what the peer says unasked. */
+	if (c->state != C_CLOSING && c->state != C_HANDSHAKE && c->state != C_BODY &&
+	    !c->tls_after_write && !c->body_after_write)
 		xprt_read(&c->x);
 }
 
@@ -726,7 +878,9 @@ static void client_event(void *owner, enum xprt_event ev, int err)
 		client_read(c);
 		break;
 	case XPRT_WRITTEN:
-		if (c->tls_after_write) {
+		if (c->state == C_CLOSING) {
+			break;
+		} else if (c->tls_after_write) {
 			c->tls_after_write = false;
 			start_tls(c);
 		} else if (c->body_after_write) {
@@ -747,8 +901,8 @@ static void client_event(void *owner, enum xprt_event ev, int err)
 		} else if (c->state == C_QUIT) {
 			enter(c, C_CLOSING);
 			xprt_close(&c->x);
-		} else if (c->state != C_CLOSING && c->state != C_READY) {
-			xprt_read(&c->x);
+		} else {
+			xprt_read(&c->x); /* idle (C_READY) too: see client_read */
 		}
 		break;
 	case XPRT_TLS_OK: {

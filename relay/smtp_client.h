@@ -66,6 +66,10 @@ struct smtp_client_cb {
 	 * connection failed first).  The client is ready again unless failed
 	 * follows. */
 	void (*done)(void *owner, struct smtp_client *c, struct smtp_tx *tx);
+	/* The connection is lost or broken (text: raw, from outside in part:
+	 * make it safe before logging it).  A transaction under way ends with
+	 * it: a rcpt keeps a 4xx/5xx its RCPT got, and a final reply to the end
+	 * of data that came before the failure; every other rcpt has code 0. */
 	void (*failed)(void *owner, struct smtp_client *c, enum smtp_fail why, const char *text);
 	/* Nothing is in flight any more; the handle is gone after this. */
 	void (*closed)(void *owner, struct smtp_client *c);
