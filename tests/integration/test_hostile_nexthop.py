@@ -531,9 +531,10 @@ def log_fields(line):
 
 
 def unescape(value):
-    """Turns krelay's \\xHH escapes back into bytes."""
+    """Turns krelay's \\xHH escapes back into bytes (well-formed UTF-8 text
+    stands as itself in the log)."""
     return re.sub(rb"\\x([0-9A-F]{2})", lambda mm: bytes([int(mm.group(1), 16)]),
-                  value.encode("ascii"))
+                  value.encode("utf-8"))
 
 
 def test_peer_reply_and_addresses_are_escaped_in_the_log(relay_factory, peer_factory):
@@ -548,7 +549,7 @@ def test_peer_reply_and_addresses_are_escaped_in_the_log(relay_factory, peer_fac
     rcpt = '"odd \\"q\\" <x> status=bounced"@example.com'
     qid = submit(relay, tag, rcpts=(rcpt,))
     wait_for(lambda: spool_empty(relay), 20, "queue/ to empty")
-    lines = [ln for ln in relay.log.read_bytes().decode("ascii").splitlines()
+    lines = [ln for ln in relay.log.read_bytes().decode("utf-8").splitlines()
              if f"{qid} delivery " in ln]
     assert len(lines) == 1, lines
     fields = log_fields(lines[0])
@@ -570,7 +571,7 @@ def test_protocol_error_text_is_escaped_in_the_log(relay_factory, peer_factory):
     qid = submit(relay, tag)
     first = wait_lines(relay, qid, lambda d: len(d) >= 1, 20, "the first delivery line")[0]
     assert first["status"] == "deferred", first
-    text = relay.log.read_bytes().decode("ascii")
+    text = relay.log.read_bytes().decode("utf-8")
     line = next(ln for ln in text.splitlines() if f"{qid} delivery " in ln)
     f = dict(log_fields(line))
     assert unescape(f["reply"][1:-1]) == b'malformed reply: 2x0 "bad" \xff status=sent', f
