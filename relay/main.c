@@ -279,6 +279,7 @@ static int run(const char *path)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SIGUSR2);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
 	memset(&srv, 0, sizeof(srv));
@@ -347,6 +348,11 @@ static int run(const char *path)
 			continue;
 		if (sig == SIGHUP) {
 			reload(&srv, path);
+			continue;
+		}
+		if (sig == SIGUSR2) {
+			for (unsigned i = 0; i < srv.workers; i++)
+				worker_requests(&workers[i]);
 			continue;
 		}
 		if (sig == SIGUSR1) {

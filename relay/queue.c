@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -31,6 +32,10 @@
 struct dest;
 struct conn;
 
+/* What `krelay queue hold|delete` asked of a message the relay holds: done
+ * once no attempt of it is under way (admin_apply). */
+enum admin { ADMIN_NONE, ADMIN_HOLD, ADMIN_DELETE };
+
 struct qmsg {
 	struct queue *q;
 	struct spool_env env;
@@ -48,6 +53,7 @@ struct qmsg {
 	bool pooling;         /* queue/ID is being moved to pool/pool_name for reuse */
 	bool rename_dirsync;  /* ... by the rename linked ahead of the next dirsync */
 	bool dirsync_failed;  /* the last queue directory fsync failed */
+	int admin;            /* enum admin: `krelay queue hold|delete` asked for it */
 	uint64_t file_size;   /* of queue/ID, or SPOOL_SIZE_UNKNOWN */
 	char pool_name[SPOOL_POOL_NAME];
 	struct ring_op op_timer_rm;
@@ -362,6 +368,8 @@ static unsigned backoff_s(const struct queue *q, unsigned attempts)
 	return d > cfg(q)->retry_max_s ? cfg(q)->retry_max_s : (unsigned)d;
 }
 
+static void admin_apply(struct qmsg *m);
+
 static void msg_timer_cb(struct ring_op *op, int res, unsigned flags)
 {
 	struct qmsg *m = op->owner;
@@ -369,6 +377,10 @@ static void msg_timer_cb(struct ring_op *op, int res, unsigned flags)
 	m->timer = false;
 	if (m->q->stopping)
 		return;
+	if (m->admin != ADMIN_NONE) {
+		admin_apply(m);
+		return;
+	}
 	msg_start(m);
 }
 
@@ -801,6 +813,10 @@ static void msg_attempt_over(struct qmsg *m)
 	msg_close(m);
 	if (q->stopping)
 		return; /* stays in the spool; freed with the queue */
+	if (m->admin != ADMIN_NONE) {
+		admin_apply(m); /* between attempts: held or deleted now */
+		return;
+	}
 	m->attempts++;
 	delay = backoff_s(q, m->attempts);
 	/* `krelay queue list` shows attempts, the next one and the last error */
@@ -1867,6 +1883,126 @@ const struct queue_stats *queue_stats(const struct queue *q)
 	return &q->stats;
 }
 
+/* QueueDirectory/SUB/NAME, for the rare operator paths below (plain calls). */
+static void sub_path(struct queue *q, char *buf, size_t len, const char *sub, const char *name)
+{
+	snprintf(buf, len, "%s/%s/%s", cfg(q)->queue_directory, sub, name);
+}
+
+/* Moves queue/ID (and its state file, first) to hold/, or deletes it (the
+ * message first, then its state), in the order spool_recover relies on. */
+static void admin_files(struct queue *q, const char *id, int what)
+{
+	char a[4096], b[4096], env[SPOOL_ID_LEN + 8];
+	int dfd;
+
+	snprintf(env, sizeof(env), "%s.env", id);
+	if (what == ADMIN_DELETE) {
+		sub_path(q, a, sizeof(a), "queue", id);
+		if (unlink(a) == 0)
+			fsync(q->w->spool.queue_dfd);
+		sub_path(q, a, sizeof(a), "queue", env);
+		unlink(a);
+		log_info("%s: deleted (krelay queue delete)", id);
+		return;
+	}
+	snprintf(a, sizeof(a), "%s/hold", cfg(q)->queue_directory);
+	mkdir(a, 0700);
+	sub_path(q, a, sizeof(a), "queue", env);
+	sub_path(q, b, sizeof(b), "hold", env);
+	rename(a, b);
+	sub_path(q, a, sizeof(a), "queue", id);
+	sub_path(q, b, sizeof(b), "hold", id);
+	if (rename(a, b) < 0) {
+		log_warnx("queue: %s: hold: %s", id, strerror(errno));
+		return;
+	}
+	snprintf(a, sizeof(a), "%s/hold", cfg(q)->queue_directory);
+	if ((dfd = open(a, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+	fsync(q->w->spool.queue_dfd);
+	log_info("%s: held (krelay queue hold)", id);
+}
+
+static void admin_done(struct queue *q, const char *id, int what)
+{
+	char path[4096], name[SPOOL_ID_LEN + 8];
+
+	snprintf(name, sizeof(name), "%s.%s", what == ADMIN_HOLD ? "hold" : "delete", id);
+	sub_path(q, path, sizeof(path), "request", name);
+	unlink(path);
+}
+
+/* No attempt of m is under way: what the operator asked is done, and the
+ * queue lets go of it. */
+static void admin_apply(struct qmsg *m)
+{
+	struct queue *q = m->q;
+	int what = m->admin;
+	char id[SPOOL_ID_LEN + 1];
+
+	memcpy(id, m->env.id, sizeof(id));
+	msg_close(m);
+	msg_free(m);
+	admin_files(q, id, what);
+	admin_done(q, id, what);
+}
+
+/* `krelay queue hold|delete ID` while the relay runs: request/hold.ID or
+ * request/delete.ID.  A message this worker holds is held or deleted by
+ * the queue itself once no attempt of it is under way (moving its files
+ * from outside while a delivery goes on would leave the state it writes
+ * behind, and send its recipients again on release); one it does not hold
+ * is moved or deleted at once. */
+void queue_requests(struct queue *q)
+{
+	char **names = NULL;
+	size_t n = 0;
+	char path[4096];
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/request", cfg(q)->queue_directory);
+	if ((d = opendir(path)) == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		void *p = realloc(names, (n + 1) * sizeof(*names));
+		if (p == NULL)
+			break;
+		names = p;
+		if ((names[n] = strdup(de->d_name)) != NULL)
+			n++;
+	}
+	closedir(d);
+	for (size_t i = 0; i < n; i++) {
+		const char *dot = strchr(names[i], '.');
+		int what = strncmp(names[i], "hold.", 5) == 0     ? ADMIN_HOLD
+		           : strncmp(names[i], "delete.", 7) == 0 ? ADMIN_DELETE
+		                                                  : ADMIN_NONE;
+		struct qmsg *m = q->msgs;
+
+		if (what == ADMIN_NONE || dot == NULL || !spool_id_valid(dot + 1) ||
+		    spool_id_owner(dot + 1, q->w->srv->workers) != q->w->index) {
+			free(names[i]);
+			continue;
+		}
+		while (m != NULL && strcmp(m->env.id, dot + 1) != 0)
+			m = m->next;
+		if (m == NULL) {
+			admin_files(q, dot + 1, what); /* not held here: at once */
+			admin_done(q, dot + 1, what);
+		} else if (m->hold == HOLD_NONE && m->admin == ADMIN_NONE) {
+			m->admin = what;
+			if (m->timer && !ring_op_busy(&m->op_timer_rm))
+				ring_timeout_remove(&q->w->ring, &m->op_timer_rm, &m->op_timer);
+		}
+		free(names[i]);
+	}
+	free(names);
+}
+
 void queue_park(struct queue *q, const char *id)
 {
 	if (q->nparked == q->parked_cap) {
@@ -1893,6 +2029,7 @@ void queue_flush(struct queue *q)
 	size_t n;
 
 	follow_reload(q);
+	queue_requests(q);
 	dir = cfg(q)->queue_directory;
 	for (struct qmsg *m = q->msgs; m != NULL; m = m->next)
 		if (m->timer && !ring_op_busy(&m->op_timer_rm))

@@ -65,6 +65,10 @@ int queue_recover(struct queue *q, const char *id);
 /* DeliveryMode=queueonly: a durable message (just accepted, or found at
  * start) that waits in queue/ for the next queue run. */
 void queue_park(struct queue *q, const char *id);
+/* `krelay queue hold|delete ID` (SIGUSR2): QueueDirectory/request/VERB.ID
+ * for a message this worker holds is carried out once no attempt of it is
+ * under way; for one it does not hold, at once. */
+void queue_requests(struct queue *q);
 /* A queue run: retries every deferred message now, and takes in the parked
  * ones and those `krelay queue release` put back. */
 void queue_flush(struct queue *q);

@@ -218,6 +218,45 @@ static int mark_released(const struct config *c, const char *id)
 	return 0;
 }
 
+static bool in_sub(const struct config *c, const char *sub, const char *id)
+{
+	char path[4096];
+
+	snprintf(path, sizeof(path), "%s/%s/%s", c->queue_directory, sub, id);
+	return access(path, F_OK) == 0;
+}
+
+static bool in_queue(const struct config *c, const char *id)
+{
+	return in_sub(c, "queue", id);
+}
+
+/* Leaves QueueDirectory/request/VERB.ID for the running relay (hold or
+ * delete of a message it may be delivering: see queue_requests)
+ * and signals it until it has taken the request away: 1 when it has, 0
+ * when 10 s passed first (a delivery still under way), or -errno. */
+static int ask_relay(const struct config *c, pid_t pid, const char *verb, const char *id)
+{
+	char path[4096];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/request", c->queue_directory);
+	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	snprintf(path, sizeof(path), "%s/request/%s.%s", c->queue_directory, verb, id);
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600)) < 0)
+		return -errno;
+	close(fd);
+	for (int i = 0; i < 100; i++) {
+		if (i % 10 == 0 && kill(pid, SIGUSR2) < 0)
+			return -errno;
+		if (access(path, F_OK) < 0 && errno == ENOENT)
+			return 1;
+		usleep(100000);
+	}
+	return 0;
+}
+
 static int usage(void)
 {
 	fprintf(stderr,
@@ -229,6 +268,7 @@ int queue_cli(const struct config *c, int argc, char **argv)
 {
 	const char *verb = argc > 0 ? argv[0] : "";
 	const char *id = argc > 1 ? argv[1] : NULL;
+	pid_t pid;
 	int ret;
 
 	if (strcmp(verb, "list") == 0 && argc == 1) {
@@ -244,6 +284,27 @@ int queue_cli(const struct config *c, int argc, char **argv)
 	if (!spool_id_valid(id)) {
 		fprintf(stderr, "krelay queue: '%s' is not a queue ID (16 hex digits)\n", id);
 		return 1;
+	}
+	if (strcmp(verb, "release") != 0 && in_queue(c, id) && (pid = relay_pid(c)) != 0) {
+		/* the running relay may be delivering it: it does the move */
+		ret = ask_relay(c, pid, verb, id);
+		if (ret < 0) {
+			fprintf(stderr, "krelay queue: %s %s: %s\n", verb, id, strerror(-ret));
+			return 1;
+		}
+		if (ret == 0) {
+			printf("%s: asked krelay (pid %d); a delivery under way has not ended yet: "
+			       "the message is %s when it does\n",
+			       id, (int)pid, strcmp(verb, "hold") == 0 ? "held" : "deleted");
+			return 0;
+		}
+		if (strcmp(verb, "hold") == 0 && !in_sub(c, "hold", id)) {
+			printf("%s: not held: it left the queue (delivered) meanwhile\n", id);
+			return 0;
+		}
+		printf("%s: %s by krelay (pid %d)\n", id,
+		       strcmp(verb, "hold") == 0 ? "held" : "deleted", (int)pid);
+		return 0;
 	}
 	if (strcmp(verb, "delete") == 0) {
 		if (remove_msg(c, id) == 0) {

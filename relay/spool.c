@@ -299,6 +299,7 @@ int spool_recover(const char *dir, unsigned *queued, unsigned *removed)
 	/* release/ID: `krelay queue release` while stopped; everything in
 	 * queue/ is taken in at start anyway */
 	clear_sub(dir, "release");
+	clear_sub(dir, "request"); /* the CLI moves files itself while krelay is stopped */
 	spool_exit(&sp);
 	return 0;
 }

@@ -174,6 +174,8 @@ static void wake_cb(struct ring_op *op, int res, unsigned flags)
 			stop_accepting(w);
 		return;
 	}
+	if (atomic_exchange(&w->requests, false))
+		queue_requests(w->queue);
 	if (atomic_exchange(&w->flush, false))
 		queue_flush(w->queue);
 	ring_read(&w->ring, &w->op_wake, w->wake_fd, &w->wake_buf, sizeof(w->wake_buf), 0);
@@ -238,6 +240,12 @@ static void *worker_main(void *arg)
 int worker_start(struct worker *w)
 {
 	return -pthread_create(&w->thread, NULL, worker_main, w);
+}
+
+void worker_requests(struct worker *w)
+{
+	atomic_store(&w->requests, true);
+	worker_wake(w);
 }
 
 void worker_flush(struct worker *w)

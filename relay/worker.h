@@ -79,6 +79,7 @@ struct worker {
 	unsigned nsessions;
 	bool stopping;
 	atomic_bool flush;
+	atomic_bool requests; /* `krelay queue hold|delete` left a request */
 	bool queue_only; /* DeliveryMode=queueonly at start */ /* `krelay queue flush` (SIGUSR1)
 	                                                          asked for a queue run */
 	uint64_t relayed, bounced, deferred, connections;      /* at stop */
@@ -93,6 +94,8 @@ int worker_start(struct worker *w);
 void worker_wake(struct worker *w);
 /* Asks the worker to retry its deferred messages now and pick up released ones. */
 void worker_flush(struct worker *w);
+/* SIGUSR2: the queue looks at QueueDirectory/request/ (no queue run). */
+void worker_requests(struct worker *w);
 void worker_join(struct worker *w);
 
 #endif

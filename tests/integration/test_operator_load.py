@@ -19,7 +19,8 @@ import time
 from helpers import wait_for
 from test_bench_tool import BENCH, ENV, Sink
 from test_queue_routing import queue_cmd
-from test_relay import wait_spool_empty
+from test_relay import (content_of, raw_peer_factory, submit,  # noqa: F401 (fixture)
+                        wait_deliveries, wait_spool_empty)
 
 
 def start_source(relay, n, concurrency=20):
@@ -116,3 +117,41 @@ def test_sigterm_under_load_stops_at_once(relay_factory, tmp_path):
     r = sink.finish()
     assert r["checksum_errors"] == 0, r
     assert r["messages"] >= ok, (r["messages"], ok)
+
+
+def test_hold_during_a_delivery_never_sends_twice(relay_factory, raw_peer_factory):
+    """`krelay queue hold` while the next hop is taking the message: the
+    relay finishes the delivery, and the message is not held afterwards
+    (it left the queue); before, the files were moved under the delivery,
+    and a release sent it a second time."""
+    peer = raw_peer_factory(final_delay=2.0)
+    relay = relay_factory(f"SmartHost=[127.0.0.1]:{peer.port}\nTLSPolicy=none\n")
+    qid = submit(relay.port, "s@example.org", ["r@example.com"], content_of("hold-mid"))
+    time.sleep(0.8)  # the next hop has the body and waits before its 250
+    p = queue_cmd(relay, "hold", qid)
+    assert p.returncode == 0, p.stderr
+    wait_deliveries(relay, 1, status="sent")
+    wait_spool_empty(relay)
+    assert not (relay.queue / "hold" / qid).exists(), p.stdout
+    assert "not held" in p.stdout, p.stdout
+    if (relay.queue / "hold").exists():
+        assert list((relay.queue / "hold").iterdir()) == []
+    time.sleep(1)
+    assert len(peer.messages()) == 1
+
+
+def test_hold_and_delete_of_a_waiting_message(relay_factory):
+    """A message waiting for its retry: hold moves it to hold/ at once (the
+    relay lets go of it), release brings it back, delete removes it."""
+    relay = relay_factory("RetrySchedule=1h\n")
+    qid = submit(relay.port, "s@example.org", ["r@example.com"], content_of("hold-wait"))
+    wait_deliveries(relay, 1, status="deferred")
+    p = queue_cmd(relay, "hold", qid)
+    assert p.returncode == 0 and "held by krelay" in p.stdout, (p.stdout, p.stderr)
+    assert (relay.queue / "hold" / qid).exists() and qid not in relay.queued()
+    p = queue_cmd(relay, "release", qid)
+    assert p.returncode == 0, p.stderr
+    wait_for(lambda: len(wait_deliveries(relay, 2, status="deferred")) >= 2, 20, "a retry")
+    p = queue_cmd(relay, "delete", qid)
+    assert p.returncode == 0 and "deleted by krelay" in p.stdout, (p.stdout, p.stderr)
+    wait_spool_empty(relay)
