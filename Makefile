@@ -30,7 +30,7 @@ PURE_TEST_OBJS = $(RELAY_PURE:%.c=build/test/obj/%.o)
 BENCH_OBJS      = $(BENCH_SRCS:%.c=build/obj/%.o)
 BENCH_TEST_OBJS = $(BENCH_SRCS:%.c=build/test/obj/%.o)
 
-.PHONY: all test test-ktls unit demo bench deps format check-format clean
+.PHONY: all test test-ktls unit demo bench soak deps format check-format clean
 all: build/krelay build/krelay-bench
 
 deps:
@@ -109,6 +109,19 @@ demo: deps
 bench: deps
 	$(MAKE) build/krelay build/krelay-bench
 	bench/run.sh
+
+# The fault soak against the release build (tests/soak/soak.py): kill -9,
+# flush/hold/release, SIGTERM, SIGHUP under load and a disk that fills up.
+SOAK_KILLS ?= 100
+SOAK_FLUSH_S ?= 60
+SOAK_STOPS ?= 20
+SOAK_HUPS ?= 10
+SOAK_DISK_FULL ?= 1
+soak: deps
+	$(MAKE) build/krelay
+	/usr/bin/python3 tests/soak/soak.py --krelay build/krelay --kills $(SOAK_KILLS) \
+		--flush-s $(SOAK_FLUSH_S) --stops $(SOAK_STOPS) --hups $(SOAK_HUPS) \
+		--disk-full $(SOAK_DISK_FULL)
 
 format:
 	clang-format -i $(SRCS) kernel/*.h relay/*.h tests/unit/*.c tests/unit/*.h tests/tools/*.c \

@@ -14,7 +14,7 @@ PKGS=(
 	swaks libnet-ssleay-perl libio-socket-inet6-perl
 	dnsmasq-base postfix
 	qemu-system-x86 busybox-static cpio kmod
-	iproute2 procps util-linux
+	iproute2 procps util-linux mount e2fsprogs
 	iperf3 gnuplot-nox
 )
 
