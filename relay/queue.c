@@ -122,7 +122,8 @@ struct dest {
 
 struct conn {
 	struct dest *d;
-	struct runtime *rt; /* the configuration it was opened with */
+	struct conn *prev_all, *next_all; /* q->conn_all */
+	struct runtime *rt;               /* the configuration it was opened with */
 	struct smtp_client *c;
 	struct qjob *job;
 	size_t addr_idx;
@@ -149,6 +150,7 @@ struct queue {
 	char (*parked)[SPOOL_ID_LEN + 1];
 	size_t nparked, parked_cap;
 	struct qmsg *msgs;
+	struct conn *conn_all; /* every connection out, for queue_stop */
 	struct dest *dests;
 	unsigned conns;
 	struct queue_stats stats;
@@ -1266,6 +1268,14 @@ static void idle_cb(struct ring_op *op, int res, unsigned flags);
 
 static void conn_free(struct conn *cn)
 {
+	struct queue *q = cn->d->q;
+
+	if (cn->prev_all)
+		cn->prev_all->next_all = cn->next_all;
+	else if (q->conn_all == cn)
+		q->conn_all = cn->next_all;
+	if (cn->next_all)
+		cn->next_all->prev_all = cn->prev_all;
 	runtime_put(cn->rt);
 	free(cn);
 }
@@ -1337,6 +1347,10 @@ static void conn_start(struct dest *d, size_t addr_idx, struct qjob *job)
 	d->active++;
 	q->conns++;
 	q->stats.connections++;
+	cn->next_all = q->conn_all;
+	if (q->conn_all)
+		q->conn_all->prev_all = cn;
+	q->conn_all = cn;
 	cn->c = smtp_client_connect(&q->w->ring, &p, &client_cb, cn);
 	if (cn->c == NULL) {
 		d->active--;
@@ -1505,7 +1519,7 @@ static void conn_failed(void *owner, struct smtp_client *c, enum smtp_fail why, 
 	cn->job = NULL;
 	if (j == NULL)
 		return;
-	if (why == SMTP_FAIL_CONNECT && cn->addr_idx + 1 < d->naddr) {
+	if (why == SMTP_FAIL_CONNECT && cn->addr_idx + 1 < d->naddr && !d->q->stopping) {
 		/* try the next address (next MX) with the same job */
 		d->active--;
 		d->q->conns--;
@@ -1821,8 +1835,13 @@ void queue_stop(struct queue *q)
 			smtp_client_quit(cn->c);
 		}
 	}
-	/* Jobs not yet on a connection stay in the spool for the next start;
-	 * transactions under way finish. */
+	/* Connections that have not begun to send a body end now (their
+	 * recipients stay pending: a silent next hop must not hold the stop);
+	 * those sending one, or waiting for the reply to its end, finish. */
+	for (struct conn *cn = q->conn_all; cn != NULL; cn = cn->next_all)
+		if (cn->c != NULL && !cn->quitting && !cn->idle)
+			smtp_client_stop(cn->c);
+	/* Jobs not yet on a connection stay in the spool for the next start. */
 	for (struct dest *d = q->dests; d != NULL; d = d->next) {
 		struct qjob *j;
 		while ((j = dest_pop(d)) != NULL) {

@@ -69,7 +69,8 @@ struct smtp_client {
 	unsigned ext;
 	uint64_t size_max;
 	bool tls, tried_helo, failed, mail_ok;
-	size_t owed; /* replies the peer owes for what we wrote */
+	bool stop_req; /* smtp_client_stop: failed is reported once all is closed */
+	size_t owed;   /* replies the peer owes for what we wrote */
 	/* A reply can be read before our send's completion is: what it asked
 	 * for waits until the send is done. */
 	bool tls_after_write;  /* 220 to STARTTLS */
@@ -107,11 +108,19 @@ struct smtp_client {
 static void client_event(void *owner, enum xprt_event ev, int err);
 
 /* Frees c once the connection is closed and no operation of its own is out. */
+static void unconfirmed_not_done(struct smtp_client *c);
+
 static void maybe_free(struct smtp_client *c)
 {
 	if (!c->x.closed || ring_op_busy(&c->op_read) || ring_op_busy(&c->op_connect) ||
 	    ring_op_busy(&c->op_connect_to))
 		return;
+	if (c->stop_req && !c->failed) {
+		/* (from the ring: the close smtp_client_stop started is done) */
+		c->failed = true;
+		unconfirmed_not_done(c);
+		c->cb.failed(c->owner, c, SMTP_FAIL_IO, "not sent: krelay was stopping");
+	}
 	free(c->sbuf);
 	SSL_SESSION_free(c->p.tls_session);
 	c->cb.closed(c->owner, c);
@@ -123,22 +132,27 @@ static void enter(struct smtp_client *c, enum cstate st)
 	c->state = st;
 }
 
+/* A 250 to RCPT is no delivery: without the final reply those recipients
+ * are not done (a 5xx or 4xx to RCPT stands). */
+static void unconfirmed_not_done(struct smtp_client *c)
+{
+	if (c->tx == NULL || c->tx_final)
+		return;
+	for (size_t i = 0; i < c->tx->nrcpt; i++) {
+		if (c->tx->rcpts[i].code / 100 == 2) {
+			c->tx->rcpts[i].code = 0;
+			c->tx->rcpts[i].reply[0] = '\0';
+		}
+	}
+}
+
 static void fail(struct smtp_client *c, enum smtp_fail why, const char *text)
 {
 	if (c->failed || c->state == C_CLOSING)
 		return;
 	c->failed = true;
 	c->tls_after_write = c->body_after_write = false;
-	if (c->tx != NULL && !c->tx_final) {
-		/* A 250 to RCPT is no delivery: without the final reply those
-		 * recipients are not done (a 5xx or 4xx to RCPT stands). */
-		for (size_t i = 0; i < c->tx->nrcpt; i++) {
-			if (c->tx->rcpts[i].code / 100 == 2) {
-				c->tx->rcpts[i].code = 0;
-				c->tx->rcpts[i].reply[0] = '\0';
-			}
-		}
-	}
+	unconfirmed_not_done(c);
 	enter(c, C_CLOSING);
 	c->cb.failed(c->owner, c, why, text);
 	xprt_close(&c->x);
@@ -945,6 +959,25 @@ void smtp_client_quit(struct smtp_client *c)
 	}
 	enter(c, C_CLOSING);
 	xprt_close(&c->x);
+}
+
+void smtp_client_stop(struct smtp_client *c)
+{
+	switch (c->state) {
+	case C_CLOSING:
+	case C_QUIT:
+	case C_BODY:
+	case C_END:
+		return; /* sending the body, or waiting for its reply: it finishes */
+	case C_READY:
+		smtp_client_quit(c);
+		return;
+	default:
+		c->stop_req = true;
+		c->tls_after_write = c->body_after_write = false;
+		enter(c, C_CLOSING);
+		xprt_close(&c->x);
+	}
 }
 
 const char *smtp_client_peer(const struct smtp_client *c)

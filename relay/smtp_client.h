@@ -81,6 +81,12 @@ struct smtp_client *smtp_client_connect(struct ring *ring, const struct smtp_cli
 void smtp_client_send(struct smtp_client *c, struct smtp_tx *tx);
 /* QUIT and close (or just close when mid-way); closed follows. */
 void smtp_client_quit(struct smtp_client *c);
+/* krelay is stopping: a connection that has not begun to send a body is
+ * closed now (failed follows, from the ring, with its recipients not done;
+ * then closed); an idle one QUITs; one sending a body or waiting for the
+ * reply to its end is left to finish (closing it there would have the
+ * message sent again at the next start). */
+void smtp_client_stop(struct smtp_client *c);
 
 /* Facts about the connection, for the delivery log. */
 const char *smtp_client_peer(const struct smtp_client *c); /* "127.0.0.1:25" */

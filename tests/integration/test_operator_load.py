@@ -12,6 +12,7 @@ The load is krelay-bench's source; the next hop is krelay-bench's sink with
 --verify, which checks each body against its own checksum and counts every
 message it is given.
 """
+import socket
 import subprocess
 import threading
 import time
@@ -155,3 +156,30 @@ def test_hold_and_delete_of_a_waiting_message(relay_factory):
     p = queue_cmd(relay, "delete", qid)
     assert p.returncode == 0 and "deleted by krelay" in p.stdout, (p.stdout, p.stderr)
     wait_spool_empty(relay)
+
+
+def test_sigterm_does_not_wait_for_a_silent_next_hop(relay_factory, tmp_path):
+    """A next hop that accepts the connection and never says a word: a stop
+    closes that connection at once (nothing of the message was sent), and
+    the message goes out after the restart."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # the kernel completes the handshakes; nobody answers
+    line = f"SmartHost=[127.0.0.1]:{silent.getsockname()[1]}"
+    try:
+        relay = relay_factory(f"{line}\nTLSPolicy=none\nCommandTimeout=300\n")
+        qid = submit(relay.port, "s@example.org", ["r@example.com"], content_of("silent"))
+        time.sleep(1)  # connected, waiting for a greeting that never comes
+        t0 = time.time()
+        assert relay.stop() == 0
+        took = time.time() - t0
+        assert took < 5, f"stop took {took:.1f} s"
+        assert qid in relay.queued()
+    finally:
+        silent.close()
+    sink = Sink(tmp_path, timeout=120)
+    relay.conf.write_text(relay.conf.read_text().replace(
+        line, f"SmartHost=[127.0.0.1]:{sink.port}"))
+    relay.start()
+    wait_spool_empty(relay, timeout=30)
+    assert sink.finish()["messages"] == 1
