@@ -916,6 +916,7 @@ static const struct opt_def opts[OPT_COUNT] = {
                                 0},
     [OPT_INTERACTIVE_TIMEOUT] = {"InteractiveTimeout", parse_duration, FIELD(interactive_timeout_s),
                                  0, 0},
+    [OPT_MIN_DATA_RATE] = {"MinDataRate", parse_unsigned, FIELD(min_data_rate), 0, 1000000000},
 };
 
 const char *config_opt_name(enum config_opt opt)
@@ -947,6 +948,7 @@ void config_defaults(struct config *c)
 	c->tls_max_version = TLS1_3_VERSION;
 	c->command_timeout_s = 300;
 	c->data_timeout_s = 300;
+	c->min_data_rate = 500; /* Postfix's smtpd_min_data_rate */
 	c->destination_concurrency = 20;
 	c->max_messages_per_connection = 1000;
 	c->retry_min_s = 60;

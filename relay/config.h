@@ -53,6 +53,7 @@ enum config_opt {
 	OPT_SERVER_SSL_OPTIONS,
 	OPT_CLIENT_SSL_OPTIONS,
 	OPT_INTERACTIVE_TIMEOUT,
+	OPT_MIN_DATA_RATE,
 	OPT_COUNT
 };
 
@@ -112,6 +113,7 @@ struct config {
 	char *log_file;
 	unsigned command_timeout_s;
 	unsigned data_timeout_s;
+	unsigned min_data_rate; /* bytes/s that extend a deadline by 1 s; 0: none */
 
 	/* outbound */
 	char *smart_host;      /* next hop text, checked by route_parse_hop */

@@ -253,6 +253,7 @@ void smtp_session_start(struct worker *w, int fd, bool smtps, const char *listen
 		inet_ntop(AF_INET, &a->sin_addr, s->client, sizeof(s->client));
 		s->port = ntohs(a->sin_port);
 	}
+	xprt_use_deadline(&s->x, cfg(s)->min_data_rate);
 	xprt_set_timeout(&s->x, cfg(s)->command_timeout_s);
 	log_event(s->id, "smtp connect client=%s port=%u listener=%s smtps=%d", s->client, s->port,
 	          listener, smtps);
@@ -931,6 +932,9 @@ static void process(struct smtp_session *s)
 				xprt_read(x);
 				return;
 			}
+			/* RFC 5321 4.5.3.2: a deadline for each command, and
+			 * for waiting for the next, not an idle timer */
+			xprt_set_timeout(x, cfg(s)->command_timeout_s);
 			if (r == SMTP_LINE_OK)
 				command(s, x->in, len);
 			else if (r == SMTP_LINE_TOO_LONG)
@@ -1035,10 +1039,11 @@ static void session_event(void *owner, enum xprt_event ev, int err)
 		                     : "lost connection");
 		break;
 	case XPRT_TIMEOUT:
+		log_event(s->id, "smtp timeout state=%s error=\"%s\"", state_names[s->state],
+		          s->x.error);
 		if (s->state == S_HANDSHAKE || s->state == S_QUIT) {
 			session_close(s, "timeout");
 		} else {
-			log_event(s->id, "smtp timeout state=%s", state_names[s->state]);
 			if (s->tx_open || spool_tx_busy(&s->tx))
 				spool_tx_abort(&s->tx);
 			reply(s, "421 4.4.2 %s Error: timeout exceeded", cfg(s)->hostname);

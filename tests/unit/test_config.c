@@ -203,6 +203,7 @@ TEST(opt_names)
 	    "ServerSSLOptions",
 	    "ClientSSLOptions",
 	    "InteractiveTimeout",
+	    "MinDataRate",
 	};
 
 	for (int i = 0; i < OPT_COUNT; i++)
@@ -248,7 +249,7 @@ TEST(every_option)
 	              "ConnectTimeout=1m\nBodyPath=copy\nDeliveryMode=q\nTLSMaxVersion=TLSv1.3\n"
 	              "CipherList=ECDHE+AESGCM\nCipherSuites=TLS_AES_128_GCM_SHA256\n"
 	              "ServerSSLOptions=+SSL_OP_NO_TICKET\nClientSSLOptions=-SSL_OP_ENABLE_KTLS\n"
-	              "InteractiveTimeout=2m\n"));
+	              "InteractiveTimeout=2m\nMinDataRate=1000\n"));
 	CHECK_STR(c.ca_cert_path, "/a");
 	CHECK_STR(c.ca_cert_file, "/b");
 	CHECK_STR(c.server_cert_file, "/c");
@@ -287,6 +288,7 @@ TEST(every_option)
 	CHECK(c.server_ssl_options.set == SSL_OP_NO_TICKET && c.server_ssl_options.clear == 0);
 	CHECK(c.client_ssl_options.set == 0 && c.client_ssl_options.clear == SSL_OP_ENABLE_KTLS);
 	CHECK(c.interactive_timeout_s == 120 && !c.interactive);
+	CHECK(c.min_data_rate == 1000);
 	for (int i = 0; i < OPT_COUNT; i++)
 		CHECK(c.line[i] == (unsigned)i + 1);
 	config_free(&c);
