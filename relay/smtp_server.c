@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client_count.h"
 #include "log.h"
 #include "queue.h"
 
@@ -63,6 +64,8 @@ struct smtp_session {
 	char client[INET6_ADDRSTRLEN];
 	unsigned port;
 	struct sockaddr_storage peer;
+	struct client_key key;
+	bool counted; /* in w->srv->clients under key */
 	char listener[80];
 	bool smtps, tls, esmtp, greeted, shutdown;
 	char helo[256];
@@ -193,6 +196,8 @@ static void session_free(struct smtp_session *s)
 		s->next->prev = s->prev;
 	w->nsessions--;
 	atomic_fetch_sub(&w->srv->connections, 1);
+	if (s->counted)
+		client_count_del(w->srv->clients, &s->key);
 	runtime_put(s->rt);
 	free(s);
 }
@@ -216,6 +221,18 @@ static void start_tls(struct smtp_session *s)
 	enter_state(s, S_HANDSHAKE);
 	xprt_set_timeout(&s->x, cfg(s)->command_timeout_s);
 	xprt_start_tls(&s->x, ssl, true);
+}
+
+/* Counts s against its client address; true when that address now holds
+ * more sessions than MaxConnectionsPerClient allows. */
+static bool client_over_limit(struct smtp_session *s)
+{
+	unsigned limit = config_client_limit(cfg(s)), n = 0;
+
+	if (client_key_of(&s->peer, &s->key))
+		n = client_count_add(s->w->srv->clients, &s->key);
+	s->counted = n > 0;
+	return limit > 0 && n > limit;
 }
 
 void smtp_session_start(struct worker *w, int fd, bool smtps, const char *listener)
@@ -260,6 +277,12 @@ void smtp_session_start(struct worker *w, int fd, bool smtps, const char *listen
 	if (n > cfg(s)->max_connections) {
 		reply(s, "421 4.7.0 %s Error: too many connections", cfg(s)->hostname);
 		quit(s, "too many connections");
+	} else if (client_over_limit(s)) {
+		char addr[INET6_ADDRSTRLEN];
+		client_key_text(&s->key, addr, sizeof(addr));
+		reply(s, "421 4.7.0 %s Error: too many connections from %s", cfg(s)->hostname,
+		      addr);
+		quit(s, "too many connections from client");
 	} else if (smtps) {
 		start_tls(s);
 	} else {

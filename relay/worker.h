@@ -29,10 +29,13 @@ struct server {
 	pthread_mutex_t lock; /* guards current */
 	struct runtime *current;
 	atomic_bool stopping;
-	atomic_uint connections; /* open SMTP sessions, all workers */
+	atomic_uint connections;      /* open SMTP sessions, all workers */
+	struct client_count *clients; /* open SMTP sessions per client address */
 	atomic_ullong session_seq;
 	unsigned workers;
 };
+
+struct client_count;
 
 struct runtime *runtime_get(struct server *srv);
 void runtime_put(struct runtime *rt);

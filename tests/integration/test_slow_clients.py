@@ -1,5 +1,6 @@
-"""Slow clients (RFC 5321 4.5.3.2; Postfix's smtpd_timeout as a deadline,
-and smtpd_min_data_rate).
+"""Slow clients and connection floods (RFC 5321 4.5.3.2; Postfix's
+smtpd_timeout as a deadline, smtpd_min_data_rate and
+smtpd_client_connection_count_limit).
 
 A client that sends one byte a second must not keep a session alive past
 CommandTimeout (a command line, the wait for it, a TLS handshake) or
@@ -13,12 +14,14 @@ Every trickle below sends at most a few bytes a second and stops after
 2 x the timeout (+1 s), whether the relay answered or not."""
 import re
 import select
+import signal
 import socket
 import ssl
 import time
 
 import pytest
 
+from helpers import wait_for
 
 TIMEOUT = 3  # seconds, CommandTimeout / DataTimeout in these tests
 GIVE_UP = 2 * TIMEOUT + 1  # a trickle stops here; the relay must act before
@@ -133,6 +136,17 @@ def assert_cut_off(relay, elapsed, got, closed, state):
     relay.wait_log(r'smtp disconnect client=127\.0\.0\.1 .*reason="timeout"')
 
 
+def wait_sessions_closed(relay, timeout=5.0):
+    """Every logged connect has its disconnect (the fixture's readiness
+    probe included), so no session is counted any more."""
+    def done():
+        log = relay.logs()
+        n = log.count(" smtp connect ")
+        return n > 0 and n == log.count(" smtp disconnect ")
+    wait_for(done, timeout, "all sessions to end")
+    time.sleep(0.1)  # the count drops just after the disconnect line
+
+
 # ---- deadlines ---------------------------------------------------------------
 
 
@@ -221,3 +235,82 @@ def test_slow_but_complete_client_is_served(relay_factory):
         assert code == 250 and text.startswith("2.0.0 Ok: queued as "), (code, text)
         assert time.monotonic() - t0 > 2 * TIMEOUT
         cmd(s, "QUIT", 221)
+
+
+# ---- connections per client ----------------------------------------------------
+
+
+def test_connections_per_client(relay_factory):
+    """MaxConnectionsPerClient=3 with four workers: however the kernel
+    spreads the connections over the workers' listeners, the fourth and
+    later from 127.0.0.1 get 421 4.7.0 and are closed, while 127.0.0.2
+    still gets in; when one leaves, 127.0.0.1 gets a place again."""
+    relay = relay_factory(conf="Workers=4\nMaxConnectionsPerClient=3", tls=False)
+    wait_sessions_closed(relay)
+    held, refused = [], 0
+    try:
+        for _ in range(8):
+            s = connect(relay.port)
+            code, text, _ = read_reply(s)
+            if code == 220:
+                held.append(s)
+                continue
+            assert (code, text) == (
+                421, "4.7.0 relay.test Error: too many connections from 127.0.0.1"), text
+            assert closed_soon(s)
+            s.close()
+            refused += 1
+        assert (len(held), refused) == (3, 5)
+        relay.wait_log(r'reason="too many connections from client"')
+        with greeted(relay.port, source="127.0.0.2") as other:
+            cmd(other, "NOOP", 250)
+        gone = relay.logs().count(" smtp disconnect ")
+        cmd(held[0], "QUIT", 221)
+        held.pop(0).close()
+        wait_for(lambda: relay.logs().count(" smtp disconnect ") > gone, 5, "the QUIT to end")
+        time.sleep(0.1)  # the count drops just after the disconnect line
+        with greeted(relay.port) as again:
+            cmd(again, "NOOP", 250)
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_connections_per_client_reload(relay_factory):
+    """SIGHUP brings a new MaxConnectionsPerClient in for new connections,
+    as MaxConnections; sessions already open stay."""
+    relay = relay_factory(conf="MaxConnectionsPerClient=2", tls=False)
+    wait_sessions_closed(relay)
+    held = [greeted(relay.port), greeted(relay.port)]
+    try:
+        with connect(relay.port) as s:
+            assert read_reply(s)[0] == 421
+        relay.conf.write_text(relay.conf.read_text().replace(
+            "MaxConnectionsPerClient=2", "MaxConnectionsPerClient=3"))
+        relay.proc.send_signal(signal.SIGHUP)
+        relay.wait_log(r"reload ok")
+        held.append(greeted(relay.port))
+        with connect(relay.port) as s:
+            code, text, _ = read_reply(s)
+            assert code == 421 and text.endswith("too many connections from 127.0.0.1"), text
+        for h in held:
+            cmd(h, "NOOP", 250)
+    finally:
+        for h in held:
+            h.close()
+
+
+def test_no_limit_per_client(relay_factory):
+    """MaxConnectionsPerClient=0: only MaxConnections limits one address."""
+    relay = relay_factory(conf="MaxConnectionsPerClient=0\nMaxConnections=6", tls=False)
+    wait_sessions_closed(relay)
+    held = []
+    try:
+        for _ in range(6):
+            held.append(greeted(relay.port))
+        with connect(relay.port) as s:
+            code, text, _ = read_reply(s)
+            assert (code, text) == (421, "4.7.0 relay.test Error: too many connections")
+    finally:
+        for h in held:
+            h.close()
