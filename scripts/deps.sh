@@ -13,6 +13,7 @@ PKGS=(
 	qemu-system-x86 busybox-static cpio kmod
 	iproute2 procps util-linux
 	iperf3 gnuplot-nox
+	sslscan
 )
 
 missing=()
