@@ -237,6 +237,44 @@ def test_slow_but_complete_client_is_served(relay_factory):
         cmd(s, "QUIT", 221)
 
 
+def steady_message(s, pieces=8, size=2048, interval=0.5):
+    """Sends a message's content at size/interval bytes a second (4 KiB/s,
+    for 4 s by default); returns the reply to its end, or None when the
+    relay ended the session first."""
+    s.sendall(b"Subject: steady\r\n\r\n")
+    try:
+        for _ in range(pieces):
+            time.sleep(interval)
+            s.sendall((b"z" * 62 + b"\r\n") * (size // 64))
+        s.sendall(b".\r\n")
+    except OSError:
+        return None
+    try:
+        return read_reply(s)[:2]
+    except (EOFError, OSError):
+        return None
+
+
+@pytest.mark.parametrize("rate", [1000, 0])
+def test_min_data_rate(relay_factory, rate):
+    """DataTimeout=2: content that arrives steadily above MinDataRate (4 KiB/s
+    against 1000 B/s) earns its deadline more time and is queued after 4 s;
+    with MinDataRate=0 the same content is cut off at 2 s."""
+    relay = relay_factory(conf=f"CommandTimeout=30\nDataTimeout=2\nMinDataRate={rate}",
+                          tls=False)
+    with greeted(relay.port) as s:
+        start_tx(s)
+        cmd(s, "DATA", 354)
+        t0 = time.monotonic()
+        got = steady_message(s)
+        if rate:
+            assert got is not None and got[0] == 250, got
+            assert time.monotonic() - t0 > 3.5
+        else:
+            assert got is None or got == (421, "4.4.2 relay.test Error: timeout exceeded"), got
+            relay.wait_log(r"smtp timeout state=data\b")
+
+
 # ---- connections per client ----------------------------------------------------
 
 
