@@ -142,7 +142,7 @@ struct config {
 
 const char *config_opt_name(enum config_opt opt);
 /* Sessions one client address may hold: MaxConnectionsPerClient, never more
- * than MaxConnections; 0: no limit. */
+ * than MaxConnections; 0: no limit.  RelayClients are exempt (smtp_server). */
 unsigned config_client_limit(const struct config *c);
 
 /* Built-in defaults: listen on 127.0.0.1:25, relay for loopback only,

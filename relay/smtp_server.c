@@ -224,11 +224,15 @@ static void start_tls(struct smtp_session *s)
 }
 
 /* Counts s against its client address; true when that address now holds
- * more sessions than MaxConnectionsPerClient allows. */
+ * more sessions than MaxConnectionsPerClient allows.  RelayClients are
+ * neither limited nor counted (Postfix exempts $mynetworks alike): they are
+ * the relay's own submitters, which may need many connections. */
 static bool client_over_limit(struct smtp_session *s)
 {
 	unsigned limit = config_client_limit(cfg(s)), n = 0;
 
+	if (limit == 0 || config_relay_client(cfg(s), (const struct sockaddr *)&s->peer))
+		return false;
 	if (client_key_of(&s->peer, &s->key))
 		n = client_count_add(s->w->srv->clients, &s->key);
 	s->counted = n > 0;

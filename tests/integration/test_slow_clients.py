@@ -277,13 +277,17 @@ def test_min_data_rate(relay_factory, rate):
 
 # ---- connections per client ----------------------------------------------------
 
+# RelayClients are exempt from MaxConnectionsPerClient: these tests take
+# loopback out of them (nothing here relays).
+NOT_LOOPBACK = "RelayClients=192.0.2.0/24"
+
 
 def test_connections_per_client(relay_factory):
     """MaxConnectionsPerClient=3 with four workers: however the kernel
     spreads the connections over the workers' listeners, the fourth and
     later from 127.0.0.1 get 421 4.7.0 and are closed, while 127.0.0.2
     still gets in; when one leaves, 127.0.0.1 gets a place again."""
-    relay = relay_factory(conf="Workers=4\nMaxConnectionsPerClient=3", tls=False)
+    relay = relay_factory(conf=f"Workers=4\nMaxConnectionsPerClient=3\n{NOT_LOOPBACK}", tls=False)
     wait_sessions_closed(relay)
     held, refused = [], 0
     try:
@@ -317,7 +321,7 @@ def test_connections_per_client(relay_factory):
 def test_connections_per_client_reload(relay_factory):
     """SIGHUP brings a new MaxConnectionsPerClient in for new connections,
     as MaxConnections; sessions already open stay."""
-    relay = relay_factory(conf="MaxConnectionsPerClient=2", tls=False)
+    relay = relay_factory(conf=f"MaxConnectionsPerClient=2\n{NOT_LOOPBACK}", tls=False)
     wait_sessions_closed(relay)
     held = [greeted(relay.port), greeted(relay.port)]
     try:
@@ -340,7 +344,8 @@ def test_connections_per_client_reload(relay_factory):
 
 def test_no_limit_per_client(relay_factory):
     """MaxConnectionsPerClient=0: only MaxConnections limits one address."""
-    relay = relay_factory(conf="MaxConnectionsPerClient=0\nMaxConnections=6", tls=False)
+    relay = relay_factory(conf=f"MaxConnectionsPerClient=0\nMaxConnections=6\n{NOT_LOOPBACK}",
+                          tls=False)
     wait_sessions_closed(relay)
     held = []
     try:
@@ -349,6 +354,27 @@ def test_no_limit_per_client(relay_factory):
         with connect(relay.port) as s:
             code, text, _ = read_reply(s)
             assert (code, text) == (421, "4.7.0 relay.test Error: too many connections")
+    finally:
+        for h in held:
+            h.close()
+
+
+def test_relay_clients_are_exempt(relay_factory):
+    """The relay's own submitters (RelayClients, loopback by default) may
+    open more sessions than MaxConnectionsPerClient; others may not."""
+    relay = relay_factory(conf="MaxConnectionsPerClient=2\nRelayClients=127.0.0.1/32",
+                          tls=False)
+    wait_sessions_closed(relay)
+    held = []
+    try:
+        for _ in range(4):
+            held.append(greeted(relay.port))
+        held.append(greeted(relay.port, source="127.0.0.2"))
+        held.append(greeted(relay.port, source="127.0.0.2"))
+        with connect(relay.port, source="127.0.0.2") as s:
+            code, text, _ = read_reply(s)
+            assert (code, text) == (
+                421, "4.7.0 relay.test Error: too many connections from 127.0.0.2"), text
     finally:
         for h in held:
             h.close()
