@@ -12,7 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+#define NS_PER_S 1000000000ll
 
 static void rd_cb(struct ring_op *op, int res, unsigned flags);
 static void rd_to_cb(struct ring_op *op, int res, unsigned flags);
@@ -49,6 +52,48 @@ int xprt_init(struct xprt *x, struct ring *ring, int fd, const struct caps *caps
 void xprt_set_timeout(struct xprt *x, unsigned seconds)
 {
 	x->timeout_s = seconds;
+	x->deadline_ns = 0;
+}
+
+void xprt_use_deadline(struct xprt *x, unsigned min_rate)
+{
+	x->deadline_mode = true;
+	x->min_rate = min_rate;
+	x->deadline_ns = 0;
+}
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec;
+}
+
+/* The time the next read or write may take: the timeout, or in deadline
+ * mode what is left of the deadline (started now if it has not begun; at
+ * least 1 ns, so an expired one fires at once, through the ring). */
+static void timeout_ts(struct xprt *x, struct __kernel_timespec *ts)
+{
+	int64_t ns = (int64_t)x->timeout_s * NS_PER_S;
+
+	if (x->deadline_mode) {
+		int64_t now = now_ns();
+		if (x->deadline_ns == 0)
+			x->deadline_ns = now + ns;
+		ns = x->deadline_ns - now;
+		if (ns < 1)
+			ns = 1;
+	}
+	ts->tv_sec = ns / NS_PER_S;
+	ts->tv_nsec = ns % NS_PER_S;
+}
+
+/* n bytes received: with a minimum rate, they buy the deadline time. */
+static void credit(struct xprt *x, size_t n)
+{
+	if (x->deadline_mode && x->min_rate > 0 && x->deadline_ns != 0)
+		x->deadline_ns += (int64_t)n * NS_PER_S / x->min_rate;
 }
 
 static void set_ssl_error(struct xprt *x, const char *what)
@@ -69,15 +114,13 @@ static void set_ssl_error(struct xprt *x, const char *what)
 /* Arms op_rd (already prepared by the caller, linked) with its timeout. */
 static void arm_rd_timeout(struct xprt *x)
 {
-	x->rd_ts.tv_sec = x->timeout_s;
-	x->rd_ts.tv_nsec = 0;
+	timeout_ts(x, &x->rd_ts);
 	ring_link_timeout(x->ring, &x->op_rd_to, &x->rd_ts);
 }
 
 static void arm_wr_timeout(struct xprt *x)
 {
-	x->wr_ts.tv_sec = x->timeout_s;
-	x->wr_ts.tv_nsec = 0;
+	timeout_ts(x, &x->wr_ts);
 	ring_link_timeout(x->ring, &x->op_wr_to, &x->wr_ts);
 }
 
@@ -131,7 +174,10 @@ void xprt_discard_input(struct xprt *x)
 static enum xprt_event failure(struct xprt *x, int res, int to_res, const char *dir)
 {
 	if (res == -ECANCELED && to_res == -ETIME) {
-		snprintf(x->error, sizeof(x->error), "%s timeout after %us", dir, x->timeout_s);
+		snprintf(x->error, sizeof(x->error),
+		         x->deadline_mode ? "%s deadline of %us passed" : "%s timeout after %us",
+		         dir, x->timeout_s);
+		x->deadline_ns = 0; /* the owner's last words get a deadline of their own */
 		return XPRT_TIMEOUT;
 	}
 	snprintf(x->error, sizeof(x->error), "%s: %s", dir, strerror(-res));
@@ -189,6 +235,7 @@ static void tls_read(struct xprt *x)
 	}
 	if (got > 0) {
 		ERR_clear_error();
+		credit(x, got);
 		x->cb(x->owner, XPRT_READ, 0);
 		return;
 	}
@@ -234,6 +281,7 @@ static void hs_step(struct xprt *x)
 	r = SSL_do_handshake(x->ssl);
 	if (r == 1) {
 		x->handshaking = false;
+		x->deadline_ns = 0; /* the handshake had its own */
 		ktls_query(x->ssl, x->caps, &x->ktls);
 		/* Records decrypted in user space: read whatever the socket
 		 * holds in one read(2), not a header and then a body per record
@@ -278,6 +326,7 @@ static void rd_complete(struct xprt *x)
 			return;
 		}
 		x->in_len += (size_t)res;
+		credit(x, (size_t)res);
 		x->cb(x->owner, XPRT_READ, 0);
 	} else {
 		tls_read(x);

@@ -25,7 +25,7 @@ enum xprt_event {
 	XPRT_TLS_OK,  /* handshake done; ktls filled in */
 	XPRT_EOF,     /* peer closed */
 	XPRT_ERROR,   /* err: -errno or -EPROTO (TLS), see xprt->error */
-	XPRT_TIMEOUT, /* a read or write waited longer than the timeout */
+	XPRT_TIMEOUT, /* a read or write waited longer than the timeout (or deadline) */
 	XPRT_CLOSED,  /* after xprt_close: nothing in flight, fd closed; owner may free */
 };
 
@@ -66,6 +66,9 @@ struct xprt {
 	size_t out_len, out_off, out_cap, out_max;
 
 	unsigned timeout_s;
+	bool deadline_mode;  /* xprt_use_deadline */
+	unsigned min_rate;   /* bytes per second that earn a second more; 0: none */
+	int64_t deadline_ns; /* CLOCK_MONOTONIC; 0: starts with the next read or write */
 	bool reading, writing, closing, closed;
 	int rd_res, rd_to_res, wr_res, wr_to_res;
 	struct __kernel_timespec rd_ts, wr_ts;
@@ -79,7 +82,16 @@ struct xprt {
 /* in_cap: input buffer size; out_max: most bytes of replies held. */
 int xprt_init(struct xprt *x, struct ring *ring, int fd, const struct caps *caps, size_t in_cap,
               size_t out_max, xprt_cb cb, void *owner);
+/* Each read and each write must finish within seconds (an idle timer); in
+ * deadline mode, everything from the next read or write on must. */
 void xprt_set_timeout(struct xprt *x, unsigned seconds);
+/* Deadline mode, for a server facing untrusted peers: each xprt_set_timeout
+ * (and the end of a TLS handshake) starts a deadline, counted from the next
+ * read or write, that bounds every read and write until the next one, so a
+ * peer cannot stretch a command or a message by sending a byte at a time.
+ * min_rate > 0 moves the deadline one second later per min_rate bytes
+ * received (Postfix's smtpd_min_data_rate). */
+void xprt_use_deadline(struct xprt *x, unsigned min_rate);
 
 /* Arms one read unless one is pending or the input buffer is full. */
 void xprt_read(struct xprt *x);

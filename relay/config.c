@@ -916,11 +916,21 @@ static const struct opt_def opts[OPT_COUNT] = {
                                 0},
     [OPT_INTERACTIVE_TIMEOUT] = {"InteractiveTimeout", parse_duration, FIELD(interactive_timeout_s),
                                  0, 0},
+    [OPT_MIN_DATA_RATE] = {"MinDataRate", parse_unsigned, FIELD(min_data_rate), 0, 1000000000},
+    [OPT_MAX_CONNECTIONS_PER_CLIENT] = {"MaxConnectionsPerClient", parse_unsigned,
+                                        FIELD(max_connections_per_client), 0, 1000000},
 };
 
 const char *config_opt_name(enum config_opt opt)
 {
 	return (unsigned)opt < OPT_COUNT ? opts[opt].name : "?";
+}
+
+unsigned config_client_limit(const struct config *c)
+{
+	if (c->max_connections_per_client > c->max_connections)
+		return c->max_connections;
+	return c->max_connections_per_client;
 }
 
 void config_defaults(struct config *c)
@@ -939,6 +949,7 @@ void config_defaults(struct config *c)
 	c->max_message_size = 10240000;
 	c->max_recipients = 1000;
 	c->max_connections = 1000;
+	c->max_connections_per_client = 50; /* Postfix's smtpd_client_connection_count_limit */
 	c->relay_clients[0] = (struct config_cidr){.family = AF_INET, .addr = {127}, .prefix = 8};
 	c->relay_clients[1] = (struct config_cidr){.family = AF_INET6, .prefix = 128};
 	c->relay_clients[1].addr[15] = 1;
@@ -947,6 +958,7 @@ void config_defaults(struct config *c)
 	c->tls_max_version = TLS1_3_VERSION;
 	c->command_timeout_s = 300;
 	c->data_timeout_s = 300;
+	c->min_data_rate = 500; /* Postfix's smtpd_min_data_rate */
 	c->destination_concurrency = 20;
 	c->max_messages_per_connection = 1000;
 	c->retry_min_s = 60;

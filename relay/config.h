@@ -53,6 +53,8 @@ enum config_opt {
 	OPT_SERVER_SSL_OPTIONS,
 	OPT_CLIENT_SSL_OPTIONS,
 	OPT_INTERACTIVE_TIMEOUT,
+	OPT_MIN_DATA_RATE,
+	OPT_MAX_CONNECTIONS_PER_CLIENT,
 	OPT_COUNT
 };
 
@@ -98,6 +100,7 @@ struct config {
 	uint64_t max_message_size;
 	unsigned max_recipients;
 	unsigned max_connections;
+	unsigned max_connections_per_client; /* 0: no limit; see config_client_limit */
 	struct config_cidr relay_clients[CONFIG_LIST_MAX];
 	size_t relay_clients_count;
 	char *relay_domains[CONFIG_LIST_MAX]; /* lower case */
@@ -112,6 +115,7 @@ struct config {
 	char *log_file;
 	unsigned command_timeout_s;
 	unsigned data_timeout_s;
+	unsigned min_data_rate; /* bytes/s that extend a deadline by 1 s; 0: none */
 
 	/* outbound */
 	char *smart_host;      /* next hop text, checked by route_parse_hop */
@@ -137,6 +141,9 @@ struct config {
 };
 
 const char *config_opt_name(enum config_opt opt);
+/* Sessions one client address may hold: MaxConnectionsPerClient, never more
+ * than MaxConnections; 0: no limit.  RelayClients are exempt (smtp_server). */
+unsigned config_client_limit(const struct config *c);
 
 /* Built-in defaults: listen on 127.0.0.1:25, relay for loopback only,
  * queue in /var/spool/krelay, TLS 1.2 minimum, no certificates. */

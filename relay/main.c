@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "client_count.h"
 #include "config.h"
 #include "log.h"
 #include "probe.h"
@@ -338,6 +339,9 @@ static int run(const char *path)
 	for (size_t i = 0; i < c->listen_count; i++)
 		log_info("listening on %s%s", c->listen[i].text,
 		         c->listen[i].smtps ? " (smtps, implicit TLS)" : "");
+	srv.clients = client_count_new();
+	if (srv.clients == NULL)
+		fatal("client_count_new");
 	for (unsigned i = 0; i < srv.workers; i++)
 		if (worker_start(&workers[i]) < 0)
 			fatal("pthread_create");
@@ -393,6 +397,7 @@ static int run(const char *path)
 	         (unsigned long long)deferred, (unsigned long long)conns);
 	pid_write(srv.current->cfg.queue_directory, false);
 	runtime_put(srv.current);
+	client_count_free(srv.clients);
 	return 0;
 }
 

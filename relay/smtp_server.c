@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client_count.h"
 #include "log.h"
 #include "queue.h"
 #include "safe.h"
@@ -64,6 +65,8 @@ struct smtp_session {
 	char client[INET6_ADDRSTRLEN];
 	unsigned port;
 	struct sockaddr_storage peer;
+	struct client_key key;
+	bool counted; /* in w->srv->clients under key */
 	char listener[80];
 	bool smtps, tls, esmtp, greeted, shutdown;
 	char helo[256];
@@ -220,6 +223,8 @@ static void session_free(struct smtp_session *s)
 		s->next->prev = s->prev;
 	w->nsessions--;
 	atomic_fetch_sub(&w->srv->connections, 1);
+	if (s->counted)
+		client_count_del(w->srv->clients, &s->key);
 	runtime_put(s->rt);
 	free(s);
 }
@@ -243,6 +248,22 @@ static void start_tls(struct smtp_session *s)
 	enter_state(s, S_HANDSHAKE);
 	xprt_set_timeout(&s->x, cfg(s)->command_timeout_s);
 	xprt_start_tls(&s->x, ssl, true);
+}
+
+/* Counts s against its client address; true when that address now holds
+ * more sessions than MaxConnectionsPerClient allows.  RelayClients are
+ * neither limited nor counted (Postfix exempts $mynetworks alike): they are
+ * the relay's own submitters, which may need many connections. */
+static bool client_over_limit(struct smtp_session *s)
+{
+	unsigned limit = config_client_limit(cfg(s)), n = 0;
+
+	if (limit == 0 || config_relay_client(cfg(s), (const struct sockaddr *)&s->peer))
+		return false;
+	if (client_key_of(&s->peer, &s->key))
+		n = client_count_add(s->w->srv->clients, &s->key);
+	s->counted = n > 0;
+	return limit > 0 && n > limit;
 }
 
 void smtp_session_start(struct worker *w, int fd, bool smtps, const char *listener)
@@ -280,12 +301,19 @@ void smtp_session_start(struct worker *w, int fd, bool smtps, const char *listen
 		inet_ntop(AF_INET, &a->sin_addr, s->client, sizeof(s->client));
 		s->port = ntohs(a->sin_port);
 	}
+	xprt_use_deadline(&s->x, cfg(s)->min_data_rate);
 	xprt_set_timeout(&s->x, cfg(s)->command_timeout_s);
 	log_event(s->id, "smtp connect client=%s port=%u listener=%s smtps=%d", s->client, s->port,
 	          listener, smtps);
 	if (n > cfg(s)->max_connections) {
 		reply(s, "421 4.7.0 %s Error: too many connections", cfg(s)->hostname);
 		quit(s, "too many connections");
+	} else if (client_over_limit(s)) {
+		char addr[INET6_ADDRSTRLEN];
+		client_key_text(&s->key, addr, sizeof(addr));
+		reply(s, "421 4.7.0 %s Error: too many connections from %s", cfg(s)->hostname,
+		      addr);
+		quit(s, "too many connections from client");
 	} else if (smtps) {
 		start_tls(s);
 	} else {
@@ -992,6 +1020,9 @@ static void process(struct smtp_session *s)
 				xprt_read(x);
 				return;
 			}
+			/* RFC 5321 4.5.3.2: a deadline for each command, and
+			 * for waiting for the next, not an idle timer */
+			xprt_set_timeout(x, cfg(s)->command_timeout_s);
 			if (r == SMTP_LINE_OK)
 				command(s, x->in, len);
 			else if (r == SMTP_LINE_TOO_LONG)
@@ -1097,10 +1128,11 @@ static void session_event(void *owner, enum xprt_event ev, int err)
 		                     : "lost connection");
 		break;
 	case XPRT_TIMEOUT:
+		log_event(s->id, "smtp timeout state=%s error=\"%s\"", state_names[s->state],
+		          s->x.error);
 		if (s->state == S_HANDSHAKE || s->state == S_QUIT) {
 			session_close(s, "timeout");
 		} else {
-			log_event(s->id, "smtp timeout state=%s", state_names[s->state]);
 			if (s->tx_open || spool_tx_busy(&s->tx))
 				spool_tx_abort(&s->tx);
 			reply(s, "421 4.4.2 %s Error: timeout exceeded", cfg(s)->hostname);

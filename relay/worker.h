@@ -39,10 +39,13 @@ struct server {
 	atomic_uint generation; /* bumped by each reload: queues follow it */
 	atomic_uint spool_full; /* bumped when a spool finds the disk full */
 	atomic_bool stopping;
-	atomic_uint connections; /* open SMTP sessions, all workers */
+	atomic_uint connections;      /* open SMTP sessions, all workers */
+	struct client_count *clients; /* open SMTP sessions per client address */
 	atomic_ullong session_seq;
 	unsigned workers;
 };
+
+struct client_count;
 
 struct runtime *runtime_get(struct server *srv);
 /* One more reference to rt (one the caller holds already). */

@@ -16,6 +16,7 @@ PKGS=(
 	qemu-system-x86 busybox-static cpio kmod
 	iproute2 procps util-linux mount e2fsprogs
 	iperf3 gnuplot-nox
+	sslscan
 )
 
 missing=()

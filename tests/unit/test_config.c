@@ -203,6 +203,8 @@ TEST(opt_names)
 	    "ServerSSLOptions",
 	    "ClientSSLOptions",
 	    "InteractiveTimeout",
+	    "MinDataRate",
+	    "MaxConnectionsPerClient",
 	};
 
 	for (int i = 0; i < OPT_COUNT; i++)
@@ -248,7 +250,7 @@ TEST(every_option)
 	              "ConnectTimeout=1m\nBodyPath=copy\nDeliveryMode=q\nTLSMaxVersion=TLSv1.3\n"
 	              "CipherList=ECDHE+AESGCM\nCipherSuites=TLS_AES_128_GCM_SHA256\n"
 	              "ServerSSLOptions=+SSL_OP_NO_TICKET\nClientSSLOptions=-SSL_OP_ENABLE_KTLS\n"
-	              "InteractiveTimeout=2m\n"));
+	              "InteractiveTimeout=2m\nMinDataRate=1000\nMaxConnectionsPerClient=10\n"));
 	CHECK_STR(c.ca_cert_path, "/a");
 	CHECK_STR(c.ca_cert_file, "/b");
 	CHECK_STR(c.server_cert_file, "/c");
@@ -287,8 +289,25 @@ TEST(every_option)
 	CHECK(c.server_ssl_options.set == SSL_OP_NO_TICKET && c.server_ssl_options.clear == 0);
 	CHECK(c.client_ssl_options.set == 0 && c.client_ssl_options.clear == SSL_OP_ENABLE_KTLS);
 	CHECK(c.interactive_timeout_s == 120 && !c.interactive);
+	CHECK(c.max_connections_per_client == 10 && config_client_limit(&c) == 10);
+	CHECK(c.min_data_rate == 1000);
 	for (int i = 0; i < OPT_COUNT; i++)
 		CHECK(c.line[i] == (unsigned)i + 1);
+	config_free(&c);
+}
+
+/* The per-client limit never exceeds MaxConnections; 0 means none. */
+TEST(client_limit)
+{
+	struct config c;
+	char err[256];
+
+	config_defaults(&c);
+	CHECK(config_client_limit(&c) == 50 && c.min_data_rate == 500);
+	CHECK(config_parse_line(&c, "MaxConnections=20", 1, err, sizeof(err)) == 0);
+	CHECK(config_client_limit(&c) == 20);
+	CHECK(config_parse_line(&c, "MaxConnectionsPerClient=0", 2, err, sizeof(err)) == 0);
+	CHECK(config_client_limit(&c) == 0);
 	config_free(&c);
 }
 
@@ -1226,6 +1245,7 @@ int main(void)
 	RUN(seed_sendmail_lines);
 	RUN(every_option);
 	RUN(outbound_values);
+	RUN(client_limit);
 	RUN(comments_and_blank_lines);
 	RUN(empty_file);
 	RUN(unknown_option);
