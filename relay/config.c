@@ -20,7 +20,6 @@
 #include <strings.h>
 #include <sys/types.h>
 
-#define CONFIG_LINE_MAX  4096
 #define DNS_NAME_MAX     253
 #define DNS_LABEL_MAX    63
 #define MESSAGE_SIZE_MIN 1024ULL
@@ -1004,6 +1003,8 @@ static const struct opt_def *find_opt(const char *name)
  * glued to other text, as in a path, is part of the value). */
 static void cut_comment(char *s)
 {
+	if (s[0] == '\0')
+		return; /* (a blank line: nothing past its end is read) */
 	if (s[0] == '#') {
 		s[0] = '\0';
 		return;

@@ -5,6 +5,8 @@
 #ifndef KRELAY_CONFIG_H
 #define KRELAY_CONFIG_H
 
+#define CONFIG_LINE_MAX 4096 /* a configuration line, at most */
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>

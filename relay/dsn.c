@@ -2,8 +2,14 @@
 #include "dsn.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "safe.h"
+
+/* The longest outside text quoted (an address, a reply): longer is cut. */
+#define DSN_TEXT_MAX 1024
 
 struct out {
 	char *p;
@@ -50,15 +56,42 @@ size_t dsn_header_len(const char *msg, size_t len)
 	return len;
 }
 
+/* Whether s (n bytes) holds boundary anywhere. */
+static bool holds(const char *s, size_t n, const char *boundary)
+{
+	return s != NULL && memmem(s, n, boundary, strlen(boundary)) != NULL;
+}
+
+/* A boundary that occurs nowhere in what the bounce quotes (the original
+ * headers, the peers' replies): in->boundary, or it with "=N" added. */
+static void pick_boundary(const struct dsn_info *in, char *b, size_t len)
+{
+	char esc[SAFE_LEN(DSN_TEXT_MAX)];
+
+	snprintf(b, len, "%s", in->boundary);
+	for (unsigned k = 1;; k++) {
+		bool found = holds(in->headers, in->headers_len, b);
+		for (size_t i = 0; i < in->nrcpt && !found; i++) {
+			const char *d = safe_body_text(esc, sizeof(esc), in->rcpts[i].diagnostic);
+			found = holds(d, strlen(d), b);
+		}
+		if (!found)
+			return;
+		snprintf(b, len, "%s=%u", in->boundary, k);
+	}
+}
+
 size_t dsn_format(const struct dsn_info *in, char *buf, size_t cap)
 {
 	struct out o = {buf, 0, cap};
-	char date[64], arrival[64];
+	char date[64], arrival[64], boundary[160], esc[SAFE_LEN(DSN_TEXT_MAX)];
+	char esc2[SAFE_LEN(DSN_TEXT_MAX)];
 
 	rfc5322_date(in->now, date, sizeof(date));
 	rfc5322_date(in->arrival, arrival, sizeof(arrival));
 	emit(&o, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", in->reporting_mta);
-	emit(&o, "To: <%s>\r\n", in->sender);
+	pick_boundary(in, boundary, sizeof(boundary));
+	emit(&o, "To: <%s>\r\n", safe_body_text(esc, sizeof(esc), in->sender));
 	emit(&o, "Subject: Undelivered Mail Returned to Sender\r\n");
 	emit(&o, "Date: %s\r\n", date);
 	emit(&o, "Message-Id: <%s.bounce@%s>\r\n", in->queue_id, in->reporting_mta);
@@ -67,40 +100,44 @@ size_t dsn_format(const struct dsn_info *in, char *buf, size_t cap)
 	emit(&o,
 	     "Content-Type: multipart/report; report-type=delivery-status;\r\n"
 	     "\tboundary=\"%s\"\r\n\r\n",
-	     in->boundary);
+	     boundary);
 	emit(&o, "This is a MIME-encapsulated message.\r\n\r\n");
 
 	/* 1: for people */
-	emit(&o, "--%s\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n", in->boundary);
+	emit(&o, "--%s\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n", boundary);
 	emit(&o, "This is the mail system at host %s.\r\n\r\n", in->reporting_mta);
 	emit(&o, "Your message could not be delivered to one or more recipients.\r\n"
 	         "It is attached below.\r\n\r\n");
 	for (size_t i = 0; i < in->nrcpt; i++)
-		emit(&o, "<%s>: %s\r\n", in->rcpts[i].addr, in->rcpts[i].diagnostic);
+		emit(&o, "<%s>: %s\r\n", safe_body_text(esc, sizeof(esc), in->rcpts[i].addr),
+		     safe_body_text(esc2, sizeof(esc2), in->rcpts[i].diagnostic));
 	emit(&o, "\r\n");
 
 	/* 2: for programs (RFC 3464) */
-	emit(&o, "--%s\r\nContent-Type: message/delivery-status\r\n\r\n", in->boundary);
+	emit(&o, "--%s\r\nContent-Type: message/delivery-status\r\n\r\n", boundary);
 	emit(&o, "Reporting-MTA: dns; %s\r\n", in->reporting_mta);
 	emit(&o, "X-Krelay-Queue-ID: %s\r\n", in->queue_id);
 	emit(&o, "Arrival-Date: %s\r\n", arrival);
 	for (size_t i = 0; i < in->nrcpt; i++) {
 		const struct dsn_rcpt *r = &in->rcpts[i];
-		emit(&o, "\r\nFinal-Recipient: rfc822; %s\r\n", r->addr);
+		emit(&o, "\r\nFinal-Recipient: rfc822; %s\r\n",
+		     safe_body_text(esc, sizeof(esc), r->addr));
 		emit(&o, "Action: failed\r\n");
 		emit(&o, "Status: %s\r\n", r->status);
 		if (r->remote_mta != NULL && r->remote_mta[0] != '\0')
-			emit(&o, "Remote-MTA: dns; %s\r\n", r->remote_mta);
-		emit(&o, "Diagnostic-Code: smtp; %s\r\n", r->diagnostic);
+			emit(&o, "Remote-MTA: dns; %s\r\n",
+			     safe_body_text(esc, sizeof(esc), r->remote_mta));
+		emit(&o, "Diagnostic-Code: smtp; %s\r\n",
+		     safe_body_text(esc, sizeof(esc), r->diagnostic));
 	}
 	emit(&o, "\r\n");
 
 	/* 3: the original headers */
-	emit(&o, "--%s\r\nContent-Type: text/rfc822-headers\r\n\r\n", in->boundary);
+	emit(&o, "--%s\r\nContent-Type: text/rfc822-headers\r\n\r\n", boundary);
 	emit_raw(&o, in->headers, in->headers_len);
 	if (in->headers_len < 2 || memcmp(in->headers + in->headers_len - 2, "\r\n", 2) != 0)
 		emit(&o, "\r\n");
-	emit(&o, "\r\n--%s--\r\n", in->boundary);
+	emit(&o, "\r\n--%s--\r\n", boundary);
 	if (o.len < cap)
 		buf[o.len] = '\0';
 	return o.len;

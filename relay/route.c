@@ -45,6 +45,15 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
  * 1..63 characters that neither start nor end with '-'; 253 characters at
  * most; one trailing dot allowed).  Copies it, lower-cased and without the
  * trailing dot, to out (HOSTNAME_MAX + 1 bytes).  Returns NULL or why not. */
+/* Whether the last label of name is all digits. */
+static bool numeric_tld(const char *name)
+{
+	const char *last = strrchr(name, '.');
+
+	last = last ? last + 1 : name;
+	return *last != '\0' && strspn(last, "0123456789") == strlen(last);
+}
+
 static const char *check_hostname(const char *s, size_t len, char *out)
 {
 	size_t label = 0;
@@ -182,6 +191,10 @@ int route_parse_hop(const char *s, struct route_hop *hop, char *err, size_t errl
 		return -1;
 	}
 	why = check_hostname(host, hlen, hop->host);
+	if (why == NULL && !bracket && numeric_tld(hop->host))
+		/* no top-level domain is all digits (RFC 3696 2): "192.0.2.7." is
+		 * an address written oddly, not a domain whose MX to look up */
+		why = "an address is written [192.0.2.7], not as a domain";
 	if (why != NULL) {
 		hop->host[0] = '\0';
 		seterr(err, errlen, "%s in '%s'", why, s);
@@ -291,8 +304,10 @@ struct route_table *route_table_load(const char *path, char *err, size_t errlen)
 		struct route_hop hop;
 		int ntok = 0;
 
+		ssize_t got;
+
 		errno = 0;
-		if (getline(&line, &linecap, f) < 0) {
+		if ((got = getline(&line, &linecap, f)) < 0) {
 			if (errno != 0) {
 				seterr(err, errlen, "%s:%u: %s", path, lineno + 1, strerror(errno));
 				goto fail;
@@ -300,6 +315,10 @@ struct route_table *route_table_load(const char *path, char *err, size_t errlen)
 			break;
 		}
 		lineno++;
+		if ((size_t)got != strlen(line)) {
+			seterr(err, errlen, "%s:%u: line contains a NUL byte", path, lineno);
+			goto fail;
+		}
 		if ((p = strchr(line, '#')) != NULL)
 			*p = '\0';
 		for (p = strtok_r(line, " \t\r\n\v\f", &save); p != NULL && ntok < 3;

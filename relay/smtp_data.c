@@ -34,6 +34,8 @@
 #include "smtp_data.h"
 
 #include <assert.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <string.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -246,6 +248,20 @@ static size_t blocks_sse2(struct blocks *bl, bool dot_mode, const char *in, size
 #include <immintrin.h>
 #define HAVE_AVX2_BLOCKS 1
 
+/* Whether this CPU runs the AVX2 scanner: asked once, by whichever worker
+ * comes first; an atomic, so that workers asking at once do not race. */
+static bool have_avx2(void)
+{
+	static atomic_int known = -1;
+	int v = atomic_load_explicit(&known, memory_order_relaxed);
+
+	if (v < 0) {
+		v = __builtin_cpu_supports("avx2") ? 1 : 0;
+		atomic_store_explicit(&known, v, memory_order_relaxed);
+	}
+	return v == 1;
+}
+
 __attribute__((target("avx2"))) static inline uint64_t eq_mask64(__m256i a, __m256i b, __m256i v)
 {
 	return (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(a, v)) |
@@ -303,10 +319,7 @@ static size_t block_run(struct smtp_data *d, int *st, const char *in, size_t len
 
 	*written = 0;
 #ifdef HAVE_AVX2_BLOCKS
-	static int avx2 = -1;
-	if (avx2 < 0)
-		avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
-	if (avx2)
+	if (have_avx2())
 		i = blocks_avx2(&bl, d->dot_mode, in, len, out, written);
 #endif
 	i += blocks_sse2(&bl, d->dot_mode, in + i, len - i, out, written);

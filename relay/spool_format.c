@@ -89,6 +89,16 @@ size_t spool_env_format(const struct spool_env *e, char *buf, size_t cap)
 	return b.len;
 }
 
+static bool is_hex(char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+static unsigned hex_val(char c)
+{
+	return c <= '9' ? (unsigned)(c - '0') : (unsigned)((c | 0x20) - 'a' + 10);
+}
+
 static char *unescape(const char *s, size_t n)
 {
 	char *out = malloc(n + 1), *o = out;
@@ -96,16 +106,8 @@ static char *unescape(const char *s, size_t n)
 	if (out == NULL)
 		return NULL;
 	for (size_t i = 0; i < n; i++) {
-		unsigned v;
-		char hex[3];
-
-		if (s[i] == '%' && i + 2 < n) {
-			hex[0] = s[i + 1];
-			hex[1] = s[i + 2];
-			hex[2] = '\0';
-		}
-		if (s[i] == '%' && i + 2 < n && sscanf(hex, "%2x", &v) == 1) {
-			*o++ = (char)v;
+		if (s[i] == '%' && i + 2 < n && is_hex(s[i + 1]) && is_hex(s[i + 2])) {
+			*o++ = (char)(hex_val(s[i + 1]) << 4 | hex_val(s[i + 2]));
 			i += 2;
 		} else {
 			*o++ = s[i];
@@ -113,6 +115,21 @@ static char *unescape(const char *s, size_t n)
 	}
 	*o = '\0';
 	return out;
+}
+
+/* A number written by spool_env_format: decimal digits only (no sign, no
+ * space, no "0x"), at most 19 of them. */
+static int parse_dec(const char *v, uint64_t *out)
+{
+	size_t n = strlen(v);
+	uint64_t x = 0;
+
+	if (n == 0 || n > 19 || strspn(v, "0123456789") != n)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		x = x * 10 + (uint64_t)(v[i] - '0');
+	*out = x;
+	return 0;
 }
 
 static int set_flag(const char *v, bool *out)
@@ -127,19 +144,18 @@ static int set_flag(const char *v, bool *out)
 static int env_field(struct spool_env *e, const char *key, char *val)
 {
 	char **slot = NULL;
-	char *end;
+	uint64_t num;
 
 	if (strcmp(key, "id") == 0) {
 		if (!spool_id_valid(val))
 			return -1;
 		memcpy(e->id, val, SPOOL_ID_LEN + 1);
 	} else if (strcmp(key, "arrival") == 0) {
-		e->arrival = strtoll(val, &end, 10);
-		if (*end)
+		if (parse_dec(val, &num) < 0 || num > INT64_MAX)
 			return -1;
+		e->arrival = (int64_t)num;
 	} else if (strcmp(key, "size") == 0) {
-		e->body_size = strtoull(val, &end, 10);
-		if (*end || val[0] == '-')
+		if (parse_dec(val, &e->body_size) < 0)
 			return -1;
 	} else if (strcmp(key, "dotlines") == 0) {
 		return set_flag(val, &e->dot_lines);
@@ -152,13 +168,13 @@ static int env_field(struct spool_env *e, const char *key, char *val)
 	} else if (strcmp(key, "body") == 0) {
 		e->body_type = strcmp(val, "8BITMIME") == 0 ? 8 : strcmp(val, "7BIT") == 0 ? 7 : 0;
 	} else if (strcmp(key, "attempts") == 0) {
-		e->attempts = (unsigned)strtoul(val, &end, 10);
-		if (*end)
+		if (parse_dec(val, &num) < 0 || num > UINT32_MAX)
 			return -1;
+		e->attempts = (unsigned)num;
 	} else if (strcmp(key, "next") == 0) {
-		e->next_attempt = strtoll(val, &end, 10);
-		if (*end)
+		if (parse_dec(val, &num) < 0 || num > INT64_MAX)
 			return -1;
+		e->next_attempt = (int64_t)num;
 	} else if (strcmp(key, "error") == 0) {
 		slot = &e->last_error;
 	} else if (strcmp(key, "client") == 0) {
@@ -281,16 +297,26 @@ void spool_trailer_format(char out[SPOOL_TRAILER_LEN], uint64_t env_off, uint32_
 
 int spool_trailer_parse(const char *in, uint64_t *env_off, uint32_t *env_len)
 {
-	char tmp[SPOOL_TRAILER_LEN + 1];
-	unsigned long long off;
-	unsigned len;
-	int n = 0;
+	/* "\nKRELAY-ENV " 16 hex digits " " 8 hex digits "\n", exactly: no sign,
+	 * no "0x", no space inside a number */
+	static const char head[] = "\nKRELAY-ENV ";
+	const size_t h = sizeof(head) - 1;
+	uint64_t off = 0;
+	uint32_t len = 0;
 
-	memcpy(tmp, in, SPOOL_TRAILER_LEN);
-	tmp[SPOOL_TRAILER_LEN] = '\0';
-	if (sscanf(tmp, "\nKRELAY-ENV %16llx %8x\n%n", &off, &len, &n) != 2 ||
-	    n != SPOOL_TRAILER_LEN)
+	if (memcmp(in, head, h) != 0 || in[h + 16] != ' ' || in[h + 25] != '\n' ||
+	    h + 26 != SPOOL_TRAILER_LEN)
 		return -1;
+	for (size_t i = 0; i < 16; i++) {
+		if (!is_hex(in[h + i]))
+			return -1;
+		off = off << 4 | hex_val(in[h + i]);
+	}
+	for (size_t i = 0; i < 8; i++) {
+		if (!is_hex(in[h + 17 + i]))
+			return -1;
+		len = len << 4 | hex_val(in[h + 17 + i]);
+	}
 	*env_off = off;
 	*env_len = len;
 	return 0;

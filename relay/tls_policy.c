@@ -10,6 +10,8 @@
 
 #include "config.h"
 
+#define TLS_POLICY_KEY_MAX 256 /* ".": a DNS name (253) with its dot and more */
+
 struct entry {
 	char *key; /* lower case, no trailing dot */
 	int level;
@@ -57,20 +59,28 @@ static int add(struct tls_policy_table *t, const char *key, const char *level, c
 		         level);
 		return -1;
 	}
+	char *k = lower_key(key);
+
+	if (k == NULL) {
+		snprintf(err, errlen, "%s:%u: out of memory", path, line);
+		return -1;
+	}
 	for (size_t i = 0; i < t->n; i++) {
-		if (strcasecmp(t->e[i].key, key) == 0) {
+		/* the keys as looked up: "a.example." and "A.example" are one */
+		if (strcmp(t->e[i].key, k) == 0) {
 			snprintf(err, errlen, "%s:%u: '%s' is listed twice", path, line, key);
+			free(k);
 			return -1;
 		}
 	}
 	e = realloc(t->e, (t->n + 1) * sizeof(*e));
-	if (e == NULL || (e[t->n].key = lower_key(key)) == NULL) {
+	if (e == NULL) {
 		snprintf(err, errlen, "%s:%u: out of memory", path, line);
-		if (e != NULL)
-			t->e = e;
+		free(k);
 		return -1;
 	}
 	t->e = e;
+	e[t->n].key = k;
 	e[t->n++].level = lv;
 	return 0;
 }
@@ -78,9 +88,11 @@ static int add(struct tls_policy_table *t, const char *key, const char *level, c
 struct tls_policy_table *tls_policy_load(const char *path, char *err, unsigned long errlen)
 {
 	struct tls_policy_table *t = calloc(1, sizeof(*t));
-	char line[1024], key[512], level[64], extra[8];
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t got;
 	unsigned lineno = 0;
-	FILE *f = fopen(path, "r");
+	FILE *f = fopen(path, "re");
 
 	if (t == NULL || f == NULL) {
 		snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
@@ -89,26 +101,41 @@ struct tls_policy_table *tls_policy_load(const char *path, char *err, unsigned l
 			fclose(f);
 		return NULL;
 	}
-	while (fgets(line, sizeof(line), f) != NULL) {
-		char *hash = strchr(line, '#');
-		int n;
+	/* whole lines, however long (a line read in pieces would make the tail
+	 * of a long comment a live entry) */
+	while ((got = getline(&line, &cap, f)) >= 0) {
+		char *hash, *tok[3], *save = NULL;
+		int n = 0;
 
 		lineno++;
-		if (hash != NULL)
+		if ((size_t)got != strlen(line)) {
+			snprintf(err, errlen, "%s:%u: line contains a NUL byte", path, lineno);
+			goto fail;
+		}
+		if ((hash = strchr(line, '#')) != NULL)
 			*hash = '\0';
-		n = sscanf(line, "%511s %63s %7s", key, level, extra);
-		if (n <= 0)
+		for (char *p = strtok_r(line, " \t\r\n\v\f", &save); p != NULL && n < 3;
+		     p = strtok_r(NULL, " \t\r\n\v\f", &save))
+			tok[n++] = p;
+		if (n == 0)
 			continue;
 		if (n != 2) {
 			snprintf(err, errlen, "%s:%u: expected \"domain level\"", path, lineno);
 			goto fail;
 		}
-		if (add(t, key, level, err, errlen, path, lineno) < 0)
+		if (strlen(tok[0]) > TLS_POLICY_KEY_MAX) {
+			snprintf(err, errlen, "%s:%u: name longer than %d characters", path, lineno,
+			         TLS_POLICY_KEY_MAX);
+			goto fail;
+		}
+		if (add(t, tok[0], tok[1], err, errlen, path, lineno) < 0)
 			goto fail;
 	}
+	free(line);
 	fclose(f);
 	return t;
 fail:
+	free(line);
 	fclose(f);
 	tls_policy_free(t);
 	return NULL;

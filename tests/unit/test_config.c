@@ -334,6 +334,22 @@ TEST(comments_and_blank_lines)
 	config_free(&c);
 }
 
+TEST(blank_line_is_not_read_past_its_end)
+{
+	/* a line of blanks as long as a line may be: trimmed to nothing at the
+	 * very end of the parser's buffer, where the comment scan used to start
+	 * one byte past it (ASan: stack-buffer-overflow) */
+	struct config c;
+	char line[CONFIG_LINE_MAX + 1], err[256];
+
+	memset(line, ' ', CONFIG_LINE_MAX);
+	line[CONFIG_LINE_MAX] = '\0';
+	config_defaults(&c);
+	CHECK(config_parse_line(&c, line, 1, err, sizeof(err)) == 0);
+	CHECK(config_parse_line(&c, "", 2, err, sizeof(err)) == 0);
+	config_free(&c);
+}
+
 TEST(empty_file)
 {
 	struct config c;
@@ -1247,6 +1263,7 @@ int main(void)
 	RUN(outbound_values);
 	RUN(client_limit);
 	RUN(comments_and_blank_lines);
+	RUN(blank_line_is_not_read_past_its_end);
 	RUN(empty_file);
 	RUN(unknown_option);
 	RUN(option_names_are_case_sensitive);

@@ -27,6 +27,59 @@ static size_t make(char *buf, size_t cap, size_t nrcpt)
 	return dsn_format(&in, buf, cap);
 }
 
+TEST(bare_cr_and_lines_from_the_peer_are_escaped)
+{
+	static const struct dsn_rcpt r[] = {
+	    {"x@example.com", "5.7.1", "550 5.7.1 no\rSubject: forged\r\n.\r\nmore",
+	     "mx\r.example"},
+	};
+	struct dsn_info in = {.reporting_mta = "relay.test",
+	                      .queue_id = "0CFF5CE500C82F31",
+	                      .sender = "s@example.org",
+	                      .rcpts = r,
+	                      .nrcpt = 1,
+	                      .headers = headers,
+	                      .headers_len = sizeof(headers) - 1,
+	                      .boundary = "b/relay.test"};
+	char buf[8192];
+	size_t n = dsn_format(&in, buf, sizeof(buf));
+
+	CHECK(n < sizeof(buf));
+	/* every CR is part of a CRLF, and the reply stays on its line */
+	for (size_t i = 0; i < n; i++)
+		CHECK(buf[i] != '\r' || buf[i + 1] == '\n');
+	CHECK(strstr(buf, "550 5.7.1 no\\x0DSubject: forged\\x0D\\x0A.\\x0D\\x0Amore") != NULL);
+	CHECK(strstr(buf, "\r\nSubject: forged") == NULL);
+	CHECK(strstr(buf, "Remote-MTA: dns; mx\\x0D.example") != NULL);
+}
+
+TEST(boundary_never_in_what_is_quoted)
+{
+	/* the original headers hold the boundary krelay would use: it takes
+	 * another one, which occurs nowhere in the bounce's parts */
+	static const char h[] = "Subject: x\r\nX-Trick: --0CFF5CE500C82F31/relay.test--\r\n\r\n";
+	static const struct dsn_rcpt r[] = {{"x@example.com", "5.0.0", "550 no", NULL}};
+	struct dsn_info in = {.reporting_mta = "relay.test",
+	                      .queue_id = "0CFF5CE500C82F31",
+	                      .sender = "s@example.org",
+	                      .rcpts = r,
+	                      .nrcpt = 1,
+	                      .headers = h,
+	                      .headers_len = sizeof(h) - 1,
+	                      .boundary = "0CFF5CE500C82F31/relay.test"};
+	char buf[8192], b[128];
+	size_t n = dsn_format(&in, buf, sizeof(buf));
+	const char *p = strstr(buf, "boundary=\"");
+
+	CHECK(n < sizeof(buf) && p != NULL);
+	if (p == NULL)
+		return;
+	p += strlen("boundary=\"");
+	snprintf(b, sizeof(b), "%.*s", (int)(strchr(p, '"') - p), p);
+	CHECK(strcmp(b, "0CFF5CE500C82F31/relay.test") != 0);
+	CHECK(strstr(h, b) == NULL);
+}
+
 TEST(report_structure)
 {
 	char buf[8192];
@@ -77,6 +130,8 @@ TEST(header_len)
 int main(void)
 {
 	RUN(report_structure);
+	RUN(bare_cr_and_lines_from_the_peer_are_escaped);
+	RUN(boundary_never_in_what_is_quoted);
 	RUN(crlf_only);
 	RUN(needed_length);
 	RUN(header_len);

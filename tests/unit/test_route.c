@@ -340,6 +340,9 @@ TEST(table_load_errors)
 	CHECK(table_fails("a.test [x]\nb.test [h]:99999\n", 2, "bad port '99999' in '[h]:99999'"));
 	CHECK(table_fails("# c\n\nb.test a..b\n", 3, "empty label in host name in 'a..b'"));
 	CHECK(table_fails("a.test\n", 1, "expected 'domain nexthop'"));
+	/* an address without its brackets is no name to look up MX for */
+	CHECK(table_fails("a.test 192.0.2.7.\n", 1,
+	                  "an address is written [192.0.2.7], not as a domain in '192.0.2.7.'"));
 	CHECK(table_fails("a.test [x] extra\n", 1, "expected 'domain nexthop'"));
 	CHECK(table_fails("ok.test x\nbad_key.test [x]\n", 2,
 	                  "invalid character in host name 'bad_key.test'"));

@@ -118,6 +118,12 @@ TEST(bad_fields_are_rejected)
 	    "krelay-envelope 1\nid 0CFF5CE500C82F31\nsender a@b\nrcpt Q a@b\nend\n",
 	    "krelay-envelope 1\nid 0CFF5CE500C82F31\nsender a@b\nrcpt P a@b\nbogus 1\nend\n",
 	    "krelay-envelope 1\nid 0CFF5CE500C82F31\ndotlines 2\nsender a@b\nrcpt P a@b\nend\n",
+	    /* numbers are plain decimal digits: no sign, space or base */
+	    "krelay-envelope 1\nid 0CFF5CE500C82F31\nsize +5\nsender a@b\nrcpt P a@b\nend\n",
+	    "krelay-envelope 1\nid 0CFF5CE500C82F31\nsize  5\nsender a@b\nrcpt P a@b\nend\n",
+	    "krelay-envelope 1\nid 0CFF5CE500C82F31\nattempts -1\nsender a@b\nrcpt P a@b\nend\n",
+	    "krelay-envelope 1\nid 0CFF5CE500C82F31\narrival 0x10\nsender a@b\nrcpt P a@b\nend\n",
+	    "krelay-envelope 1\nid 0CFF5CE500C82F31\nnext 1e9\nsender a@b\nrcpt P a@b\nend\n",
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -136,6 +142,17 @@ TEST(trailer_round_trip)
 	CHECK(off == 0x123456789aull && len == 0xabcdef);
 	t[3] = 'X';
 	CHECK(spool_trailer_parse(t, &off, &len) == -1);
+	/* a sign, a base or a space inside a number: not a trailer */
+	static const char *const bad[] = {
+	    "\nKRELAY-ENV +00000000000001a 000000ff\n",
+	    "\nKRELAY-ENV 0x0000000000001a 000000ff\n",
+	    "\nKRELAY-ENV 000000000000001a -00000ff\n",
+	    "\nKRELAY-ENV  00000000000001a 000000ff\n",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK(spool_trailer_parse(bad[i], &off, &len) == -1);
+	CHECK(spool_trailer_parse("\nKRELAY-ENV 000000000000001a 000000ff\n", &off, &len) == 0);
+	CHECK(off == 0x1a && len == 0xff);
 }
 
 TEST(queue_ids)
