@@ -30,7 +30,7 @@ PURE_TEST_OBJS = $(RELAY_PURE:%.c=build/test/obj/%.o)
 BENCH_OBJS      = $(BENCH_SRCS:%.c=build/obj/%.o)
 BENCH_TEST_OBJS = $(BENCH_SRCS:%.c=build/test/obj/%.o)
 
-.PHONY: all test test-ktls unit demo bench soak deps format check-format clean
+.PHONY: all test test-ktls unit fuzz-build fuzz demo bench soak deps format check-format clean
 all: build/krelay build/krelay-bench
 
 deps:
@@ -90,8 +90,38 @@ build/test/dnsq: tests/tools/dnsq.c relay/dns.c relay/route.c kernel/ring.c
 	$(if $(Q),@echo "  TOOL    $@")
 	$(Q)$(CC) $(ALL_CFLAGS) -O1 $(SAN) -o $@ $^ $(LDLIBS)
 
+# libFuzzer harnesses (tests/fuzz/fuzz_*.c) over the pure modules, built
+# with clang; `make fuzz FUZZ_S=600` runs each for FUZZ_S seconds from a copy
+# of its committed corpus, after every committed reproducer.
+FUZZ_TARGETS = smtp_parse smtp_data config spool_format route tls_policy dsn
+FUZZ_CC      = clang
+FUZZ_SAN     = -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS  = $(CSTD) -g -O1 $(PKGCFLAGS) -Ikernel -Irelay -Itests/fuzz
+FUZZ_OBJS    = $(RELAY_PURE:%.c=build/fuzz/obj/%.o)
+FUZZ_S      ?= 600
+
+build/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  CLANG   $<")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -c $< -o $@
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_OBJS)
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  FUZZER  $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJS) $(LDLIBS)
+
+fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
+.SECONDARY: $(FUZZ_OBJS)
+
+fuzz: deps
+	$(MAKE) fuzz-build build/test/krelay
+	FUZZ_S=$(FUZZ_S) tests/fuzz/run.sh $(FUZZ_TARGETS)
+	KRELAY_BIN=$(CURDIR)/build/test/krelay FUZZ_SESSION_S=$(FUZZ_S) /usr/bin/python3 -m pytest \
+		-p no:cacheprovider -q -s tests/integration/test_session_fuzz.py
+
 test: deps
-	$(MAKE) build/krelay build/krelay-bench build/test/krelay build/test/krelay-bench unit
+	$(MAKE) build/krelay build/krelay-bench build/test/krelay build/test/krelay-bench unit \
+		fuzz-build
 	tests/run.sh
 
 # The kTLS suite alone: Debian's kernel in qemu (also part of make test).
@@ -124,11 +154,11 @@ soak: deps
 		--disk-full $(SOAK_DISK_FULL)
 
 format:
-	clang-format -i $(SRCS) kernel/*.h relay/*.h tests/unit/*.c tests/unit/*.h tests/tools/*.c \
+	clang-format -i $(SRCS) kernel/*.h relay/*.h tests/unit/*.c tests/unit/*.h tests/tools/*.c tests/fuzz/*.c tests/fuzz/*.h \
 		bench/*.c bench/*.h
 
 check-format:
-	clang-format --dry-run --Werror $(SRCS) kernel/*.h relay/*.h tests/unit/*.c tests/unit/*.h tests/tools/*.c \
+	clang-format --dry-run --Werror $(SRCS) kernel/*.h relay/*.h tests/unit/*.c tests/unit/*.h tests/tools/*.c tests/fuzz/*.c tests/fuzz/*.h \
 		bench/*.c bench/*.h
 
 clean:

@@ -62,19 +62,30 @@ static bool holds(const char *s, size_t n, const char *boundary)
 	return s != NULL && memmem(s, n, boundary, strlen(boundary)) != NULL;
 }
 
-/* A boundary that occurs nowhere in what the bounce quotes (the original
- * headers, the peers' replies): in->boundary, or it with "=N" added. */
-static void pick_boundary(const struct dsn_info *in, char *b, size_t len)
+/* Whether the text s, quoted in the bounce as safe_body_text makes it,
+ * holds boundary. */
+static bool quoted_holds(const char *s, const char *boundary)
 {
 	char esc[SAFE_LEN(DSN_TEXT_MAX)];
 
+	if (s == NULL)
+		return false;
+	safe_body_text(esc, sizeof(esc), s);
+	return holds(esc, strlen(esc), boundary);
+}
+
+/* A boundary that occurs nowhere in what the bounce quotes (the original
+ * headers, the sender, each recipient, reply and remote MTA):
+ * in->boundary, or it with "=N" added. */
+static void pick_boundary(const struct dsn_info *in, char *b, size_t len)
+{
 	snprintf(b, len, "%s", in->boundary);
 	for (unsigned k = 1;; k++) {
-		bool found = holds(in->headers, in->headers_len, b);
-		for (size_t i = 0; i < in->nrcpt && !found; i++) {
-			const char *d = safe_body_text(esc, sizeof(esc), in->rcpts[i].diagnostic);
-			found = holds(d, strlen(d), b);
-		}
+		bool found = holds(in->headers, in->headers_len, b) || quoted_holds(in->sender, b);
+		for (size_t i = 0; i < in->nrcpt && !found; i++)
+			found = quoted_holds(in->rcpts[i].addr, b) ||
+			        quoted_holds(in->rcpts[i].diagnostic, b) ||
+			        quoted_holds(in->rcpts[i].remote_mta, b);
 		if (!found)
 			return;
 		snprintf(b, len, "%s=%u", in->boundary, k);

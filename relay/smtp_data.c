@@ -311,15 +311,28 @@ __attribute__((target("avx2"))) static size_t blocks_avx2(struct blocks *bl, boo
  * line, the last octets) is left to the byte-wise path.  Called with no
  * octet owed (carry), so output stays behind input.  Returns how many
  * octets it read, *written how many it wrote; *st becomes S_SOL or S_MID. */
+static atomic_int path_used = SMTP_DATA_AUTO;
+
+bool smtp_data_use(enum smtp_data_path p)
+{
+	if (p == SMTP_DATA_AVX2 && !have_avx2())
+		return false;
+	atomic_store(&path_used, p);
+	return true;
+}
+
 static size_t block_run(struct smtp_data *d, int *st, const char *in, size_t len, char *out,
                         size_t *written)
 {
 	struct blocks bl = {.line = d->line_len, .sol = *st == S_SOL};
+	int path = atomic_load_explicit(&path_used, memory_order_relaxed);
 	size_t i = 0;
 
 	*written = 0;
+	if (path == SMTP_DATA_SCALAR)
+		return 0;
 #ifdef HAVE_AVX2_BLOCKS
-	if (have_avx2())
+	if (path != SMTP_DATA_SSE2 && have_avx2())
 		i = blocks_avx2(&bl, d->dot_mode, in, len, out, written);
 #endif
 	i += blocks_sse2(&bl, d->dot_mode, in + i, len - i, out, written);
@@ -336,6 +349,11 @@ static size_t block_run(struct smtp_data *d, int *st, const char *in, size_t len
 	return i;
 }
 #else
+bool smtp_data_use(enum smtp_data_path p)
+{
+	return p == SMTP_DATA_AUTO || p == SMTP_DATA_SCALAR;
+}
+
 static size_t block_run(struct smtp_data *d, int *st, const char *in, size_t len, char *out,
                         size_t *written)
 {

@@ -27,6 +27,13 @@ struct smtp_data {
 
 void smtp_data_init(struct smtp_data *d, bool dot_mode);
 
+/* The widest vector path the scanner takes, for the whole process: what the
+ * CPU has (SMTP_DATA_AUTO, the default) or, for the tests and the fuzzer's
+ * differential oracle, at most that path.  Every path gives the same
+ * output and flags.  smtp_data_use returns false when the CPU lacks it. */
+enum smtp_data_path { SMTP_DATA_AUTO = -1, SMTP_DATA_SCALAR, SMTP_DATA_SSE2, SMTP_DATA_AVX2 };
+bool smtp_data_use(enum smtp_data_path p);
+
 /* Scans in[0..in_len) and writes the content to keep to out (out may equal
  * in: it never writes ahead of what it has read).  Returns how many input
  * bytes were consumed: all of them, or, in DATA mode, up to and including the

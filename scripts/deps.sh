@@ -8,6 +8,8 @@ set -euo pipefail
 PKGS=(
 		build-essential pkg-config libssl-dev openssl liburing-dev libc-ares-dev
 	clang-format
+	# the libFuzzer harnesses (tests/fuzz): clang and its fuzzer runtime
+	clang libclang-rt-14-dev
 	python3 python3-pytest python3-cryptography
 	# swaks's TLS and IPv6 come from Recommends, which --no-install-recommends
 	# drops: each package a test uses is named here

@@ -43,6 +43,19 @@ for t in build/test/unit/test_*; do
 	fi
 done
 
+echo "== fuzzing (libFuzzer: every committed reproducer, then ${FUZZ_TEST_S:-10} s a target)"
+if FUZZ_S=${FUZZ_TEST_S:-10} tests/fuzz/run.sh smtp_parse smtp_data config spool_format route \
+	tls_policy dsn >"$log" 2>&1; then
+	grep -E '^fuzz_' "$log"
+else
+	cat "$log"
+fi
+if grep -qE '^fuzz: [0-9]+ passed' "$log"; then
+	count "$log"
+else
+	echo "fuzzing did not run"; failed=$((failed + 1))
+fi
+
 echo "== integration tests"
 KRELAY_BIN="$PWD/build/test/krelay" /usr/bin/python3 -m pytest -p no:cacheprovider -q -rfEs \
 	tests/integration 2>&1 | tee "$log"
