@@ -78,8 +78,15 @@ def try_send(relay, tag, size):
 
 def test_disk_full_cycle(relay_factory, tmp_path, small_fs):
     from test_bench_tool import Sink
-    from test_queue_routing import queue_cmd
     sink = Sink(tmp_path, timeout=300)
+    try:
+        disk_full_cycle(relay_factory, small_fs, sink)
+    finally:
+        sink.kill()
+
+
+def disk_full_cycle(relay_factory, small_fs, sink):
+    from test_queue_routing import queue_cmd
     relay = relay_on(relay_factory, small_fs,
                      f"Workers=1\nTLSPolicy=none\nSmartHost=[127.0.0.1]:{sink.port}\n"
                      "DeliveryMode=queueonly\n")
