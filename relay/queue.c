@@ -1771,6 +1771,17 @@ fail:
 	return NULL;
 }
 
+/* The connections d keeps open for reuse say QUIT. */
+static void dest_quit_idle(struct dest *d)
+{
+	while (d->idle != NULL) {
+		struct conn *cn = d->idle;
+		conn_unidle(cn);
+		cn->quitting = true;
+		smtp_client_quit(cn->c);
+	}
+}
+
 /* After a reload (SIGHUP): new connections out take the new configuration
  * (SmartHost, TransportTable, TLSPolicy, TLSPolicyTable, client
  * certificate...).  Connections under way finish their message with the
@@ -1788,12 +1799,7 @@ static void follow_reload(struct queue *q)
 	q->rt_gen = gen;
 	q->rt = runtime_get(q->w->srv);
 	for (struct dest *d = q->dests; d != NULL; d = d->next) {
-		while (d->idle != NULL) {
-			struct conn *cn = d->idle;
-			conn_unidle(cn);
-			cn->quitting = true;
-			smtp_client_quit(cn->c);
-		}
+		dest_quit_idle(d);
 		SSL_SESSION_free(d->session);
 		d->session = NULL;
 		d->clear_next = false;
@@ -1827,14 +1833,8 @@ static void follow_reload(struct queue *q)
 void queue_stop(struct queue *q)
 {
 	q->stopping = true;
-	for (struct dest *d = q->dests; d != NULL; d = d->next) {
-		while (d->idle != NULL) {
-			struct conn *cn = d->idle;
-			conn_unidle(cn);
-			cn->quitting = true;
-			smtp_client_quit(cn->c);
-		}
-	}
+	for (struct dest *d = q->dests; d != NULL; d = d->next)
+		dest_quit_idle(d);
 	/* Connections that have not begun to send a body end now (their
 	 * recipients stay pending: a silent next hop must not hold the stop);
 	 * those sending one, or waiting for the reply to its end, finish. */

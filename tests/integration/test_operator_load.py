@@ -128,7 +128,9 @@ def test_hold_during_a_delivery_never_sends_twice(relay_factory, raw_peer_factor
     peer = raw_peer_factory(final_delay=2.0)
     relay = relay_factory(f"SmartHost=[127.0.0.1]:{peer.port}\nTLSPolicy=none\n")
     qid = submit(relay.port, "s@example.org", ["r@example.com"], content_of("hold-mid"))
-    time.sleep(0.8)  # the next hop has the body and waits before its 250
+    # the next hop has the body and waits before its 250
+    wait_for(lambda: any(c.upper().startswith(b"DATA") for ses in peer.sessions
+                         for c in ses["log"]), 20, "the delivery's DATA")
     p = queue_cmd(relay, "hold", qid)
     assert p.returncode == 0, p.stderr
     wait_deliveries(relay, 1, status="sent")
