@@ -6,7 +6,8 @@ Phases (each bounded by its knob; all traffic on loopback):
   kills    kill -9 of the relay at random moments under load, restarted at
            once, in DeliveryMode=background and interactive (--kills each)
   flush    `krelay queue flush` every 50 ms under load (--flush-s seconds),
-           with `hold` and `release` of queued messages mixed in
+           with `hold`, `release` and `delete` of queued messages mixed in
+           (a deleted message is not counted lost)
   stops    SIGTERM under load, then a restart (--stops); each stop is timed
   hup      SIGHUP under load (--hups)
   diskfull the queue on a small loop-mounted ext4 that fills up under load
@@ -265,6 +266,9 @@ def phase_kills(relay, client, n, rng):
         relay.start()
 
 
+DELETED = set()  # queue ids `krelay queue delete` was asked for: not counted lost
+
+
 def phase_flush(relay, client, seconds, rng):
     end = time.time() + seconds
     while time.time() < end:
@@ -272,6 +276,10 @@ def phase_flush(relay, client, seconds, rng):
         q = relay.queued()
         if q and rng.random() < 0.2:
             relay.queue_cmd("hold", rng.choice(q))
+        if q and rng.random() < 0.05:
+            qid = rng.choice(q)
+            DELETED.add(qid)
+            relay.queue_cmd("delete", qid)
         h = relay.held()
         if h and rng.random() < 0.3:
             relay.queue_cmd("release", rng.choice(h))
@@ -405,7 +413,7 @@ def main(argv=None):
     by_mid = {}
     for t, mid, ok in got:
         by_mid.setdefault(mid, []).append((t, ok))
-    lost = [m for m in acked if m not in by_mid]
+    lost = [m for m in acked if m not in by_mid and acked[m] not in DELETED]
     dups = sum(len(v) - 1 for v in by_mid.values())
     sent_dups = 0
     for mid, copies in by_mid.items():
@@ -416,7 +424,7 @@ def main(argv=None):
     slowest = max(stops) if stops else 0.0
     print(f"acknowledged={len(acked)} arrived={len(got)} lost={len(lost)} duplicates={dups} "
           f"sent_duplicates={sent_dups} mismatches={mismatches} slowest_stop={slowest:.2f}s "
-          f"stops={len(stops)} left_in_queue={len(left)}")
+          f"stops={len(stops)} deleted={len(DELETED)} left_in_queue={len(left)}")
     for n in notes:
         print(f"soak: {n}")
     ok = (not lost and sent_dups == 0 and mismatches == 0 and slowest < 5 and
