@@ -549,8 +549,11 @@ def test_peer_reply_and_addresses_are_escaped_in_the_log(relay_factory, peer_fac
     rcpt = '"odd \\"q\\" <x> status=bounced"@example.com'
     qid = submit(relay, tag, rcpts=(rcpt,))
     wait_for(lambda: spool_empty(relay), 20, "queue/ to empty")
-    lines = [ln for ln in relay.log.read_bytes().decode("utf-8").splitlines()
-             if f"{qid} delivery " in ln]
+
+    def delivery_lines():  # (logged once the removal is durable: after queue/ empties)
+        return [ln for ln in relay.log.read_bytes().decode("utf-8").splitlines()
+                if f"{qid} delivery " in ln]
+    lines = wait_for(delivery_lines, 20, "the delivery line")
     assert len(lines) == 1, lines
     fields = log_fields(lines[0])
     keys = [k for k, _ in fields]

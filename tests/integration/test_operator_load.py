@@ -24,10 +24,10 @@ from test_relay import (content_of, raw_peer_factory, submit,  # noqa: F401 (fix
                         wait_deliveries, wait_spool_empty)
 
 
-def start_source(relay, n, concurrency=20):
+def start_source(relay, n, concurrency=20, per_conn=10):
     return subprocess.Popen([BENCH, "source", "--to", f"127.0.0.1:{relay.port}", "--messages",
                              str(n), "--size", "mix:1k=50,20k=40,200k=10", "--concurrency",
-                             str(concurrency), "--per-conn", "10", "--tls", "none",
+                             str(concurrency), "--per-conn", str(per_conn), "--tls", "none",
                              "--timeout", "120", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
 
@@ -44,7 +44,8 @@ def test_flush_under_load_delivers_each_message_once(relay_factory, tmp_path):
     sink = Sink(tmp_path, "--verify", timeout=300)
     relay = relay_factory(f"SmartHost=[127.0.0.1]:{sink.port}\nTLSPolicy=none\n"
                           "MaxConnections=200\nRetrySchedule=1s,2s\n")
-    src = start_source(relay, n)
+    # a connection per message: the load lasts long enough for many flushes
+    src = start_source(relay, n, per_conn=1)
     stop = threading.Event()
     flushes = [0]
 
