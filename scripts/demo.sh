@@ -10,14 +10,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 demo=build/demo
-rm -rf "$demo/relay" "$demo/sink"
-mkdir -p "$demo/relay" "$demo/sink"
+mkdir -p "$demo"
 [ -f "$demo/certs/server.crt" ] || scripts/mkcerts.sh "$demo/certs" --name relay.demo >/dev/null
 certs=$PWD/$demo/certs
 
 port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-smtp_port=$(port) smtps_port=$(port) sink_port=$(port)
 
+write_configs() {
 cat >"$demo/sink/krelay.conf" <<CONF
 # the demo's next hop: keeps what it receives (DeliveryMode=queueonly)
 Listen=127.0.0.1:$sink_port
@@ -46,16 +45,44 @@ SmartHost=[127.0.0.1]:$sink_port
 TLSPolicy=verify
 CONF
 
-echo "== krelay check"
-build/krelay check -C "$demo/relay/krelay.conf" | sed 's/^/   /'
-build/krelay -C "$demo/sink/krelay.conf" 2>/dev/null &
-sink=$!
-${KRELAY:-build/krelay} -C "$demo/relay/krelay.conf" 2>"$demo/relay/stderr" &
-relay=$!
-trap 'kill $relay $sink 2>/dev/null || true' EXIT
-for f in "$demo/relay/krelay.log" "$demo/sink/krelay.log"; do
-	for _ in $(seq 100); do grep -q "listening on" "$f" 2>/dev/null && break; sleep 0.05; done
-done
+}
+
+# Starts the sink and the relay on free ports; a port is only free when it
+# was looked at, so when another program took one meanwhile ("Address
+# already in use"), new ports are picked and both start again (3 tries).
+start_both() {
+	for try in 1 2 3; do
+		smtp_port=$(port) smtps_port=$(port) sink_port=$(port)
+		rm -rf "$demo/relay" "$demo/sink"
+		mkdir -p "$demo/relay" "$demo/sink"
+		write_configs
+		[ "$try" = 1 ] && { echo "== krelay check"
+			build/krelay check -C "$demo/relay/krelay.conf" | sed 's/^/   /'; }
+		build/krelay -C "$demo/sink/krelay.conf" 2>"$demo/sink/stderr" &
+		sink=$!
+		${KRELAY:-build/krelay} -C "$demo/relay/krelay.conf" 2>"$demo/relay/stderr" &
+		relay=$!
+		trap 'kill $relay $sink 2>/dev/null || true' EXIT
+		for f in "$demo/relay/krelay.log" "$demo/sink/krelay.log"; do
+			for _ in $(seq 200); do grep -q "listening on" "$f" 2>/dev/null && break; sleep 0.05; done
+		done
+		if kill -0 $relay 2>/dev/null && kill -0 $sink 2>/dev/null &&
+			grep -qs "listening on" "$demo/relay/krelay.log" &&
+			grep -qs "listening on" "$demo/sink/krelay.log"; then
+			return 0
+		fi
+		kill $relay $sink 2>/dev/null || true
+		wait $relay $sink 2>/dev/null || true
+		if ! grep -qs "Address already in use" "$demo/relay/stderr" "$demo/sink/stderr"; then
+			echo "demo: krelay did not start:" >&2
+			cat "$demo/relay/stderr" "$demo/sink/stderr" >&2
+			return 1
+		fi
+	done
+	echo "demo: no free ports after 3 tries" >&2
+	return 1
+}
+start_both
 echo "== relay on 127.0.0.1:$smtp_port (STARTTLS) and :$smtps_port (implicit TLS) -> sink on :$sink_port"
 
 load() {
