@@ -191,7 +191,7 @@ int route_parse_hop(const char *s, struct route_hop *hop, char *err, size_t errl
 		return -1;
 	}
 	why = check_hostname(host, hlen, hop->host);
-	if (why == NULL && !bracket && numeric_tld(hop->host))
+	if (why == NULL && numeric_tld(hop->host))
 		/* no top-level domain is all digits (RFC 3696 2): "192.0.2.7." is
 		 * an address written oddly, not a domain whose MX to look up */
 		why = "an address is written [192.0.2.7], not as a domain";

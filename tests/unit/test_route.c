@@ -178,7 +178,6 @@ TEST(parse_hop_names)
 	CHECK(hop_is("a-b.c-d9.e", "a-b.c-d9.e", 25, 1, 0));
 	CHECK(hop_is("h:1", "h", 1, 1, 0));
 	CHECK(hop_is("h:65535", "h", 65535, 1, 0));
-	CHECK(hop_is("[1.2.3.4.5]:25", "1.2.3.4.5", 25, 0, 0)); /* no address: a name */
 	/* 63-character label, 253-character name: the limits themselves */
 	{
 		char name[64], hop[1300];
@@ -217,6 +216,11 @@ TEST(parse_hop_errors)
 	CHECK(route_parse_hop("[h]:99999", &h, err, sizeof(err)) == -1);
 	CHECK_STR(err, "bad port '99999' in '[h]:99999'");
 	CHECK(hop_bad("h:0", "bad port '0' in 'h:0'"));
+	/* no top-level domain is all digits: neither an address nor a name
+	 * (a name would print as "[2.0.4.7]", an address; found by fuzzing) */
+	CHECK(hop_bad("[1.2.3.4.5]:25", "an address is written [192.0.2.7], not as a domain"));
+	CHECK(hop_bad("[2.0.4.7.]:525", "an address is written [192.0.2.7], not as a domain"));
+	CHECK(hop_bad("192.0.2.7.", "an address is written [192.0.2.7], not as a domain"));
 	CHECK(hop_bad("h:65536", "bad port '65536'"));
 	CHECK(hop_bad("h:", "bad port '' in 'h:'"));
 	CHECK(hop_bad("h:2x5", "bad port '2x5'"));
