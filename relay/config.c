@@ -5,6 +5,7 @@
  * are parsed into a scratch copy first so a bad item leaves the earlier value
  * untouched. */
 #include "config.h"
+#include "log.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -918,6 +919,7 @@ static const struct opt_def opts[OPT_COUNT] = {
     [OPT_MIN_DATA_RATE] = {"MinDataRate", parse_unsigned, FIELD(min_data_rate), 0, 1000000000},
     [OPT_MAX_CONNECTIONS_PER_CLIENT] = {"MaxConnectionsPerClient", parse_unsigned,
                                         FIELD(max_connections_per_client), 0, 1000000},
+    [OPT_LOG_LEVEL] = {"LogLevel", parse_unsigned, FIELD(log_level), 0, 99},
 };
 
 const char *config_opt_name(enum config_opt opt)
@@ -967,6 +969,7 @@ void config_defaults(struct config *c)
 	c->connect_timeout_s = 30;
 	c->body_path = BODY_PATH_AUTO;
 	c->interactive_timeout_s = 30;
+	c->log_level = LOG_LEVEL_DEFAULT;
 }
 
 void config_free(struct config *c)

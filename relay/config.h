@@ -57,6 +57,7 @@ enum config_opt {
 	OPT_INTERACTIVE_TIMEOUT,
 	OPT_MIN_DATA_RATE,
 	OPT_MAX_CONNECTIONS_PER_CLIENT,
+	OPT_LOG_LEVEL,
 	OPT_COUNT
 };
 
@@ -137,6 +138,9 @@ struct config {
 	 * within interactive_timeout_s (Sendmail's SuperSafe=interactive) */
 	bool interactive;
 	unsigned interactive_timeout_s;
+	/* LogLevel (Sendmail's name): LOG_LEVEL_DEFAULT logs every event;
+	 * LOG_LEVEL_TRACE and up also trace each object's state changes */
+	unsigned log_level;
 
 	char *path;               /* file it came from, NULL for built-in defaults */
 	unsigned line[OPT_COUNT]; /* line that set each option, 0 if default */

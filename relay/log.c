@@ -20,6 +20,7 @@ static atomic_int log_fd = -1;
 static atomic_int log_to_stderr = 1;
 static atomic_int stderr_kind; /* 0: not looked at yet, 1: /dev/null, 2: anything else */
 static atomic_int log_pid;
+static atomic_uint log_level = LOG_LEVEL_DEFAULT;
 
 /* A thread that asked for it (log_buffer_start) gathers its lines here and
  * writes them with log_flush: one write(2) per destination per ring turn. */
@@ -170,6 +171,27 @@ void log_info(const char *fmt, ...)
 
 	va_start(ap, fmt);
 	log_emit("", fmt, ap, NULL, false);
+	va_end(ap);
+}
+
+void log_set_level(unsigned level)
+{
+	atomic_store(&log_level, level);
+}
+
+bool log_tracing(void)
+{
+	return atomic_load_explicit(&log_level, memory_order_relaxed) >= LOG_LEVEL_TRACE;
+}
+
+void log_trace(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!log_tracing())
+		return;
+	va_start(ap, fmt);
+	log_emit("trace: ", fmt, ap, NULL, false);
 	va_end(ap);
 }
 

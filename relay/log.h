@@ -29,6 +29,17 @@ void log_event(uint64_t id, const char *fmt, ...) LOG_PRINTF(2, 3);
 /* "<time> krelay[pid]: <fmt...>" for process-wide events. */
 void log_info(const char *fmt, ...) LOG_PRINTF(1, 2);
 void log_warnx(const char *fmt, ...) LOG_PRINTF(1, 2);
+
+/* LogLevel (Sendmail's option and numbers): at LOG_LEVEL_DEFAULT every
+ * event above is logged; from LOG_LEVEL_TRACE up, each object's state
+ * changes are traced too ("trace: <what> <id> <old> -> <new>").  Lower
+ * levels log as the default does (kept for Sendmail configurations). */
+#define LOG_LEVEL_DEFAULT 9
+#define LOG_LEVEL_TRACE   10
+void log_set_level(unsigned level);
+bool log_tracing(void);
+/* "<time> krelay[pid]: trace: <fmt...>", only when log_tracing(). */
+void log_trace(const char *fmt, ...) LOG_PRINTF(1, 2);
 /* Append ": strerror(errno)" and exit(1). */
 void fatal(const char *fmt, ...) LOG_PRINTF(1, 2) __attribute__((noreturn));
 void fatalx(const char *fmt, ...) LOG_PRINTF(1, 2) __attribute__((noreturn));

@@ -188,6 +188,7 @@ static void reload(struct server *srv, const char *path)
 		          "restart");
 	if (rt->cfg.log_file != NULL)
 		log_open(rt->cfg.log_file);
+	log_set_level(rt->cfg.log_level);
 	log_info("reload ok config=%s starttls=%s", path ? path : "built-in",
 	         rt->server_ctx ? "offered" : "off");
 	runtime_put(old);
@@ -294,6 +295,7 @@ static int run(const char *path)
 	const struct config *c = &srv.current->cfg;
 	if (c->log_file != NULL && log_open(c->log_file) < 0)
 		return not_starting(srv.current, "LogFile %s: %s", c->log_file, strerror(errno));
+	log_set_level(c->log_level);
 	if (!srv.caps.uring)
 		return not_starting(srv.current, "%s", srv.caps.uring_error);
 	if (spool_recover(c->queue_directory, &queued, &removed) < 0)

@@ -130,6 +130,9 @@ static void enter_state(struct smtp_session *s, enum state st)
 		log_flush();
 		assert(!"smtp session state transition");
 	}
+	if (s->state != st)
+		log_trace("session %016llx %s -> %s", (unsigned long long)s->id,
+		          state_names[s->state], state_names[st]);
 	s->state = st;
 }
 

@@ -135,6 +135,7 @@ TEST(defaults)
 	const struct sockaddr_in *sin;
 
 	config_defaults(&c);
+	CHECK(c.log_level == 9); /* Sendmail's default LogLevel */
 	CHECK(c.listen_count == 1);
 	CHECK_STR(c.listen[0].text, "127.0.0.1:25");
 	CHECK(!c.listen[0].smtps);
@@ -205,6 +206,7 @@ TEST(opt_names)
 	    "InteractiveTimeout",
 	    "MinDataRate",
 	    "MaxConnectionsPerClient",
+	    "LogLevel",
 	};
 
 	for (int i = 0; i < OPT_COUNT; i++)
@@ -250,7 +252,9 @@ TEST(every_option)
 	              "ConnectTimeout=1m\nBodyPath=copy\nDeliveryMode=q\nTLSMaxVersion=TLSv1.3\n"
 	              "CipherList=ECDHE+AESGCM\nCipherSuites=TLS_AES_128_GCM_SHA256\n"
 	              "ServerSSLOptions=+SSL_OP_NO_TICKET\nClientSSLOptions=-SSL_OP_ENABLE_KTLS\n"
-	              "InteractiveTimeout=2m\nMinDataRate=1000\nMaxConnectionsPerClient=10\n"));
+	              "InteractiveTimeout=2m\nMinDataRate=1000\nMaxConnectionsPerClient=10\n"
+	              "LogLevel=12\n"));
+	CHECK(c.log_level == 12);
 	CHECK_STR(c.ca_cert_path, "/a");
 	CHECK_STR(c.ca_cert_file, "/b");
 	CHECK_STR(c.server_cert_file, "/c");
@@ -1253,6 +1257,20 @@ TEST(delivery_modes)
 	           "InteractiveTimeout: 'never' is not a duration");
 }
 
+TEST(log_level)
+{
+	struct config c;
+
+	CHECK(load_ok(&c, "LogLevel=14\n"));
+	CHECK(c.log_level == 14 && c.line[OPT_LOG_LEVEL] == 1);
+	config_free(&c);
+	CHECK(load_ok(&c, "O LogLevel=0\n"));
+	CHECK(c.log_level == 0);
+	config_free(&c);
+	FAILS_WITH("LogLevel=100\n", 1, "LogLevel: '100' is out of range (0..99)");
+	FAILS_WITH("LogLevel=verbose\n", 1, "LogLevel: 'verbose' is not a number");
+}
+
 int main(void)
 {
 	RUN(defaults);
@@ -1309,5 +1327,6 @@ int main(void)
 	RUN(tls_max_version_and_range);
 	RUN(cipher_list_and_suites);
 	RUN(ssl_options_sendmail_syntax);
+	RUN(log_level);
 	UNIT_END("test_config");
 }
