@@ -20,11 +20,11 @@
 
 #include "log.h"
 #include "route.h"
+#include "runtime.h"
 #include "safe.h"
 #include "smtp_client.h"
 #include "spool.h"
 #include "tls_policy.h"
-#include "worker.h"
 
 #define IDLE_KEEP_S  2   /* how long an idle connection waits for the next message */
 #define ADDR_LOG_MAX 256 /* octets of an address a log line shows (RFC 5321 path) */
@@ -136,7 +136,7 @@ struct conn {
 };
 
 struct queue {
-	struct worker *w;
+	struct queue_ctx ctx;
 	struct runtime *rt; /* the configuration new connections take */
 	unsigned rt_gen;    /* srv->generation it was taken at */
 	struct dns *dns;
@@ -291,14 +291,14 @@ static void msg_start(struct qmsg *m)
 	if (m->fd >= 0) {
 		/* still open from its reception: on to msg_open_cb next turn */
 		m->op_open.kind = RING_NOP;
-		ring_nop(&m->q->w->ring, &m->op_open);
+		ring_nop(m->q->ctx.ring, &m->op_open);
 		return;
 	}
 	/* open the spool file once per attempt, through the ring (read-write:
 	 * once delivered, the file may be reused for a new message) */
 	m->op_open.kind = RING_OPEN;
 	m->file_size = SPOOL_SIZE_UNKNOWN;
-	ring_openat(&m->q->w->ring, &m->op_open, m->q->w->spool.queue_dfd, m->env.id,
+	ring_openat(m->q->ctx.ring, &m->op_open, m->q->ctx.spool->queue_dfd, m->env.id,
 	            O_RDWR | O_CLOEXEC, 0);
 }
 
@@ -323,7 +323,7 @@ int queue_recover(struct queue *q, const char *id)
 	char err[256];
 	struct qmsg *m = msg_new(q);
 
-	if (queue_load_env(q->w->spool.queue_dfd, id, &m->env, err, sizeof(err)) < 0) {
+	if (queue_load_env(q->ctx.spool->queue_dfd, id, &m->env, err, sizeof(err)) < 0) {
 		log_warnx("queue: %s: %s: left alone", id, err);
 		msg_free(m);
 		return -1;
@@ -400,7 +400,7 @@ static void st_dirsync_done(struct spool_waiter *w, int res)
 	if (m->arm_after_write && m->logq_writing == NULL && !m->dirty) {
 		m->arm_after_write = false;
 		m->timer = true;
-		ring_timeout(&m->q->w->ring, &m->op_timer, &m->ts);
+		ring_timeout(m->q->ctx.ring, &m->op_timer, &m->ts);
 		return;
 	}
 	m->logq_writing = NULL;
@@ -423,12 +423,12 @@ static void st_cb(struct ring_op *op, int res, unsigned flags)
 			m->st_res = res;
 		} else {
 			m->st_fd = res;
-			ring_reserve(&m->q->w->ring, 3); /* the chain is submitted whole */
-			ring_write(&m->q->w->ring, &m->op_st_write, m->st_fd, m->st_buf, m->st_len,
+			ring_reserve(m->q->ctx.ring, 3); /* the chain is submitted whole */
+			ring_write(m->q->ctx.ring, &m->op_st_write, m->st_fd, m->st_buf, m->st_len,
 			           0, true);
-			ring_fsync(&m->q->w->ring, &m->op_st_sync, m->st_fd, true, true);
-			ring_renameat(&m->q->w->ring, &m->op_st_rename, m->q->w->spool.tmp_dfd,
-			              m->st_tmp, m->q->w->spool.queue_dfd, m->st_name, 0, false);
+			ring_fsync(m->q->ctx.ring, &m->op_st_sync, m->st_fd, true, true);
+			ring_renameat(m->q->ctx.ring, &m->op_st_rename, m->q->ctx.spool->tmp_dfd,
+			              m->st_tmp, m->q->ctx.spool->queue_dfd, m->st_name, 0, false);
 			return;
 		}
 	} else if (op != &m->op_st_close && res < 0 && m->st_res == 0) {
@@ -439,7 +439,7 @@ static void st_cb(struct ring_op *op, int res, unsigned flags)
 	    ring_op_busy(&m->op_st_close))
 		return;
 	if (m->st_fd >= 0) {
-		ring_close(&m->q->w->ring, &m->op_st_close, m->st_fd);
+		ring_close(m->q->ctx.ring, &m->op_st_close, m->st_fd);
 		m->st_fd = -1;
 		return;
 	}
@@ -447,11 +447,11 @@ static void st_cb(struct ring_op *op, int res, unsigned flags)
 		log_warnx("queue: %s: writing delivery state: %s (a recipient may be tried again)",
 		          m->env.id, strerror(-m->st_res));
 		/* what was written of tmp/ID.env goes (error path: a plain call) */
-		unlinkat(m->q->w->spool.tmp_dfd, m->st_tmp, 0);
-		spool_pool_drain(&m->q->w->spool, m->st_res);
+		unlinkat(m->q->ctx.spool->tmp_dfd, m->st_tmp, 0);
+		spool_pool_drain(m->q->ctx.spool, m->st_res);
 	}
 	m->dirwait.done = st_dirsync_done;
-	spool_dirsync(&m->q->w->spool, &m->dirwait);
+	spool_dirsync(m->q->ctx.spool, &m->dirwait);
 }
 
 /* Writes queue/ID.env with every recipient's state (tmp, fdatasync, rename). */
@@ -473,7 +473,7 @@ static void st_write_start(struct qmsg *m)
 	m->st_fd = -1;
 	snprintf(m->st_tmp, sizeof(m->st_tmp), "%s.env", m->env.id);
 	snprintf(m->st_name, sizeof(m->st_name), "%s.env", m->env.id);
-	ring_openat(&m->q->w->ring, &m->op_st_open, m->q->w->spool.tmp_dfd, m->st_tmp,
+	ring_openat(m->q->ctx.ring, &m->op_st_open, m->q->ctx.spool->tmp_dfd, m->st_tmp,
 	            O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 }
 
@@ -490,10 +490,10 @@ static void pool_dirsync_done(struct spool_waiter *w, int res)
 	if (!m->pooling) {
 		/* the rename failed (unlink_cb gave the place back) */
 	} else if (res >= 0) {
-		spool_pool_put(&m->q->w->spool, m->fd, m->pool_name, m->file_size);
+		spool_pool_put(m->q->ctx.spool, m->fd, m->pool_name, m->file_size);
 		m->fd = -1;
 	} else {
-		spool_pool_cancel(&m->q->w->spool);
+		spool_pool_cancel(m->q->ctx.spool);
 	}
 	m->pooling = false;
 	msg_close(m);
@@ -506,13 +506,13 @@ static void unlink_cb(struct ring_op *op, int res, unsigned flags)
 
 	if (op == &m->op_unlink2 && m->pooling && res < 0) {
 		m->pooling = false; /* not moved: no reuse */
-		spool_pool_cancel(&m->q->w->spool);
+		spool_pool_cancel(m->q->ctx.spool);
 	}
 	if (m->rename_dirsync)
 		return; /* a rename linked with the dirsync: pool_dirsync_done follows */
 	if (m->pooling || m->has_state) {
 		/* durable before the file is reused, or before the state goes */
-		spool_dirsync(&m->q->w->spool, &m->dirwait);
+		spool_dirsync(m->q->ctx.spool, &m->dirwait);
 		return;
 	}
 	msg_close(m);
@@ -607,8 +607,8 @@ static void bounce_read_cb(struct ring_op *op, int res, unsigned flags)
 	if (b->body == NULL)
 		fatalx("out of memory");
 	dsn_format(&in, b->body, b->len + 1);
-	spool_new_id(&q->w->spool, b->env.id);
-	spool_tx_begin(&b->tx, &q->w->spool, b->env.id, bounce_spool_cb, b);
+	spool_new_id(q->ctx.spool, b->env.id);
+	spool_tx_begin(&b->tx, q->ctx.spool, b->env.id, bounce_spool_cb, b);
 }
 
 static void bounce_spool_cb(void *owner, enum spool_event ev, int err)
@@ -662,7 +662,7 @@ static void bounce_start(struct qmsg *m)
 	b->env.tls = "";
 	b->env.client_cert = "none";
 	ring_op_init(&b->op_read, RING_READ, bounce_read_cb, b);
-	ring_read(&m->q->w->ring, &b->op_read, m->fd, b->hdr, sizeof(b->hdr), 0);
+	ring_read(m->q->ctx.ring, &b->op_read, m->fd, b->hdr, sizeof(b->hdr), 0);
 }
 
 /* True when failed recipients still need their bounce (started here). */
@@ -711,7 +711,7 @@ static void removal_durable(struct spool_waiter *w, int res)
 	m->removal_res = res;
 	m->op_unlink1.cb = env_unlinked_cb;
 	snprintf(m->st_name, sizeof(m->st_name), "%s.env", m->env.id);
-	ring_unlinkat(&m->q->w->ring, &m->op_unlink1, m->q->w->spool.queue_dfd, m->st_name);
+	ring_unlinkat(m->q->ctx.ring, &m->op_unlink1, m->q->ctx.spool->queue_dfd, m->st_name);
 }
 
 /* Removes a finished message, in an order no crash can undo: queue/ID goes
@@ -727,20 +727,20 @@ static void msg_unlink(struct qmsg *m)
 
 	m->removal_done = m->dirwait.done;
 	m->dirwait.done = removal_durable;
-	if (m->fd >= 0 && spool_pool_reserve(&q->w->spool, m->pool_name)) {
+	if (m->fd >= 0 && spool_pool_reserve(q->ctx.spool, m->pool_name)) {
 		/* moved aside rather than unlinked: its inode and blocks serve
 		 * the next message once the move is durable (msg_attempt_over);
 		 * the rename goes with the directory fsync that makes it durable */
 		m->pooling = true;
 		m->op_unlink2.kind = RING_RENAME;
 		m->rename_dirsync = true;
-		spool_rename_dirsync(&q->w->spool, &m->dirwait, &m->op_unlink2,
-		                     q->w->spool.queue_dfd, m->env.id, q->w->spool.pool_dfd,
+		spool_rename_dirsync(q->ctx.spool, &m->dirwait, &m->op_unlink2,
+		                     q->ctx.spool->queue_dfd, m->env.id, q->ctx.spool->pool_dfd,
 		                     m->pool_name);
 		return;
 	}
 	m->op_unlink2.kind = RING_UNLINK;
-	ring_unlinkat(&q->w->ring, &m->op_unlink2, q->w->spool.queue_dfd, m->env.id);
+	ring_unlinkat(q->ctx.ring, &m->op_unlink2, q->ctx.spool->queue_dfd, m->env.id);
 }
 
 static void msg_close(struct qmsg *m)
@@ -784,10 +784,10 @@ static void msg_attempt_over(struct qmsg *m)
 	if (m->removed) {
 		if (m->pooling && !m->dirsync_failed && m->fd >= 0) {
 			/* out of queue/ for good: the file may take a new message */
-			spool_pool_put(&q->w->spool, m->fd, m->pool_name, m->file_size);
+			spool_pool_put(q->ctx.spool, m->fd, m->pool_name, m->file_size);
 			m->fd = -1;
 		} else if (m->pooling) {
-			spool_pool_cancel(&q->w->spool);
+			spool_pool_cancel(q->ctx.spool);
 		}
 		m->pooling = false;
 		if (m->fd >= 0)
@@ -971,13 +971,13 @@ static void removed_cb(struct ring_op *op, int res, unsigned flags)
 	if (op == &m->op_unlink2 && m->pooling && res < 0) {
 		/* not moved (gone already, or held meanwhile): no reuse */
 		m->pooling = false;
-		spool_pool_cancel(&m->q->w->spool);
+		spool_pool_cancel(m->q->ctx.spool);
 	}
 	if (m->rename_dirsync) {
 		m->rename_dirsync = false;
 		return; /* linked with the dirsync: st_dirsync_done follows */
 	}
-	spool_dirsync(&m->q->w->spool, &m->dirwait); /* then the jobs are logged */
+	spool_dirsync(m->q->ctx.spool, &m->dirwait); /* then the jobs are logged */
 }
 
 /* Every recipient was delivered: the message leaves the spool (made durable
@@ -1094,7 +1094,7 @@ static void hold_tick_arm(struct queue *q)
 		return;
 	q->hold_ts.tv_sec = 1;
 	q->hold_ts.tv_nsec = 0;
-	ring_timeout(&q->w->ring, &q->op_hold_tick, &q->hold_ts);
+	ring_timeout(q->ctx.ring, &q->op_hold_tick, &q->hold_ts);
 }
 
 /* Once a second while messages are held: InteractiveTimeout. */
@@ -1337,7 +1337,7 @@ static void conn_start(struct dest *d, size_t addr_idx, struct qjob *job)
 	p.body_path = cfg(q)->body_path;
 	p.connect_timeout_s = cfg(q)->connect_timeout_s;
 	p.timeout_s = cfg(q)->command_timeout_s;
-	p.caps = &q->w->srv->caps;
+	p.caps = &q->ctx.srv->caps;
 	cn->d = d;
 	cn->rt = runtime_hold(q->rt); /* p's strings point into it */
 	cn->job = job;
@@ -1351,7 +1351,7 @@ static void conn_start(struct dest *d, size_t addr_idx, struct qjob *job)
 	if (q->conn_all)
 		q->conn_all->prev_all = cn;
 	q->conn_all = cn;
-	cn->c = smtp_client_connect(&q->w->ring, &p, &client_cb, cn);
+	cn->c = smtp_client_connect(q->ctx.ring, &p, &client_cb, cn);
 	if (cn->c == NULL) {
 		d->active--;
 		q->conns--;
@@ -1382,7 +1382,7 @@ static void idle_arm(struct conn *cn, long long ns)
 {
 	cn->idle_ts.tv_sec = ns / 1000000000LL;
 	cn->idle_ts.tv_nsec = ns % 1000000000LL;
-	ring_timeout(&cn->d->q->w->ring, &cn->op_idle, &cn->idle_ts);
+	ring_timeout(cn->d->q->ctx.ring, &cn->op_idle, &cn->idle_ts);
 }
 
 static void conn_go_idle(struct conn *cn)
@@ -1553,7 +1553,7 @@ static void conn_closed(void *owner, struct smtp_client *c)
 		cn->idle = false;
 		cn->op_idle.cb = idle_free_cb;
 		if (!ring_op_busy(&cn->op_idle_rm))
-			ring_timeout_remove(&q->w->ring, &cn->op_idle_rm, &cn->op_idle);
+			ring_timeout_remove(q->ctx.ring, &cn->op_idle_rm, &cn->op_idle);
 	} else {
 		conn_free(cn);
 	}
@@ -1717,8 +1717,8 @@ static void dest_fail_all(struct dest *d)
  * share of it, at least one connection (so max(limit, Workers) in all). */
 static unsigned dest_limit(const struct queue *q)
 {
-	unsigned n = q->w->srv->workers, c = cfg(q)->destination_concurrency;
-	unsigned share = c / n + (q->w->index < c % n);
+	unsigned n = q->ctx.srv->workers, c = cfg(q)->destination_concurrency;
+	unsigned share = c / n + (q->ctx.worker_index < c % n);
 
 	return share > 0 ? share : 1;
 }
@@ -1748,7 +1748,7 @@ static void dest_kick(struct dest *d)
 
 /* ---- the queue ------------------------------------------------------------ */
 
-struct queue *queue_new(struct worker *w, char *err, size_t errlen)
+struct queue *queue_new(const struct queue_ctx *ctx, char *err, size_t errlen)
 {
 	struct queue *q = calloc(1, sizeof(*q));
 	const struct config *c;
@@ -1757,12 +1757,12 @@ struct queue *queue_new(struct worker *w, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	q->w = w;
+	q->ctx = *ctx;
 	ring_op_init(&q->op_hold_tick, RING_TIMEOUT, hold_tick_cb, q);
-	q->rt_gen = atomic_load(&w->srv->generation);
-	q->rt = runtime_get(w->srv);
+	q->rt_gen = atomic_load(&ctx->srv->generation);
+	q->rt = runtime_get(ctx->srv);
 	c = &q->rt->cfg;
-	if (dns_init(&q->dns, &w->ring, c->dns_server, err, errlen) < 0)
+	if (dns_init(&q->dns, ctx->ring, c->dns_server, err, errlen) < 0)
 		goto fail;
 	return q;
 fail:
@@ -1790,14 +1790,14 @@ static void dest_quit_idle(struct dest *d)
  * jobs still waiting for a connection are routed again. */
 static void follow_reload(struct queue *q)
 {
-	unsigned gen = atomic_load(&q->w->srv->generation);
+	unsigned gen = atomic_load(&q->ctx.srv->generation);
 	struct runtime *old = q->rt;
 	struct qjob *waiting = NULL, *j;
 
 	if (gen == q->rt_gen || q->stopping)
 		return;
 	q->rt_gen = gen;
-	q->rt = runtime_get(q->w->srv);
+	q->rt = runtime_get(q->ctx.srv);
 	for (struct dest *d = q->dests; d != NULL; d = d->next) {
 		dest_quit_idle(d);
 		SSL_SESSION_free(d->session);
@@ -1826,7 +1826,7 @@ static void follow_reload(struct queue *q)
 	}
 	runtime_put(old);
 	log_info("queue: worker %u: new connections out use the reloaded configuration",
-	         q->w->index);
+	         q->ctx.worker_index);
 	kick_all(q);
 }
 
@@ -1919,7 +1919,7 @@ static void admin_files(struct queue *q, const char *id, int what)
 	if (what == ADMIN_DELETE) {
 		sub_path(q, a, sizeof(a), "queue", id);
 		if (unlink(a) == 0)
-			fsync(q->w->spool.queue_dfd);
+			fsync(q->ctx.spool->queue_dfd);
 		sub_path(q, a, sizeof(a), "queue", env);
 		unlink(a);
 		log_info("%s: deleted (krelay queue delete)", id);
@@ -1941,7 +1941,7 @@ static void admin_files(struct queue *q, const char *id, int what)
 		fsync(dfd);
 		close(dfd);
 	}
-	fsync(q->w->spool.queue_dfd);
+	fsync(q->ctx.spool->queue_dfd);
 	log_info("%s: held (krelay queue hold)", id);
 }
 
@@ -2003,7 +2003,7 @@ void queue_requests(struct queue *q)
 		struct qmsg *m = q->msgs;
 
 		if (what == ADMIN_NONE || dot == NULL || !spool_id_valid(dot + 1) ||
-		    spool_id_owner(dot + 1, q->w->srv->workers) != q->w->index) {
+		    spool_id_owner(dot + 1, q->ctx.srv->workers) != q->ctx.worker_index) {
 			free(names[i]);
 			continue;
 		}
@@ -2015,7 +2015,7 @@ void queue_requests(struct queue *q)
 		} else if (m->hold == HOLD_NONE && m->admin == ADMIN_NONE) {
 			m->admin = what;
 			if (m->timer && !ring_op_busy(&m->op_timer_rm))
-				ring_timeout_remove(&q->w->ring, &m->op_timer_rm, &m->op_timer);
+				ring_timeout_remove(q->ctx.ring, &m->op_timer_rm, &m->op_timer);
 		}
 		free(names[i]);
 	}
@@ -2052,19 +2052,19 @@ void queue_flush(struct queue *q)
 	dir = cfg(q)->queue_directory;
 	for (struct qmsg *m = q->msgs; m != NULL; m = m->next)
 		if (m->timer && !ring_op_busy(&m->op_timer_rm))
-			ring_timeout_remove(&q->w->ring, &m->op_timer_rm, &m->op_timer);
+			ring_timeout_remove(q->ctx.ring, &m->op_timer_rm, &m->op_timer);
 	for (size_t i = 0; i < q->nparked; i++)
 		queue_recover(q, q->parked[i]);
 	q->nparked = 0;
 	if (spool_list_in(dir, "release", &ids, &n) < 0)
 		return;
 	for (size_t i = 0; i < n; i++) {
-		bool known = spool_id_owner(ids[i], q->w->srv->workers) != q->w->index;
+		bool known = spool_id_owner(ids[i], q->ctx.srv->workers) != q->ctx.worker_index;
 		for (struct qmsg *m = q->msgs; m != NULL && !known; m = m->next)
 			known = strcmp(m->env.id, ids[i]) == 0;
-		if (!known && faccessat(q->w->spool.queue_dfd, ids[i], F_OK, 0) == 0)
+		if (!known && faccessat(q->ctx.spool->queue_dfd, ids[i], F_OK, 0) == 0)
 			queue_recover(q, ids[i]);
-		if (spool_id_owner(ids[i], q->w->srv->workers) == q->w->index) {
+		if (spool_id_owner(ids[i], q->ctx.srv->workers) == q->ctx.worker_index) {
 			snprintf(path, sizeof(path), "%s/release/%s", dir, ids[i]);
 			unlink(path);
 		}

@@ -15,15 +15,27 @@
 
 #include "spool_format.h"
 
-struct worker;
 struct queue;
+struct ring;
+struct spool;
+struct server;
+
+/* What a queue needs from the worker that runs it (copied by queue_new).
+ * The queue never sees the worker: the worker depends on the queue, not
+ * the reverse. */
+struct queue_ctx {
+	struct ring *ring;
+	struct spool *spool;   /* queue/, pool/, the directory fsync */
+	struct server *srv;    /* the current runtime (SIGHUP), caps, Workers */
+	unsigned worker_index; /* this worker's DestinationConcurrency share, IDs */
+};
 
 struct queue_stats {
 	uint64_t delivered, failed, deferred, connections, transactions, bytes;
 };
 
 /* Returns NULL with err set. */
-struct queue *queue_new(struct worker *w, char *err, size_t errlen);
+struct queue *queue_new(const struct queue_ctx *ctx, char *err, size_t errlen);
 /* Stops scheduling, quits idle connections; queue_idle() then tells when
  * nothing is in flight any more. */
 void queue_stop(struct queue *q);

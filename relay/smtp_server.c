@@ -22,11 +22,11 @@
 #include "queue.h"
 #include "safe.h"
 
+#include "runtime.h"
 #include "smtp_data.h"
 #include "smtp_parse.h"
 #include "spool.h"
 #include "tls_ctx.h"
-#include "worker.h"
 #include "xprt.h"
 
 #define IN_BUF_SIZE  (64u << 10)
@@ -56,7 +56,7 @@ static const char *const state_names[] = {
 
 struct smtp_session {
 	uint64_t id;
-	struct worker *w;
+	struct smtp_server *sv;
 	struct runtime *rt;
 	struct xprt x;
 	enum state state;
@@ -66,7 +66,7 @@ struct smtp_session {
 	unsigned port;
 	struct sockaddr_storage peer;
 	struct client_key key;
-	bool counted; /* in w->srv->clients under key */
+	bool counted; /* in sv->srv->clients under key */
 	char listener[80];
 	bool smtps, tls, esmtp, greeted, shutdown;
 	char helo[256];
@@ -212,7 +212,7 @@ static void quit(struct smtp_session *s, const char *reason)
 
 static void session_free(struct smtp_session *s)
 {
-	struct worker *w = s->w;
+	struct smtp_server *sv = s->sv;
 
 	log_event(s->id, "smtp disconnect client=%s commands=%u messages=%u reason=\"%s\"",
 	          s->client, s->commands, s->messages, s->close_reason ? s->close_reason : "?");
@@ -221,13 +221,13 @@ static void session_free(struct smtp_session *s)
 	if (s->prev)
 		s->prev->next = s->next;
 	else
-		w->sessions = s->next;
+		sv->sessions = s->next;
 	if (s->next)
 		s->next->prev = s->prev;
-	w->nsessions--;
-	atomic_fetch_sub(&w->srv->connections, 1);
+	sv->nsessions--;
+	atomic_fetch_sub(&sv->srv->connections, 1);
 	if (s->counted)
-		client_count_del(w->srv->clients, &s->key);
+		client_count_del(sv->srv->clients, &s->key);
 	runtime_put(s->rt);
 	free(s);
 }
@@ -264,36 +264,36 @@ static bool client_over_limit(struct smtp_session *s)
 	if (limit == 0 || config_relay_client(cfg(s), (const struct sockaddr *)&s->peer))
 		return false;
 	if (client_key_of(&s->peer, &s->key))
-		n = client_count_add(s->w->srv->clients, &s->key);
+		n = client_count_add(s->sv->srv->clients, &s->key);
 	s->counted = n > 0;
 	return limit > 0 && n > limit;
 }
 
-void smtp_session_start(struct worker *w, int fd, bool smtps, const char *listener)
+void smtp_session_start(struct smtp_server *sv, int fd, bool smtps, const char *listener)
 {
 	struct smtp_session *s = calloc(1, sizeof(*s));
 	socklen_t len = sizeof(s->peer);
-	unsigned n = atomic_fetch_add(&w->srv->connections, 1) + 1;
+	unsigned n = atomic_fetch_add(&sv->srv->connections, 1) + 1;
 
-	if (s == NULL || xprt_init(&s->x, &w->ring, fd, &w->srv->caps, IN_BUF_SIZE, OUT_MAX,
+	if (s == NULL || xprt_init(&s->x, sv->ring, fd, &sv->srv->caps, IN_BUF_SIZE, OUT_MAX,
 	                           session_event, s) < 0) {
-		atomic_fetch_sub(&w->srv->connections, 1);
+		atomic_fetch_sub(&sv->srv->connections, 1);
 		free(s);
 		close(fd);
 		log_warnx("out of memory: connection dropped");
 		return;
 	}
-	s->id = atomic_fetch_add(&w->srv->session_seq, 1) + 1;
+	s->id = atomic_fetch_add(&sv->srv->session_seq, 1) + 1;
 	s->id |= (uint64_t)getpid() << 40;
-	s->w = w;
-	s->rt = runtime_get(w->srv);
+	s->sv = sv;
+	s->rt = runtime_get(sv->srv);
 	s->smtps = smtps;
 	snprintf(s->listener, sizeof(s->listener), "%s", listener);
-	s->next = w->sessions;
-	if (w->sessions)
-		w->sessions->prev = s;
-	w->sessions = s;
-	w->nsessions++;
+	s->next = sv->sessions;
+	if (sv->sessions)
+		sv->sessions->prev = s;
+	sv->sessions = s;
+	sv->nsessions++;
 	getpeername(fd, (struct sockaddr *)&s->peer, &len);
 	if (s->peer.ss_family == AF_INET6) {
 		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&s->peer;
@@ -324,12 +324,7 @@ void smtp_session_start(struct worker *w, int fd, bool smtps, const char *listen
 	}
 }
 
-struct smtp_session *smtp_session_next(struct smtp_session *s)
-{
-	return s->next;
-}
-
-void smtp_session_shutdown(struct smtp_session *s)
+static void session_shutdown(struct smtp_session *s)
 {
 	s->shutdown = true;
 	switch (s->state) {
@@ -357,6 +352,14 @@ void smtp_session_shutdown(struct smtp_session *s)
 		break;
 	default:
 		break; /* commit, abort, quit: finish what is under way */
+	}
+}
+
+void smtp_server_shutdown(struct smtp_server *sv)
+{
+	for (struct smtp_session *s = sv->sessions, *next; s != NULL; s = next) {
+		next = s->next;
+		session_shutdown(s);
 	}
 }
 
@@ -404,7 +407,7 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
 	}
 	s->smtputf8 = c->smtputf8;
 	s->body_type = c->body == SMTP_BODY_8BITMIME ? 8 : c->body == SMTP_BODY_7BIT ? 7 : 0;
-	spool_new_id(&s->w->spool, s->qid);
+	spool_new_id(s->sv->spool, s->qid);
 	log_event(s->id, "smtp from id=%s from=<%s> size=%llu", s->qid,
 	          safe_log(esc, sizeof(esc), c->addr), (unsigned long long)c->size);
 	reply(s, "250 2.1.0 Ok");
@@ -538,7 +541,7 @@ static void open_message(struct smtp_session *s, bool bdat)
 	clock_gettime(CLOCK_MONOTONIC, &s->data_start);
 	enter_state(s, S_OPENING);
 	xprt_set_timeout(&s->x, cfg(s)->data_timeout_s);
-	spool_tx_begin(&s->tx, &s->w->spool, s->qid, spool_event, s);
+	spool_tx_begin(&s->tx, s->sv->spool, s->qid, spool_event, s);
 }
 
 static void cmd_data(struct smtp_session *s, const struct smtp_cmd *c)
@@ -813,7 +816,7 @@ static void end_of_data(struct smtp_session *s)
 	/* DeliveryMode=interactive: written, relayed, and made durable only
 	 * if the relaying does not fully succeed (SPOOL_STAGED) */
 	s->interactive =
-	    cfg(s)->interactive && s->w->queue != NULL && !cfg(s)->queue_only && !s->shutdown;
+	    cfg(s)->interactive && s->sv->queue != NULL && !cfg(s)->queue_only && !s->shutdown;
 	if (s->interactive)
 		spool_tx_stage(&s->tx, &env);
 	else
@@ -848,14 +851,14 @@ static void queued(struct smtp_session *s)
 		s->held = NULL;
 		close(fd);
 		queue_held_durable(m, 0);
-	} else if (s->w->queue != NULL && !cfg(s)->queue_only) {
+	} else if (s->sv->queue != NULL && !cfg(s)->queue_only) {
 		struct spool_env env;
 		fill_env(s, &env);
-		queue_add(s->w->queue, &env, fd, s->tx.file_size); /* relaying starts now */
+		queue_add(s->sv->queue, &env, fd, s->tx.file_size); /* relaying starts now */
 	} else {
 		close(fd);
-		if (s->w->queue != NULL)
-			queue_park(s->w->queue, s->qid); /* DeliveryMode=queueonly */
+		if (s->sv->queue != NULL)
+			queue_park(s->sv->queue, s->qid); /* DeliveryMode=queueonly */
 	}
 }
 
@@ -959,7 +962,7 @@ static void spool_event(void *owner, enum spool_event ev, int err)
 		struct spool_env env;
 		fill_env(s, &env);
 		s->held =
-		    queue_add_held(s->w->queue, &env, s->tx.fd, s->tx.file_size, held_event, s);
+		    queue_add_held(s->sv->queue, &env, s->tx.fd, s->tx.file_size, held_event, s);
 		/* the reply waits for the queue (or, when the message does not
 		 * qualify, for the commit) */
 		if (s->held == NULL)

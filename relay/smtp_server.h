@@ -7,16 +7,28 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 
-struct worker;
+struct ring;
+struct spool;
+struct server;
+struct queue;
 struct smtp_session;
 
+/* One worker's inbound side: what its sessions use, and the sessions. */
+struct smtp_server {
+	struct ring *ring;
+	struct spool *spool;
+	struct server *srv;
+	struct queue *queue;           /* NULL until the worker thread made it */
+	struct smtp_session *sessions; /* all live sessions, for shutdown */
+	unsigned nsessions;
+};
+
 /* Takes over fd (accepted, non-blocking). */
-void smtp_session_start(struct worker *w, int fd, bool smtps, const char *listener);
+void smtp_session_start(struct smtp_server *sv, int fd, bool smtps, const char *listener);
 
-/* Graceful stop: idle sessions get 421 now; a message being received is
- * dropped (the client still has it); one being committed finishes first. */
-void smtp_session_shutdown(struct smtp_session *s);
-
-struct smtp_session *smtp_session_next(struct smtp_session *s);
+/* Graceful stop of every session: idle ones get 421 now; a message being
+ * received is dropped (the client still has it); one being committed
+ * finishes first. */
+void smtp_server_shutdown(struct smtp_server *sv);
 
 #endif

@@ -14,39 +14,8 @@
 #include "log.h"
 #include "queue.h"
 
-#include "smtp_server.h"
-
 #define RING_ENTRIES      1024
 #define SHUTDOWN_GRACE_MS 30000
-
-struct runtime *runtime_get(struct server *srv)
-{
-	struct runtime *rt;
-
-	pthread_mutex_lock(&srv->lock);
-	rt = srv->current;
-	atomic_fetch_add(&rt->refs, 1);
-	pthread_mutex_unlock(&srv->lock);
-	return rt;
-}
-
-struct runtime *runtime_hold(struct runtime *rt)
-{
-	atomic_fetch_add(&rt->refs, 1);
-	return rt;
-}
-
-void runtime_put(struct runtime *rt)
-{
-	if (atomic_fetch_sub(&rt->refs, 1) == 1) {
-		SSL_CTX_free(rt->server_ctx);
-		SSL_CTX_free(rt->client_ctx);
-		route_table_free(rt->transports);
-		tls_policy_free(rt->tls_policies);
-		config_free(&rt->cfg);
-		free(rt);
-	}
-}
 
 static void accept_cb(struct ring_op *op, int res, unsigned flags);
 static void retry_cb(struct ring_op *op, int res, unsigned flags);
@@ -96,6 +65,9 @@ int worker_init(struct worker *w, struct server *srv, unsigned index, const stru
 		return -1;
 	}
 	spool_share_full(&w->spool, &srv->spool_full);
+	w->smtp.ring = &w->ring;
+	w->smtp.spool = &w->spool;
+	w->smtp.srv = srv;
 	for (size_t i = 0; i < cfg->listen_count; i++) {
 		struct listener *l = &w->listeners[i];
 		l->w = w;
@@ -126,7 +98,7 @@ static void accept_cb(struct ring_op *op, int res, unsigned flags)
 		if (w->stopping)
 			close(res);
 		else
-			smtp_session_start(w, res, l->smtps, l->text);
+			smtp_session_start(&w->smtp, res, l->smtps, l->text);
 	} else if (res != -ECANCELED && !w->stopping) {
 		log_warnx("accept on %s: %s", l->text, strerror(-res));
 	}
@@ -159,10 +131,7 @@ static void stop_accepting(struct worker *w)
 		shutdown(w->listeners[i].fd, SHUT_RDWR);
 	}
 	queue_stop(w->queue);
-	for (struct smtp_session *s = w->sessions, *next; s != NULL; s = next) {
-		next = smtp_session_next(s);
-		smtp_session_shutdown(s);
-	}
+	smtp_server_shutdown(&w->smtp);
 }
 
 static void wake_cb(struct ring_op *op, int res, unsigned flags)
@@ -198,9 +167,16 @@ static void *worker_main(void *arg)
 
 	if (ret < 0)
 		fatalx("worker %u: io_uring enable: %s", w->index, strerror(-ret));
-	w->queue = queue_new(w, err, sizeof(err));
+	struct queue_ctx qc = {
+	    .ring = &w->ring,
+	    .spool = &w->spool,
+	    .srv = w->srv,
+	    .worker_index = w->index,
+	};
+	w->queue = queue_new(&qc, err, sizeof(err));
 	if (w->queue == NULL)
 		fatalx("worker %u: relaying: %s", w->index, err);
+	w->smtp.queue = w->queue;
 	for (size_t i = 0; i < w->nrecover; i++) {
 		if (w->queue_only)
 			queue_park(w->queue, w->recover[i]);
@@ -222,11 +198,11 @@ static void *worker_main(void *arg)
 			fatalx("worker %u: io_uring: %s", w->index, strerror(-ret));
 		if (!w->stopping)
 			continue;
-		if (w->nsessions == 0 && listeners_idle(w) && queue_idle(w->queue))
+		if (w->smtp.nsessions == 0 && listeners_idle(w) && queue_idle(w->queue))
 			break;
 		if (ret == 0 && (waited_ms += 100) >= SHUTDOWN_GRACE_MS) {
 			log_warnx("worker %u: %u sessions still open after %d ms: leaving them",
-			          w->index, w->nsessions, SHUTDOWN_GRACE_MS);
+			          w->index, w->smtp.nsessions, SHUTDOWN_GRACE_MS);
 			break;
 		}
 	}
