@@ -24,6 +24,7 @@
 #include "safe.h"
 #include "smtp_client.h"
 #include "spool.h"
+#include "spool_msg.h"
 #include "tls_policy.h"
 
 #define IDLE_KEEP_S  2   /* how long an idle connection waits for the next message */
@@ -50,28 +51,16 @@ struct qmsg {
 	bool bouncing, bounce_failed;
 	bool arm_after_write; /* the retry's attempt count is being saved */
 	bool has_state;       /* queue/ID.env may exist (written, or found at start) */
-	bool pooling;         /* queue/ID is being moved to pool/pool_name for reuse */
-	bool rename_dirsync;  /* ... by the rename linked ahead of the next dirsync */
-	bool dirsync_failed;  /* the last queue directory fsync failed */
 	int admin;            /* enum admin: `krelay queue hold|delete` asked for it */
 	uint64_t file_size;   /* of queue/ID, or SPOOL_SIZE_UNKNOWN */
-	char pool_name[SPOOL_POOL_NAME];
 	struct ring_op op_timer_rm;
 	char (*dsn)[16];   /* enhanced status per recipient, for bounces */
 	struct qjob *logq; /* finished jobs whose results await durability */
 	struct qjob *logq_writing;
-	struct ring_op op_open, op_timer, op_st_open, op_st_write, op_st_sync, op_st_close,
-	    op_st_rename, op_unlink1, op_unlink2;
+	struct ring_op op_open, op_timer;
 	struct __kernel_timespec ts;
-	struct spool_waiter dirwait;
-	/* msg_unlink: what follows once queue/ID's removal is durable (and,
-	 * with has_state, queue/ID.env is gone after it) */
-	void (*removal_done)(struct spool_waiter *w, int res);
-	int removal_res;
-	char *st_buf;
-	size_t st_len;
-	int st_fd, st_res;
-	char st_tmp[SPOOL_ID_LEN + 8], st_name[SPOOL_ID_LEN + 8];
+	struct spool_state_writer st; /* queue/ID.env */
+	struct spool_remover rm;      /* the message's removal */
 	/* DeliveryMode=interactive: not yet durable, its client waiting */
 	int hold; /* enum hold */
 	queue_held_cb hold_cb;
@@ -169,30 +158,6 @@ static void st_write_start(struct qmsg *m);
 struct smtp_tx_rcpt;
 static void dsn_of(const struct smtp_tx_rcpt *r, char *out, size_t len);
 
-/* ---- envelopes ----------------------------------------------------------- */
-
-int queue_load_env(int queue_dfd, const char *id, struct spool_env *env, char *err, size_t errlen)
-{
-	char name[SPOOL_ID_LEN + 8], *buf;
-	struct stat st;
-	int fd, ret = -1;
-
-	snprintf(name, sizeof(name), "%s.env", id);
-	fd = openat(queue_dfd, name, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return spool_load_env(queue_dfd, id, env, err, errlen);
-	if (fstat(fd, &st) == 0 && st.st_size > 0 && st.st_size < SPOOL_ENV_MAX &&
-	    (buf = malloc((size_t)st.st_size)) != NULL) {
-		if (pread(fd, buf, (size_t)st.st_size, 0) == st.st_size)
-			ret = spool_env_parse(buf, (size_t)st.st_size, env, err, errlen);
-		free(buf);
-	} else {
-		snprintf(err, errlen, "%s: unreadable", name);
-	}
-	close(fd);
-	return ret;
-}
-
 static char *xstrdup(const char *s)
 {
 	char *p = strdup(s ? s : "");
@@ -233,8 +198,8 @@ static void timer_rm_cb(struct ring_op *op, int res, unsigned flags)
 {
 	/* the timer itself completes with -ECANCELED and starts the attempt */
 }
-static void st_cb(struct ring_op *op, int res, unsigned flags);
-static void unlink_cb(struct ring_op *op, int res, unsigned flags);
+static void state_written(void *owner, int res);
+static void msg_removed(void *owner, int res);
 
 static struct qmsg *msg_new(struct queue *q)
 {
@@ -248,13 +213,8 @@ static struct qmsg *msg_new(struct queue *q)
 	ring_op_init(&m->op_open, RING_OPEN, msg_open_cb, m);
 	ring_op_init(&m->op_timer, RING_TIMEOUT, msg_timer_cb, m);
 	ring_op_init(&m->op_timer_rm, RING_TIMEOUT_REMOVE, timer_rm_cb, m);
-	ring_op_init(&m->op_st_open, RING_OPEN, st_cb, m);
-	ring_op_init(&m->op_st_write, RING_WRITE, st_cb, m);
-	ring_op_init(&m->op_st_sync, RING_FSYNC, st_cb, m);
-	ring_op_init(&m->op_st_close, RING_CLOSE, st_cb, m);
-	ring_op_init(&m->op_st_rename, RING_RENAME, st_cb, m);
-	ring_op_init(&m->op_unlink1, RING_UNLINK, unlink_cb, m);
-	ring_op_init(&m->op_unlink2, RING_UNLINK, unlink_cb, m);
+	spool_state_init(&m->st, q->ctx.spool, state_written, m);
+	spool_remover_init(&m->rm, q->ctx.spool, msg_removed, m);
 	m->next = q->msgs;
 	if (q->msgs)
 		q->msgs->prev = m;
@@ -276,7 +236,7 @@ static void msg_free(struct qmsg *m)
 		free(m->reply[i]);
 	free(m->reply);
 	free(m->dsn);
-	free(m->st_buf);
+	spool_state_free(&m->st);
 	spool_env_free(&m->env);
 	free(m);
 }
@@ -323,7 +283,7 @@ int queue_recover(struct queue *q, const char *id)
 	char err[256];
 	struct qmsg *m = msg_new(q);
 
-	if (queue_load_env(q->ctx.spool->queue_dfd, id, &m->env, err, sizeof(err)) < 0) {
+	if (spool_state_load(q->ctx.spool->queue_dfd, id, &m->env, err, sizeof(err)) < 0) {
 		log_warnx("queue: %s: %s: left alone", id, err);
 		msg_free(m);
 		return -1;
@@ -388,13 +348,14 @@ static void msg_timer_cb(struct ring_op *op, int res, unsigned flags)
 
 /* ---- durable per-recipient state ---------------------------------------- */
 
-static void st_dirsync_done(struct spool_waiter *w, int res)
+/* queue/ID.env is written (and the directory fsync after it done): the
+ * outcomes it holds are logged now. */
+static void state_written(void *owner, int res)
 {
-	struct qmsg *m = (struct qmsg *)(void *)((char *)w - offsetof(struct qmsg, dirwait));
+	struct qmsg *m = owner;
 	struct qjob *j = m->logq_writing, *next;
 
 	m->writing = false;
-	m->dirsync_failed = res < 0;
 	if (res < 0)
 		log_warnx("queue: %s: state directory fsync: %s", m->env.id, strerror(-res));
 	if (m->arm_after_write && m->logq_writing == NULL && !m->dirty) {
@@ -414,110 +375,20 @@ static void st_dirsync_done(struct spool_waiter *w, int res)
 		msg_attempt_over(m);
 }
 
-static void st_cb(struct ring_op *op, int res, unsigned flags)
-{
-	struct qmsg *m = op->owner;
-
-	if (op == &m->op_st_open) {
-		if (res < 0) {
-			m->st_res = res;
-		} else {
-			m->st_fd = res;
-			ring_reserve(m->q->ctx.ring, 3); /* the chain is submitted whole */
-			ring_write(m->q->ctx.ring, &m->op_st_write, m->st_fd, m->st_buf, m->st_len,
-			           0, true);
-			ring_fsync(m->q->ctx.ring, &m->op_st_sync, m->st_fd, true, true);
-			ring_renameat(m->q->ctx.ring, &m->op_st_rename, m->q->ctx.spool->tmp_dfd,
-			              m->st_tmp, m->q->ctx.spool->queue_dfd, m->st_name, 0, false);
-			return;
-		}
-	} else if (op != &m->op_st_close && res < 0 && m->st_res == 0) {
-		m->st_res = res;
-	}
-	if (ring_op_busy(&m->op_st_open) || ring_op_busy(&m->op_st_write) ||
-	    ring_op_busy(&m->op_st_sync) || ring_op_busy(&m->op_st_rename) ||
-	    ring_op_busy(&m->op_st_close))
-		return;
-	if (m->st_fd >= 0) {
-		ring_close(m->q->ctx.ring, &m->op_st_close, m->st_fd);
-		m->st_fd = -1;
-		return;
-	}
-	if (m->st_res < 0) {
-		log_warnx("queue: %s: writing delivery state: %s (a recipient may be tried again)",
-		          m->env.id, strerror(-m->st_res));
-		/* what was written of tmp/ID.env goes (error path: a plain call) */
-		unlinkat(m->q->ctx.spool->tmp_dfd, m->st_tmp, 0);
-		spool_pool_drain(m->q->ctx.spool, m->st_res);
-	}
-	m->dirwait.done = st_dirsync_done;
-	spool_dirsync(m->q->ctx.spool, &m->dirwait);
-}
-
-/* Writes queue/ID.env with every recipient's state (tmp, fdatasync, rename). */
+/* Writes queue/ID.env with every recipient's state. */
 static void st_write_start(struct qmsg *m)
 {
-	size_t need = spool_env_format(&m->env, NULL, 0) + 1;
-
 	m->dirty = false;
 	m->writing = true;
 	m->has_state = true;
 	m->logq_writing = m->logq;
 	m->logq = NULL;
-	free(m->st_buf);
-	m->st_buf = malloc(need);
-	if (m->st_buf == NULL)
-		fatalx("out of memory");
-	m->st_len = spool_env_format(&m->env, m->st_buf, need);
-	m->st_res = 0;
-	m->st_fd = -1;
-	snprintf(m->st_tmp, sizeof(m->st_tmp), "%s.env", m->env.id);
-	snprintf(m->st_name, sizeof(m->st_name), "%s.env", m->env.id);
-	ring_openat(m->q->ctx.ring, &m->op_st_open, m->q->ctx.spool->tmp_dfd, m->st_tmp,
-	            O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	spool_state_write(&m->st, &m->env);
 }
 
 /* ---- the end of an attempt ------------------------------------------------ */
 
 static void msg_close(struct qmsg *m);
-
-/* A finished message's file, moved to pool/: reused once that is durable. */
-static void pool_dirsync_done(struct spool_waiter *w, int res)
-{
-	struct qmsg *m = (struct qmsg *)(void *)((char *)w - offsetof(struct qmsg, dirwait));
-
-	m->rename_dirsync = false;
-	if (!m->pooling) {
-		/* the rename failed (unlink_cb gave the place back) */
-	} else if (res >= 0) {
-		spool_pool_put(m->q->ctx.spool, m->fd, m->pool_name, m->file_size);
-		m->fd = -1;
-	} else {
-		spool_pool_cancel(m->q->ctx.spool);
-	}
-	m->pooling = false;
-	msg_close(m);
-	msg_free(m);
-}
-
-static void unlink_cb(struct ring_op *op, int res, unsigned flags)
-{
-	struct qmsg *m = op->owner;
-
-	if (op == &m->op_unlink2 && m->pooling && res < 0) {
-		m->pooling = false; /* not moved: no reuse */
-		spool_pool_cancel(m->q->ctx.spool);
-	}
-	if (m->rename_dirsync)
-		return; /* a rename linked with the dirsync: pool_dirsync_done follows */
-	if (m->pooling || m->has_state) {
-		/* durable before the file is reused, or before the state goes */
-		spool_dirsync(m->q->ctx.spool, &m->dirwait);
-		return;
-	}
-	msg_close(m);
-	msg_free(m);
-}
 
 static bool all_final(const struct qmsg *m)
 {
@@ -689,58 +560,32 @@ static bool bounces_pending(struct qmsg *m)
 	return true;
 }
 
-static void env_unlinked_cb(struct ring_op *op, int res, unsigned flags)
-{
-	struct qmsg *m = op->owner;
-
-	m->removal_done(&m->dirwait, m->removal_res);
-}
-
-/* queue/ID's removal is durable: now queue/ID.env may go. */
-static void removal_durable(struct spool_waiter *w, int res)
-{
-	struct qmsg *m = (struct qmsg *)(void *)((char *)w - offsetof(struct qmsg, dirwait));
-
-	m->dirwait.done = m->removal_done;
-	if (!m->has_state || res < 0) {
-		/* (not durable: the state file stays with the message, so that a
-		 * restart that finds the message finds its state too) */
-		m->removal_done(w, res);
-		return;
-	}
-	m->removal_res = res;
-	m->op_unlink1.cb = env_unlinked_cb;
-	snprintf(m->st_name, sizeof(m->st_name), "%s.env", m->env.id);
-	ring_unlinkat(m->q->ctx.ring, &m->op_unlink1, m->q->ctx.spool->queue_dfd, m->st_name);
-}
-
-/* Removes a finished message, in an order no crash can undo: queue/ID goes
- * first (moved to pool/ or unlinked) and is made durable by the directory
- * fsync; only then queue/ID.env, when it may exist.  A crash in between
- * leaves a state file without its message, which recovery removes, never
- * the message without its state (whose own envelope still says every
- * recipient is pending).  m->dirwait.done, set by the caller, follows that;
- * the removal's own completion comes to op_unlink2's callback first. */
+/* Removes a finished message (spool_msg.h says in which order); its file
+ * goes with it.  msg_removed follows. */
 static void msg_unlink(struct qmsg *m)
 {
-	struct queue *q = m->q;
+	int fd = m->fd;
 
-	m->removal_done = m->dirwait.done;
-	m->dirwait.done = removal_durable;
-	if (m->fd >= 0 && spool_pool_reserve(q->ctx.spool, m->pool_name)) {
-		/* moved aside rather than unlinked: its inode and blocks serve
-		 * the next message once the move is durable (msg_attempt_over);
-		 * the rename goes with the directory fsync that makes it durable */
-		m->pooling = true;
-		m->op_unlink2.kind = RING_RENAME;
-		m->rename_dirsync = true;
-		spool_rename_dirsync(q->ctx.spool, &m->dirwait, &m->op_unlink2,
-		                     q->ctx.spool->queue_dfd, m->env.id, q->ctx.spool->pool_dfd,
-		                     m->pool_name);
-		return;
+	m->fd = -1;
+	spool_msg_remove(&m->rm, m->env.id, fd, m->file_size, m->has_state);
+}
+
+/* The message is out of the spool: what its last jobs did is logged. */
+static void msg_removed(void *owner, int res)
+{
+	struct qmsg *m = owner;
+	struct qjob *j = m->logq_writing, *next;
+
+	m->writing = false;
+	if (res < 0)
+		log_warnx("queue: %s: state directory fsync: %s", m->env.id, strerror(-res));
+	m->logq_writing = NULL;
+	for (; j != NULL; j = next) {
+		next = j->next;
+		job_done(j); /* logs, now that the outcome is durable */
 	}
-	m->op_unlink2.kind = RING_UNLINK;
-	ring_unlinkat(q->ctx.ring, &m->op_unlink2, q->ctx.spool->queue_dfd, m->env.id);
+	assert(m->jobs == 0);
+	msg_free(m);
 }
 
 static void msg_close(struct qmsg *m)
@@ -781,28 +626,13 @@ static void msg_attempt_over(struct qmsg *m)
 
 	if (m->writing || m->bouncing)
 		return; /* comes back here when that is done */
-	if (m->removed) {
-		if (m->pooling && !m->dirsync_failed && m->fd >= 0) {
-			/* out of queue/ for good: the file may take a new message */
-			spool_pool_put(q->ctx.spool, m->fd, m->pool_name, m->file_size);
-			m->fd = -1;
-		} else if (m->pooling) {
-			spool_pool_cancel(q->ctx.spool);
-		}
-		m->pooling = false;
-		if (m->fd >= 0)
-			close(m->fd);
-		msg_free(m);
-		return;
-	}
 	if (!q->stopping && bounces_pending(m))
 		return;
 	m->bounce_failed = false;
 	if (all_final(m)) {
 		/* Every recipient has its outcome on disk: the message goes
-		 * (its file to the pool while it is open; unlink_cb closes it). */
+		 * (its file to the pool while it is open). */
 		m->removing = true;
-		m->dirwait.done = pool_dirsync_done;
 		msg_unlink(m);
 		return;
 	}
@@ -964,22 +794,6 @@ static bool all_delivered(const struct qmsg *m)
 	return true;
 }
 
-static void removed_cb(struct ring_op *op, int res, unsigned flags)
-{
-	struct qmsg *m = op->owner;
-
-	if (op == &m->op_unlink2 && m->pooling && res < 0) {
-		/* not moved (gone already, or held meanwhile): no reuse */
-		m->pooling = false;
-		spool_pool_cancel(m->q->ctx.spool);
-	}
-	if (m->rename_dirsync) {
-		m->rename_dirsync = false;
-		return; /* linked with the dirsync: st_dirsync_done follows */
-	}
-	spool_dirsync(m->q->ctx.spool, &m->dirwait); /* then the jobs are logged */
-}
-
 /* Every recipient was delivered: the message leaves the spool (made durable
  * by the directory fsync) before the deliveries are logged. */
 static void remove_start(struct qmsg *m)
@@ -989,9 +803,7 @@ static void remove_start(struct qmsg *m)
 	m->removed = true;
 	m->logq_writing = m->logq;
 	m->logq = NULL;
-	m->op_unlink1.cb = m->op_unlink2.cb = removed_cb;
-	m->dirwait.done = st_dirsync_done; /* then the jobs are logged */
-	msg_unlink(m);
+	msg_unlink(m); /* then the jobs are logged */
 }
 
 /* Makes the outcomes waiting in m->logq durable, then logs them. */
@@ -1008,7 +820,7 @@ static void results_go(struct qmsg *m)
 		m->logq_writing = m->logq;
 		m->logq = NULL;
 		m->writing = true;
-		st_dirsync_done(&m->dirwait, 0);
+		state_written(m, 0);
 	}
 }
 

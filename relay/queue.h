@@ -85,8 +85,4 @@ void queue_requests(struct queue *q);
  * ones and those `krelay queue release` put back. */
 void queue_flush(struct queue *q);
 
-/* Reads queue/ID's current envelope: queue/ID.env when present (delivery
- * state), else the one embedded in queue/ID. */
-int queue_load_env(int queue_dfd, const char *id, struct spool_env *env, char *err, size_t errlen);
-
 #endif

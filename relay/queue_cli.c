@@ -11,10 +11,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "queue.h"
 #include "safe.h"
 #include "spool.h"
 #include "spool_format.h"
+#include "spool_msg.h"
 
 static void age(time_t secs, char *buf, size_t len)
 {
@@ -91,7 +91,7 @@ static int list_sub(const struct config *c, const char *sub, bool held)
 	for (size_t i = 0; i < n; i++) {
 		struct spool_env e;
 
-		if (queue_load_env(dfd, ids[i], &e, err, sizeof(err)) == 0) {
+		if (spool_state_load(dfd, ids[i], &e, err, sizeof(err)) == 0) {
 			print_msg(&e, held, now);
 			spool_env_free(&e);
 			count++;
