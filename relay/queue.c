@@ -37,6 +37,32 @@ struct conn;
  * once no attempt of it is under way (admin_apply). */
 enum admin { ADMIN_NONE, ADMIN_HOLD, ADMIN_DELETE };
 
+/* Where a message is in its life; one at a time, changed only by
+ * qmsg_enter() (qmsg_may_enter[] lists what may follow what).  What is
+ * not a phase: jobs (out at destinations), the state writer (busy while
+ * outcomes are being made durable, in QMSG_ACTIVE), the interactive state
+ * (its client waiting, below) and admin (an operator's request). */
+enum qmsg_phase {
+	QMSG_NEW,        /* made, not yet started */
+	QMSG_OPENING,    /* its file being opened (or a NOP: open already) */
+	QMSG_ACTIVE,     /* routed: jobs at destinations, outcomes recorded */
+	QMSG_BOUNCING,   /* F recipients: a bounce being spooled */
+	QMSG_RETRY_SAVE, /* attempts, next attempt, last error being written */
+	QMSG_RETRY_WAIT, /* the retry timer is armed */
+	QMSG_REMOVING,   /* every recipient final: its files being removed */
+	QMSG_STOPPED,    /* the queue stopped: it stays in the spool */
+	QMSG_PHASES
+};
+
+/* DeliveryMode=interactive: a message not yet durable whose client waits. */
+enum qmsg_interactive {
+	QI_NONE,
+	QI_WAITING,    /* being relayed before the client's reply */
+	QI_COMMITTING, /* the owner is making it durable; outcomes wait */
+	QI_ORPHANED,   /* that failed: outcomes are only logged */
+	QI_STATES
+};
+
 struct qmsg {
 	struct queue *q;
 	struct spool_env env;
@@ -44,15 +70,12 @@ struct qmsg {
 	unsigned attempts;
 	int fd;
 	unsigned jobs; /* jobs not finished in this attempt */
-	bool writing;  /* a state write is in flight */
-	bool dirty;    /* results not yet written */
-	bool timer;    /* a retry timer is armed */
-	bool removing, removed;
-	bool bouncing, bounce_failed;
-	bool arm_after_write; /* the retry's attempt count is being saved */
-	bool has_state;       /* queue/ID.env may exist (written, or found at start) */
-	int admin;            /* enum admin: `krelay queue hold|delete` asked for it */
-	uint64_t file_size;   /* of queue/ID, or SPOOL_SIZE_UNKNOWN */
+	enum qmsg_phase phase;
+	bool dirty;         /* outcomes not yet written */
+	bool bounce_failed; /* retried with the next attempt */
+	bool has_state;     /* queue/ID.env may exist (written, or found at start) */
+	int admin;          /* enum admin: `krelay queue hold|delete` asked for it */
+	uint64_t file_size; /* of queue/ID, or SPOOL_SIZE_UNKNOWN */
 	struct ring_op op_timer_rm;
 	char (*dsn)[16];   /* enhanced status per recipient, for bounces */
 	struct qjob *logq; /* finished jobs whose results await durability */
@@ -62,18 +85,11 @@ struct qmsg {
 	struct spool_state_writer st; /* queue/ID.env */
 	struct spool_remover rm;      /* the message's removal */
 	/* DeliveryMode=interactive: not yet durable, its client waiting */
-	int hold; /* enum hold */
+	enum qmsg_interactive interactive;
 	queue_held_cb hold_cb;
 	void *hold_owner;
 	time_t hold_deadline;
 	struct qmsg *prev, *next;
-};
-
-enum hold {
-	HOLD_NONE,
-	HOLD_WAIT,   /* being relayed before the client's reply */
-	HOLD_COMMIT, /* the owner is making it durable; outcomes wait */
-	HOLD_ORPHAN, /* that failed: outcomes are only logged */
 };
 
 struct qjob {
@@ -143,7 +159,7 @@ struct queue {
 	struct dest *dests;
 	unsigned conns;
 	struct queue_stats stats;
-	unsigned held; /* messages in HOLD_WAIT */
+	unsigned held; /* messages in QI_WAITING */
 	struct ring_op op_hold_tick;
 	struct __kernel_timespec hold_ts;
 };
@@ -189,6 +205,81 @@ static void env_copy(struct spool_env *dst, const struct spool_env *src)
 static const struct config *cfg(const struct queue *q)
 {
 	return &q->rt->cfg;
+}
+
+#define TO(p) (1u << (p))
+static const char *const qmsg_phase_name[QMSG_PHASES] = {
+    [QMSG_NEW] = "new",
+    [QMSG_OPENING] = "opening",
+    [QMSG_ACTIVE] = "active",
+    [QMSG_BOUNCING] = "bouncing",
+    [QMSG_RETRY_SAVE] = "retry-save",
+    [QMSG_RETRY_WAIT] = "retry-wait",
+    [QMSG_REMOVING] = "removing",
+    [QMSG_STOPPED] = "stopped",
+};
+static const unsigned qmsg_may_enter[QMSG_PHASES] = {
+    [QMSG_NEW] = TO(QMSG_OPENING),
+    [QMSG_OPENING] = TO(QMSG_ACTIVE) | TO(QMSG_STOPPED),
+    [QMSG_ACTIVE] = TO(QMSG_BOUNCING) | TO(QMSG_RETRY_SAVE) | TO(QMSG_REMOVING) | TO(QMSG_STOPPED),
+    [QMSG_BOUNCING] = TO(QMSG_ACTIVE),
+    [QMSG_RETRY_SAVE] = TO(QMSG_RETRY_WAIT),
+    [QMSG_RETRY_WAIT] = TO(QMSG_OPENING) | TO(QMSG_STOPPED),
+    [QMSG_REMOVING] = 0,
+    [QMSG_STOPPED] = 0,
+};
+
+/* Every change of phase: checked (a transition not in the table is a bug,
+ * stopped at once) and traced at LogLevel 10 and up. */
+static void qmsg_enter(struct qmsg *m, enum qmsg_phase to)
+{
+	if (!(qmsg_may_enter[m->phase] & TO(to))) {
+		log_warnx("queue: %s: no transition from %s to %s", m->env.id,
+		          qmsg_phase_name[m->phase], qmsg_phase_name[to]);
+		log_flush();
+		assert(!"queue message phase transition");
+	}
+	log_trace("message %s %s -> %s", m->env.id, qmsg_phase_name[m->phase], qmsg_phase_name[to]);
+	m->phase = to;
+}
+
+static const char *const qi_name[QI_STATES] = {
+    [QI_NONE] = "none",
+    [QI_WAITING] = "waiting",
+    [QI_COMMITTING] = "committing",
+    [QI_ORPHANED] = "orphaned",
+};
+static const unsigned qi_may_enter[QI_STATES] = {
+    [QI_NONE] = TO(QI_WAITING),
+    [QI_WAITING] = TO(QI_NONE) | TO(QI_COMMITTING),
+    [QI_COMMITTING] = TO(QI_NONE) | TO(QI_ORPHANED),
+    [QI_ORPHANED] = 0,
+};
+
+/* The interactive state's changes, checked and traced; q->held counts
+ * the messages in QI_WAITING (the InteractiveTimeout tick runs for them). */
+static void qi_enter(struct qmsg *m, enum qmsg_interactive to)
+{
+	if (!(qi_may_enter[m->interactive] & TO(to))) {
+		log_warnx("queue: %s: no interactive transition from %s to %s", m->env.id,
+		          qi_name[m->interactive], qi_name[to]);
+		log_flush();
+		assert(!"queue interactive transition");
+	}
+	log_trace("message %s interactive %s -> %s", m->env.id, qi_name[m->interactive],
+	          qi_name[to]);
+	if (m->interactive == QI_WAITING)
+		m->q->held--;
+	if (to == QI_WAITING)
+		m->q->held++;
+	m->interactive = to;
+}
+
+/* Outcomes are being made durable: by the state writer, or by the removal
+ * (whose end logs them). */
+static bool qmsg_recording(const struct qmsg *m)
+{
+	return m->st.busy || m->phase == QMSG_REMOVING;
 }
 
 static void msg_open_cb(struct ring_op *op, int res, unsigned flags);
@@ -248,6 +339,7 @@ static void msg_start(struct qmsg *m)
 		m->dsn = calloc(m->env.rcpt_count, sizeof(*m->dsn));
 	if (m->reply == NULL || m->dsn == NULL)
 		fatalx("out of memory");
+	qmsg_enter(m, QMSG_OPENING);
 	if (m->fd >= 0) {
 		/* still open from its reception: on to msg_open_cb next turn */
 		m->op_open.kind = RING_NOP;
@@ -296,6 +388,8 @@ int queue_recover(struct queue *q, const char *id)
 
 static void hold_ask_commit(struct qmsg *m);
 
+static void held_leave(struct qmsg *m);
+
 static void msg_open_cb(struct ring_op *op, int res, unsigned flags)
 {
 	struct qmsg *m = op->owner;
@@ -307,8 +401,16 @@ static void msg_open_cb(struct ring_op *op, int res, unsigned flags)
 		if (res >= 0)
 			close(res);
 		/* stays in the spool (a held one is put there); freed with the queue */
-		if (m->hold == HOLD_WAIT)
+		qmsg_enter(m, QMSG_STOPPED);
+		if (m->interactive == QI_WAITING)
 			hold_ask_commit(m);
+		return;
+	}
+	if (m->interactive == QI_ORPHANED) {
+		/* its client left and its commit failed before it was routed */
+		if (res >= 0)
+			close(res);
+		held_leave(m);
 		return;
 	}
 	if (res < 0) {
@@ -336,9 +438,10 @@ static void msg_timer_cb(struct ring_op *op, int res, unsigned flags)
 {
 	struct qmsg *m = op->owner;
 
-	m->timer = false;
-	if (m->q->stopping)
+	if (m->q->stopping) {
+		qmsg_enter(m, QMSG_STOPPED);
 		return;
+	}
 	if (m->admin != ADMIN_NONE) {
 		admin_apply(m);
 		return;
@@ -355,12 +458,12 @@ static void state_written(void *owner, int res)
 	struct qmsg *m = owner;
 	struct qjob *j = m->logq_writing, *next;
 
-	m->writing = false;
 	if (res < 0)
 		log_warnx("queue: %s: state directory fsync: %s", m->env.id, strerror(-res));
-	if (m->arm_after_write && m->logq_writing == NULL && !m->dirty) {
-		m->arm_after_write = false;
-		m->timer = true;
+	if (m->phase == QMSG_RETRY_SAVE) {
+		/* the attempt is over: no outcome can come in meanwhile */
+		assert(m->logq_writing == NULL && !m->dirty && m->jobs == 0);
+		qmsg_enter(m, QMSG_RETRY_WAIT);
 		ring_timeout(m->q->ctx.ring, &m->op_timer, &m->ts);
 		return;
 	}
@@ -379,7 +482,6 @@ static void state_written(void *owner, int res)
 static void st_write_start(struct qmsg *m)
 {
 	m->dirty = false;
-	m->writing = true;
 	m->has_state = true;
 	m->logq_writing = m->logq;
 	m->logq = NULL;
@@ -432,7 +534,7 @@ static void bounce_done(struct bounce *b, bool queued)
 	}
 	free(b->body);
 	free(b);
-	m->bouncing = false;
+	qmsg_enter(m, QMSG_ACTIVE);
 	if (queued) {
 		m->dirty = true;
 		st_write_start(m); /* F -> B made durable, then the attempt ends */
@@ -520,7 +622,7 @@ static void bounce_start(struct qmsg *m)
 	if (b == NULL)
 		fatalx("out of memory");
 	b->m = m;
-	m->bouncing = true;
+	qmsg_enter(m, QMSG_BOUNCING);
 	b->env.arrival = time(NULL);
 	b->env.final_crlf = true;
 	b->env.sender = "";
@@ -576,7 +678,6 @@ static void msg_removed(void *owner, int res)
 	struct qmsg *m = owner;
 	struct qjob *j = m->logq_writing, *next;
 
-	m->writing = false;
 	if (res < 0)
 		log_warnx("queue: %s: state directory fsync: %s", m->env.id, strerror(-res));
 	m->logq_writing = NULL;
@@ -624,15 +725,16 @@ static void msg_attempt_over(struct qmsg *m)
 	time_t now = time(NULL);
 	unsigned delay;
 
-	if (m->writing || m->bouncing)
+	if (qmsg_recording(m) || m->phase == QMSG_BOUNCING)
 		return; /* comes back here when that is done */
+	assert(m->phase == QMSG_ACTIVE);
 	if (!q->stopping && bounces_pending(m))
 		return;
 	m->bounce_failed = false;
 	if (all_final(m)) {
 		/* Every recipient has its outcome on disk: the message goes
 		 * (its file to the pool while it is open). */
-		m->removing = true;
+		qmsg_enter(m, QMSG_REMOVING);
 		msg_unlink(m);
 		return;
 	}
@@ -643,8 +745,10 @@ static void msg_attempt_over(struct qmsg *m)
 		return;
 	}
 	msg_close(m);
-	if (q->stopping)
-		return; /* stays in the spool; freed with the queue */
+	if (q->stopping) {
+		qmsg_enter(m, QMSG_STOPPED); /* stays in the spool; freed with the queue */
+		return;
+	}
 	if (m->admin != ADMIN_NONE) {
 		admin_apply(m); /* between attempts: held or deleted now */
 		return;
@@ -667,7 +771,7 @@ static void msg_attempt_over(struct qmsg *m)
 	m->reply = NULL;
 	m->ts.tv_sec = delay;
 	m->ts.tv_nsec = 0;
-	m->arm_after_write = true;
+	qmsg_enter(m, QMSG_RETRY_SAVE);
 	st_write_start(m);
 }
 
@@ -779,6 +883,7 @@ static void schedule(struct qmsg *m)
 			dest_of[i] = route_rcpt(m, i);
 	add_jobs(m, dest_of);
 	free(dest_of);
+	qmsg_enter(m, QMSG_ACTIVE);
 	if (m->jobs == 0) {
 		msg_attempt_over(m);
 		return;
@@ -799,17 +904,16 @@ static bool all_delivered(const struct qmsg *m)
 static void remove_start(struct qmsg *m)
 {
 	m->dirty = false;
-	m->writing = true;
-	m->removed = true;
 	m->logq_writing = m->logq;
 	m->logq = NULL;
+	qmsg_enter(m, QMSG_REMOVING);
 	msg_unlink(m); /* then the jobs are logged */
 }
 
 /* Makes the outcomes waiting in m->logq durable, then logs them. */
 static void results_go(struct qmsg *m)
 {
-	if (m->writing || m->logq == NULL)
+	if (qmsg_recording(m) || m->logq == NULL)
 		return;
 	if (m->dirty && m->jobs == 1 && all_delivered(m)) {
 		remove_start(m); /* the common case: one durable unlink, no state file */
@@ -819,7 +923,6 @@ static void results_go(struct qmsg *m)
 		/* nothing final to record: log at once */
 		m->logq_writing = m->logq;
 		m->logq = NULL;
-		m->writing = true;
 		state_written(m, 0);
 	}
 }
@@ -860,10 +963,8 @@ static void held_notify(struct qmsg *m, enum queue_held_event ev)
 
 static void hold_ask_commit(struct qmsg *m)
 {
-	if (m->hold == HOLD_WAIT) {
-		m->hold = HOLD_COMMIT;
-		m->q->held--;
-	}
+	if (m->interactive == QI_WAITING)
+		qi_enter(m, QI_COMMITTING);
 	held_notify(m, QUEUE_HELD_COMMIT);
 }
 
@@ -882,18 +983,17 @@ static void held_result(struct qmsg *m)
 {
 	bool all_done = m->jobs == logq_len(m);
 
-	if (m->hold == HOLD_WAIT && all_done && all_delivered(m)) {
+	if (m->interactive == QI_WAITING && all_done && all_delivered(m)) {
 		/* relayed: the next hops have it; the client is told, then the
 		 * deliveries are logged */
-		m->hold = HOLD_NONE;
-		m->q->held--;
+		qi_enter(m, QI_NONE);
 		held_notify(m, QUEUE_HELD_RELAYED);
 		held_leave(m);
-	} else if (m->hold == HOLD_WAIT && (all_done || logq_failed(m))) {
+	} else if (m->interactive == QI_WAITING && (all_done || logq_failed(m))) {
 		/* the outcomes wait for queue_held_durable; jobs still at
 		 * other next hops go on */
 		hold_ask_commit(m);
-	} else if (m->hold == HOLD_ORPHAN && all_done) {
+	} else if (m->interactive == QI_ORPHANED && all_done) {
 		held_leave(m);
 	}
 }
@@ -916,7 +1016,7 @@ static void hold_tick_cb(struct ring_op *op, int res, unsigned flags)
 	time_t now = time(NULL);
 
 	for (struct qmsg *m = q->msgs; m != NULL && q->held > 0; m = m->next)
-		if (m->hold == HOLD_WAIT && now >= m->hold_deadline)
+		if (m->interactive == QI_WAITING && now >= m->hold_deadline)
 			hold_ask_commit(m);
 	if (q->held > 0)
 		hold_tick_arm(q);
@@ -934,11 +1034,10 @@ struct qmsg *queue_add_held(struct queue *q, const struct spool_env *env, int fd
 		return NULL;
 	q->api_depth++;
 	m = msg_add(q, env, dfd, file_size);
-	m->hold = HOLD_WAIT;
+	qi_enter(m, QI_WAITING);
 	m->hold_cb = cb;
 	m->hold_owner = owner;
 	m->hold_deadline = time(NULL) + (time_t)cfg(q)->interactive_timeout_s;
-	q->held++;
 	hold_tick_arm(q);
 	msg_start(m);
 	q->api_depth--;
@@ -947,10 +1046,9 @@ struct qmsg *queue_add_held(struct queue *q, const struct spool_env *env, int fd
 
 void queue_held_commit(struct qmsg *m)
 {
-	if (m->hold != HOLD_WAIT)
+	if (m->interactive != QI_WAITING)
 		return;
-	m->hold = HOLD_COMMIT;
-	m->q->held--;
+	qi_enter(m, QI_COMMITTING);
 }
 
 static void held_durable(struct qmsg *m, int err);
@@ -966,19 +1064,20 @@ void queue_held_durable(struct qmsg *m, int err)
 
 static void held_durable(struct qmsg *m, int err)
 {
-	assert(m->hold == HOLD_COMMIT);
+	assert(m->interactive == QI_COMMITTING);
 	if (err < 0) {
 		/* the client was told to try again: nothing is recorded */
-		m->hold = HOLD_ORPHAN;
-		if (m->jobs == logq_len(m))
-			held_leave(m);
+		qi_enter(m, QI_ORPHANED);
+		if (m->phase != QMSG_OPENING && m->jobs == logq_len(m))
+			held_leave(m); /* (while opening: msg_open_cb lets go of it) */
 		return;
 	}
-	m->hold = HOLD_NONE; /* an ordinary queued message from here on */
+	qi_enter(m, QI_NONE); /* an ordinary queued message from here on */
 	if (m->logq != NULL)
 		results_go(m);
-	else if (m->jobs == 0)
+	else if (m->jobs == 0 && m->phase == QMSG_ACTIVE)
 		msg_attempt_over(m); /* its job was dropped (the queue is stopping) */
+	/* (while opening: routed as any message once open; stopped: stays) */
 }
 
 /* Records a job's outcome in the message; durability, then logging, follow. */
@@ -1001,7 +1100,7 @@ static void job_result(struct qjob *j)
 	}
 	j->next = m->logq;
 	m->logq = j;
-	if (m->hold != HOLD_NONE)
+	if (m->interactive != QI_NONE)
 		held_result(m);
 	else
 		results_go(m);
@@ -1665,10 +1764,10 @@ void queue_stop(struct queue *q)
 	}
 	for (struct qmsg *m = q->msgs, *next; m != NULL; m = next) {
 		next = m->next;
-		if (m->hold == HOLD_WAIT && m->jobs == 0 && !ring_op_busy(&m->op_open))
+		if (m->interactive == QI_WAITING && m->jobs == 0 && m->phase != QMSG_OPENING)
 			hold_ask_commit(m); /* into the spool, for the next start */
-		if (m->jobs == 0 && !m->writing && !m->removing && !ring_op_busy(&m->op_open) &&
-		    m->fd >= 0) {
+		if (m->jobs == 0 && !qmsg_recording(m) && m->phase != QMSG_OPENING &&
+		    m->phase != QMSG_BOUNCING && m->fd >= 0) {
 			close(m->fd);
 			m->fd = -1;
 		}
@@ -1684,8 +1783,8 @@ bool queue_idle(const struct queue *q)
 	if (ring_op_busy(&q->op_hold_tick))
 		return false;
 	for (const struct qmsg *m = q->msgs; m != NULL; m = m->next)
-		if (m->jobs > 0 || m->writing || m->removing || ring_op_busy(&m->op_open) ||
-		    m->hold != HOLD_NONE)
+		if (m->jobs > 0 || qmsg_recording(m) || m->phase == QMSG_OPENING ||
+		    m->phase == QMSG_BOUNCING || m->interactive != QI_NONE)
 			return false;
 	return true;
 }
@@ -1824,9 +1923,9 @@ void queue_requests(struct queue *q)
 		if (m == NULL) {
 			admin_files(q, dot + 1, what); /* not held here: at once */
 			admin_done(q, dot + 1, what);
-		} else if (m->hold == HOLD_NONE && m->admin == ADMIN_NONE) {
+		} else if (m->interactive == QI_NONE && m->admin == ADMIN_NONE) {
 			m->admin = what;
-			if (m->timer && !ring_op_busy(&m->op_timer_rm))
+			if (m->phase == QMSG_RETRY_WAIT && !ring_op_busy(&m->op_timer_rm))
 				ring_timeout_remove(q->ctx.ring, &m->op_timer_rm, &m->op_timer);
 		}
 		free(names[i]);
@@ -1863,7 +1962,7 @@ void queue_flush(struct queue *q)
 	queue_requests(q);
 	dir = cfg(q)->queue_directory;
 	for (struct qmsg *m = q->msgs; m != NULL; m = m->next)
-		if (m->timer && !ring_op_busy(&m->op_timer_rm))
+		if (m->phase == QMSG_RETRY_WAIT && !ring_op_busy(&m->op_timer_rm))
 			ring_timeout_remove(q->ctx.ring, &m->op_timer_rm, &m->op_timer);
 	for (size_t i = 0; i < q->nparked; i++)
 		queue_recover(q, q->parked[i]);
