@@ -4,9 +4,9 @@
  * start).  Recipients are grouped by next hop (route.c) into jobs; each
  * destination has a FIFO of jobs, a concurrency limit and a pool of
  * connections reused for many messages.  Per-recipient outcomes are made
- * durable (queue/ID.env replaces the embedded envelope: write, fdatasync,
- * rename, directory fsync) before they are logged; 4xx is retried with
- * exponential backoff (io_uring timeouts), 5xx and expiry are final. */
+ * durable (queue/ID.env, spool_msg.h) before they are logged; 4xx is
+ * retried with exponential backoff (io_uring timeouts), 5xx and expiry
+ * are final.  queue_int.h names the objects and the files that hold them. */
 #ifndef KRELAY_QUEUE_H
 #define KRELAY_QUEUE_H
 
@@ -50,27 +50,30 @@ void queue_add(struct queue *q, const struct spool_env *env, int fd, uint64_t fi
 /* DeliveryMode=interactive: a message received but not yet durable, whose
  * client waits for its reply.  The queue relays it at once (fd: its file,
  * still the caller's; the queue reads a dup of it) and calls back once:
- *   QUEUE_HELD_RELAYED: every recipient got 2xx from its next hop;
+ *   QUEUE_INTERACTIVE_RELAYED: every recipient got 2xx from its next hop;
  *     nothing stays in the queue, the file is the caller's again.
- *   QUEUE_HELD_COMMIT: anything else (a 4xx or 5xx, no connection, the
- *     client gone, InteractiveTimeout passed, the queue stopping): the
- *     caller makes the message durable and then calls queue_held_durable();
- *     until then the queue keeps the outcomes, then records them as for
- *     any queued message (retries, bounces).  Transactions still under
- *     way at other next hops go on.
- * Returns NULL when the queue is stopping: commit it as usual. */
-enum queue_held_event { QUEUE_HELD_RELAYED, QUEUE_HELD_COMMIT };
-typedef void (*queue_held_cb)(void *owner, enum queue_held_event ev);
+ *   QUEUE_INTERACTIVE_COMMIT: anything else (a 4xx or 5xx, no connection,
+ *     the client gone, InteractiveTimeout passed, the queue stopping): the
+ *     caller makes the message durable and then calls
+ *     queue_interactive_durable(); until then the queue keeps the
+ *     outcomes, then records them as for any queued message (retries,
+ *     bounces).  Transactions still under way at other next hops go on.
+ * Returns NULL when the queue is stopping: commit it as usual.  The
+ * callback never runs inside a queue_* call of its owner (asserted). */
+enum queue_interactive_event { QUEUE_INTERACTIVE_RELAYED, QUEUE_INTERACTIVE_COMMIT };
+typedef void (*queue_interactive_cb)(void *owner, enum queue_interactive_event ev);
 struct qmsg;
-struct qmsg *queue_add_held(struct queue *q, const struct spool_env *env, int fd,
-                            uint64_t file_size, queue_held_cb cb, void *owner);
+struct qmsg *queue_add_interactive(struct queue *q, const struct spool_env *env, int fd,
+                                   uint64_t file_size, queue_interactive_cb cb, void *owner);
 /* The caller's reason to commit now (its client left, say): the queue
- * calls back no more; the caller commits and calls queue_held_durable(). */
-void queue_held_commit(struct qmsg *m);
-/* After QUEUE_HELD_COMMIT or queue_held_commit(): err 0 when the message
- * is durable in queue/ (the queue goes on with it), else -errno (the client
- * was told to retry: outcomes are logged, nothing is recorded). */
-void queue_held_durable(struct qmsg *m, int err);
+ * calls back no more; the caller commits and calls
+ * queue_interactive_durable(). */
+void queue_interactive_commit(struct qmsg *m);
+/* After QUEUE_INTERACTIVE_COMMIT or queue_interactive_commit(): err 0 when
+ * the message is durable in queue/ (the queue goes on with it), else
+ * -errno (the client was told to retry: outcomes are logged, nothing is
+ * recorded). */
+void queue_interactive_durable(struct qmsg *m, int err);
 
 /* A message found in the spool at start (reads its envelope). */
 int queue_recover(struct queue *q, const char *id);

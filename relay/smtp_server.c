@@ -94,8 +94,8 @@ struct smtp_session {
 	struct timespec data_start;
 	time_t arrival;
 	char certdesc[96];
-	bool interactive;  /* DeliveryMode=interactive for this message */
-	struct qmsg *held; /* the queue relays it before the reply */
+	bool interactive;      /* DeliveryMode=interactive for this message */
+	struct qmsg *relaying; /* the queue relays it before the reply */
 };
 
 static void session_event(void *owner, enum xprt_event ev, int err);
@@ -176,16 +176,16 @@ static void tx_reset(struct smtp_session *s)
 /* The spool or the queue still holds s (it is freed once they let go). */
 static bool spool_busy(const struct smtp_session *s)
 {
-	return spool_tx_busy(&s->tx) || spool_tx_staged(&s->tx) || s->held != NULL;
+	return spool_tx_busy(&s->tx) || spool_tx_staged(&s->tx) || s->relaying != NULL;
 }
 
 /* A message being relayed before its reply, whose client will not wait
  * for it any more: it is made durable, as if it had been queued. */
-static void held_to_spool(struct smtp_session *s)
+static void interactive_to_spool(struct smtp_session *s)
 {
-	if (s->held == NULL || !spool_tx_staged(&s->tx))
+	if (s->relaying == NULL || !spool_tx_staged(&s->tx))
 		return;
-	queue_held_commit(s->held);
+	queue_interactive_commit(s->relaying);
 	spool_tx_commit_staged(&s->tx);
 }
 
@@ -197,7 +197,7 @@ static void session_close(struct smtp_session *s, const char *reason)
 	if (s->close_reason == NULL)
 		s->close_reason = reason;
 	enter_state(s, S_CLOSING);
-	held_to_spool(s);
+	interactive_to_spool(s);
 	if (s->tx_open || spool_tx_busy(&s->tx))
 		spool_tx_abort(&s->tx); /* the session is freed once the spool is done */
 	xprt_close(&s->x);
@@ -845,12 +845,12 @@ static void queued(struct smtp_session *s)
 
 	s->tx.fd = -1;
 	log_accepted(s, "queued");
-	if (s->held != NULL) {
+	if (s->relaying != NULL) {
 		/* the queue has it already (and its own fd) */
-		struct qmsg *m = s->held;
-		s->held = NULL;
+		struct qmsg *m = s->relaying;
+		s->relaying = NULL;
 		close(fd);
-		queue_held_durable(m, 0);
+		queue_interactive_durable(m, 0);
 	} else if (s->sv->queue != NULL && !cfg(s)->queue_only) {
 		struct spool_env env;
 		fill_env(s, &env);
@@ -875,27 +875,27 @@ static void resume(struct smtp_session *s)
 
 /* A commit failed: a message being relayed before its reply is only
  * logged by the queue from now on. */
-static void held_lost(struct smtp_session *s, int err)
+static void interactive_lost(struct smtp_session *s, int err)
 {
-	struct qmsg *m = s->held;
+	struct qmsg *m = s->relaying;
 
-	s->held = NULL;
+	s->relaying = NULL;
 	if (m != NULL)
-		queue_held_durable(m, err);
+		queue_interactive_durable(m, err);
 }
 
 /* DeliveryMode=interactive: what the queue made of the message. */
-static void held_event(void *owner, enum queue_held_event ev)
+static void interactive_event(void *owner, enum queue_interactive_event ev)
 {
 	struct smtp_session *s = owner;
 	bool ending;
 
-	if (ev == QUEUE_HELD_COMMIT) {
+	if (ev == QUEUE_INTERACTIVE_COMMIT) {
 		spool_tx_commit_staged(&s->tx); /* SPOOL_COMMITTED follows */
 		return;
 	}
 	/* relayed: the next hop took every recipient; nothing is stored */
-	s->held = NULL;
+	s->relaying = NULL;
 	log_accepted(s, "relayed");
 	if (s->state != S_QUIT && s->state != S_CLOSING)
 		reply(s, "250 2.0.0 Ok: relayed as %s", s->qid); /* (may close the session) */
@@ -930,7 +930,7 @@ static void spool_event(void *owner, enum spool_event ev, int err)
 		if (ev == SPOOL_COMMITTED && err == 0)
 			queued(s);
 		else if (ev == SPOOL_COMMITTED)
-			held_lost(s, err);
+			interactive_lost(s, err);
 		if (ev == SPOOL_COMMITTED || ev == SPOOL_ABORTED)
 			s->tx_open = false;
 		if (s->x.closed && !spool_busy(s))
@@ -961,11 +961,11 @@ static void spool_event(void *owner, enum spool_event ev, int err)
 	case SPOOL_STAGED: {
 		struct spool_env env;
 		fill_env(s, &env);
-		s->held =
-		    queue_add_held(s->sv->queue, &env, s->tx.fd, s->tx.file_size, held_event, s);
+		s->relaying = queue_add_interactive(s->sv->queue, &env, s->tx.fd, s->tx.file_size,
+		                                    interactive_event, s);
 		/* the reply waits for the queue (or, when the message does not
 		 * qualify, for the commit) */
-		if (s->held == NULL)
+		if (s->relaying == NULL)
 			spool_tx_commit_staged(&s->tx);
 		return;
 	}
@@ -975,7 +975,7 @@ static void spool_event(void *owner, enum spool_event ev, int err)
 			queued(s);
 			reply(s, "250 2.0.0 Ok: queued as %s", s->qid);
 		} else {
-			held_lost(s, err);
+			interactive_lost(s, err);
 			log_event(s->id, "smtp spool error id=%s error=\"%s\"", s->qid,
 			          strerror(-err));
 			if (err == -ENOSPC || err == -EFBIG || err == -EDQUOT)

@@ -1,0 +1,448 @@
+/* queue_dest: destinations (next hops), Postfix's queue per next hop.
+ *
+ * A destination is made when a recipient is first routed to it and found
+ * by name in a hash.  It holds a FIFO of jobs, its addresses (looked up
+ * through DNS: MX records in preference order, then each host's A/AAAA;
+ * or the host itself; or an address literal), the memory of TLS with its
+ * peer, and its connections (opened up to the worker's share of
+ * DestinationConcurrency, or reused while idle).  Unused for
+ * QDEST_UNUSED_KEEP_S it is freed; its TLS memory stays in a small cache. */
+#include <arpa/inet.h>
+#include <assert.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "queue_int.h"
+#include "tls_policy.h"
+
+#define QDEST_UNUSED_KEEP_S QDEST_RESOLVED_KEEP_S /* then its addresses are stale anyway */
+#define QDEST_SWEEP_S       60
+
+static const char *const qdest_addrs_name[] = {
+    [QDEST_UNRESOLVED] = "unresolved",
+    [QDEST_RESOLVING] = "resolving",
+    [QDEST_RESOLVED] = "resolved",
+    [QDEST_FAILED] = "failed",
+};
+static const unsigned qdest_may_enter[] = {
+    [QDEST_UNRESOLVED] = TO(QDEST_RESOLVING),
+    /* a lookup ends resolved or failed, or cancelled when the queue stops */
+    [QDEST_RESOLVING] = TO(QDEST_RESOLVED) | TO(QDEST_FAILED) | TO(QDEST_UNRESOLVED),
+    [QDEST_RESOLVED] = TO(QDEST_RESOLVING),
+    [QDEST_FAILED] = TO(QDEST_RESOLVING),
+};
+
+static void qdest_enter(struct qdest *d, enum qdest_addrs to)
+{
+	if (!(qdest_may_enter[d->addrs] & TO(to))) {
+		log_warnx("queue: destination %s: no transition from %s to %s", d->name,
+		          qdest_addrs_name[d->addrs], qdest_addrs_name[to]);
+		log_flush();
+		assert(!"queue destination state transition");
+	}
+	log_trace("destination %s %s -> %s", d->name, qdest_addrs_name[d->addrs],
+	          qdest_addrs_name[to]);
+	d->addrs = to;
+}
+
+/* ---- by name ---------------------------------------------------------------- */
+
+static uint32_t name_hash(const char *s)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+
+	for (; *s != '\0'; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h;
+}
+
+static void hash_grow(struct queue *q)
+{
+	size_t n = q->dest_buckets ? 2 * q->dest_buckets : 64;
+	struct qdest **b = calloc(n, sizeof(*b));
+
+	if (b == NULL)
+		fatalx("out of memory");
+	for (struct qdest *d = q->dests; d != NULL; d = d->next) {
+		d->hnext = b[d->hash & (n - 1)];
+		b[d->hash & (n - 1)] = d;
+	}
+	free(q->dest_hash);
+	q->dest_hash = b;
+	q->dest_buckets = n;
+}
+
+/* ---- TLS memory kept after a destination goes ------------------------------ */
+
+static bool tls_remembers(const struct qdest_tls *t)
+{
+	return t->session != NULL || t->clear_next || t->no_ktls;
+}
+
+static void tls_keep(struct queue *q, struct qdest_tls *t)
+{
+	struct qdest_tls *slot = NULL;
+
+	if (!tls_remembers(t))
+		return;
+	for (size_t i = 0; i < QDEST_TLS_KEEP && slot == NULL; i++)
+		if (strcmp(q->tls_kept[i].name, t->name) == 0)
+			slot = &q->tls_kept[i];
+	if (slot == NULL) /* the oldest goes */
+		slot = &q->tls_kept[q->tls_kept_next++ % QDEST_TLS_KEEP];
+	SSL_SESSION_free(slot->session);
+	*slot = *t;
+	t->session = NULL;
+}
+
+static void tls_take(struct queue *q, struct qdest *d)
+{
+	for (size_t i = 0; i < QDEST_TLS_KEEP; i++) {
+		struct qdest_tls *t = &q->tls_kept[i];
+		if (t->name[0] != '\0' && strcmp(t->name, d->name) == 0) {
+			d->tls = *t;
+			memset(t, 0, sizeof(*t));
+			return;
+		}
+	}
+}
+
+static void forget(struct qdest_tls *t)
+{
+	SSL_SESSION_free(t->session);
+	t->session = NULL;
+	t->clear_next = false;
+}
+
+void qdest_forget_tls(struct queue *q)
+{
+	for (struct qdest *d = q->dests; d != NULL; d = d->next)
+		forget(&d->tls);
+	for (size_t i = 0; i < QDEST_TLS_KEEP; i++)
+		forget(&q->tls_kept[i]);
+}
+
+/* ---- making and freeing ---------------------------------------------------- */
+
+struct qdest *qdest_get(struct queue *q, const struct route_hop *hop)
+{
+	char name[sizeof(((struct qdest *)0)->name)];
+	struct qdest *d;
+	uint32_t h;
+
+	route_hop_text(hop, name, sizeof(name));
+	h = name_hash(name);
+	if (q->dest_buckets > 0)
+		for (d = q->dest_hash[h & (q->dest_buckets - 1)]; d != NULL; d = d->hnext)
+			if (d->hash == h && strcmp(d->name, name) == 0)
+				return d;
+	d = calloc(1, sizeof(*d));
+	if (d == NULL)
+		fatalx("out of memory");
+	d->q = q;
+	d->hop = *hop;
+	d->hash = h;
+	memcpy(d->name, name, sizeof(d->name));
+	memcpy(d->tls.name, name, sizeof(d->tls.name));
+	tls_take(q, d);
+	d->next = q->dests;
+	if (q->dests)
+		q->dests->prev = d;
+	q->dests = d;
+	if (++q->ndests > 2 * q->dest_buckets) {
+		hash_grow(q); /* links d too */
+	} else {
+		d->hnext = q->dest_hash[h & (q->dest_buckets - 1)];
+		q->dest_hash[h & (q->dest_buckets - 1)] = d;
+	}
+	log_trace("destination %s made", d->name);
+	return d;
+}
+
+static void dest_free(struct qdest *d, bool keep_tls)
+{
+	struct queue *q = d->q;
+	struct qdest **p = &q->dest_hash[d->hash & (q->dest_buckets - 1)];
+
+	while (*p != d)
+		p = &(*p)->hnext;
+	*p = d->hnext;
+	if (d->prev)
+		d->prev->next = d->next;
+	else
+		q->dests = d->next;
+	if (d->next)
+		d->next->prev = d->prev;
+	q->ndests--;
+	if (keep_tls)
+		tls_keep(q, &d->tls);
+	SSL_SESSION_free(d->tls.session);
+	free(d);
+}
+
+/* Nothing refers to it: no job (queued, out, or waiting to be logged), no
+ * connection, no lookup under way. */
+static bool unused(const struct qdest *d)
+{
+	return d->jobs == 0 && d->active == 0 && d->idle == NULL && d->addrs != QDEST_RESOLVING;
+}
+
+void qdest_sweep(struct queue *q, time_t now)
+{
+	if (now - q->dest_swept < QDEST_SWEEP_S)
+		return;
+	q->dest_swept = now;
+	for (struct qdest *d = q->dests, *next; d != NULL; d = next) {
+		next = d->next;
+		if (!unused(d)) {
+			d->unused_since = 0;
+		} else if (d->unused_since == 0) {
+			d->unused_since = now;
+		} else if (now - d->unused_since >= QDEST_UNUSED_KEEP_S) {
+			log_trace("destination %s freed (unused)", d->name);
+			dest_free(d, true);
+		}
+	}
+}
+
+void qdest_free_all(struct queue *q)
+{
+	while (q->dests != NULL)
+		dest_free(q->dests, false);
+	for (size_t i = 0; i < QDEST_TLS_KEEP; i++)
+		SSL_SESSION_free(q->tls_kept[i].session);
+	free(q->dest_hash);
+}
+
+/* ---- the FIFO -------------------------------------------------------------- */
+
+void qdest_push(struct qdest *d, struct qjob *j)
+{
+	j->next = NULL;
+	if (d->tail)
+		d->tail->next = j;
+	else
+		d->head = j;
+	d->tail = j;
+}
+
+struct qjob *qdest_pop(struct qdest *d)
+{
+	struct qjob *j = d->head;
+
+	if (j != NULL) {
+		d->head = j->next;
+		if (d->head == NULL)
+			d->tail = NULL;
+		j->next = NULL;
+	}
+	return j;
+}
+
+int qdest_policy(const struct qdest *d)
+{
+	return tls_policy_lookup(d->q->rt->tls_policies, d->hop.host, queue_cfg(d->q)->tls_policy);
+}
+
+/* ---- addresses ------------------------------------------------------------- */
+
+static void resolved_ok(struct qdest *d)
+{
+	d->resolved_at = time(NULL);
+	qdest_enter(d, QDEST_RESOLVED);
+	qdest_kick(d);
+}
+
+static void resolve_failed(struct qdest *d, bool permanent, const char *why)
+{
+	d->resolved_at = time(NULL);
+	d->failure.permanent = permanent;
+	snprintf(d->failure.why, sizeof(d->failure.why), "%s", why);
+	qdest_enter(d, QDEST_FAILED);
+	qdest_kick(d);
+}
+
+/* The queue stopped while a lookup was under way: it ends here. */
+static bool lookup_cancelled(struct qdest *d)
+{
+	if (!d->q->stopping)
+		return false;
+	qdest_enter(d, QDEST_UNRESOLVED);
+	return true;
+}
+
+static void mx_addr_cb(void *arg, enum dns_status st, const struct dns_addr *a, size_t n);
+
+/* Looks up the next MX host's addresses; the list grows in MX order. */
+static void mx_next_host(struct qdest *d)
+{
+	if (lookup_cancelled(d))
+		return;
+	if (d->mx_next >= d->nmx) {
+		if (d->naddr > 0)
+			resolved_ok(d);
+		else
+			resolve_failed(d, false, "no address for any MX host");
+		return;
+	}
+	d->q->dns_pending++;
+	dns_query_addr(d->q->dns, d->mx[d->mx_next++].host, mx_addr_cb, d);
+}
+
+static void add_addrs(struct qdest *d, const struct dns_addr *a, size_t n)
+{
+	for (size_t i = 0; i < n && d->naddr < DNS_ADDR_MAX; i++)
+		d->addr[d->naddr++] = a[i];
+}
+
+static void mx_addr_cb(void *arg, enum dns_status st, const struct dns_addr *a, size_t n)
+{
+	struct qdest *d = arg;
+
+	d->q->dns_pending--;
+	if (st == DNS_OK)
+		add_addrs(d, a, n);
+	mx_next_host(d);
+}
+
+static void host_addr_cb(void *arg, enum dns_status st, const struct dns_addr *a, size_t n)
+{
+	struct qdest *d = arg;
+
+	d->q->dns_pending--;
+	if (lookup_cancelled(d))
+		return;
+	if (st == DNS_OK) {
+		add_addrs(d, a, n);
+		resolved_ok(d);
+	} else {
+		resolve_failed(d, false,
+		               st == DNS_TEMPFAIL ? "DNS lookup failed temporarily"
+		                                  : "host not found (no A/AAAA record)");
+	}
+}
+
+static unsigned rnd(void *ctx, unsigned bound)
+{
+	return bound ? (unsigned)random() % bound : 0;
+}
+
+static void mx_cb(void *arg, enum dns_status st, const struct dns_mx *mx, size_t n)
+{
+	struct qdest *d = arg;
+	int k;
+
+	d->q->dns_pending--;
+	if (lookup_cancelled(d))
+		return;
+	if (st == DNS_NODATA || (st == DNS_OK && n == 0)) {
+		/* RFC 5321 5.1: no MX, the domain itself is the host */
+		d->q->dns_pending++;
+		dns_query_addr(d->q->dns, d->hop.host, host_addr_cb, d);
+		return;
+	}
+	if (st == DNS_NXDOMAIN) {
+		resolve_failed(d, true, "domain does not exist");
+		return;
+	}
+	if (st != DNS_OK) {
+		resolve_failed(d, false, "DNS MX lookup failed temporarily");
+		return;
+	}
+	memcpy(d->mx, mx, (n < DNS_MX_MAX ? n : DNS_MX_MAX) * sizeof(*mx));
+	k = route_order_mx(d->mx, n < DNS_MX_MAX ? n : DNS_MX_MAX, rnd, NULL);
+	if (k < 0) {
+		resolve_failed(d, true, "null MX: the domain accepts no mail (RFC 7505)");
+		return;
+	}
+	d->nmx = (size_t)k;
+	d->mx_next = 0;
+	mx_next_host(d);
+}
+
+static void resolve(struct qdest *d)
+{
+	struct sockaddr_in *s4;
+	struct sockaddr_in6 *s6;
+
+	d->naddr = d->nmx = 0;
+	qdest_enter(d, QDEST_RESOLVING);
+	if (d->hop.literal) {
+		struct dns_addr a;
+		memset(&a, 0, sizeof(a));
+		s4 = (struct sockaddr_in *)&a.sa;
+		s6 = (struct sockaddr_in6 *)&a.sa;
+		if (inet_pton(AF_INET, d->hop.host, &s4->sin_addr) == 1) {
+			s4->sin_family = AF_INET;
+			a.len = sizeof(*s4);
+		} else if (inet_pton(AF_INET6, d->hop.host, &s6->sin6_addr) == 1) {
+			s6->sin6_family = AF_INET6;
+			a.len = sizeof(*s6);
+		}
+		add_addrs(d, &a, a.len ? 1 : 0);
+		if (a.len)
+			resolved_ok(d);
+		else
+			resolve_failed(d, true, "bad address literal");
+	} else if (d->hop.mx) {
+		d->q->dns_pending++;
+		dns_query_mx(d->q->dns, d->hop.host, mx_cb, d);
+	} else {
+		d->q->dns_pending++;
+		dns_query_addr(d->q->dns, d->hop.host, host_addr_cb, d);
+	}
+}
+
+/* Fails every queued job of d with the resolver's verdict. */
+static void fail_jobs(struct qdest *d)
+{
+	const struct qdest_failure *f = &d->failure;
+	char text[SMTP_REPLY_MAX];
+	struct qjob *j;
+
+	snprintf(text, sizeof(text), "%s %s: %s", f->permanent ? "550 5.1.2" : "451 4.4.3",
+	         d->hop.host, f->why);
+	while ((j = qdest_pop(d)) != NULL)
+		qjob_fail(j, f->permanent ? 550 : 0, text);
+}
+
+/* ---- giving jobs to connections -------------------------------------------- */
+
+void qdest_kick(struct qdest *d)
+{
+	struct queue *q = d->q;
+	struct qconn *cn;
+	unsigned limit;
+
+	if (d->head == NULL)
+		return;
+	switch (qpolicy_dest_step(d->addrs, d->resolved_at, time(NULL))) {
+	case QSTEP_WAIT:
+		return;
+	case QSTEP_RESOLVE:
+		resolve(d);
+		return;
+	case QSTEP_FAIL_JOBS:
+		fail_jobs(d); /* the lookup just failed: no point asking again */
+		return;
+	case QSTEP_CONNECT:
+		break;
+	}
+	while (d->head != NULL && (cn = qconn_take_idle(d)) != NULL)
+		qconn_send(cn, qdest_pop(d));
+	limit = qpolicy_share(queue_cfg(q)->destination_concurrency, q->ctx.srv->workers,
+	                      q->ctx.worker_index);
+	while (d->head != NULL && d->active < limit)
+		qconn_start(d, 0, qdest_pop(d));
+}
+
+void qdest_kick_all(struct queue *q)
+{
+	for (struct qdest *d = q->dests; d != NULL; d = d->next)
+		if (d->head != NULL)
+			qdest_kick(d);
+}

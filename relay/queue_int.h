@@ -1,0 +1,301 @@
+/* queue_int: the queue's objects, shared by its files and by nobody else.
+ *
+ *   struct queue   one per worker: its messages, destinations, connections
+ *   struct qmsg    a message (queue.c): its envelope with each recipient's
+ *                  durable state, and one phase (enum qmsg_phase)
+ *   struct qjob    a message's recipients for one destination (Postfix's
+ *                  queue entry): made by routing, finished by a connection
+ *   struct qdest   a next hop (queue_dest.c): a FIFO of jobs, its addresses
+ *                  (enum qdest_addrs), what it remembers of TLS, its
+ *                  connections; found by name in a hash, freed when unused
+ *   struct qconn   a connection out (queue_conn.c), enum qconn_state
+ *
+ * and beside them bounce.c (a DSN for failed recipients),
+ * queue_interactive.c (DeliveryMode=interactive), queue_admin.c (what the
+ * operator asks: flush, release, hold, delete, queueonly) and the pure
+ * rules in queue_policy.c.  Each state changes only through its enter
+ * function, which checks the transition and traces it (LogLevel 10+). */
+#ifndef KRELAY_QUEUE_INT_H
+#define KRELAY_QUEUE_INT_H
+
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "config.h"
+#include "dns.h"
+#include "queue.h"
+#include "queue_policy.h"
+#include "ring.h"
+#include "route.h"
+#include "runtime.h"
+#include "smtp_client.h"
+#include "spool.h"
+#include "spool_msg.h"
+
+#define ADDR_LOG_MAX   256 /* octets of an address a log line shows (RFC 5321 path) */
+#define QDEST_TLS_KEEP 64  /* destinations' TLS memory kept after they are freed */
+
+#define TO(p) (1u << (p)) /* one bit per state a transition table allows */
+
+struct qdest;
+struct qconn;
+
+/* ---- messages ---------------------------------------------------------- */
+
+/* Where a message is in its life; one at a time, changed only by
+ * qmsg_enter().  What is not a phase: jobs (out at destinations), the
+ * state writer (busy while outcomes are made durable, in QMSG_ACTIVE), the
+ * interactive state (its client waiting) and admin (an operator's
+ * request, carried out between attempts). */
+enum qmsg_phase {
+	QMSG_NEW,        /* made, not yet started */
+	QMSG_OPENING,    /* its file being opened (or a NOP: open already) */
+	QMSG_ACTIVE,     /* routed: jobs at destinations, outcomes recorded */
+	QMSG_BOUNCING,   /* F recipients: a bounce being spooled */
+	QMSG_RETRY_SAVE, /* attempts, next attempt, last error being written */
+	QMSG_RETRY_WAIT, /* the retry timer is armed */
+	QMSG_REMOVING,   /* every recipient final: its files being removed */
+	QMSG_STOPPED,    /* the queue stopped: it stays in the spool */
+	QMSG_PHASES
+};
+
+/* DeliveryMode=interactive: a message not yet durable whose client waits. */
+enum qmsg_interactive {
+	QI_NONE,
+	QI_WAITING,    /* being relayed before the client's reply */
+	QI_COMMITTING, /* the owner is making it durable; outcomes wait */
+	QI_ORPHANED,   /* that failed: outcomes are only logged */
+	QI_STATES
+};
+
+/* What `krelay queue hold|delete` asked of a message the relay holds: done
+ * once no attempt of it is under way (queue_admin_apply). */
+enum qmsg_admin { ADMIN_NONE, ADMIN_HOLD, ADMIN_DELETE };
+
+struct qmsg {
+	struct queue *q;
+	struct spool_env env; /* with each recipient's P/D/F/B state */
+	char **reply;         /* last reply per recipient, this attempt */
+	char (*dsn)[16];      /* enhanced status per recipient, for bounces */
+	unsigned attempts;
+	int fd;             /* its file while an attempt is under way, else -1 */
+	uint64_t file_size; /* of queue/ID, or SPOOL_SIZE_UNKNOWN */
+	enum qmsg_phase phase;
+	unsigned jobs;      /* jobs not finished in this attempt */
+	bool dirty;         /* outcomes not yet written */
+	bool bounce_failed; /* retried with the next attempt */
+	bool has_state;     /* queue/ID.env may exist (written, or found at start) */
+	enum qmsg_admin admin;
+	struct qjob *logq;         /* finished jobs whose outcomes await durability */
+	struct qjob *logq_writing; /* ... those the write in flight records */
+	struct ring_op op_open, op_timer, op_timer_rm;
+	struct __kernel_timespec ts;
+	struct spool_state_writer st; /* queue/ID.env */
+	struct spool_remover rm;      /* the message's removal */
+	/* DeliveryMode=interactive */
+	enum qmsg_interactive interactive;
+	queue_interactive_cb icb;
+	void *iowner;
+	time_t ideadline;
+	struct qmsg *prev, *next;
+};
+
+void qmsg_enter(struct qmsg *m, enum qmsg_phase to);
+/* Opens its file and routes it (a new attempt). */
+void qmsg_start(struct qmsg *m);
+struct qmsg *qmsg_add(struct queue *q, const struct spool_env *env, int fd, uint64_t file_size);
+void qmsg_free(struct qmsg *m);
+/* Outcomes are being made durable: by the state writer, or by the removal. */
+bool qmsg_recording(const struct qmsg *m);
+/* Makes the outcomes waiting in m->logq durable, then logs them. */
+void qmsg_record_outcomes(struct qmsg *m);
+/* No job out and nothing being recorded: bounce, remove, expire or retry. */
+void qmsg_attempt_over(struct qmsg *m);
+/* A bounce for its F recipients ended (queued: it is in the queue now). */
+void qmsg_bounce_done(struct qmsg *m, bool queued);
+bool qmsg_all_delivered(const struct qmsg *m);
+/* Reroutes (a reload): puts its pending recipients of j into new jobs. */
+void qmsg_reroute(struct qjob *j);
+const struct config *queue_cfg(const struct queue *q);
+
+/* ---- jobs -------------------------------------------------------------- */
+
+/* What the delivery line says of the connection a job went on; copied
+ * when the job is handed to it (the connection may be gone when the line
+ * is written). */
+struct delivery_facts {
+	char relay[DNS_NAME_MAX + 80], tls[128], ktls_why[96];
+	bool verified, resumed, ktls_tx;
+};
+
+struct qjob {
+	struct qmsg *m;
+	struct qdest *d;
+	size_t *idx; /* recipients (indexes into m->env.rcpts) */
+	size_t n;
+	struct smtp_tx tx;
+	struct smtp_tx_rcpt *rcpts;
+	struct delivery_facts facts;
+	struct qjob *next;
+};
+
+/* A job's transaction is over: its outcomes join its message's (2xx D,
+ * 5xx F, else P), to be made durable and then logged. */
+void qjob_finished(struct qjob *j);
+/* Fails every recipient of j without a reply yet with text. */
+void qjob_fail(struct qjob *j, int code, const char *text);
+/* A job dropped before it went anywhere (the queue stops, a reload). */
+void qjob_drop(struct qjob *j);
+/* Logs a finished job, one line per recipient, and frees it. */
+void qjob_log(struct qjob *j);
+
+/* ---- destinations ------------------------------------------------------ */
+
+/* Why a destination cannot be reached now; set when resolution fails. */
+struct qdest_failure {
+	bool permanent; /* NXDOMAIN, null MX, no address, bad literal: 5.1.2 */
+	char why[160];
+};
+
+/* What a destination remembers of TLS with its peer (kept QDEST_TLS_KEEP
+ * at most once destinations are freed): two independent downgrades and a
+ * session to resume. */
+struct qdest_tls {
+	char name[DNS_NAME_MAX + 16];
+	SSL_SESSION *session;
+	bool clear_next; /* policy "may": last handshake failed, next try in clear */
+	bool no_ktls;    /* the peer sent a KeyUpdate on a kTLS connection */
+};
+
+struct qdest {
+	struct queue *q;
+	char name[DNS_NAME_MAX + 16]; /* route_hop_text of hop */
+	uint32_t hash;
+	struct route_hop hop;
+	struct qjob *head, *tail;
+	unsigned active; /* connections open or opening */
+	unsigned jobs;   /* jobs naming it: queued, out, or waiting to be logged */
+	struct qconn *idle;
+	struct qdest_tls tls;
+	enum qdest_addrs addrs;
+	time_t resolved_at; /* when the last lookup ended (0: never) */
+	struct qdest_failure failure;
+	struct dns_addr addr[DNS_ADDR_MAX];
+	size_t naddr;
+	struct dns_mx mx[DNS_MX_MAX];
+	size_t nmx, mx_next;
+	time_t unused_since;       /* seen with nothing to do (0: in use) */
+	struct qdest *hnext;       /* hash chain */
+	struct qdest *prev, *next; /* q->dests */
+};
+
+/* The destination for hop, made (empty) when there is none. */
+struct qdest *qdest_get(struct queue *q, const struct route_hop *hop);
+void qdest_push(struct qdest *d, struct qjob *j);
+struct qjob *qdest_pop(struct qdest *d);
+/* Gives queued jobs to idle connections, opens new ones up to the
+ * worker's share, or looks the addresses up first. */
+void qdest_kick(struct qdest *d);
+void qdest_kick_all(struct queue *q);
+/* TLSPolicyTable entry for the next hop's name, else TLSPolicy. */
+int qdest_policy(const struct qdest *d);
+/* The reload's clean slate: TLS memory (kept and cached) goes. */
+void qdest_forget_tls(struct queue *q);
+/* Frees destinations unused for QDEST_UNUSED_KEEP_S (at most once a minute). */
+void qdest_sweep(struct queue *q, time_t now);
+void qdest_free_all(struct queue *q);
+
+/* ---- connections ------------------------------------------------------- */
+
+enum qconn_state {
+	QCONN_CONNECTING, /* opening (connect, banner, EHLO, STARTTLS) */
+	QCONN_SENDING,    /* a job's transaction under way */
+	QCONN_IDLE,       /* open, in its destination's idle list */
+	QCONN_QUITTING,   /* QUIT said, or failed: closed follows */
+	QCONN_CLOSED,     /* the client is gone; the idle timer still out */
+	QCONN_STATES
+};
+
+struct qconn {
+	struct qdest *d;
+	unsigned seq;                      /* for traces: DEST#SEQ */
+	struct qconn *prev_all, *next_all; /* q->conn_all */
+	struct runtime *rt;                /* the configuration it was opened with */
+	struct smtp_client *c;
+	struct qjob *job;
+	size_t addr_idx;
+	unsigned messages;
+	enum qconn_state state;
+	struct ring_op op_idle, op_idle_rm;
+	struct __kernel_timespec idle_ts;
+	struct timespec idle_since; /* CLOCK_MONOTONIC, when it last went idle */
+	struct qconn *next_idle;
+};
+
+/* Opens a connection to d's address addr_idx for job. */
+void qconn_start(struct qdest *d, size_t addr_idx, struct qjob *job);
+void qconn_send(struct qconn *cn, struct qjob *j);
+/* Takes cn out of its destination's idle list (for a job). */
+struct qconn *qconn_take_idle(struct qdest *d);
+/* The idle connections of d say QUIT. */
+void qconn_quit_idle(struct qdest *d);
+/* krelay stops: connections not yet sending a body end now. */
+void qconn_stop_all(struct queue *q);
+
+/* ---- the queue --------------------------------------------------------- */
+
+struct queue {
+	struct queue_ctx ctx;
+	struct runtime *rt; /* the configuration new connections take */
+	unsigned rt_gen;    /* srv->generation it was taken at */
+	struct dns *dns;
+	bool stopping;
+	unsigned dns_pending; /* queries whose callback has not run yet */
+	/* calls of an interactive message's owner under way: the callback
+	 * asserts that none is, so no owner is called back from inside its
+	 * own call */
+	unsigned api_depth;
+	/* DeliveryMode=queueonly: durable messages waiting for a queue run */
+	char (*parked)[SPOOL_ID_LEN + 1];
+	size_t nparked, parked_cap;
+	struct qmsg *msgs;
+	struct qconn *conn_all; /* every connection out, for queue_stop */
+	unsigned conns, conn_seq;
+	/* destinations: all, and by name */
+	struct qdest *dests;
+	struct qdest **dest_hash;
+	size_t ndests, dest_buckets;
+	time_t dest_swept;
+	struct qdest_tls tls_kept[QDEST_TLS_KEEP]; /* of freed destinations */
+	unsigned tls_kept_next;
+	struct queue_stats stats;
+	unsigned waiting; /* interactive messages in QI_WAITING */
+	struct ring_op op_itick;
+	struct __kernel_timespec itick_ts;
+};
+
+/* The reload (SIGHUP) reaches the queue: new connections take it. */
+void queue_follow_reload(struct queue *q);
+
+/* queue_interactive.c */
+void queue_interactive_tick(struct ring_op *op, int res, unsigned flags); /* op_itick */
+void qi_enter(struct qmsg *m, enum qmsg_interactive to);
+/* A job of an interactive message finished (its outcome is in logq). */
+void qi_progress(struct qmsg *m);
+/* The message's owner is asked to make it durable now. */
+void qi_ask_commit(struct qmsg *m);
+/* Logs the finished jobs of a message that leaves without a trace in the
+ * spool (relayed before its reply, or never made durable) and frees it. */
+void qi_leave(struct qmsg *m);
+
+/* bounce.c: queues one bounce for every F recipient of m (its sender is
+ * not <>); qmsg_bounce_done follows. */
+void bounce_start(struct qmsg *m);
+
+/* queue_admin.c: what the operator asked of m is done now (no attempt of
+ * it under way); m is freed. */
+void queue_admin_apply(struct qmsg *m);
+
+#endif
