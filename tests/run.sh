@@ -28,6 +28,15 @@ else
 	head -n 20 "$log"; echo "clang-format: 0 passed, 1 failed (run make format)"; failed=$((failed + 1))
 fi
 
+echo "== structure (tests/tools/structure.py: layering of the #include lines)"
+/usr/bin/python3 tests/tools/structure.py >"$log" 2>&1
+cat "$log"
+if grep -qE '^structure: [0-9]+ passed' "$log"; then
+	count "$log"
+else
+	echo "structure check did not run"; failed=$((failed + 1))
+fi
+
 echo "== unit tests"
 for t in build/test/unit/test_*; do
 	[[ $t == *.d ]] && continue
