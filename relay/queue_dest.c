@@ -319,10 +319,13 @@ static void host_addr_cb(void *arg, enum dns_status st, const struct dns_addr *a
 	if (st == DNS_OK) {
 		add_addrs(d, a, n);
 		resolved_ok(d);
+	} else if (st == DNS_TEMPFAIL) {
+		resolve_failed(d, false, "DNS lookup failed temporarily");
 	} else {
-		resolve_failed(d, false,
-		               st == DNS_TEMPFAIL ? "DNS lookup failed temporarily"
-		                                  : "host not found (no A/AAAA record)");
+		/* a recipient domain with neither MX nor address takes no mail
+		 * (RFC 5321 5.1): final; a next hop named in the configuration
+		 * (SmartHost, a [host] route) is the operator's to mend: retried */
+		resolve_failed(d, d->hop.mx, "host not found (no A/AAAA record)");
 	}
 }
 
@@ -407,7 +410,7 @@ static void fail_jobs(struct qdest *d)
 	snprintf(text, sizeof(text), "%s %s: %s", f->permanent ? "550 5.1.2" : "451 4.4.3",
 	         d->hop.host, f->why);
 	while ((j = qdest_pop(d)) != NULL)
-		qjob_fail(j, f->permanent ? 550 : 0, text);
+		qjob_fail(j, f->permanent ? 550 : 451, text);
 }
 
 /* ---- giving jobs to connections -------------------------------------------- */

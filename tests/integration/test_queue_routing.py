@@ -478,7 +478,8 @@ class Dns:
                 "--host-record=mx1.example.test,127.0.0.2",
                 "--host-record=mx2.example.test,127.0.0.3",
                 "--host-record=nomx.test,127.0.0.4",
-                "--mx-host=nullmx.test,.,0"]
+                "--mx-host=nullmx.test,.,0",
+                "--txt-record=noaddr.test,no MX and no address"]
         self._out = open(self.log, "wb")
         self.proc = subprocess.Popen(args, stdout=self._out, stderr=subprocess.STDOUT)
         try:
@@ -550,14 +551,16 @@ def test_no_mx_uses_the_address_record(relay_factory, dns, tmp_path):
 
 
 @pytest.mark.parametrize("domain,why", [("nosuch.test", "domain does not exist"),
-                                        ("nullmx.test", "null MX")])
+                                        ("nullmx.test", "null MX"),
+                                        ("noaddr.test", "no A/AAAA record")])
 def test_unroutable_domains_bounce(relay_factory, dns, tmp_path, domain, why):
-    """NXDOMAIN and null MX are final: 5.x, one bounce to the sender, and the
-    message leaves the queue (the bounce stays: its own next hop is dead)."""
+    """NXDOMAIN, null MX, and a domain with neither MX nor address are final:
+    5.1.2, one bounce to the sender, and the message leaves the queue (the
+    bounce stays: its own next hop is dead)."""
     relay = mx_relay(relay_factory, dns, tmp_path, f"{domain} {domain}:2525\n")
     qid = submit(relay.port, "sender@example.org", [f"u@{domain}"], domain.split(".")[0])
     (line,) = wait_delivery(relay, qid, "bounced", timeout=10)
-    assert re.search(r"dsn=5\.\d+\.\d+ ", line), line
+    assert "dsn=5.1.2 " in line, line
     assert why in line, line
     m = relay.wait_log(rf"{qid} bounce id=({QID}) to=<sender@example\.org> status=queued", 5)
     bid = m.group(1)
@@ -573,6 +576,17 @@ def test_unroutable_domains_bounce(relay_factory, dns, tmp_path, domain, why):
     assert re.search(r"^Action: failed\r?$", text, re.M), text[:3000]
     assert why in text, text[:3000]
     assert f"Subject: queue test {domain.split('.')[0]}" in text, text[:3000]
+
+
+def test_configured_host_without_address_is_retried(relay_factory, dns, tmp_path):
+    """A next hop the configuration names ([host]: no MX lookup) that has
+    no address is not the recipient's fault: deferred (4.4.3), kept."""
+    relay = mx_relay(relay_factory, dns, tmp_path, "noaddr.test [noaddr.test]:2525\n")
+    qid = submit(relay.port, "sender@example.org", ["u@noaddr.test"], "noaddr")
+    (line,) = wait_delivery(relay, qid, "deferred", timeout=10)
+    assert "dsn=4.4.3 " in line and "no A/AAAA record" in line, line
+    assert relay.queued() == [qid]
+    assert not delivery_lines(relay, qid, "bounced")
 
 
 # ---- 5. TLS session resumption ------------------------------------------------------
