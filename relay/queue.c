@@ -77,18 +77,12 @@ static const unsigned qmsg_may_enter[QMSG_PHASES] = {
     [QMSG_STOPPED] = 0,
 };
 
-/* Every change of phase: checked (a transition not in the table is a bug,
- * stopped at once) and traced at LogLevel 10 and up. */
+static const struct state_table qmsg_states = {"message", qmsg_phase_name, qmsg_may_enter,
+                                               QMSG_PHASES};
+
 void qmsg_enter(struct qmsg *m, enum qmsg_phase to)
 {
-	if (!(qmsg_may_enter[m->phase] & TO(to))) {
-		log_warnx("queue: %s: no transition from %s to %s", m->env.id,
-		          qmsg_phase_name[m->phase], qmsg_phase_name[to]);
-		log_flush();
-		assert(!"queue message phase transition");
-	}
-	log_trace("message %s %s -> %s", m->env.id, qmsg_phase_name[m->phase], qmsg_phase_name[to]);
-	m->phase = to;
+	m->phase = state_enter(&qmsg_states, m->phase, to, "%s", m->env.id);
 }
 
 bool qmsg_recording(const struct qmsg *m)

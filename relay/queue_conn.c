@@ -37,16 +37,10 @@ static const unsigned qconn_may_enter[QCONN_STATES] = {
 
 static void qconn_enter(struct qconn *cn, enum qconn_state to)
 {
-	if (!(qconn_may_enter[cn->state] & TO(to))) {
-		log_warnx("queue: connection %s#%u: no transition from %s to %s", cn->d->name,
-		          cn->seq, qconn_state_name[cn->state], qconn_state_name[to]);
-		log_flush();
-		assert(!"queue connection state transition");
-	}
-	if (cn->state != to)
-		log_trace("connection %s#%u %s -> %s", cn->d->name, cn->seq,
-		          qconn_state_name[cn->state], qconn_state_name[to]);
-	cn->state = to;
+	static const struct state_table qconn_states = {"connection", qconn_state_name,
+	                                                qconn_may_enter, QCONN_STATES};
+
+	cn->state = state_enter(&qconn_states, cn->state, to, "%s#%u", cn->d->name, cn->seq);
 }
 
 /* The two counts of open (or opening) connections: the destination's

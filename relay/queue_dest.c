@@ -38,15 +38,11 @@ static const unsigned qdest_may_enter[] = {
 
 static void qdest_enter(struct qdest *d, enum qdest_addrs to)
 {
-	if (!(qdest_may_enter[d->addrs] & TO(to))) {
-		log_warnx("queue: destination %s: no transition from %s to %s", d->name,
-		          qdest_addrs_name[d->addrs], qdest_addrs_name[to]);
-		log_flush();
-		assert(!"queue destination state transition");
-	}
-	log_trace("destination %s %s -> %s", d->name, qdest_addrs_name[d->addrs],
-	          qdest_addrs_name[to]);
-	d->addrs = to;
+	static const struct state_table qdest_states = {
+	    "destination", qdest_addrs_name, qdest_may_enter,
+	    sizeof(qdest_may_enter) / sizeof(qdest_may_enter[0])};
+
+	d->addrs = state_enter(&qdest_states, d->addrs, to, "%s", d->name);
 }
 
 /* ---- by name ---------------------------------------------------------------- */

@@ -33,11 +33,10 @@
 #include "smtp_client.h"
 #include "spool.h"
 #include "spool_msg.h"
+#include "state.h"
 
 #define ADDR_LOG_MAX   256 /* octets of an address a log line shows (RFC 5321 path) */
 #define QDEST_TLS_KEEP 64  /* destinations' TLS memory kept after they are freed */
-
-#define TO(p) (1u << (p)) /* one bit per state a transition table allows */
 
 struct qdest;
 struct qconn;

@@ -31,19 +31,14 @@ static const unsigned qi_may_enter[QI_STATES] = {
  * the messages in QI_WAITING (the InteractiveTimeout tick runs for them). */
 void qi_enter(struct qmsg *m, enum qmsg_interactive to)
 {
-	if (!(qi_may_enter[m->interactive] & TO(to))) {
-		log_warnx("queue: %s: no interactive transition from %s to %s", m->env.id,
-		          qi_name[m->interactive], qi_name[to]);
-		log_flush();
-		assert(!"queue interactive transition");
-	}
-	log_trace("message %s interactive %s -> %s", m->env.id, qi_name[m->interactive],
-	          qi_name[to]);
+	static const struct state_table qi_states = {"interactive", qi_name, qi_may_enter,
+	                                             QI_STATES};
+
 	if (m->interactive == QI_WAITING)
 		m->q->waiting--;
 	if (to == QI_WAITING)
 		m->q->waiting++;
-	m->interactive = to;
+	m->interactive = state_enter(&qi_states, m->interactive, to, "%s", m->env.id);
 }
 
 static unsigned logq_len(const struct qmsg *m)

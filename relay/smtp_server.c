@@ -20,12 +20,12 @@
 #include "client_count.h"
 #include "log.h"
 #include "queue.h"
-#include "safe.h"
-
 #include "runtime.h"
+#include "safe.h"
 #include "smtp_data.h"
 #include "smtp_parse.h"
 #include "spool.h"
+#include "state.h"
 #include "tls_ctx.h"
 #include "xprt.h"
 
@@ -103,7 +103,6 @@ static void spool_event(void *owner, enum spool_event ev, int err);
 static void process(struct smtp_session *s);
 
 /* The transitions a session may make: one bit per state it may enter. */
-#define TO(st) (1u << (st))
 static const unsigned transitions[] = {
     [S_HANDSHAKE] = TO(S_HANDSHAKE) | TO(S_GREETING) | TO(S_CMD) | TO(S_QUIT) | TO(S_CLOSING),
     [S_GREETING] = TO(S_CMD) | TO(S_QUIT) | TO(S_CLOSING),
@@ -119,21 +118,15 @@ static const unsigned transitions[] = {
     [S_CLOSING] = 0,
 };
 
+static const struct state_table session_states = {"session", state_names, transitions,
+                                                  sizeof(transitions) / sizeof(transitions[0])};
+
 /* Every change of state goes through here and is checked: a transition
  * not in the table is a bug (re-entrancy made one, once), logged and
  * stopped at once rather than left to corrupt the session. */
 static void enter_state(struct smtp_session *s, enum state st)
 {
-	if (!(transitions[s->state] & TO(st))) {
-		log_warnx("session %016llx: no transition from %s to %s", (unsigned long long)s->id,
-		          state_names[s->state], state_names[st]);
-		log_flush();
-		assert(!"smtp session state transition");
-	}
-	if (s->state != st)
-		log_trace("session %016llx %s -> %s", (unsigned long long)s->id,
-		          state_names[s->state], state_names[st]);
-	s->state = st;
+	s->state = state_enter(&session_states, s->state, st, "%016llx", (unsigned long long)s->id);
 }
 
 static const struct config *cfg(struct smtp_session *s)
