@@ -62,7 +62,7 @@ static const struct smtp_client_cb client_cb = {conn_ready, conn_done, conn_fail
 
 static void conn_free(struct qconn *cn)
 {
-	struct queue *q = cn->d->q;
+	struct queue *q = cn->q;
 
 	if (cn->prev_all)
 		cn->prev_all->next_all = cn->next_all;
@@ -111,6 +111,7 @@ void qconn_start(struct qdest *d, size_t addr_idx, struct qjob *job)
 	p.connect_timeout_s = c->connect_timeout_s;
 	p.timeout_s = c->command_timeout_s;
 	p.caps = &q->ctx.srv->caps;
+	cn->q = q;
 	cn->d = d;
 	cn->seq = ++q->conn_seq;
 	cn->rt = runtime_hold(q->rt); /* p's strings point into it */

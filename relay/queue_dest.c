@@ -417,6 +417,7 @@ void qdest_kick(struct qdest *d)
 	struct qconn *cn;
 	unsigned limit;
 
+	d->unused_since = 0; /* in use: the sweep counts from its next look */
 	if (d->head == NULL)
 		return;
 	switch (qpolicy_dest_step(d->addrs, d->resolved_at, time(NULL))) {

@@ -218,7 +218,8 @@ enum qconn_state {
 };
 
 struct qconn {
-	struct qdest *d;
+	struct queue *q;
+	struct qdest *d;                   /* not to be used once closed (it may be freed) */
 	unsigned seq;                      /* for traces: DEST#SEQ */
 	struct qconn *prev_all, *next_all; /* q->conn_all */
 	struct runtime *rt;                /* the configuration it was opened with */
