@@ -19,8 +19,7 @@
 #include "queue_int.h"
 #include "tls_policy.h"
 
-#define QDEST_UNUSED_KEEP_S QDEST_RESOLVED_KEEP_S /* then its addresses are stale anyway */
-#define QDEST_SWEEP_S       60
+#define QDEST_SWEEP_S 60 /* how often unused destinations are looked for */
 
 static const char *const qdest_addrs_name[] = {
     [QDEST_UNRESOLVED] = "unresolved",
@@ -194,13 +193,18 @@ void qdest_sweep(struct queue *q, time_t now)
 	q->dest_swept = now;
 	for (struct qdest *d = q->dests, *next; d != NULL; d = next) {
 		next = d->next;
-		if (!unused(d)) {
-			d->unused_since = 0;
-		} else if (d->unused_since == 0) {
+		switch (qpolicy_dest_sweep(unused(d), d->unused_since, now)) {
+		case QSWEEP_KEEP:
+			if (!unused(d))
+				d->unused_since = 0;
+			break;
+		case QSWEEP_MARK:
 			d->unused_since = now;
-		} else if (now - d->unused_since >= QDEST_UNUSED_KEEP_S) {
+			break;
+		case QSWEEP_FREE:
 			log_trace("destination %s freed (unused)", d->name);
 			dest_free(d, true);
+			break;
 		}
 	}
 }

@@ -70,3 +70,12 @@ enum qdest_step qpolicy_dest_step(enum qdest_addrs st, time_t resolved_at, time_
 		return QSTEP_FAIL_JOBS;
 	return QSTEP_RESOLVE;
 }
+
+enum qdest_sweep qpolicy_dest_sweep(bool unused, time_t unused_since, time_t now)
+{
+	if (!unused)
+		return QSWEEP_KEEP;
+	if (unused_since == 0)
+		return QSWEEP_MARK;
+	return now - unused_since >= QDEST_UNUSED_KEEP_S ? QSWEEP_FREE : QSWEEP_KEEP;
+}

@@ -40,4 +40,12 @@ enum qdest_step { QSTEP_WAIT, QSTEP_RESOLVE, QSTEP_FAIL_JOBS, QSTEP_CONNECT };
  * lookup is under a second old (no point asking again); else look up. */
 enum qdest_step qpolicy_dest_step(enum qdest_addrs st, time_t resolved_at, time_t now);
 
+/* A destination with no job, connection or lookup is freed once it has
+ * stayed so for QDEST_UNUSED_KEEP_S (its addresses are stale by then);
+ * unused_since is when the sweep first saw it so (0: not yet, or it was
+ * used since).  What the sweep does with it now: */
+#define QDEST_UNUSED_KEEP_S QDEST_RESOLVED_KEEP_S
+enum qdest_sweep { QSWEEP_KEEP, QSWEEP_MARK, QSWEEP_FREE };
+enum qdest_sweep qpolicy_dest_sweep(bool unused, time_t unused_since, time_t now);
+
 #endif
