@@ -149,7 +149,9 @@ void qconn_send(struct qconn *cn, struct qjob *j)
 	f->resumed = smtp_client_resumed(cn->c);
 	cn->d->q->stats.transactions++;
 	qconn_enter(cn, QCONN_SENDING);
+	cn->in_send = true;
 	smtp_client_send(cn->c, &j->tx);
+	cn->in_send = false;
 }
 
 /* ---- the idle pool ------------------------------------------------------- */
@@ -281,6 +283,7 @@ static void conn_ready(void *owner, struct smtp_client *c)
 	struct qconn *cn = owner;
 	struct qjob *j = cn->job;
 
+	assert(!cn->in_send);
 	if (j != NULL)
 		qconn_send(cn, j);
 	else
@@ -294,6 +297,7 @@ static void conn_done(void *owner, struct smtp_client *c, struct smtp_tx *tx)
 	struct qdest *d = cn->d;
 	SSL_SESSION *s;
 
+	assert(!cn->in_send);
 	cn->job = NULL;
 	cn->messages++;
 	d->q->stats.bytes += tx->body_bytes;
@@ -312,6 +316,7 @@ static void conn_failed(void *owner, struct smtp_client *c, enum smtp_fail why, 
 	struct qjob *j = cn->job;
 	char name[SAFE_LEN(sizeof(d->name))], why_text[SAFE_LEN(SMTP_REPLY_MAX)];
 
+	assert(!cn->in_send);
 	if (cn->state == QCONN_IDLE)
 		unidle(cn);
 	qconn_enter(cn, QCONN_QUITTING); /* closed follows */
@@ -358,6 +363,7 @@ static void conn_closed(void *owner, struct smtp_client *c)
 	struct qdest *d = cn->d;
 	struct queue *q = d->q;
 
+	assert(!cn->in_send);
 	if (cn->state == QCONN_IDLE)
 		unidle(cn);
 	qconn_enter(cn, QCONN_CLOSED);

@@ -228,6 +228,9 @@ struct qconn {
 	size_t addr_idx;
 	unsigned messages;
 	enum qconn_state state;
+	/* inside smtp_client_send: no callback of the client may come now
+	 * (asserted; it would nest a job inside the handing over of another) */
+	bool in_send;
 	struct ring_op op_idle, op_idle_rm;
 	struct __kernel_timespec idle_ts;
 	struct timespec idle_since; /* CLOCK_MONOTONIC, when it last went idle */

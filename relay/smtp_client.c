@@ -23,6 +23,8 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "log.h"
+#include "state.h"
 #include "xprt.h"
 
 #define IN_BUF          (16u << 10)
@@ -48,6 +50,52 @@ enum cstate {
 	C_RSET,
 	C_QUIT,
 	C_CLOSING,
+	C_STATES
+};
+
+static const char *const cstate_name[C_STATES] = {
+    [C_CONNECT] = "connect", [C_BANNER] = "banner",     [C_EHLO] = "ehlo",
+    [C_HELO] = "helo",       [C_STARTTLS] = "starttls", [C_HANDSHAKE] = "handshake",
+    [C_READY] = "ready",     [C_ENVELOPE] = "envelope", [C_DATA] = "data",
+    [C_BODY] = "body",       [C_END] = "end",           [C_RSET] = "rset",
+    [C_QUIT] = "quit",       [C_CLOSING] = "closing",
+};
+
+/* Whether a reply may come in a state, so a read is armed: not during the
+ * handshake (OpenSSL reads), while the body goes out, nor once closing. */
+static const bool cstate_reads[C_STATES] = {
+    [C_CONNECT] = true,  [C_BANNER] = true, [C_EHLO] = true,     [C_HELO] = true,
+    [C_STARTTLS] = true, [C_READY] = true,  [C_ENVELOPE] = true, [C_DATA] = true,
+    [C_END] = true,      [C_RSET] = true,   [C_QUIT] = true,
+};
+
+/* What may follow what (any state but the last may fail to C_CLOSING). */
+#define C_FAIL TO(C_CLOSING)
+static const unsigned cstate_may_enter[C_STATES] = {
+    [C_CONNECT] = TO(C_CONNECT) | TO(C_BANNER) | C_FAIL,
+    [C_BANNER] = TO(C_EHLO) | C_FAIL,
+    [C_EHLO] = TO(C_HELO) | TO(C_STARTTLS) | TO(C_READY) | C_FAIL,
+    [C_HELO] = TO(C_STARTTLS) | TO(C_READY) | C_FAIL,
+    [C_STARTTLS] = TO(C_HANDSHAKE) | C_FAIL,
+    [C_HANDSHAKE] = TO(C_EHLO) | C_FAIL,
+    [C_READY] = TO(C_READY) | TO(C_ENVELOPE) | TO(C_QUIT) | C_FAIL,
+    [C_ENVELOPE] = TO(C_DATA) | TO(C_BODY) | TO(C_END) | TO(C_RSET) | C_FAIL,
+    [C_DATA] = TO(C_BODY) | TO(C_READY) | C_FAIL,
+    [C_BODY] = TO(C_BODY) | TO(C_END) | C_FAIL,
+    [C_END] = TO(C_RSET) | TO(C_READY) | C_FAIL,
+    [C_RSET] = TO(C_READY) | C_FAIL,
+    [C_QUIT] = C_FAIL,
+    [C_CLOSING] = 0,
+};
+
+/* What the completion of the write in flight leads to.  A reply can be
+ * read before our send's completion is: what it asked for waits for it. */
+enum after_write {
+	AW_READ,  /* read (or, after QUIT, close) */
+	AW_TLS,   /* the 220 to STARTTLS came: the handshake */
+	AW_BODY,  /* the 354 came, or "BDAT n LAST" is out: the body */
+	AW_STUFF, /* the next chunk of a dot-stuffed body */
+	AW_END,   /* the body's file is out: the end of data */
 };
 
 enum ext {
@@ -68,14 +116,14 @@ struct smtp_client {
 	enum cstate state;
 	unsigned ext;
 	uint64_t size_max;
+	/* independent facts, not states: TLS is on; HELO was tried after a
+	 * refused EHLO; failed was reported; MAIL got 2xx; stop asked for */
 	bool tls, tried_helo, failed, mail_ok;
 	bool stop_req; /* smtp_client_stop: failed is reported once all is closed */
 	size_t owed;   /* replies the peer owes for what we wrote */
-	/* A reply can be read before our send's completion is: what it asked
-	 * for waits until the send is done. */
-	bool tls_after_write;  /* 220 to STARTTLS */
-	bool body_after_write; /* 354 to DATA */
-	bool body_pipelined;   /* "BDAT n LAST" and the body went out behind the RCPTs */
+	enum after_write after_write;
+	bool body_pipelined; /* this transaction's "BDAT n LAST" and body went out
+	                      * behind its RCPTs (a mode, not a step) */
 	char peer[INET6_ADDRSTRLEN + 8];
 	char tls_desc[128];
 	bool verified, resumed;
@@ -100,6 +148,7 @@ struct smtp_client {
 	uint64_t soff;
 	bool at_bol;
 
+	struct ring_op op_refused; /* a transaction refused before MAIL, reported */
 	struct ring_op op_connect, op_connect_to;
 	int connect_res, connect_to_res;
 	struct __kernel_timespec connect_ts;
@@ -113,7 +162,7 @@ static void unconfirmed_not_done(struct smtp_client *c);
 static void maybe_free(struct smtp_client *c)
 {
 	if (!c->x.closed || ring_op_busy(&c->op_read) || ring_op_busy(&c->op_connect) ||
-	    ring_op_busy(&c->op_connect_to))
+	    ring_op_busy(&c->op_connect_to) || ring_op_busy(&c->op_refused))
 		return;
 	if (c->stop_req && !c->failed) {
 		/* (from the ring: the close smtp_client_stop started is done) */
@@ -127,9 +176,11 @@ static void maybe_free(struct smtp_client *c)
 	free(c); /* c is gone */
 }
 
+static const struct state_table cstates = {"client", cstate_name, cstate_may_enter, C_STATES};
+
 static void enter(struct smtp_client *c, enum cstate st)
 {
-	c->state = st;
+	c->state = state_enter(&cstates, c->state, st, "%s", c->peer);
 }
 
 /* A 250 to RCPT is no delivery: without the final reply those recipients
@@ -151,7 +202,7 @@ static void fail(struct smtp_client *c, enum smtp_fail why, const char *text)
 	if (c->failed || c->state == C_CLOSING)
 		return;
 	c->failed = true;
-	c->tls_after_write = c->body_after_write = false;
+	c->after_write = AW_READ;
 	unconfirmed_not_done(c);
 	enter(c, C_CLOSING);
 	c->cb.failed(c->owner, c, why, text);
@@ -233,6 +284,7 @@ static void peer_text(struct smtp_client *c)
 }
 
 static void read_cb(struct ring_op *op, int res, unsigned flags);
+static void refused_cb(struct ring_op *op, int res, unsigned flags);
 
 struct smtp_client *smtp_client_connect(struct ring *ring, const struct smtp_client_params *p,
                                         const struct smtp_client_cb *cb, void *owner)
@@ -263,6 +315,7 @@ struct smtp_client *smtp_client_connect(struct ring *ring, const struct smtp_cli
 	ring_op_init(&c->op_connect, RING_CONNECT, connect_cb, c);
 	ring_op_init(&c->op_connect_to, RING_LINK_TIMEOUT, connect_to_cb, c);
 	ring_op_init(&c->op_read, RING_READ, read_cb, c);
+	ring_op_init(&c->op_refused, RING_NOP, refused_cb, c);
 	enter(c, C_CONNECT);
 	c->owed = 1; /* the greeting */
 	ring_connect(ring, &c->op_connect, fd, (struct sockaddr *)&c->p.addr, p->addrlen, true);
@@ -557,13 +610,13 @@ void smtp_client_send(struct smtp_client *c, struct smtp_tx *tx)
 		         "552 5.3.4 message of %llu bytes exceeds the server's limit of %llu",
 		         (unsigned long long)tx->size, (unsigned long long)c->size_max);
 		answer_all(tx, 552, why);
-		tx_finish(c);
+		ring_nop(c->ring, &c->op_refused); /* done comes from the ring */
 		return;
 	}
 	if (tx->smtputf8 && !(c->ext & EXT_SMTPUTF8)) {
 		answer_all(tx, 553,
 		           "553 5.6.7 the message needs SMTPUTF8 and the server does not offer it");
-		tx_finish(c);
+		ring_nop(c->ring, &c->op_refused);
 		return;
 	}
 	c->sent = c->answered = c->accepted = 0;
@@ -571,6 +624,25 @@ void smtp_client_send(struct smtp_client *c, struct smtp_tx *tx)
 	c->tx_final = false;
 	enter(c, C_ENVELOPE);
 	send_envelope_next(c);
+}
+
+/* A transaction smtp_client_send refused before a word was said (SIZE,
+ * SMTPUTF8): its answers are in, reported now, from the ring. */
+static void refused_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct smtp_client *c = op->owner;
+	struct smtp_tx *tx = c->tx;
+
+	if (c->state == C_CLOSING || tx == NULL) {
+		maybe_free(c); /* (failed reported it, with the answers in) */
+		return;
+	}
+	if (c->state == C_READY) {
+		tx_finish(c);
+		return;
+	}
+	c->tx = NULL; /* QUIT was said meanwhile: done all the same */
+	c->cb.done(c->owner, c, tx);
 }
 
 static bool use_splice(const struct smtp_client *c)
@@ -611,6 +683,7 @@ static void send_body(struct smtp_client *c)
 		return;
 	}
 	tx->body_path = c->x.body_path;
+	c->after_write = AW_END;
 }
 
 /* Copies the next chunk with dot stuffing into the output buffer. */
@@ -631,6 +704,7 @@ static void stuff_next(struct smtp_client *c)
 		fail(c, SMTP_FAIL_IO, "out of memory");
 		return;
 	}
+	c->after_write = AW_STUFF; /* the chunk's write brings the next */
 	n = c->tx->size - c->soff < STUFF_READ ? (size_t)(c->tx->size - c->soff) : STUFF_READ;
 	ring_read(c->ring, &c->op_read, c->tx->fd, c->sbuf, n, c->soff);
 }
@@ -704,6 +778,7 @@ static void envelope_reply(struct smtp_client *c)
 			send_body(c); /* command and body in one write */
 			return;
 		}
+		c->after_write = AW_BODY;
 		xprt_flush(&c->x); /* WRITTEN starts the body */
 	} else {
 		enter(c, C_DATA);
@@ -770,7 +845,7 @@ static void on_reply(struct smtp_client *c)
 		/* Anything after the 220 is an injection attempt: drop it. */
 		xprt_discard_input(&c->x);
 		if (c->x.writing)
-			c->tls_after_write = true; /* the 220 overtook our send's completion */
+			c->after_write = AW_TLS; /* the 220 overtook our send's completion */
 		else
 			start_tls(c);
 		break;
@@ -784,7 +859,7 @@ static void on_reply(struct smtp_client *c)
 			return;
 		}
 		if (c->x.writing)
-			c->body_after_write = true; /* the 354 overtook our send's completion */
+			c->after_write = AW_BODY; /* the 354 overtook our send's completion */
 		else
 			send_body(c);
 		break;
@@ -878,8 +953,7 @@ static void client_read(struct smtp_client *c)
 	}
 	/* No read while the body goes out: the reply comes after it.  While
 	 * idle, a read catches what the peer says unasked. */
-	if (c->state != C_CLOSING && c->state != C_HANDSHAKE && c->state != C_BODY &&
-	    !c->tls_after_write && !c->body_after_write)
+	if (cstate_reads[c->state] && c->after_write == AW_READ)
 		xprt_read(&c->x);
 }
 
@@ -891,20 +965,23 @@ static void client_event(void *owner, enum xprt_event ev, int err)
 	case XPRT_READ:
 		client_read(c);
 		break;
-	case XPRT_WRITTEN:
-		if (c->state == C_CLOSING) {
+	case XPRT_WRITTEN: {
+		enum after_write next = c->after_write;
+
+		if (c->state == C_CLOSING)
 			break;
-		} else if (c->tls_after_write) {
-			c->tls_after_write = false;
+		c->after_write = AW_READ; /* what follows may ask for another */
+		switch (next) {
+		case AW_TLS:
 			start_tls(c);
-		} else if (c->body_after_write) {
-			c->body_after_write = false;
+			break;
+		case AW_BODY:
 			send_body(c);
-		} else if (c->state == C_BODY && c->tx != NULL && c->tx->body_path[0] == '\0') {
-			send_body(c); /* "BDAT n LAST" is out: the body follows */
-		} else if (c->state == C_BODY && strcmp(c->tx->body_path, "stuffing") == 0) {
+			break;
+		case AW_STUFF:
 			stuff_next(c);
-		} else if (c->state == C_BODY) {
+			break;
+		case AW_END:
 			c->tx->body_bytes = c->x.file.sent;
 			enter(c, C_END);
 			if (!(c->ext & EXT_CHUNKING)) {
@@ -912,13 +989,18 @@ static void client_event(void *owner, enum xprt_event ev, int err)
 				xprt_flush(&c->x);
 			}
 			xprt_read(&c->x);
-		} else if (c->state == C_QUIT) {
-			enter(c, C_CLOSING);
-			xprt_close(&c->x);
-		} else {
-			xprt_read(&c->x); /* idle (C_READY) too: see client_read */
+			break;
+		case AW_READ:
+			if (c->state == C_QUIT) {
+				enter(c, C_CLOSING);
+				xprt_close(&c->x);
+			} else {
+				xprt_read(&c->x); /* idle (C_READY) too: see client_read */
+			}
+			break;
 		}
 		break;
+	}
 	case XPRT_TLS_OK: {
 		X509 *peer = SSL_get0_peer_certificate(c->x.ssl);
 		c->tls = true;
@@ -974,7 +1056,7 @@ void smtp_client_stop(struct smtp_client *c)
 		return;
 	default:
 		c->stop_req = true;
-		c->tls_after_write = c->body_after_write = false;
+		c->after_write = AW_READ;
 		enter(c, C_CLOSING);
 		xprt_close(&c->x);
 	}

@@ -632,3 +632,24 @@ def test_multiline_5xx_reaches_the_bounce_whole(relay_factory, peer_factory):
     text = bounce[0][2].decode(errors="replace")
     assert "policy id=REF12345" in re.sub(r"\r\n[ \t]+", " ", text), text
     assert len(lines_for(relay, qid)) == 1
+
+
+def test_size_refusals_come_one_after_the_other(relay_factory, peer_factory):
+    """A next hop whose SIZE limit is below the messages: each is refused
+    before MAIL (552 5.3.4, a bounce), with nothing said on the wire.  Many
+    waiting for one connection are refused one after the other, each
+    reported from the ring, never from inside the call that handed it over
+    (the queue asserts it: one nested inside the other once grew the stack
+    by a frame set per message)."""
+    from test_queue_routing import queue_cmd
+    peer = peer_factory(ehlo=["small.test", "PIPELINING", "SIZE 100"])
+    relay = relay_factory(conf_for(peer, "DestinationConcurrency=1\nWorkers=1\n"
+                                         "DeliveryMode=queueonly\n"))
+    qids = [submit(relay, f"big-{i}-{time.time_ns()}", body=b"x" * 400 + b"\r\n")
+            for i in range(20)]
+    queue_cmd(relay, "flush")
+    for qid in qids:
+        d = wait_lines(relay, qid, lambda d: len(d) >= 1, 20, "a delivery line")
+        assert [(x["status"], x["dsn"]) for x in d] == [("bounced", "5.3.4")], d
+    assert peer.confirmed == []
+    assert relay.proc.poll() is None
