@@ -98,7 +98,7 @@ void qconn_start(struct qdest *d, size_t addr_idx, struct qjob *job)
 		((struct sockaddr_in6 *)&p.addr)->sin6_port = htons(d->hop.port);
 	else
 		((struct sockaddr_in *)&p.addr)->sin_port = htons(d->hop.port);
-	p.host = d->hop.mx && d->nmx > 0 ? d->mx[0].host : d->hop.host;
+	p.host = qdest_host_of(d, addr_idx);
 	p.host_literal = d->hop.literal;
 	p.helo = c->hostname;
 	p.tls_policy = qdest_policy(d);

@@ -293,10 +293,20 @@ static void mx_next_host(struct qdest *d)
 	dns_query_addr(d->q->dns, d->mx[d->mx_next++].host, mx_addr_cb, d);
 }
 
-static void add_addrs(struct qdest *d, const struct dns_addr *a, size_t n)
+/* Appends addresses (of MX host mx, when routing by MX). */
+static void add_addrs(struct qdest *d, const struct dns_addr *a, size_t n, size_t mx)
 {
-	for (size_t i = 0; i < n && d->naddr < DNS_ADDR_MAX; i++)
+	for (size_t i = 0; i < n && d->naddr < DNS_ADDR_MAX; i++) {
+		d->addr_mx[d->naddr] = (unsigned char)mx;
 		d->addr[d->naddr++] = a[i];
+	}
+}
+
+const char *qdest_host_of(const struct qdest *d, size_t addr_idx)
+{
+	if (d->hop.mx && d->nmx > 0 && addr_idx < d->naddr)
+		return d->mx[d->addr_mx[addr_idx]].host;
+	return d->hop.host;
 }
 
 static void mx_addr_cb(void *arg, enum dns_status st, const struct dns_addr *a, size_t n)
@@ -305,7 +315,7 @@ static void mx_addr_cb(void *arg, enum dns_status st, const struct dns_addr *a, 
 
 	d->q->dns_pending--;
 	if (st == DNS_OK)
-		add_addrs(d, a, n);
+		add_addrs(d, a, n, d->mx_next - 1); /* (mx_next moved past its host) */
 	mx_next_host(d);
 }
 
@@ -317,7 +327,7 @@ static void host_addr_cb(void *arg, enum dns_status st, const struct dns_addr *a
 	if (lookup_cancelled(d))
 		return;
 	if (st == DNS_OK) {
-		add_addrs(d, a, n);
+		add_addrs(d, a, n, 0);
 		resolved_ok(d);
 	} else if (st == DNS_TEMPFAIL) {
 		resolve_failed(d, false, "DNS lookup failed temporarily");
@@ -386,7 +396,7 @@ static void resolve(struct qdest *d)
 			s6->sin6_family = AF_INET6;
 			a.len = sizeof(*s6);
 		}
-		add_addrs(d, &a, a.len ? 1 : 0);
+		add_addrs(d, &a, a.len ? 1 : 0, 0);
 		if (a.len)
 			resolved_ok(d);
 		else

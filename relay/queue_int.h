@@ -183,6 +183,7 @@ struct qdest {
 	struct qdest_failure failure;
 	struct dns_addr addr[DNS_ADDR_MAX];
 	size_t naddr;
+	unsigned char addr_mx[DNS_ADDR_MAX]; /* the MX host each address is of */
 	struct dns_mx mx[DNS_MX_MAX];
 	size_t nmx, mx_next;
 	time_t unused_since;       /* seen with nothing to do (0: in use) */
@@ -200,6 +201,9 @@ void qdest_kick(struct qdest *d);
 void qdest_kick_all(struct queue *q);
 /* TLSPolicyTable entry for the next hop's name, else TLSPolicy. */
 int qdest_policy(const struct qdest *d);
+/* The host name address addr_idx was found for (the MX host, when routing
+ * by MX): what TLS verifies and names in SNI. */
+const char *qdest_host_of(const struct qdest *d, size_t addr_idx);
 /* The reload's clean slate: TLS memory (kept and cached) goes. */
 void qdest_forget_tls(struct queue *q);
 /* Frees destinations unused for QDEST_UNUSED_KEEP_S (at most once a minute). */

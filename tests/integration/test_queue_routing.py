@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KRELAY
+from conftest import KRELAY, MKCERTS
 from helpers import stop_process, wait_for
 
 QID = r"[0-9A-F]{16}"
@@ -536,6 +536,25 @@ def test_mx_falls_back_when_the_first_refuses(relay_factory, dns, tmp_path):
     assert f"relay=example.test[127.0.0.3:{port}]" in line, line
     assert not delivery_lines(relay, qid, "deferred"), relay.logs()[-3000:]
     wait_spool_empty(relay)
+    wait_for(lambda: len(peer_ids(mx2)) == 1, 5, "the message at mx2")
+
+
+def test_verify_names_the_mx_it_falls_back_to(relay_factory, dns, tmp_path):
+    """TLSPolicy=verify checks the certificate of the MX host it connects
+    to: after the first MX refuses, the second is verified as
+    mx2.example.test, not as the first (whose name its certificate lacks)."""
+    pki = tmp_path / "mx2-pki"
+    subprocess.run([str(MKCERTS), str(pki), "--name", "mx2.example.test"], check=True,
+                   capture_output=True)
+    port = free_port_on(["127.0.0.2", "127.0.0.3"])  # nothing on 127.0.0.2:port
+    mx2 = relay_factory(f"Listen=127.0.0.3:{port}\nServerCertFile={pki}/server.crt\n"
+                        f"ServerKeyFile={pki}/server.key\n", tls=False)
+    wait_listening("127.0.0.3", port)
+    relay = mx_relay(relay_factory, dns, tmp_path, f"example.test example.test:{port}\n",
+                     f"TLSPolicy=verify\nCACertFile={pki}/ca.crt\n")
+    qid = submit(relay.port, "s@example.org", ["u@example.test"], "verify-mx2")
+    (line,) = wait_delivery(relay, qid, "sent", timeout=10)
+    assert f"relay=example.test[127.0.0.3:{port}]" in line and "verified=yes" in line, line
     wait_for(lambda: len(peer_ids(mx2)) == 1, 5, "the message at mx2")
 
 
