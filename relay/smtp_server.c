@@ -11,6 +11,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,6 +226,33 @@ static void session_free(struct smtp_session *s)
 	free(s);
 }
 
+/* Every refused command counts (Postfix's smtpd_hard_error_limit): after
+ * ERROR_LIMIT the session ends, so that nobody probes relaying, addresses
+ * or the command sequence without limit.  Not counted: "452 too many
+ * recipients" (a client is to send the rest in a later transaction) and
+ * our own failures (451). */
+static void error_count(struct smtp_session *s)
+{
+	if (++s->errors >= ERROR_LIMIT) {
+		reply(s, "421 4.7.0 %s Error: too many errors", cfg(s)->hostname);
+		quit(s, "too many errors");
+	}
+}
+
+static void refuse(struct smtp_session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void refuse(struct smtp_session *s, const char *fmt, ...)
+{
+	char text[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	reply(s, "%s", text);
+	error_count(s);
+}
+
 static void greet(struct smtp_session *s)
 {
 	reply(s, "220 %s ESMTP krelay", cfg(s)->hostname);
@@ -386,11 +414,11 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
 	char esc[SAFE_LEN(SMTP_PATH_MAX + 1)];
 
 	if (s->sender != NULL) {
-		reply(s, "503 5.5.1 Error: nested MAIL command");
+		refuse(s, "503 5.5.1 Error: nested MAIL command");
 		return;
 	}
 	if (c->has_size && c->size > cfg(s)->max_message_size) {
-		reply(s, "552 5.3.4 Message size exceeds fixed limit");
+		refuse(s, "552 5.3.4 Message size exceeds fixed limit");
 		return;
 	}
 	s->sender = strdup(c->addr);
@@ -425,11 +453,11 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
 	const char *why = NULL;
 
 	if (s->sender == NULL) {
-		reply(s, "503 5.5.1 Error: need MAIL command");
+		refuse(s, "503 5.5.1 Error: need MAIL command");
 		return;
 	}
 	if (s->bdat) {
-		reply(s, "503 5.5.1 Error: RCPT after BDAT");
+		refuse(s, "503 5.5.1 Error: RCPT after BDAT");
 		return;
 	}
 	if (s->nrcpt >= cfg(s)->max_recipients) {
@@ -447,7 +475,7 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
 	if (why != NULL) {
 		log_event(s->id, "smtp to id=%s to=<%s> status=rejected reply=\"%s\"", s->qid,
 		          safe_log(esc, sizeof(esc), c->addr), why);
-		reply(s, "%s", why);
+		refuse(s, "%s", why);
 		return;
 	}
 	if (s->nrcpt == s->rcpt_cap) {
@@ -540,11 +568,11 @@ static void open_message(struct smtp_session *s, bool bdat)
 static void cmd_data(struct smtp_session *s, const struct smtp_cmd *c)
 {
 	if (s->sender == NULL) {
-		reply(s, "503 5.5.1 Error: need MAIL command");
+		refuse(s, "503 5.5.1 Error: need MAIL command");
 	} else if (s->bdat) {
-		reply(s, "503 5.5.1 Error: DATA after BDAT");
+		refuse(s, "503 5.5.1 Error: DATA after BDAT");
 	} else if (s->nrcpt == 0) {
-		reply(s, "554 5.5.1 Error: no valid recipients");
+		refuse(s, "554 5.5.1 Error: no valid recipients");
 	} else {
 		open_message(s, false);
 	}
@@ -587,11 +615,11 @@ static void cmd_rset(struct smtp_session *s, const struct smtp_cmd *c)
 static void cmd_starttls(struct smtp_session *s, const struct smtp_cmd *c)
 {
 	if (s->tls) {
-		reply(s, "554 5.5.1 Error: TLS already active");
+		refuse(s, "554 5.5.1 Error: TLS already active");
 	} else if (s->rt->server_ctx == NULL) {
-		reply(s, "502 5.5.1 Error: command not implemented");
+		refuse(s, "502 5.5.1 Error: command not implemented");
 	} else if (s->tx_open || s->sender != NULL) {
-		reply(s, "503 5.5.1 Error: STARTTLS inside a mail transaction");
+		refuse(s, "503 5.5.1 Error: STARTTLS inside a mail transaction");
 	} else {
 		reply(s, "220 2.0.0 Ready to start TLS");
 		enter_state(s, S_STARTTLS);
@@ -619,10 +647,10 @@ static void cmd_simple(struct smtp_session *s, const struct smtp_cmd *c)
 		         "HELP STARTTLS");
 		break;
 	case SMTP_AUTH:
-		reply(s, "503 5.5.1 Error: authentication not enabled");
+		refuse(s, "503 5.5.1 Error: authentication not enabled");
 		break;
 	default:
-		reply(s, "502 5.5.1 Error: command not implemented");
+		refuse(s, "502 5.5.1 Error: command not implemented");
 		break;
 	}
 }
@@ -649,14 +677,6 @@ static const struct {
     [SMTP_AUTH] = {cmd_simple, NEED_HELO},
 };
 
-static void error_count(struct smtp_session *s)
-{
-	if (++s->errors >= ERROR_LIMIT) {
-		reply(s, "421 4.7.0 %s Error: too many errors", cfg(s)->hostname);
-		quit(s, "too many errors");
-	}
-}
-
 static void command(struct smtp_session *s, const char *line, size_t len)
 {
 	struct smtp_cmd c;
@@ -664,17 +684,15 @@ static void command(struct smtp_session *s, const char *line, size_t len)
 
 	s->commands++;
 	if (err != NULL) {
-		reply(s, "%s", err);
-		error_count(s);
+		refuse(s, "%s", err);
 		return;
 	}
 	if (commands[c.verb].fn == NULL) {
-		reply(s, "502 5.5.1 Error: command not implemented");
+		refuse(s, "502 5.5.1 Error: command not implemented");
 		return;
 	}
 	if ((commands[c.verb].flags & NEED_HELO) && !s->greeted) {
-		reply(s, "503 5.5.1 Error: send HELO/EHLO first");
-		error_count(s);
+		refuse(s, "503 5.5.1 Error: send HELO/EHLO first");
 		return;
 	}
 	commands[c.verb].fn(s, &c);

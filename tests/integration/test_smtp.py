@@ -858,6 +858,48 @@ def test_too_many_errors_closes_session(relay):
     relay.wait_log(r'smtp disconnect client=127\.0\.0\.1 .*reason="too many errors"')
 
 
+@pytest.mark.parametrize("case", ["refused recipients", "out of sequence", "mixed"])
+def test_refusals_count_toward_the_error_limit(relay, case):
+    """Refused recipients and commands out of sequence count as errors too:
+    a session cannot probe relaying or addresses without limit.  A 452 for
+    too many recipients does not count (the client sends the rest later)."""
+    with Smtp(relay.port) as c:
+        c.ehlo()
+        if case == "refused recipients":
+            c.expect("MAIL FROM:<a@example.org>", 250, "2.1.0")
+            cmds = [b"RCPT TO:<Postmaster>\r\n"] * 20  # 550 5.1.1: no local delivery
+            want = [(550, "5.1.1")] * 20
+        elif case == "out of sequence":
+            cmds = [b"RCPT TO:<b%d@example.com>\r\n" % i for i in range(10)] + \
+                   [b"DATA\r\n"] * 10  # 503 5.5.1: need MAIL
+            want = [(503, "5.5.1")] * 20
+        else:
+            cmds = [b"AUTH PLAIN x\r\n", b"RCPT TO:<b@example.com>\r\n"] * 5 + \
+                   [b"MAIL FROM:<a@example.org>\r\n"] + \
+                   [b"MAIL FROM:<a@example.org>\r\n", b"RCPT TO:<postmaster>\r\n"] * 5
+            want = [(503, "5.5.1")] * 10 + [(250, "2.1.0")] + [(503, "5.5.1"), (550, "5.1.1")] * 5
+        c.send(b"".join(cmds))
+        for code, enh in want:
+            check(c.reply(), code, enh)
+        r = c.reply()
+        check(r, 421, "4.7.0")
+        assert c.closed()
+    relay.wait_log(r'smtp disconnect client=127\.0\.0\.1 .*reason="too many errors"')
+
+
+def test_too_many_recipients_is_not_an_error(relay_factory):
+    """452 4.5.3 past MaxRecipients is not counted: a client that sends 30
+    recipients over the limit keeps its session and its message."""
+    relay = relay_factory("MaxRecipients=2\n")
+    with Smtp(relay.port) as c:
+        c.ehlo()
+        c.expect("MAIL FROM:<a@example.org>", 250, "2.1.0")
+        c.send(b"".join(b"RCPT TO:<b%d@example.com>\r\n" % i for i in range(32)))
+        for i in range(32):
+            check(c.reply(), 250 if i < 2 else 452, "2.1.5" if i < 2 else "4.5.3")
+        c.expect("NOOP", 250, "2.0.0")
+
+
 def test_control_characters_in_commands(relay):
     """RFC 5321 4.1.1 / 2.4: commands are printable US-ASCII; NUL and other
     controls get 500 5.5.2 and do not run."""
