@@ -1,6 +1,7 @@
 /* krelay: command line, start-up, signals (SIGTERM/SIGINT: graceful stop,
  * SIGHUP: reload certificates and configuration without dropping anybody). */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <openssl/ssl.h>
 #include <signal.h>
@@ -8,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -194,22 +197,52 @@ static void reload(struct server *srv, const char *path)
 	runtime_put(old);
 }
 
-/* QueueDirectory/krelay.pid: how `krelay queue flush` finds the relay. */
-static void pid_write(const char *dir, bool on)
-{
-	char path[4096];
-	FILE *f;
+/* QueueDirectory/krelay.pid: the relay's pid, and a lock (flock) held as
+ * long as it runs.  A second relay on the same queue refuses to start (two
+ * would deliver each other's messages and recover each other's files), and
+ * `krelay queue` signals the pid only while the file is locked: a file left
+ * by kill -9 names a pid that may by now be any process's. */
+static int pid_fd = -1;
+static char pid_path[4096];
 
-	snprintf(path, sizeof(path), "%s/krelay.pid", dir);
-	if (!on) {
-		unlink(path);
+static int pid_lock(const char *dir, char *err, size_t errlen)
+{
+	char buf[32];
+	int n;
+
+	mkdir(dir, 0700); /* (the spool makes the rest) */
+	snprintf(pid_path, sizeof(pid_path), "%s/krelay.pid", dir);
+	pid_fd = open(pid_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (pid_fd < 0) {
+		snprintf(err, errlen, "%.400s: %s", pid_path, strerror(errno));
+		return -1;
+	}
+	if (flock(pid_fd, LOCK_EX | LOCK_NB) < 0) {
+		long other = 0;
+		n = (int)pread(pid_fd, buf, sizeof(buf) - 1, 0);
+		buf[n > 0 ? n : 0] = '\0';
+		other = strtol(buf, NULL, 10);
+		snprintf(err, errlen, "QueueDirectory %s is in use by another krelay (pid %ld)",
+		         dir, other);
+		close(pid_fd);
+		pid_fd = -1;
+		return -1;
+	}
+	n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+	if (ftruncate(pid_fd, 0) < 0 || pwrite(pid_fd, buf, (size_t)n, 0) != n) {
+		snprintf(err, errlen, "%.400s: %s", pid_path, strerror(errno));
+		return -1; /* (pid_unlock removes it) */
+	}
+	return 0;
+}
+
+static void pid_unlock(void)
+{
+	if (pid_fd < 0)
 		return;
-	}
-	f = fopen(path, "w");
-	if (f != NULL) {
-		fprintf(f, "%d\n", (int)getpid());
-		fclose(f);
-	}
+	unlink(pid_path);
+	close(pid_fd); /* the lock goes with it */
+	pid_fd = -1;
 }
 
 /* A start that cannot go on once the runtime is loaded: says why, gives the
@@ -226,6 +259,7 @@ static int not_starting(struct runtime *rt, const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
+	pid_unlock();
 	runtime_put(rt);
 	return 1;
 }
@@ -298,6 +332,8 @@ static int run(const char *path)
 	log_set_level(c->log_level);
 	if (!srv.caps.uring)
 		return not_starting(srv.current, "%s", srv.caps.uring_error);
+	if (pid_lock(c->queue_directory, err, sizeof(err)) < 0)
+		return not_starting(srv.current, "%s", err);
 	if (spool_recover(c->queue_directory, &queued, &removed) < 0)
 		return not_starting(srv.current, "QueueDirectory %s: %s", c->queue_directory,
 		                    strerror(errno));
@@ -347,7 +383,6 @@ static int run(const char *path)
 	for (unsigned i = 0; i < srv.workers; i++)
 		if (worker_start(&workers[i]) < 0)
 			fatal("pthread_create");
-	pid_write(c->queue_directory, true);
 
 	for (;;) {
 		if (sigwait(&set, &sig) != 0)
@@ -397,7 +432,7 @@ static int run(const char *path)
 	         (unsigned long long)total.failures, (unsigned long long)total.relayed,
 	         (unsigned long long)relayed, (unsigned long long)bounced,
 	         (unsigned long long)deferred, (unsigned long long)conns);
-	pid_write(srv.current->cfg.queue_directory, false);
+	pid_unlock();
 	runtime_put(srv.current);
 	client_count_free(srv.clients);
 	return 0;

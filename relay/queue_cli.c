@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -105,20 +106,29 @@ static int list_sub(const struct config *c, const char *sub, bool held)
 	return count;
 }
 
-/* The running relay's pid, or 0. */
+/* The running relay's pid, or 0: only a pid file the relay holds locked
+ * counts (one left by a relay killed with -9 names a pid that may be any
+ * process's by now). */
 static pid_t relay_pid(const struct config *c)
 {
-	char path[4096];
+	char path[4096], buf[32];
 	long pid = 0;
-	FILE *f;
+	int fd, n;
 
 	snprintf(path, sizeof(path), "%s/krelay.pid", c->queue_directory);
-	f = fopen(path, "r");
-	if (f == NULL)
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		return 0;
-	if (fscanf(f, "%ld", &pid) != 1 || pid <= 1 || kill((pid_t)pid, 0) < 0)
+	if (flock(fd, LOCK_SH | LOCK_NB) == 0 || errno != EWOULDBLOCK) {
+		close(fd); /* not locked: no relay holds it */
+		return 0;
+	}
+	n = (int)pread(fd, buf, sizeof(buf) - 1, 0);
+	close(fd);
+	buf[n > 0 ? n : 0] = '\0';
+	pid = strtol(buf, NULL, 10);
+	if (pid <= 1 || kill((pid_t)pid, 0) < 0)
 		pid = 0;
-	fclose(f);
 	return (pid_t)pid;
 }
 

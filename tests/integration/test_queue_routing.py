@@ -354,6 +354,45 @@ def test_queue_cli_with_the_relay_stopped(relay_factory):
 # ---- 2. DeliveryMode=queueonly ---------------------------------------------------
 
 
+def test_stale_pid_file_is_never_signalled(relay_factory):
+    """A relay killed with -9 leaves krelay.pid behind, naming a pid that
+    may by now be another process's: `krelay queue flush` and `hold` signal
+    only a pid whose file the running relay holds locked."""
+    relay = relay_factory("RetrySchedule=1h\n")
+    qid = submit(relay.port, "sender@example.org", ["x@example.com"], "stale")
+    wait_delivery(relay, qid, "deferred")
+    relay.kill9()
+    pidfile = relay.queue / "krelay.pid"
+    assert pidfile.exists()
+    bystander = subprocess.Popen(["sleep", "60"])  # SIGUSR1 would kill it
+    try:
+        pidfile.write_text(f"{bystander.pid}\n")
+        for args in (["flush"], ["hold", qid], ["release", qid]):
+            p = queue_cmd(relay, *args)
+            assert p.returncode == 0, (args, p.stdout, p.stderr)
+            assert "krelay is not running" in p.stdout or "held" in p.stdout, (args, p.stdout)
+            assert str(bystander.pid) not in p.stdout, (args, p.stdout)
+        assert bystander.poll() is None, "the bystander was signalled"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_second_relay_on_one_queue_refuses_to_start(relay_factory):
+    """Two relays on one QueueDirectory would deliver each other's messages:
+    the second says which relay holds it and exits 1; the first goes on."""
+    first = relay_factory()
+    second = relay_factory(f"QueueDirectory={first.queue}\n", start=False)
+    p = subprocess.run([KRELAY, "-C", str(second.conf)], capture_output=True, text=True,
+                       timeout=30, env=ENV)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert (f"QueueDirectory {first.queue} is in use by another krelay "
+            f"(pid {first.proc.pid})") in p.stderr, p.stderr
+    assert "Sanitizer" not in p.stderr, p.stderr
+    assert first.proc.poll() is None
+    assert (first.queue / "krelay.pid").read_text() == f"{first.proc.pid}\n"
+
+
 def test_queueonly_waits_for_flush(relay_factory):
     """Accepted messages stay queued (the next hop is up) until `krelay queue
     flush`; then they are relayed.  A message accepted after that flush waits
