@@ -168,6 +168,48 @@ fail:
 	return NULL;
 }
 
+static bool same_listen(const struct config *a, const struct config *b)
+{
+	if (a->listen_count != b->listen_count)
+		return false;
+	for (size_t i = 0; i < a->listen_count; i++)
+		if (a->listen[i].smtps != b->listen[i].smtps ||
+		    a->listen[i].addrlen != b->listen[i].addrlen ||
+		    memcmp(&a->listen[i].addr, &b->listen[i].addr, a->listen[i].addrlen) != 0)
+			return false;
+	return true;
+}
+
+/* Settings a reload cannot change (the listeners are bound, the spool
+ * open, the threads and resolvers made): each one changed is named. */
+static void restart_only(const struct config *old, const struct config *now)
+{
+	char names[128] = "";
+	size_t n = 0;
+	const char *changed[4];
+
+	if (!same_listen(old, now))
+		changed[n++] = "Listen";
+	if (strcmp(old->queue_directory, now->queue_directory) != 0)
+		changed[n++] = "QueueDirectory";
+	if (old->workers != now->workers)
+		changed[n++] = "Workers";
+	if (strcmp(old->dns_server ? old->dns_server : "",
+	           now->dns_server ? now->dns_server : "") != 0)
+		changed[n++] = "DNSServer";
+	if (n == 0)
+		return;
+	for (size_t i = 0; i < n; i++)
+		snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
+		         i == 0       ? ""
+		         : i + 1 == n ? " and "
+		                      : ", ",
+		         changed[i]);
+	log_warnx("reload: %s changed: %s at restart; the running %s", names,
+	          n == 1 ? "it takes effect" : "they take effect",
+	          n == 1 ? "value stays" : "values stay");
+}
+
 static void reload(struct server *srv, const char *path)
 {
 	char err[4096];
@@ -182,13 +224,7 @@ static void reload(struct server *srv, const char *path)
 	srv->current = rt;
 	pthread_mutex_unlock(&srv->lock);
 	atomic_fetch_add(&srv->generation, 1); /* new connections out take it */
-	if (rt->cfg.listen_count != old->cfg.listen_count ||
-	    strcmp(rt->cfg.queue_directory, old->cfg.queue_directory) != 0 ||
-	    rt->cfg.workers != old->cfg.workers ||
-	    strcmp(rt->cfg.dns_server ? rt->cfg.dns_server : "",
-	           old->cfg.dns_server ? old->cfg.dns_server : "") != 0)
-		log_warnx("reload: Listen, QueueDirectory, Workers and DNSServer take effect at "
-		          "restart");
+	restart_only(&srv->started->cfg, &rt->cfg);
 	if (rt->cfg.log_file != NULL)
 		log_open(rt->cfg.log_file);
 	log_set_level(rt->cfg.log_level);
@@ -383,6 +419,7 @@ static int run(const char *path)
 	for (unsigned i = 0; i < srv.workers; i++)
 		if (worker_start(&workers[i]) < 0)
 			fatal("pthread_create");
+	srv.started = runtime_hold(srv.current);
 
 	for (;;) {
 		if (sigwait(&set, &sig) != 0)
@@ -434,6 +471,7 @@ static int run(const char *path)
 	         (unsigned long long)deferred, (unsigned long long)conns);
 	pid_unlock();
 	runtime_put(srv.current);
+	runtime_put(srv.started);
 	client_count_free(srv.clients);
 	return 0;
 }

@@ -36,8 +36,9 @@ struct server {
 	struct caps caps;
 	pthread_mutex_t lock; /* guards current */
 	struct runtime *current;
-	atomic_uint generation; /* bumped by each reload: queues follow it */
-	atomic_uint spool_full; /* bumped when a spool finds the disk full */
+	struct runtime *started; /* what it started with: Listen, Workers... stay */
+	atomic_uint generation;  /* bumped by each reload: queues follow it */
+	atomic_uint spool_full;  /* bumped when a spool finds the disk full */
 	atomic_bool stopping;
 	atomic_uint connections;      /* open SMTP sessions, all workers */
 	struct client_count *clients; /* open SMTP sessions per client address */

@@ -8,6 +8,7 @@ Next hops are krelay-bench sinks: each counts what it was given.
 """
 import signal
 
+from conftest import free_port
 from helpers import wait_for
 from test_bench_tool import Sink
 from test_queue_routing import queue_cmd
@@ -101,3 +102,25 @@ def test_client_certificate(relay_factory, certs, tmp_path):
     send(relay, "cert-2")
     wait_deliveries(relay, 1, status="sent")
     assert counts(a) == [1]
+
+
+def test_restart_only_settings_are_named(relay_factory):
+    """Listen, QueueDirectory, Workers and DNSServer cannot change on a
+    reload: each one that changed is named in a warning (a Listen moved to
+    another port counts, not only a different number of listeners), and the
+    relay goes on with the running values."""
+    relay = relay_factory("")
+    old_port = relay.port
+    new_port = free_port()
+    reload(relay, f"Listen=127.0.0.1:{old_port}\n", f"Listen=127.0.0.1:{new_port}\n")
+    relay.wait_log(r"warning: reload: Listen changed: it takes effect at restart; "
+                   r"the running value stays")
+    send(relay, "still-listening")  # on the old port
+    reload(relay, "Workers=2", "Workers=1\nDNSServer=127.0.0.1:5399")
+    relay.wait_log(r"warning: reload: Listen, Workers and DNSServer changed: they take "
+                   r"effect at restart; the running values stay")
+    reload(relay, "Workers=1\nDNSServer=127.0.0.1:5399", "Workers=2")
+    # back to the running Workers and DNSServer: Listen is still changed
+    assert relay.logs().count("warning: reload:") == 3
+    reload(relay, f"Listen=127.0.0.1:{new_port}\n", f"Listen=127.0.0.1:{old_port}\n")
+    assert relay.logs().count("warning: reload:") == 3  # all back: nothing to say
