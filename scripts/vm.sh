@@ -50,11 +50,26 @@ mkdir -p "$vm"
 # --- the kernel: Debian's linux-image, fetched once and cached -------------
 kdir=$vm/kernel
 if ! ls "$kdir"/boot/vmlinuz-* >/dev/null 2>&1; then
-	pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends:/{print $2; exit}')
+	resolve() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends:/{print $2; exit}'; }
+	fetch() { (cd "$vm" && apt-get download "$1" >/dev/null 2>&1); }
+	# A fresh machine may have empty (or stale) package lists: deps.sh runs
+	# apt-get update only when it installs something.  As root, update once.
+	updated=0
+	update() {
+		[ "$updated" = 0 ] && [ "$(id -u)" = 0 ] || return 1
+		updated=1
+		echo "vm.sh: apt-get update (package lists empty or stale)" >&2
+		apt-get update -qq >/dev/null 2>&1
+	}
+	pkg=$(resolve)
+	[ -n "$pkg" ] || { update && pkg=$(resolve); } || true
 	[ -n "$pkg" ] || skip "cannot resolve linux-image-amd64 (apt-cache depends failed; apt-get update?)"
 	echo "vm.sh: fetching $pkg (once; cached in build/vm/)" >&2
 	rm -f "$vm"/linux-image-*.deb
-	(cd "$vm" && apt-get download "$pkg" >/dev/null 2>&1) || skip "apt-get download $pkg failed"
+	if ! fetch "$pkg"; then
+		update && pkg=$(resolve) && [ -n "$pkg" ] && fetch "$pkg" ||
+			skip "apt-get download $pkg failed"
+	fi
 	rm -rf "$kdir.tmp"
 	dpkg -x "$vm"/"$pkg"_*.deb "$kdir.tmp" || skip "dpkg -x $pkg failed"
 	mv "$kdir.tmp" "$kdir"

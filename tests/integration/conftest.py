@@ -87,6 +87,7 @@ class Relay:
         self.proc = None
         self.stderr = tmp / "krelay.stderr"
         self.prelude = prelude or []
+        self.hung = self.killed = False
 
     def start(self, wait=True):
         for attempt in range(3):
@@ -152,19 +153,25 @@ class Relay:
             time.sleep(0.05)
         raise AssertionError(f"log never matched {pattern!r}:\n{self.logs()[-3000:]}")
 
-    def stop(self, sig=signal.SIGTERM, timeout=30):
+    # The relay gives sessions still open 30 s (SHUTDOWN_GRACE_MS) before it
+    # leaves them: past that and a margin, it hangs.
+    STOP_S = 40
+
+    def stop(self, sig=signal.SIGTERM, timeout=STOP_S):
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(sig)
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            self.hung = True  # (the teardown fails the test)
             self.proc.kill()
             rc = self.proc.wait()
         self._err.close()
         return rc
 
     def kill9(self):
+        self.killed = True  # by the test: -9 is what it asked for
         self.proc.kill()
         self.proc.wait()
         self._err.close()
@@ -216,7 +223,10 @@ def relay_factory(tmp_path, certs):
         err = r.errors()
         if "Sanitizer" in err or "runtime error" in err:
             problems.append(f"sanitizer report:\n{err[-4000:]}")
-        elif rc not in (0, None, -9):
+        elif r.hung:
+            problems.append(f"krelay did not exit within {Relay.STOP_S} s of SIGTERM "
+                            f"(killed):\n{err[-2000:]}")
+        elif rc not in (0, None) and not (rc == -9 and r.killed):
             problems.append(f"krelay exited {rc} on SIGTERM:\n{err[-2000:]}")
     assert not problems, "\n".join(problems)
 
