@@ -359,10 +359,48 @@ static int check_pair(const struct config *c, FILE *out, enum config_opt copt, c
 	return 0;
 }
 
+/* A CipherList set by hand is given to OpenSSL as it is (Sendmail's
+ * configurations carry strings like "HIGH"): say which TLS 1.2 suites it
+ * allows that are not AEAD or not forward secret (CBC, RSA key exchange). */
+static void check_cipher_list(const struct config *c, FILE *out)
+{
+	SSL_CTX *ctx;
+	STACK_OF(SSL_CIPHER) * sk;
+	char where[512], names[512] = "";
+	int weak = 0;
+
+	if (c->cipher_list == NULL || (ctx = SSL_CTX_new(TLS_method())) == NULL)
+		return;
+	if (SSL_CTX_set_cipher_list(ctx, c->cipher_list) == 1 &&
+	    (sk = SSL_CTX_get_ciphers(ctx)) != NULL) {
+		for (int i = 0; i < sk_SSL_CIPHER_num(sk); i++) {
+			const SSL_CIPHER *ci = sk_SSL_CIPHER_value(sk, i);
+			int kx = SSL_CIPHER_get_kx_nid(ci);
+			if (kx == NID_kx_any)
+				continue; /* TLS 1.3 (CipherSuites): AEAD, forward secret */
+			if (SSL_CIPHER_is_aead(ci) && (kx == NID_kx_ecdhe || kx == NID_kx_dhe))
+				continue;
+			if (weak++ < 4)
+				snprintf(names + strlen(names), sizeof(names) - strlen(names),
+				         "%s%s", weak > 1 ? " " : "", SSL_CIPHER_get_name(ci));
+		}
+	}
+	SSL_CTX_free(ctx);
+	if (weak == 0)
+		return;
+	config_where(c, OPT_CIPHER_LIST, where, sizeof(where));
+	fprintf(out,
+	        "warn   %s: CipherList allows %d TLS 1.2 suite(s) that are not AEAD with forward "
+	        "secrecy (%s%s); the default allows none\n",
+	        where, weak, names, weak > 4 ? " ..." : "");
+}
+
 int tls_check(const struct config *c, FILE *out)
 {
 	char err[1024];
 	int errors = 0;
+
+	check_cipher_list(c, out);
 
 	if (c->server_cert_file != NULL || c->server_key_file != NULL) {
 		SSL_CTX *ctx = tls_server_ctx(c, err, sizeof(err));

@@ -109,3 +109,21 @@ def test_options_that_leave_no_version_are_a_start_error(relay_factory, certs):
                              text=True, timeout=20)
         assert out.returncode != 0, (args, out)
         assert "no TLS version is left for the server side" in out.stdout + out.stderr, out
+
+
+def test_check_names_cipher_lists_beyond_aead(relay_factory):
+    """A CipherList set by hand goes to OpenSSL as it is (Sendmail
+    configurations say HIGH); `krelay check` names the TLS 1.2 suites it
+    allows that are not AEAD with forward secrecy, and exits 0 (a warning).
+    The default list, and an AEAD-only one, draw no such line."""
+    for conf, warned in [("", False), ("CipherList=ECDHE+AESGCM\n", False),
+                         ("CipherList=HIGH\n", True), ("CipherList=AES128-GCM-SHA256\n", True)]:
+        relay = relay_factory(conf, start=False)
+        out = subprocess.run([KRELAY, "check", "-C", str(relay.conf)], capture_output=True,
+                             text=True, timeout=20)
+        assert out.returncode == 0, (conf, out)
+        line = [x for x in out.stdout.splitlines() if "CipherList allows" in x]
+        assert bool(line) == warned, (conf, out.stdout)
+        if warned:
+            assert line[0].startswith("warn   ") and "not AEAD with forward secrecy" in line[0]
+            assert ("AES128-GCM-SHA256" in line[0]) == ("AES128" in conf), line
