@@ -158,6 +158,26 @@ TEST(defaults)
 	CHECK(client_ok(&c, "127.0.0.1") && client_ok(&c, "127.255.1.2"));
 	CHECK(client_ok(&c, "::1"));
 	CHECK(!client_ok(&c, "128.0.0.1") && !client_ok(&c, "::2"));
+	/* every other option's default, as the README's table gives it */
+	CHECK(c.ca_cert_file == NULL && c.server_key_file == NULL);
+	CHECK(c.client_cert_file == NULL && c.client_key_file == NULL);
+	CHECK(c.max_connections_per_client == 50);
+	CHECK(c.tls_max_version == TLS1_3_VERSION);
+	CHECK(c.cipher_list == NULL && c.cipher_suites == NULL); /* krelay's, OpenSSL's */
+	CHECK(c.server_ssl_options.set == 0 && c.server_ssl_options.clear == 0);
+	CHECK(c.client_ssl_options.set == 0 && c.client_ssl_options.clear == 0);
+	CHECK(c.min_data_rate == 500);
+	CHECK(c.smart_host == NULL && c.transport_table == NULL);
+	CHECK(c.destination_concurrency == 20);
+	CHECK(c.max_messages_per_connection == 1000);
+	CHECK(c.retry_min_s == 60 && c.retry_max_s == 3600);
+	CHECK(c.queue_lifetime_s == 5 * 86400);
+	CHECK(c.tls_policy == TLS_POLICY_MAY);
+	CHECK(c.tls_policy_table == NULL && c.dns_server == NULL);
+	CHECK(c.connect_timeout_s == 30);
+	CHECK(c.body_path == BODY_PATH_AUTO);
+	CHECK(!c.queue_only && !c.interactive); /* DeliveryMode=background */
+	CHECK(c.interactive_timeout_s == 30);
 	for (int i = 0; i < OPT_COUNT; i++)
 		CHECK(c.line[i] == 0);
 	config_free(&c);
