@@ -146,8 +146,11 @@ def test_sink_counts_smtplib_plain_starttls_smtps(sinks, certs):
     assert r["bytes"] == sum(len(m) for m in msgs)
     assert r["connections"] == 3 and r["tls_connections"] == 2
     assert r["timed_out"] is False and sink.proc.returncode == 0
-    # kTLS is counted, or the sink says why the kernel could not take it.
-    assert r["ktls_rx_connections"] + r["ktls_tx_connections"] > 0 or r["ktls_why"]
+    # kTLS is counted, or (and only then) the sink says why the kernel could
+    # not take it: never both, never neither.
+    counted = r["ktls_rx_connections"] + r["ktls_tx_connections"]
+    assert (counted > 0) != bool(r["ktls_why"]), r
+    assert counted <= r["tls_connections"] * 2, r
 
 
 def test_sink_verify_rejects_a_corrupted_body(sinks, certs):

@@ -214,7 +214,8 @@ def test_client_leaving_while_it_waits(relay_factory, silent_peer):
 
 
 def test_kill9_while_waiting_keeps_nothing(relay_factory, silent_peer):
-    relay = relay_factory(f"SmartHost=[127.0.0.1]:{silent_peer}\nInteractiveTimeout=60s\n{MODE}")
+    relay = relay_factory(f"SmartHost=[127.0.0.1]:{silent_peer}\nInteractiveTimeout=60s\n"
+                          f"LogLevel=10\n{MODE}")
     content = content_of(f"inter-kill-{time.time_ns()}", b"never acknowledged\r\n")
     c = socket.create_connection(("127.0.0.1", relay.port), timeout=10)
     f = c.makefile("rb")
@@ -224,7 +225,9 @@ def test_kill9_while_waiting_keeps_nothing(relay_factory, silent_peer):
     while not f.readline().startswith(b"354"):
         pass
     c.sendall(content + b".\r\n")
-    time.sleep(0.5)  # written; the reply would wait 60s
+    # written, and being relayed (its reply would wait 60 s): the queue has it
+    relay.wait_log(r"trace: interactive [0-9A-F]{16} none -> waiting")
+    relay.wait_log(r"trace: message [0-9A-F]{16} opening -> active")
     relay.kill9()
     c.close()
     assert [n for n in spool_names(relay) if re.fullmatch(QID, n)] == []
@@ -247,7 +250,8 @@ def two_hops(relay_factory, tmp_path, second=""):
     p2 = relay_factory("DeliveryMode=queueonly\n" + second)
     table = tmp_path / "transport"
     table.write_text(f"one.test [127.0.0.1]:{p1.port}\ntwo.test [127.0.0.1]:{p2.port}\n")
-    return p1, p2, relay_factory(f"TransportTable={table}\nRetrySchedule=1s,2s\n{MODE}")
+    return p1, p2, relay_factory(f"TransportTable={table}\nRetrySchedule=1s,2s\nLogLevel=10\n"
+                                 f"{MODE}")
 
 
 def test_two_next_hops_both_take_it(relay_factory, tmp_path):
@@ -280,7 +284,9 @@ def test_two_next_hops_one_refuses(relay_factory, tmp_path):
     mine = {d["to"]: d["status"] for d in deliveries(relay) if d["qid"] == qid}
     assert mine == {"a@one.test": "sent", "b@two.test": "bounced"}, mine
     wait_spool_empty(relay)
-    time.sleep(1.5)  # a retry (RetrySchedule=1s) would come now
+    # out of the queue for good, and never set for a retry (its phases say so)
+    relay.wait_log(rf"trace: message {qid} active -> removing")
+    assert f"message {qid} active -> retry-save" not in relay.logs()
     assert len(peer_messages(p1)[msgid_of(content)]) == 1
     assert len(p1.queued()) == 2  # and the bounce
     assert accepted(relay, "queued") == [(qid, " mode=interactive")]

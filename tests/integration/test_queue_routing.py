@@ -286,10 +286,11 @@ def test_queue_cli_on_a_running_relay(relay_factory):
     wait_spool_empty(relay, 5)
     msgs, n = queue_list(relay)
     assert n == 0 and msgs == {}, msgs
-    # the peer got the first message once, and never the deleted one
-    time.sleep(0.5)
-    envs = peer_envelopes(peer)
+    # the peer got the first message once, and never the deleted one: the
+    # relay made no attempt of it after the delete (no delivery line since)
+    envs = wait_for(lambda: peer_envelopes(peer), 5, "the message at the peer")
     assert len(envs) == 1, envs
+    assert len(delivery_lines(relay, qid2)) == 1, delivery_lines(relay, qid2)
     (penv,) = envs.values()
     assert penv["sender"] == "sender@example.org", penv
     assert sorted(a for _, a in penv["rcpt"]) == sorted(rcpts), penv
@@ -398,10 +399,13 @@ def test_queueonly_waits_for_flush(relay_factory):
     flush`; then they are relayed.  A message accepted after that flush waits
     for the next one."""
     peer = relay_factory(tls=False)
-    relay = relay_factory(f"SmartHost=[127.0.0.1]:{peer.port}\nDeliveryMode=queueonly\n")
+    relay = relay_factory(f"SmartHost=[127.0.0.1]:{peer.port}\nDeliveryMode=queueonly\n"
+                          "LogLevel=10\n")
     ids = [submit(relay.port, "s@example.org", [f"r{i}@example.com"], f"q{i}")
            for i in range(3)]
-    time.sleep(2)
+    # (the relay keeps them without starting them: no phase change at all)
+    for i in ids:
+        assert f"message {i} " not in relay.logs(), relay.logs()[-2000:]
     assert peer_ids(peer) == [], peer.logs()[-2000:]
     assert " delivery to=" not in relay.logs(), relay.logs()[-2000:]
     assert sorted(relay.queued()) == sorted(ids)
@@ -416,7 +420,8 @@ def test_queueonly_waits_for_flush(relay_factory):
     wait_for(lambda: len(peer_ids(peer)) == 3, 5, "3 messages at the peer")
 
     late = submit(relay.port, "s@example.org", ["late@example.com"], "late")
-    time.sleep(2)
+    relay.wait_log(rf"smtp from id={late} from=<s@example\.org>")  # accepted and parked...
+    assert f"message {late} " not in relay.logs()  # ...never started
     assert not delivery_lines(relay, late), relay.logs()[-2000:]
     assert relay.queued() == [late]
     assert len(peer_ids(peer)) == 3
@@ -476,11 +481,13 @@ def test_expiry_bounces_to_the_sender(relay_factory):
 
 def test_expiry_of_null_sender_mail_has_no_bounce(relay_factory):
     """Mail from <> that expires is dropped: no bounce, the queue ends empty."""
-    relay = relay_factory("QueueLifetime=2s\nRetrySchedule=1s\n")
+    relay = relay_factory("QueueLifetime=2s\nRetrySchedule=1s\nLogLevel=10\n")
     nul = submit(relay.port, "", ["nobody@example.com"], "expnull")
     relay.wait_log(rf"{nul} delivery to=<nobody@example\.com> status=expired dsn=4\.4\.7", 8)
     wait_spool_empty(relay, 5)
-    time.sleep(0.5)
+    # gone for good: removed without a bounce (it never went bouncing)
+    relay.wait_log(rf"trace: message {nul} active -> removing")
+    assert f"message {nul} active -> bouncing" not in relay.logs()
     logs = relay.logs()
     assert " bounce id=" not in logs, logs[-3000:]
     msgs, n = queue_list(relay)
