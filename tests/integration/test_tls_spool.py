@@ -607,7 +607,9 @@ def test_interrupted_data_leaves_tmp_file_removed_at_start(relay_factory):
     assert relay.queued() == []
 
 
-# ---- 11. disk full / write error --------------------------------------------
+# ---- 11. a write error (EFBIG) ---------------------------------------------
+# (the file-size limit makes a write fail; a file system that really fills
+# up, ENOSPC, is test_disk_full.py)
 
 def test_file_size_limit_gives_452_and_leaves_nothing(relay_factory):
     relay = relay_factory(tls=False, prelude=["prlimit", "--fsize=65536"])

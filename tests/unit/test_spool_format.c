@@ -1,5 +1,6 @@
 /* Unit tests: spool_format (envelope text, trailer, queue IDs). */
 #include <stdlib.h>
+#include <string.h>
 
 #include "spool_format.h"
 #include "unit.h"
@@ -29,6 +30,82 @@ static struct spool_env sample(void)
 	    .client_cert = "verified 00ff",
 	};
 	return e;
+}
+
+/* The envelope as the README documents it, pinned byte for byte: a file
+ * written by an older krelay must still parse, and what krelay writes must
+ * not drift from what tools (and the README) expect. */
+static const char golden[] = "krelay-envelope 1\n"
+                             "id 0CFF5CE500C82F31\n"
+                             "arrival 1795898853\n"
+                             "size 496\n"
+                             "dotlines 1\n"
+                             "crlf 1\n"
+                             "8bit 0\n"
+                             "smtputf8 0\n"
+                             "body -\n"
+                             "client 127.0.0.1\n"
+                             "helo client.test\n"
+                             "tls TLSv1.3 with cipher TLS_AES_128_GCM_SHA256 (128/128 bits)\n"
+                             "clientcert verified 939adf\n"
+                             "attempts 2\n"
+                             "next 1795899000\n"
+                             "error 451 4.3.0 try again%0D%0A\n"
+                             "sender root@vm\n"
+                             "rcpt P a@example.com\n"
+                             "rcpt D \"odd %25local%0D%0A\"@example.org\n"
+                             "rcpt F x@[127.0.0.1]\n"
+                             "rcpt B b@example.com\n"
+                             "end\n";
+
+TEST(golden_envelope)
+{
+	static struct spool_rcpt r[] = {
+	    {"a@example.com", SPOOL_RCPT_PENDING},
+	    {"\"odd %local\r\n\"@example.org", SPOOL_RCPT_DELIVERED},
+	    {"x@[127.0.0.1]", SPOOL_RCPT_FAILED},
+	    {"b@example.com", SPOOL_RCPT_BOUNCED},
+	};
+	struct spool_env e = {
+	    .id = "0CFF5CE500C82F31",
+	    .arrival = 1795898853,
+	    .body_size = 496,
+	    .dot_lines = true,
+	    .final_crlf = true,
+	    .sender = "root@vm",
+	    .rcpts = r,
+	    .rcpt_count = 4,
+	    .client = "127.0.0.1",
+	    .helo = "client.test",
+	    .tls = "TLSv1.3 with cipher TLS_AES_128_GCM_SHA256 (128/128 bits)",
+	    .client_cert = "verified 939adf",
+	    .attempts = 2,
+	    .next_attempt = 1795899000,
+	    .last_error = "451 4.3.0 try again\r\n",
+	};
+	struct spool_env back;
+	char buf[4096], err[128];
+	size_t n = spool_env_format(&e, buf, sizeof(buf));
+
+	CHECK(n == sizeof(golden) - 1 && memcmp(buf, golden, n) == 0);
+	CHECK(spool_env_parse(golden, sizeof(golden) - 1, &back, err, sizeof(err)) == 0);
+	CHECK_STR(back.id, "0CFF5CE500C82F31");
+	CHECK(back.arrival == 1795898853 && back.body_size == 496);
+	CHECK(back.dot_lines && back.final_crlf && !back.eight_bit && !back.smtputf8);
+	CHECK(back.body_type == 0);
+	CHECK_STR(back.client, "127.0.0.1");
+	CHECK_STR(back.helo, "client.test");
+	CHECK_STR(back.tls, "TLSv1.3 with cipher TLS_AES_128_GCM_SHA256 (128/128 bits)");
+	CHECK_STR(back.client_cert, "verified 939adf");
+	CHECK(back.attempts == 2 && back.next_attempt == 1795899000);
+	CHECK_STR(back.last_error, "451 4.3.0 try again\r\n");
+	CHECK_STR(back.sender, "root@vm");
+	CHECK(back.rcpt_count == 4);
+	for (size_t i = 0; i < 4 && i < back.rcpt_count; i++) {
+		CHECK_STR(back.rcpts[i].addr, r[i].addr);
+		CHECK(back.rcpts[i].state == r[i].state);
+	}
+	spool_env_free(&back);
 }
 
 TEST(round_trip)
@@ -166,6 +243,7 @@ TEST(queue_ids)
 
 int main(void)
 {
+	RUN(golden_envelope);
 	RUN(round_trip);
 	RUN(null_sender_round_trip);
 	RUN(escapes_keep_one_line_per_field);
