@@ -694,9 +694,11 @@ static void stuff_next(struct smtp_client *c)
 	if (c->soff >= c->tx->size) {
 		free(c->sbuf);
 		c->sbuf = NULL;
+		enter(c, C_END); /* (before cmd: a full buffer fails to C_CLOSING) */
 		cmd(c, "%s.", c->tx->final_crlf || c->tx->size == 0 ? "" : "\r\n");
+		if (c->state == C_CLOSING)
+			return;
 		c->tx->body_bytes = c->tx->size;
-		enter(c, C_END);
 		xprt_flush(&c->x);
 		return;
 	}
@@ -772,8 +774,10 @@ static void envelope_reply(struct smtp_client *c)
 		return;
 	}
 	if (c->ext & EXT_CHUNKING) {
+		enter(c, C_BODY); /* (before cmd: a full buffer fails to C_CLOSING) */
 		cmd(c, "BDAT %llu LAST", (unsigned long long)tx->size);
-		enter(c, C_BODY);
+		if (c->state == C_CLOSING)
+			return;
 		if (xprt_file_joins_output(&c->x, tx->size, use_splice(c))) {
 			send_body(c); /* command and body in one write */
 			return;

@@ -287,7 +287,7 @@ def confirm_with(data):
 
 def conf_for(peer, extra_conf=""):
     return (f"SmartHost=[127.0.0.1]:{peer.port}\nTLSPolicy=none\nRetrySchedule=1s,2s\n"
-            f"CommandTimeout=2\n{extra_conf}")
+            f"CommandTimeout=2\nLogLevel=10\n{extra_conf}")
 
 
 def message(tag, body=b"hostile next hop\r\n"):
@@ -333,14 +333,14 @@ def spool_empty(relay):
     return not q.exists() or not any(q.iterdir())
 
 
-def check_delivered_once(relay, peer, qid, tag, settle=2.5):
+def check_delivered_once(relay, peer, qid, tag):
     """One status=sent per recipient, no bounce, one confirmed copy at the
-    peer, queue/ empty; and still so after `settle` seconds (past the next
-    retry)."""
+    peer, queue/ empty; and so for good: the message's traced phases reach
+    removing (after which nothing of it can be tried again)."""
     sent = wait_lines(relay, qid, lambda d: any(x["status"] == "sent" for x in d), 20,
                       f"status=sent for {qid}")
     wait_for(lambda: spool_empty(relay), 10, "queue/ to empty")
-    time.sleep(settle)
+    relay.wait_log(rf"trace: message {qid} active -> removing")
     got = lines_for(relay, qid)
     for to in {d["to"] for d in got}:
         statuses = [d["status"] for d in got if d["to"] == to]
@@ -424,7 +424,7 @@ def test_extra_reply_after_final_250_keeps_it_sent(relay_factory, peer_factory):
     wait_for(lambda: peer.closed_without_quit >= 1, 5, "the hostile connection to close")
     tag2 = f"after-final-2-{time.time_ns()}"
     qid2 = submit(relay, tag2)
-    check_delivered_once(relay, peer, qid2, tag2, settle=0)
+    check_delivered_once(relay, peer, qid2, tag2)
     assert peer.connections == 2
 
 
@@ -443,12 +443,12 @@ def test_extra_reply_while_idle_closes_the_connection(relay_factory, peer_factor
     relay = relay_factory(conf_for(peer))
     tag = f"idle-{time.time_ns()}"
     qid = submit(relay, tag)
-    check_delivered_once(relay, peer, qid, tag, settle=0)
+    check_delivered_once(relay, peer, qid, tag)
     relay.wait_log(r"protocol error from 127\.0\.0\.1:\d+: .*reason=\"unexpected reply "
                    r"\(more replies than commands\): 250 2\.1\.0 Sender ok\"")
     tag2 = f"idle-2-{time.time_ns()}"
     qid2 = submit(relay, tag2)
-    check_delivered_once(relay, peer, qid2, tag2, settle=0)
+    check_delivered_once(relay, peer, qid2, tag2)
     assert peer.connections == 2
 
 
@@ -462,7 +462,7 @@ def test_replies_split_at_every_byte(relay_factory, peer_factory):
     relay = relay_factory(conf_for(peer, "CommandTimeout=10\n"))
     tag = f"split-{time.time_ns()}"
     qid = submit(relay, tag, rcpts=("a@example.com", "b@example.com"))
-    d = check_delivered_once(relay, peer, qid, tag, settle=0.5)
+    d = check_delivered_once(relay, peer, qid, tag)
     assert [x["status"] for x in d] == ["sent", "sent"], d
     assert peer.connections == 1
 
@@ -580,7 +580,7 @@ def test_protocol_error_text_is_escaped_in_the_log(relay_factory, peer_factory):
     assert unescape(f["reply"][1:-1]) == b'malformed reply: 2x0 "bad" \xff status=sent', f
     err = re.search(r'protocol error from 127\.0\.0\.1:\d+: .* reason="([^"]*)"$', text, re.M)
     assert err and unescape(err.group(1)) == b'malformed reply: 2x0 "bad" \xff status=sent', text
-    check_delivered_once(relay, peer, qid, tag, settle=0)
+    check_delivered_once(relay, peer, qid, tag)
 
 
 # ---- 4. multi-line replies: the whole text is kept ----------------------------------
@@ -594,7 +594,7 @@ def test_multiline_final_reply_is_logged_whole(relay_factory, peer_factory):
     relay = relay_factory(conf_for(peer))
     tag = f"multiline-{time.time_ns()}"
     qid = submit(relay, tag)
-    d = check_delivered_once(relay, peer, qid, tag, settle=0)
+    d = check_delivered_once(relay, peer, qid, tag)
     assert d[0]["reply"] == "250- 445 byte chunk, total 445 / 250 OK id=1tXyz7-000abc-Ab", d
 
 
@@ -607,7 +607,7 @@ def test_long_multiline_reply_keeps_first_and_last_line(relay_factory, peer_fact
     relay = relay_factory(conf_for(peer))
     tag = f"longml-{time.time_ns()}"
     qid = submit(relay, tag)
-    d = check_delivered_once(relay, peer, qid, tag, settle=0)
+    d = check_delivered_once(relay, peer, qid, tag)
     reply = d[0]["reply"]
     assert reply.startswith("250-line 00 of a long reply"), reply
     assert reply.endswith(" / ... / 250 2.0.0 queued as LAST42"), reply
