@@ -47,6 +47,8 @@ void qpolicy_dsn(int code, const char *reply, char *out, size_t len)
 {
 	int a, b, c, n = 0;
 
+	if (reply == NULL)
+		reply = "";
 	if (strlen(reply) > 4 && sscanf(reply + 4, "%1d.%3d.%3d%n", &a, &b, &c, &n) == 3 && n > 0 &&
 	    (reply[4 + n] == ' ' || reply[4 + n] == '\0') && a == code / 100) {
 		snprintf(out, len, "%d.%d.%d", a, b, c);

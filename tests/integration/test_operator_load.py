@@ -127,7 +127,7 @@ def test_hold_during_a_delivery_never_sends_twice(relay_factory, raw_peer_factor
     (it left the queue); before, the files were moved under the delivery,
     and a release sent it a second time."""
     peer = raw_peer_factory(final_delay=2.0)
-    relay = relay_factory(f"SmartHost=[127.0.0.1]:{peer.port}\nTLSPolicy=none\n")
+    relay = relay_factory(f"SmartHost=[127.0.0.1]:{peer.port}\nTLSPolicy=none\nLogLevel=10\n")
     qid = submit(relay.port, "s@example.org", ["r@example.com"], content_of("hold-mid"))
     # the next hop has the body and waits before its 250
     wait_for(lambda: any(c.upper().startswith(b"DATA") for ses in peer.sessions
@@ -140,7 +140,9 @@ def test_hold_during_a_delivery_never_sends_twice(relay_factory, raw_peer_factor
     assert "not held" in p.stdout, p.stdout
     if (relay.queue / "hold").exists():
         assert list((relay.queue / "hold").iterdir()) == []
-    time.sleep(1)
+    # removed for good: nothing of it can be sent again
+    relay.wait_log(rf"trace: message {qid} active -> removing")
+    assert f"message {qid} active -> retry-save" not in relay.logs()
     assert len(peer.messages()) == 1
 
 
