@@ -138,14 +138,24 @@ def test_4xx_for_one_recipient_stores_it(relay_factory):
 
 def test_5xx_stores_and_bounces(relay_factory):
     peer = relay_factory("RelayClients=10.9.9.9/32\n")
-    relay = relay_factory(f"SmartHost=[127.0.0.1]:{peer.port}\nRetrySchedule=1s,2s\n{MODE}")
+    relay = relay_factory(f"SmartHost=[127.0.0.1]:{peer.port}\nRetrySchedule=1s,2s\n"
+                          f"LogLevel=10\n{MODE}")
     code, msg = submit(relay.port, ["r@example.com"],
                        content_of(f"inter-5xx-{time.time_ns()}", b"refused\r\n"))
     assert code == 250 and "queued as" in msg, msg
     qid = msg.split()[-1]
     d = wait_deliveries(relay, 1)[0]
     assert (d["qid"], d["status"], d["dsn"]) == (qid, "bounced", "5.7.1"), d
-    # the bounce is an ordinary queued message (from <>), refused in turn
+    # the bounce is an ordinary queued message (from <> to the sender),
+    # refused in turn by the same next hop, and never bounced itself
+    bid = relay.wait_log(rf"{qid} bounce id=([0-9A-F]{{16}}) to=<s@example\.org> "
+                         r"status=queued").group(1)
+    b = wait_for(lambda: [x for x in deliveries(relay) if x["qid"] == bid], 10,
+                 "the bounce's delivery")
+    assert [(x["to"], x["status"], x["dsn"]) for x in b] == [("s@example.org", "bounced",
+                                                              "5.7.1")], b
+    relay.wait_log(rf"trace: message {bid} active -> removing")
+    assert f"{bid} bounce id=" not in relay.logs()
     wait_spool_empty(relay)
 
 
