@@ -161,7 +161,8 @@ def strip_received(data, qid):
 
 
 def relay_conf(peer):
-    return (f"SmartHost=[127.0.0.1]:{peer.port}\nTLSPolicy=encrypt\nRetrySchedule=1s,2s\n")
+    return (f"SmartHost=[127.0.0.1]:{peer.port}\nTLSPolicy=encrypt\nRetrySchedule=1s,2s\n"
+            "LogLevel=10\n")
 
 
 def check_delivered(relay, peer, qids, contents, ktls):
@@ -178,7 +179,8 @@ def check_delivered(relay, peer, qids, contents, ktls):
         raise AssertionError(f"{e}\nkrelay log:\n{relay.logs()[-4000:]}\npeer:\n"
                              + "\n".join(peer.lines)) from None
     wait_for(lambda: len(peer.messages()) >= len(qids), 10, "the peer's files")
-    time.sleep(0.3)
+    for qid in qids:  # each removed for good: no copy of it can come later
+        relay.wait_log(rf"trace: message {qid} active -> removing")
     got = peer.messages()
     assert len(got) == len(qids), (len(got), peer.lines)
     by_qid = {}

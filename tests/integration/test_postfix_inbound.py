@@ -286,8 +286,9 @@ def test_postfix_sink_delivers_byte_exact(postfix_sink, certs):
         code, msg = s.getreply()
         assert code == 250, msg
     delivered = pf.wait_messages(2, timeout=20)
-    pf.wait_log(r"status=sent \(delivered via fsink service\)")
-    time.sleep(0.3)
+    # both delivered and out of Postfix's queue: nothing more can arrive
+    pf.wait_queue_empty()
+    assert pf.log().count("status=sent (delivered via fsink service)") == 2, pf._tail()
     assert len(pf.messages()) == 2
     by_rcpt = {pf.envelope(name)[1][0]: (name, data) for name, data in delivered}
     for kind, (sender, rcpts, content) in sent.items():
