@@ -32,7 +32,7 @@ PURE_TEST_OBJS = $(RELAY_PURE:%.c=build/test/obj/%.o)
 BENCH_OBJS      = $(BENCH_SRCS:%.c=build/obj/%.o)
 BENCH_TEST_OBJS = $(BENCH_SRCS:%.c=build/test/obj/%.o)
 
-.PHONY: all test test-ktls unit fuzz-build fuzz demo bench soak deps format check-format clean
+.PHONY: all test test-ktls unit fuzz-build fuzz demo bench soak deps format check-format clean install man
 all: build/krelay build/krelay-bench
 
 deps:
@@ -162,6 +162,30 @@ format:
 check-format:
 	clang-format --dry-run --Werror $(SRCS) kernel/*.h relay/*.h tests/unit/*.c tests/unit/*.h tests/tools/*.c tests/fuzz/*.c tests/fuzz/*.h \
 		bench/*.c bench/*.h
+
+# `make install` (DESTDIR for staging, PREFIX and the dirs below as usual):
+# the binaries, the man pages, a safe /etc/krelay/krelay.conf (kept when one
+# is there already) and the queue directory (mode 0700).
+PREFIX        ?= /usr
+sbindir       ?= $(PREFIX)/sbin
+bindir        ?= $(PREFIX)/bin
+mandir        ?= $(PREFIX)/share/man
+sysconfdir    ?= /etc
+localstatedir ?= /var
+install: build/krelay build/krelay-bench
+	install -D -m 0755 build/krelay $(DESTDIR)$(sbindir)/krelay
+	install -D -m 0755 build/krelay-bench $(DESTDIR)$(bindir)/krelay-bench
+	install -D -m 0644 man/krelay.8 $(DESTDIR)$(mandir)/man8/krelay.8
+	install -D -m 0644 man/krelay.conf.5 $(DESTDIR)$(mandir)/man5/krelay.conf.5
+	install -D -m 0644 man/krelay-bench.1 $(DESTDIR)$(mandir)/man1/krelay-bench.1
+	test -e $(DESTDIR)$(sysconfdir)/krelay/krelay.conf || \
+	    install -D -m 0644 scripts/krelay.conf $(DESTDIR)$(sysconfdir)/krelay/krelay.conf
+	install -d -m 0700 $(DESTDIR)$(localstatedir)/spool/krelay
+
+# man/krelay.conf.5 is written from config.c's option table and the README's
+# (scripts/mkman.py refuses when they disagree; make test checks it is current).
+man:
+	/usr/bin/python3 scripts/mkman.py
 
 clean:
 	rm -rf build/obj build/test build/krelay build/krelay-bench

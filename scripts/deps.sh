@@ -19,6 +19,8 @@ PKGS=(
 	iproute2 procps util-linux mount e2fsprogs
 	iperf3 gnuplot-nox
 	sslscan
+	# the man pages (man/): rendered and checked by the tests
+	man-db
 )
 
 missing=()
