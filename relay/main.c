@@ -20,6 +20,7 @@
 #include "log.h"
 #include "probe.h"
 #include "queue_cli.h"
+#include "service.h"
 
 #include "spool.h"
 #include "tls_ctx.h"
@@ -420,12 +421,16 @@ static int run(const char *path)
 		if (worker_start(&workers[i]) < 0)
 			fatal("pthread_create");
 	srv.started = runtime_hold(srv.current);
+	service_notify("READY=1\nSTATUS=relaying, %u workers\nMAINPID=%d", srv.workers,
+	               (int)getpid());
 
 	for (;;) {
 		if (sigwait(&set, &sig) != 0)
 			continue;
 		if (sig == SIGHUP) {
+			service_notify("RELOADING=1");
 			reload(&srv, path);
+			service_notify("READY=1\nSTATUS=relaying, reloaded");
 			continue;
 		}
 		if (sig == SIGUSR2) {
@@ -442,6 +447,7 @@ static int run(const char *path)
 		break;
 	}
 	log_info("stopping on signal %d: no new connections, finishing sessions", sig);
+	service_notify("STOPPING=1\nSTATUS=stopping: finishing sessions and deliveries");
 	atomic_store(&srv.stopping, true);
 	for (unsigned i = 0; i < srv.workers; i++)
 		worker_wake(&workers[i]);

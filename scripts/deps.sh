@@ -21,6 +21,8 @@ PKGS=(
 	sslscan
 	# the man pages (man/): rendered and checked by the tests
 	man-db
+	# systemd-analyze verify/security of scripts/krelay.service
+	systemd
 )
 
 missing=()
