@@ -7,7 +7,7 @@ WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototyp
 PKGCFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKGLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS  ?= -O2 -g
-ALL_CFLAGS = $(CSTD) $(WARN) $(CFLAGS) $(PKGCFLAGS) -Ikernel -Irelay -MMD -MP
+ALL_CFLAGS = $(CSTD) $(WARN) $(CPPFLAGS) $(CFLAGS) $(PKGCFLAGS) -Ikernel -Irelay -MMD -MP
 LDLIBS  = $(PKGLIBS) -lpthread
 SAN     = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
@@ -17,7 +17,7 @@ RELAY_PURE  = relay/config.c relay/smtp_parse.c relay/smtp_data.c relay/spool_fo
               relay/queue_policy.c
 RELAY_SRCS  = $(RELAY_PURE) relay/log.c relay/tls_ctx.c relay/spool.c relay/spool_msg.c relay/smtp_server.c \
               relay/dns.c relay/smtp_client.c relay/queue.c relay/queue_dest.c relay/queue_conn.c \
-              relay/queue_interactive.c relay/queue_admin.c relay/bounce.c relay/queue_cli.c relay/runtime.c relay/service.c relay/state.c relay/worker.c relay/check.c relay/main.c
+              relay/queue_interactive.c relay/queue_admin.c relay/bounce.c relay/queue_cli.c relay/runtime.c relay/service.c relay/runas.c relay/state.c relay/worker.c relay/check.c relay/main.c
 SRCS        = $(KERNEL_SRCS) $(RELAY_SRCS)
 UNIT_TESTS  = test_config test_smtp_parse test_smtp_data test_spool_format test_route test_dsn test_tls_policy test_safe test_client_count test_queue_policy
 # krelay-bench: the benchmark's SMTP source and sink, on kernel/'s ring and xprt
@@ -32,7 +32,7 @@ PURE_TEST_OBJS = $(RELAY_PURE:%.c=build/test/obj/%.o)
 BENCH_OBJS      = $(BENCH_SRCS:%.c=build/obj/%.o)
 BENCH_TEST_OBJS = $(BENCH_SRCS:%.c=build/test/obj/%.o)
 
-.PHONY: all test test-ktls unit fuzz-build fuzz demo bench soak deps format check-format clean install man
+.PHONY: all test test-ktls unit fuzz-build fuzz demo bench soak deps format check-format clean install man deb
 all: build/krelay build/krelay-bench
 
 deps:
@@ -53,7 +53,7 @@ build/test/obj/%.o: %.c
 
 build/krelay: $(OBJS)
 	$(if $(Q),@echo "  LINK    $@")
-	$(Q)$(CC) $(CFLAGS) -o $@ $(OBJS) $(LDLIBS)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(LDLIBS)
 
 build/test/krelay: $(TEST_OBJS)
 	$(if $(Q),@echo "  LINK    $@ (ASan+UBSan)")
@@ -61,7 +61,7 @@ build/test/krelay: $(TEST_OBJS)
 
 build/krelay-bench: $(BENCH_OBJS)
 	$(if $(Q),@echo "  LINK    $@")
-	$(Q)$(CC) $(CFLAGS) -o $@ $(BENCH_OBJS) $(LDLIBS) -lm
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(BENCH_OBJS) $(LDLIBS) -lm
 
 build/test/krelay-bench: $(BENCH_TEST_OBJS)
 	$(if $(Q),@echo "  LINK    $@ (ASan+UBSan)")
@@ -172,6 +172,7 @@ bindir        ?= $(PREFIX)/bin
 mandir        ?= $(PREFIX)/share/man
 sysconfdir    ?= /etc
 localstatedir ?= /var
+systemdunitdir ?= /lib/systemd/system
 install: build/krelay build/krelay-bench
 	install -D -m 0755 build/krelay $(DESTDIR)$(sbindir)/krelay
 	install -D -m 0755 build/krelay-bench $(DESTDIR)$(bindir)/krelay-bench
@@ -181,6 +182,23 @@ install: build/krelay build/krelay-bench
 	test -e $(DESTDIR)$(sysconfdir)/krelay/krelay.conf || \
 	    install -D -m 0644 scripts/krelay.conf $(DESTDIR)$(sysconfdir)/krelay/krelay.conf
 	install -d -m 0700 $(DESTDIR)$(localstatedir)/spool/krelay
+	install -D -m 0644 scripts/krelay.service $(DESTDIR)$(systemdunitdir)/krelay.service
+	@echo "installed; the relay, started as root, runs as the user krelay:"
+	@echo "  adduser --system --group --home $(localstatedir)/spool/krelay krelay"
+	@echo "  chown krelay:krelay $(DESTDIR)$(localstatedir)/spool/krelay"
+
+# `make deb`: build/deb/krelay_VERSION_ARCH.deb, built by dpkg-buildpackage
+# from debian/ in a copy of the tree (so build/ and the parent directory stay
+# as they are), then checked by lintian: an error or a warning fails it.
+VERSION = $(shell dpkg-parsechangelog -S Version 2>/dev/null)
+deb: deps
+	rm -rf build/deb && mkdir -p build/deb/src/krelay-$(VERSION)
+	tar -c --exclude=./build --exclude=./.git . | tar -x -C build/deb/src/krelay-$(VERSION)
+	cd build/deb/src/krelay-$(VERSION) && dpkg-buildpackage -us -uc -b
+	mv build/deb/src/*.deb build/deb/src/*.buildinfo build/deb/src/*.changes build/deb/
+	rm -rf build/deb/src
+	lintian --fail-on error,warning build/deb/krelay_$(VERSION)_*.deb
+	@ls build/deb/*.deb
 
 # man/krelay.conf.5 is written from config.c's option table and the README's
 # (scripts/mkman.py refuses when they disagree; make test checks it is current).

@@ -97,6 +97,7 @@ def main():
     conf = tmp / "krelay.conf"
     conf.write_text(f"Listen=127.0.0.1:{port}\nListen=127.0.0.1:{smtps} smtps\n"
                     f"QueueDirectory={tmp / 'queue'}\nHostname=relay.test\n"
+                    + ("RunAsUser=root\n" if os.geteuid() == 0 else "") +
                     f"Workers={a.workers}\nLogFile={log}\n"
                     f"MaxConnections={a.idle + a.half + 100}\nMaxConnectionsPerClient=0\n"
                     f"ServerCertFile={tmp / 'certs' / 'server.crt'}\n"

@@ -19,6 +19,7 @@ port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1
 cat >"$dir/krelay.conf" <<CONF
 Listen=127.0.0.1:$port
 QueueDirectory=$PWD/$dir/queue
+$([ "$(id -u)" = 0 ] && echo "RunAsUser=root")
 LogFile=$PWD/$dir/krelay.log
 ServerCertFile=$PWD/build/demo/certs/server.crt
 ServerKeyFile=$PWD/build/demo/certs/server.key

@@ -186,6 +186,7 @@ start_krelay() { # start_krelay OUTBOUND [option lines...]
 	{
 		echo "Listen=127.0.0.1:$rp"
 		echo "QueueDirectory=$PWD/$d/queue"
+		[ "$(id -u)" != 0 ] || echo "RunAsUser=root" # (its files are root's, under build/)
 		echo "Workers=$workers"
 		echo "MaxMessageSize=64m"
 		echo "ServerCertFile=$certs/server.crt"

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #define DNS_NAME_MAX     253
 #define DNS_LABEL_MAX    63
@@ -149,6 +150,23 @@ static int parse_abs_path(struct config *c, const struct opt_def *d, char *val, 
 {
 	if (val[0] != '/')
 		return msgf(msg, len, "'%s' is not an absolute path", val);
+	return set_string(string_field(c, d), val, msg, len);
+}
+
+/* RunAsUser=user[:group]: names or numbers, checked for their syntax here
+ * (whether they exist is the start's business, see runas.c). */
+static int parse_run_as(struct config *c, const struct opt_def *d, char *val, char *msg, size_t len)
+{
+	const char *colon = strchr(val, ':');
+
+	if (val[0] == '\0' || val[0] == ':')
+		return msgf(msg, len, "'%s' names no user (user or user:group)", val);
+	if (colon != NULL && (colon[1] == '\0' || strchr(colon + 1, ':') != NULL))
+		return msgf(msg, len, "'%s' is not user or user:group", val);
+	for (const char *p = val; *p; p++)
+		if (!(isalnum((unsigned char)*p) || *p == '_' || *p == '-' || *p == '.' ||
+		      *p == ':' || (*p == '$' && p[1] == '\0')))
+			return msgf(msg, len, "'%s' is not a user name (user or user:group)", val);
 	return set_string(string_field(c, d), val, msg, len);
 }
 
@@ -920,6 +938,7 @@ static const struct opt_def opts[OPT_COUNT] = {
     [OPT_MAX_CONNECTIONS_PER_CLIENT] = {"MaxConnectionsPerClient", parse_unsigned,
                                         FIELD(max_connections_per_client), 0, 1000000},
     [OPT_LOG_LEVEL] = {"LogLevel", parse_unsigned, FIELD(log_level), 0, 99},
+    [OPT_RUN_AS_USER] = {"RunAsUser", parse_run_as, FIELD(run_as_user), 0, 0},
 };
 
 const char *config_opt_name(enum config_opt opt)
@@ -932,6 +951,17 @@ unsigned config_client_limit(const struct config *c)
 	if (c->max_connections_per_client > c->max_connections)
 		return c->max_connections;
 	return c->max_connections_per_client;
+}
+
+int config_fill_hostname(struct config *c)
+{
+	char host[256] = "localhost";
+
+	if (c->hostname != NULL)
+		return 0;
+	gethostname(host, sizeof(host) - 1);
+	c->hostname = strdup(host);
+	return c->hostname ? 0 : -1;
 }
 
 void config_defaults(struct config *c)
@@ -983,6 +1013,7 @@ void config_free(struct config *c)
 	free(c->queue_directory);
 	free(c->hostname);
 	free(c->log_file);
+	free(c->run_as_user);
 	free(c->smart_host);
 	free(c->transport_table);
 	free(c->tls_policy_table);

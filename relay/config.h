@@ -58,6 +58,7 @@ enum config_opt {
 	OPT_MIN_DATA_RATE,
 	OPT_MAX_CONNECTIONS_PER_CLIENT,
 	OPT_LOG_LEVEL,
+	OPT_RUN_AS_USER,
 	OPT_COUNT
 };
 
@@ -141,6 +142,10 @@ struct config {
 	/* LogLevel (Sendmail's name): LOG_LEVEL_DEFAULT logs every event;
 	 * LOG_LEVEL_TRACE and up also trace each object's state changes */
 	unsigned log_level;
+	/* RunAsUser=user[:group] (Sendmail's name): who the relay becomes once
+	 * its listeners, keys and queue are open; NULL: "krelay" when started as
+	 * root, else whoever started it. */
+	char *run_as_user;
 
 	char *path;               /* file it came from, NULL for built-in defaults */
 	unsigned line[OPT_COUNT]; /* line that set each option, 0 if default */
@@ -153,6 +158,8 @@ unsigned config_client_limit(const struct config *c);
 
 /* Built-in defaults: listen on 127.0.0.1:25, relay for loopback only,
  * queue in /var/spool/krelay, TLS 1.2 minimum, no certificates. */
+/* Hostname unset: this machine's name (gethostname), as Sendmail's $j. */
+int config_fill_hostname(struct config *c);
 void config_defaults(struct config *c);
 
 /* Loads path over the defaults.  Returns 0, or -1 with err set to

@@ -3,13 +3,17 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/time.h>
+#include <sys/un.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,6 +25,13 @@ static atomic_int log_to_stderr = 1;
 static atomic_int stderr_kind; /* 0: not looked at yet, 1: /dev/null, 2: anything else */
 static atomic_int log_pid;
 static atomic_uint log_level = LOG_LEVEL_DEFAULT;
+
+enum log_sink { SINK_STDERR, SINK_JOURNAL, SINK_SYSLOG };
+static atomic_int sink = SINK_STDERR;
+static int syslog_fd = -1;
+static struct sockaddr_un syslog_addr;
+static pthread_mutex_t syslog_lock = PTHREAD_MUTEX_INITIALIZER;
+static time_t syslog_retry; /* no reconnecting before (under syslog_lock) */
 
 /* A thread that asked for it (log_buffer_start) gathers its lines here and
  * writes them with log_flush: one write(2) per destination per ring turn. */
@@ -79,11 +90,119 @@ static bool stderr_is_null(void)
 	return k == 1;
 }
 
+bool log_file_is_syslog(const char *log_file, const char **socket)
+{
+	if (log_file == NULL || strncmp(log_file, "syslog", 6) != 0 ||
+	    (log_file[6] != '\0' && log_file[6] != ':'))
+		return false;
+	*socket = log_file[6] == ':' && log_file[7] != '\0' ? log_file + 7 : LOG_SYSLOG_SOCKET;
+	return true;
+}
+
+/* Whether stderr is the stream systemd's journal reads: $JOURNAL_STREAM is
+ * "device:inode" of it (systemd.exec(5)). */
+static bool stderr_is_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	return js != NULL && sscanf(js, "%llu:%llu", &dev, &ino) == 2 &&
+	       fstat(STDERR_FILENO, &st) == 0 && (unsigned long long)st.st_dev == dev &&
+	       (unsigned long long)st.st_ino == ino;
+}
+
+static void syslog_connect(void)
+{
+	if (syslog_fd >= 0)
+		close(syslog_fd);
+	syslog_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (syslog_fd >= 0 &&
+	    connect(syslog_fd, (struct sockaddr *)&syslog_addr, sizeof(syslog_addr)) < 0) {
+		close(syslog_fd);
+		syslog_fd = -1;
+	}
+}
+
+void log_choose(const char *syslog_socket)
+{
+	struct stat st;
+	int kind = SINK_STDERR;
+
+	if (syslog_socket != NULL)
+		kind = SINK_SYSLOG;
+	else if (stderr_is_journal())
+		kind = SINK_JOURNAL;
+	else if (fstat(STDERR_FILENO, &st) < 0 || stderr_is_null())
+		kind = SINK_SYSLOG; /* nobody reads stderr: a daemon's */
+	if (kind == SINK_SYSLOG) {
+		pthread_mutex_lock(&syslog_lock);
+		memset(&syslog_addr, 0, sizeof(syslog_addr));
+		syslog_addr.sun_family = AF_UNIX;
+		snprintf(syslog_addr.sun_path, sizeof(syslog_addr.sun_path), "%s",
+		         syslog_socket ? syslog_socket : LOG_SYSLOG_SOCKET);
+		syslog_connect();
+		pthread_mutex_unlock(&syslog_lock);
+	}
+	atomic_store(&sink, kind);
+}
+
+const char *log_sink_name(void)
+{
+	switch (atomic_load(&sink)) {
+	case SINK_JOURNAL:
+		return "journal";
+	case SINK_SYSLOG:
+		return "syslog";
+	default:
+		return "stderr";
+	}
+}
+
+/* One line (msg: after "krelay[pid]: ", with its newline) to the journal or
+ * syslog, at its priority. */
+static void side_out(int prio, const char *msg, size_t n)
+{
+	char buf[LOG_LINE_MAX + 96];
+	int k;
+
+	if (atomic_load(&sink) == SINK_JOURNAL) {
+		k = snprintf(buf, sizeof(buf), "<%d>%.*s", prio, (int)n, msg);
+		if (k > 0 && write(STDERR_FILENO, buf,
+		                   (size_t)k < sizeof(buf) ? (size_t)k : sizeof(buf) - 1) < 0)
+			(void)0;
+		return;
+	}
+	/* RFC 3164 as syslog(3) sends it, without the newline */
+	time_t now = time(NULL);
+	struct tm tm;
+	char stamp[32];
+	localtime_r(&now, &tm);
+	strftime(stamp, sizeof(stamp), "%b %e %H:%M:%S", &tm);
+	k = snprintf(buf, sizeof(buf), "<%d>%s krelay[%d]: %.*s", LOG_MAIL | prio, stamp,
+	             atomic_load(&log_pid), (int)(n > 0 ? n - 1 : 0), msg);
+	if (k < 0)
+		return;
+	if ((size_t)k >= sizeof(buf))
+		k = sizeof(buf) - 1;
+	pthread_mutex_lock(&syslog_lock);
+	if ((syslog_fd < 0 || send(syslog_fd, buf, (size_t)k, MSG_NOSIGNAL) < 0) &&
+	    now >= syslog_retry) {
+		/* the daemon restarted (or was not there yet): once more, and
+		 * not again for a while when it is not back */
+		syslog_connect();
+		if (syslog_fd < 0 || send(syslog_fd, buf, (size_t)k, MSG_NOSIGNAL) < 0)
+			syslog_retry = now + 5;
+	}
+	pthread_mutex_unlock(&syslog_lock);
+}
+
 static void write_out(const char *p, size_t n)
 {
 	int fd = atomic_load(&log_fd);
 
-	if (atomic_load(&log_to_stderr) && !stderr_is_null() && write(STDERR_FILENO, p, n) < 0)
+	if (atomic_load(&log_to_stderr) && atomic_load(&sink) == SINK_STDERR && !stderr_is_null() &&
+	    write(STDERR_FILENO, p, n) < 0)
 		(void)0; /* nowhere left to report it */
 	if (fd >= 0 && write(fd, p, n) < 0)
 		(void)0;
@@ -110,12 +229,12 @@ void log_buffer_stop(void)
 	tbuf.p = NULL;
 }
 
-static void log_emit(const char *prefix, const char *fmt, va_list ap, const char *suffix,
+static void log_emit(int prio, const char *prefix, const char *fmt, va_list ap, const char *suffix,
                      bool direct)
 {
 	char local[LOG_LINE_MAX], *line;
 	struct timeval tv;
-	size_t n;
+	size_t n, head;
 	int k, pid = atomic_load(&log_pid);
 
 	if (pid == 0) {
@@ -141,6 +260,7 @@ static void log_emit(const char *prefix, const char *fmt, va_list ap, const char
 	k = snprintf(line, LOG_LINE_MAX, "%s.%06ldZ krelay[%d]: %s", tbuf.stamp, (long)tv.tv_usec,
 	             pid, prefix);
 	n = k < 0 ? 0 : (size_t)k;
+	head = n - strlen(prefix); /* where the message starts */
 	k = vsnprintf(line + n, LOG_LINE_MAX - n, fmt, ap);
 	n = k < 0 ? n : n + (size_t)k;
 	if (suffix != NULL && n < LOG_LINE_MAX)
@@ -148,6 +268,8 @@ static void log_emit(const char *prefix, const char *fmt, va_list ap, const char
 	if (n > LOG_LINE_MAX - 2)
 		n = LOG_LINE_MAX - 2; /* truncated: still one line */
 	line[n++] = '\n';
+	if (atomic_load(&sink) != SINK_STDERR && atomic_load(&log_to_stderr))
+		side_out(prio, line + head, n - head);
 	if (line == local)
 		write_out(line, n);
 	else
@@ -161,7 +283,7 @@ void log_event(uint64_t id, const char *fmt, ...)
 
 	snprintf(prefix, sizeof(prefix), "%016llx ", (unsigned long long)id);
 	va_start(ap, fmt);
-	log_emit(prefix, fmt, ap, NULL, false);
+	log_emit(LOG_INFO, prefix, fmt, ap, NULL, false);
 	va_end(ap);
 }
 
@@ -170,7 +292,7 @@ void log_info(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_emit("", fmt, ap, NULL, false);
+	log_emit(LOG_INFO, "", fmt, ap, NULL, false);
 	va_end(ap);
 }
 
@@ -191,7 +313,7 @@ void log_trace(const char *fmt, ...)
 	if (!log_tracing())
 		return;
 	va_start(ap, fmt);
-	log_emit("trace: ", fmt, ap, NULL, false);
+	log_emit(LOG_DEBUG, "trace: ", fmt, ap, NULL, false);
 	va_end(ap);
 }
 
@@ -200,7 +322,7 @@ void log_warnx(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_emit("warning: ", fmt, ap, NULL, false);
+	log_emit(LOG_WARNING, "warning: ", fmt, ap, NULL, false);
 	va_end(ap);
 }
 
@@ -211,7 +333,7 @@ void fatal(const char *fmt, ...)
 
 	snprintf(suffix, sizeof(suffix), ": %s", strerror(errno));
 	va_start(ap, fmt);
-	log_emit("fatal: ", fmt, ap, suffix, true);
+	log_emit(LOG_CRIT, "fatal: ", fmt, ap, suffix, true);
 	va_end(ap);
 	exit(1);
 }
@@ -221,7 +343,7 @@ void fatalx(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_emit("fatal: ", fmt, ap, NULL, true);
+	log_emit(LOG_CRIT, "fatal: ", fmt, ap, NULL, true);
 	va_end(ap);
 	exit(1);
 }

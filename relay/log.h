@@ -17,6 +17,22 @@
 int log_open(const char *path);
 void log_stderr(int on);
 
+/* Where the relay's lines go besides LogFile (log_choose, once at start):
+ *  - stderr, as they are, when somebody reads it (a terminal, a pipe, a file);
+ *  - the journal when stderr is the journal's stream ($JOURNAL_STREAM names
+ *    it, as systemd sets it): each line gets its priority ("<6>", "<4>")
+ *    and loses the time and pid, which the journal records itself;
+ *  - syslog (facility mail, "krelay[pid]:") when stderr is /dev/null or
+ *    closed, as a daemon started without systemd has it;
+ *  - syslog, and not stderr, when LogFile=syslog or LogFile=syslog:SOCKET
+ *    asks for it (the socket of a syslog daemon: /dev/log by default).
+ * The text of a line is the same everywhere.  log_sink_name says which. */
+#define LOG_SYSLOG_SOCKET "/dev/log"
+void log_choose(const char *syslog_socket);
+const char *log_sink_name(void);
+/* Whether LogFile's value asks for syslog; *socket is its socket path. */
+bool log_file_is_syslog(const char *log_file, const char **socket);
+
 /* The calling thread gathers its lines from now on; log_flush writes them
  * (call it once per loop turn), log_buffer_stop flushes and goes back to
  * writing each line at once.  fatal() flushes first. */

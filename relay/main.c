@@ -20,6 +20,7 @@
 #include "log.h"
 #include "probe.h"
 #include "queue_cli.h"
+#include "runas.h"
 #include "service.h"
 
 #include "spool.h"
@@ -46,12 +47,35 @@ static int load_config(struct config *c, const char *path, char *err, size_t err
 	config_defaults(c);
 	if (path != NULL && config_load(c, path, err, errlen) < 0)
 		return -1;
-	if (c->hostname == NULL) {
-		char host[256] = "localhost";
-		gethostname(host, sizeof(host) - 1);
-		c->hostname = strdup(host);
+	return config_fill_hostname(c);
+}
+
+/* `krelay check`: who the relay would run as, and whether that user can
+ * use the queue and re-read what a reload re-reads. */
+static int check_run_as(const struct config *c, const char *path)
+{
+	char err[1024];
+	struct runas ra;
+	int errors = 0;
+
+	if (runas_resolve(c->run_as_user, geteuid(), &ra, err, sizeof(err)) < 0) {
+		printf("error  %s\n", err);
+		return 1;
 	}
-	return 0;
+	if (ra.uid == 0)
+		printf(
+		    "warn   RunAsUser: the relay would run as root; name an unprivileged user\n");
+	else
+		printf("ok     RunAsUser: the relay runs as %s:%s (uid %u, gid %u)%s\n", ra.name,
+		       ra.group, (unsigned)ra.uid, (unsigned)ra.gid,
+		       ra.drop ? " once its listeners, keys and queue are open" : "");
+	if (runas_queue_dir(c->queue_directory, &ra, false, err, sizeof(err)) < 0) {
+		printf("error  %s\n", err);
+		errors++;
+	}
+	if (ra.drop)
+		errors += runas_check_files(c, path, &ra, stdout);
+	return errors;
 }
 
 static int cmd_check(const char *path)
@@ -71,6 +95,7 @@ static int cmd_check(const char *path)
 	}
 	printf("config     %s\n", path ? path : "built-in defaults");
 	errors = check_config(&c, stdout);
+	errors += check_run_as(&c, path);
 	printf("configuration: %d error%s\n", errors, errors == 1 ? "" : "s");
 	config_free(&c);
 	return errors ? 1 : 0;
@@ -89,6 +114,12 @@ static int cmd_queue(int argc, char **argv)
 		argv += 2;
 	}
 	if (load_config(&c, path, err, sizeof(err)) < 0) {
+		fprintf(stderr, "krelay queue: %s\n", err);
+		config_free(&c);
+		return 1;
+	}
+	/* root acts as the queue's owner: what it writes stays the relay's */
+	if (runas_become_owner(c.queue_directory, err, sizeof(err)) < 0) {
 		fprintf(stderr, "krelay queue: %s\n", err);
 		config_free(&c);
 		return 1;
@@ -138,10 +169,14 @@ static struct runtime *runtime_load(const char *path, char *err, size_t errlen)
 	mem = open_memstream(&buf, &len);
 	if (mem != NULL && check_config(&rt->cfg, mem) > 0) {
 		fclose(mem);
-		/* report the error lines only */
-		snprintf(err, errlen, "%s", buf);
-		for (char *p = strstr(err, "\n"); p != NULL; p = strstr(p, "\n"))
-			*p = ' ';
+		/* report the error lines only, on one line */
+		size_t n = 0;
+		err[0] = '\0';
+		for (char *sp, *line = strtok_r(buf, "\n", &sp); line != NULL;
+		     line = strtok_r(NULL, "\n", &sp))
+			if (strncmp(line, "error  ", 7) == 0 && n < errlen)
+				n += (size_t)snprintf(err + n, errlen - n, "%s%s", n ? "; " : "",
+				                      line + 7);
 		free(buf);
 		goto fail;
 	}
@@ -187,7 +222,7 @@ static void restart_only(const struct config *old, const struct config *now)
 {
 	char names[128] = "";
 	size_t n = 0;
-	const char *changed[4];
+	const char *changed[6];
 
 	if (!same_listen(old, now))
 		changed[n++] = "Listen";
@@ -198,6 +233,13 @@ static void restart_only(const struct config *old, const struct config *now)
 	if (strcmp(old->dns_server ? old->dns_server : "",
 	           now->dns_server ? now->dns_server : "") != 0)
 		changed[n++] = "DNSServer";
+	const char *so, *sn;
+	if (log_file_is_syslog(old->log_file, &so) != log_file_is_syslog(now->log_file, &sn) ||
+	    (log_file_is_syslog(old->log_file, &so) && strcmp(so, sn) != 0))
+		changed[n++] = "LogFile";
+	if (strcmp(old->run_as_user ? old->run_as_user : "",
+	           now->run_as_user ? now->run_as_user : "") != 0)
+		changed[n++] = "RunAsUser";
 	if (n == 0)
 		return;
 	for (size_t i = 0; i < n; i++)
@@ -211,13 +253,25 @@ static void restart_only(const struct config *old, const struct config *now)
 	          n == 1 ? "value stays" : "values stay");
 }
 
+/* The user the relay became at start (RunAsUser), for reload's messages;
+ * empty when it did not change user. */
+static char dropped_to[64];
+
 static void reload(struct server *srv, const char *path)
 {
 	char err[4096];
 	struct runtime *rt = runtime_load(path, err, sizeof(err)), *old;
 
 	if (rt == NULL) {
-		log_warnx("reload failed, keeping the running configuration: %s", err);
+		bool perm = strstr(err, "Permission denied") != NULL ||
+		            strstr(err, "permission denied") != NULL;
+		log_warnx("reload failed, keeping the running configuration: %s%s%s%s", err,
+		          perm && dropped_to[0] ? " (krelay runs as user " : "",
+		          perm && dropped_to[0] ? dropped_to : "",
+		          perm && dropped_to[0] ? ", so what a reload reads must be readable "
+		                                  "by it, e.g. group krelay and mode 0640; or "
+		                                  "restart krelay)"
+		                                : "");
 		return;
 	}
 	pthread_mutex_lock(&srv->lock);
@@ -226,8 +280,12 @@ static void reload(struct server *srv, const char *path)
 	pthread_mutex_unlock(&srv->lock);
 	atomic_fetch_add(&srv->generation, 1); /* new connections out take it */
 	restart_only(&srv->started->cfg, &rt->cfg);
-	if (rt->cfg.log_file != NULL)
-		log_open(rt->cfg.log_file);
+	const char *sock;
+	if (rt->cfg.log_file != NULL && !log_file_is_syslog(rt->cfg.log_file, &sock) &&
+	    log_open(rt->cfg.log_file) < 0)
+		log_warnx("reload: LogFile %s: %s%s%s; logging goes on where it went",
+		          rt->cfg.log_file, strerror(errno), dropped_to[0] ? " as user " : "",
+		          dropped_to);
 	log_set_level(rt->cfg.log_level);
 	log_info("reload ok config=%s starttls=%s", path ? path : "built-in",
 	         rt->server_ctx ? "offered" : "off");
@@ -364,29 +422,53 @@ static int run(const char *path)
 		return 1;
 	}
 	const struct config *c = &srv.current->cfg;
-	if (c->log_file != NULL && log_open(c->log_file) < 0)
-		return not_starting(srv.current, "LogFile %s: %s", c->log_file, strerror(errno));
+	struct runas ra;
+	/* Privileged part: who to become, the log, the queue directory and its
+	 * lock, the rings and listeners.  Then the drop, then the queue. */
+	if (runas_resolve(c->run_as_user, geteuid(), &ra, err, sizeof(err)) < 0)
+		return not_starting(srv.current, "%s", err);
+	const char *syslog_socket = NULL;
+	bool to_syslog = log_file_is_syslog(c->log_file, &syslog_socket);
+	if (c->log_file != NULL && !to_syslog) {
+		bool made = access(c->log_file, F_OK) < 0;
+		if (log_open(c->log_file) < 0)
+			return not_starting(srv.current, "LogFile %s: %s", c->log_file,
+			                    strerror(errno));
+		if (made && ra.drop && chown(c->log_file, ra.uid, ra.gid) < 0)
+			return not_starting(srv.current, "LogFile %s: chown to %s: %s", c->log_file,
+			                    ra.name, strerror(errno));
+	}
+	log_choose(to_syslog ? syslog_socket : NULL);
 	log_set_level(c->log_level);
 	if (!srv.caps.uring)
 		return not_starting(srv.current, "%s", srv.caps.uring_error);
+	if (runas_queue_dir(c->queue_directory, &ra, true, err, sizeof(err)) < 0)
+		return not_starting(srv.current, "%s", err);
 	if (pid_lock(c->queue_directory, err, sizeof(err)) < 0)
 		return not_starting(srv.current, "%s", err);
-	if (spool_recover(c->queue_directory, &queued, &removed) < 0)
-		return not_starting(srv.current, "QueueDirectory %s: %s", c->queue_directory,
+	if (ra.drop && fchown(pid_fd, ra.uid, ra.gid) < 0)
+		return not_starting(srv.current, "%s: chown to %s: %s", pid_path, ra.name,
 		                    strerror(errno));
 	srv.workers = worker_count(c);
+	for (unsigned i = 0; i < srv.workers; i++)
+		if (worker_init(&workers[i], &srv, i, c, err, sizeof(err)) < 0)
+			return not_starting(srv.current, "%s", err);
+	if (runas_drop(&ra, err, sizeof(err)) < 0)
+		return not_starting(srv.current, "%s", err);
+	if (ra.drop)
+		snprintf(dropped_to, sizeof(dropped_to), "%s", ra.name);
+	if (spool_recover(c->queue_directory, &queued, &removed) < 0)
+		return not_starting(srv.current, "QueueDirectory %s: %s%s%s", c->queue_directory,
+		                    strerror(errno), ra.drop ? " as user " : "",
+		                    ra.drop ? ra.name : "");
+	for (unsigned i = 0; i < srv.workers; i++)
+		if (worker_open_spool(&workers[i], c, ra.drop ? ra.name : NULL, err, sizeof(err)) <
+		    0)
+			return not_starting(srv.current, "%s", err);
 	char **ids;
 	size_t nids;
 	if (spool_list(c->queue_directory, &ids, &nids) < 0)
 		nids = 0;
-	for (unsigned i = 0; i < srv.workers; i++) {
-		if (worker_init(&workers[i], &srv, i, c, err, sizeof(err)) < 0) {
-			for (size_t k = 0; k < nids; k++)
-				free(ids[k]);
-			free(ids);
-			return not_starting(srv.current, "%s", err);
-		}
-	}
 	/* Messages found at start go to the worker their ID names. */
 	for (size_t i = 0; i < nids; i++) {
 		struct worker *w = &workers[spool_id_owner(ids[i], srv.workers)];
@@ -399,12 +481,17 @@ static int run(const char *path)
 		workers[i].queue_only = c->queue_only;
 	probe_ktls_possible(&srv.caps, &why);
 	unsigned long long need, nofile = raise_nofile(c, srv.workers, &need);
-	log_info("krelay %s starting config=%s workers=%u hostname=%s queue=%s queued=%u "
-	         "removed_tmp=%u nofile=%llu starttls=%s ktls=%s%s%s%s",
-	         KRELAY_VERSION, path ? path : "built-in", srv.workers, c->hostname,
-	         c->queue_directory, queued, removed, nofile,
-	         srv.current->server_ctx ? "offered" : "off", why[0] ? "unavailable" : "available",
-	         why[0] ? " ktls_why=\"" : "", why, why[0] ? "\"" : "");
+	log_info("krelay %s starting config=%s workers=%u hostname=%s user=%s group=%s log=%s%s%s "
+	         "queue=%s queued=%u removed_tmp=%u nofile=%llu starttls=%s ktls=%s%s%s%s",
+	         KRELAY_VERSION, path ? path : "built-in", srv.workers, c->hostname, ra.name,
+	         ra.group, log_sink_name(), c->log_file && !to_syslog ? "+" : "",
+	         c->log_file && !to_syslog ? c->log_file : "", c->queue_directory, queued, removed,
+	         nofile, srv.current->server_ctx ? "offered" : "off",
+	         why[0] ? "unavailable" : "available", why[0] ? " ktls_why=\"" : "", why,
+	         why[0] ? "\"" : "");
+	if (ra.uid == 0)
+		log_warnx("running as root (RunAsUser=root): a flaw in krelay would be a flaw "
+		          "in the whole machine; name an unprivileged user");
 	if (nofile < need)
 		log_warnx(
 		    "open-file limit %llu is below the %llu that MaxConnections=%u, "

@@ -58,13 +58,6 @@ int worker_init(struct worker *w, struct server *srv, unsigned index, const stru
 		snprintf(err, errlen, "io_uring set-up: %s", strerror(-ret));
 		return -1;
 	}
-	ret = spool_init(&w->spool, &w->ring, cfg->queue_directory, index);
-	if (ret < 0) {
-		snprintf(err, errlen, "QueueDirectory %s: %s", cfg->queue_directory,
-		         strerror(-ret));
-		return -1;
-	}
-	spool_share_full(&w->spool, &srv->spool_full);
 	w->smtp.ring = &w->ring;
 	w->smtp.spool = &w->spool;
 	w->smtp.srv = srv;
@@ -86,6 +79,20 @@ int worker_init(struct worker *w, struct server *srv, unsigned index, const stru
 		return -1;
 	}
 	ring_op_init(&w->op_wake, RING_READ, wake_cb, w);
+	return 0;
+}
+
+int worker_open_spool(struct worker *w, const struct config *cfg, const char *user, char *err,
+                      size_t errlen)
+{
+	int ret = spool_init(&w->spool, &w->ring, cfg->queue_directory, w->index);
+
+	if (ret < 0) {
+		snprintf(err, errlen, "QueueDirectory %s: %s%s%s", cfg->queue_directory,
+		         strerror(-ret), user ? " as user " : "", user ? user : "");
+		return -1;
+	}
+	spool_share_full(&w->spool, &w->srv->spool_full);
 	return 0;
 }
 

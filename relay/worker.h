@@ -47,10 +47,14 @@ struct worker {
 	uint64_t relayed, bounced, deferred, connections; /* at stop */
 };
 
-/* Creates listeners (SO_REUSEPORT) and the spool for worker w.  Returns 0 or
- * -1 with err set. */
+/* Creates the ring and the listeners (SO_REUSEPORT) for worker w, while the
+ * relay may still be root.  Returns 0 or -1 with err set. */
 int worker_init(struct worker *w, struct server *srv, unsigned index, const struct config *cfg,
                 char *err, size_t errlen);
+/* Opens worker w's spool, as the user the relay runs as (named in err when
+ * it cannot: user, NULL when the relay did not change user). */
+int worker_open_spool(struct worker *w, const struct config *cfg, const char *user, char *err,
+                      size_t errlen);
 int worker_start(struct worker *w);
 /* Asks the worker to stop accepting and end its sessions gracefully. */
 void worker_wake(struct worker *w);

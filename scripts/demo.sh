@@ -13,6 +13,22 @@ demo=build/demo
 mkdir -p "$demo"
 [ -f "$demo/certs/server.crt" ] || scripts/mkcerts.sh "$demo/certs" --name relay.demo >/dev/null
 certs=$PWD/$demo/certs
+# keys readable by the group krelay (0640), so a reload (SIGHUP) can re-read them
+if [ "$(id -u)" = 0 ] && getent group krelay >/dev/null; then
+	chgrp krelay "$certs"/*.key && chmod 0640 "$certs"/*.key
+fi
+
+# Started as root, krelay runs as the user krelay (RunAsUser's default, made
+# by deps.sh) once its listeners, keys and log are open: its queues must be
+# where that user can reach them, which build/ under a private home may not
+# be.  They go to a directory of their own under /tmp, removed at the end.
+qroot=$PWD/$demo
+if [ "$(id -u)" = 0 ]; then
+	qroot=$(mktemp -d /tmp/krelay-demo.XXXXXX)
+	chmod 0755 "$qroot"
+fi
+cleanup() { [ "$qroot" = "$PWD/$demo" ] || rm -rf "$qroot"; }
+trap cleanup EXIT
 
 port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -20,7 +36,7 @@ write_configs() {
 cat >"$demo/sink/krelay.conf" <<CONF
 # the demo's next hop: keeps what it receives (DeliveryMode=queueonly)
 Listen=127.0.0.1:$sink_port
-QueueDirectory=$PWD/$demo/sink/queue
+QueueDirectory=$qroot/sink-queue
 LogFile=$PWD/$demo/sink/krelay.log
 DeliveryMode=queueonly
 CACertFile=$certs/ca.crt
@@ -33,7 +49,7 @@ cat >"$demo/relay/krelay.conf" <<CONF
 # sink as smart host, verified, with our client certificate.
 Listen=127.0.0.1:$smtp_port
 Listen=127.0.0.1:$smtps_port smtps
-QueueDirectory=$PWD/$demo/relay/queue
+QueueDirectory=$qroot/relay-queue
 LogFile=$PWD/$demo/relay/krelay.log
 O CACertPath=$certs
 O CACertFile=$certs/ca.crt
@@ -53,7 +69,7 @@ CONF
 start_both() {
 	for try in 1 2 3; do
 		smtp_port=$(port) smtps_port=$(port) sink_port=$(port)
-		rm -rf "$demo/relay" "$demo/sink"
+		rm -rf "$demo/relay" "$demo/sink" "$qroot/relay-queue" "$qroot/sink-queue"
 		mkdir -p "$demo/relay" "$demo/sink"
 		write_configs
 		[ "$try" = 1 ] && { echo "== krelay check"
@@ -62,7 +78,7 @@ start_both() {
 		sink=$!
 		${KRELAY:-build/krelay} -C "$demo/relay/krelay.conf" 2>"$demo/relay/stderr" &
 		relay=$!
-		trap 'kill $relay $sink 2>/dev/null || true' EXIT
+		trap 'kill $relay $sink 2>/dev/null || true; cleanup' EXIT
 		for f in "$demo/relay/krelay.log" "$demo/sink/krelay.log"; do
 			for _ in $(seq 200); do grep -q "listening on" "$f" 2>/dev/null && break; sleep 0.05; done
 		done
@@ -95,17 +111,18 @@ r1=$(load "$smtp_port" starttls 2000 20 4096)
 r2=$(load "$smtp_port" starttls 400 10 65536)
 r3=$(load "$smtps_port" smtps 100 4 1048576)
 for _ in $(seq 600); do
-	[ -z "$(ls "$demo/relay/queue/queue" 2>/dev/null)" ] && break
+	[ -z "$(ls "$qroot/relay-queue/queue" 2>/dev/null)" ] && break
 	sleep 0.1
 done
 end=$(date +%s.%N)
-left=$(ls "$demo/relay/queue/queue" 2>/dev/null | wc -l)
+left=$(ls "$qroot/relay-queue/queue" 2>/dev/null | wc -l)
 kill -TERM $relay $sink
 wait $relay $sink || true
 trap - EXIT
+cleanup
 
 /usr/bin/python3 - "$demo/relay/krelay.log" "$demo/sink/krelay.log" "$start" "$end" "$left" "$r1" "$r2" "$r3" <<'PY'
-import json, re, sys
+import json, os, re, sys
 rlog, slog = open(sys.argv[1]).read(), open(sys.argv[2]).read()
 secs, left = float(sys.argv[4]) - float(sys.argv[3]), int(sys.argv[5])
 runs = [json.loads(a) for a in sys.argv[6:]]
@@ -122,7 +139,12 @@ def count(items):
 inbound = re.findall(r"smtp tls version=(\S+) cipher=(\S+) ktls_tx=(\w+) ktls_rx=(\w+)", rlog)
 sink_in = re.findall(r"smtp tls version=(\S+) cipher=(\S+) .*client_cert=(\w+)", slog)
 nbytes = sum(int(b) for *_, b in sent)
+user = re.search(r"starting .* user=(\S+) group=(\S+)", rlog)
 print("== what krelay did")
+if user:
+    print(f"   ran as             : user {user.group(1)}, group {user.group(2)}"
+          + (" (dropped from root once its listeners, keys and queue were open)"
+             if user.group(1) != "root" and os.geteuid() == 0 else ""))
 for r in runs:
     print(f"   client {r['mode']:8}: {r['messages']} x {r['size']} B in {r['seconds']} s"
           + (f"  ERRORS: {r['errors']}" if r["errors"] else ""))

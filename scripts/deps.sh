@@ -23,7 +23,20 @@ PKGS=(
 	man-db
 	# systemd-analyze verify/security of scripts/krelay.service
 	systemd
+	# make deb (debian/), lintian, and the packaged install test's fresh root
+	debhelper lintian fakeroot debootstrap
 )
+
+# The relay, started as root, runs as this user (RunAsUser's default), as
+# the package's postinst makes it: make demo and the privilege tests use it.
+user_missing() { ! getent passwd krelay >/dev/null; }
+add_user() {
+	user_missing || return 0
+	[ "$(id -u)" -eq 0 ] || { echo "deps.sh: need root to add the user krelay" >&2; exit 1; }
+	useradd --system --user-group --home-dir /var/spool/krelay --no-create-home \
+		--shell /usr/sbin/nologin --comment "krelay mail relay" krelay
+	echo "deps.sh: added the system user krelay"
+}
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -31,6 +44,7 @@ for p in "${PKGS[@]}"; do
 done
 
 if [ "${1:-}" = "--check" ]; then
+	user_missing && missing+=("(user krelay)")
 	if [ ${#missing[@]} -gt 0 ]; then
 		echo "missing: ${missing[*]}"
 		exit 1
@@ -38,7 +52,7 @@ if [ "${1:-}" = "--check" ]; then
 	exit 0
 fi
 
-[ ${#missing[@]} -eq 0 ] && exit 0
+[ ${#missing[@]} -eq 0 ] && { add_user; exit 0; }
 if [ "$(id -u)" -ne 0 ]; then
 	echo "deps.sh: need root to install: ${missing[*]}" >&2
 	exit 1
@@ -55,4 +69,5 @@ if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages' -mtime -1 2>/d
 	apt-get update -qq
 fi
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+add_user
 echo "deps.sh: done"

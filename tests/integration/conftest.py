@@ -78,7 +78,10 @@ class Relay:
                 # Relaying goes to a loopback port where nothing listens, so accepted
         # messages stay queued (deferred) unless a test routes them elsewhere.
         self.dead_port = free_port()
+        # The test relays stay root (RunAsUser=root): pytest's files are
+        # root's alone, and reloads re-read them; test_runas.py runs as krelay.
         lines += [f"QueueDirectory={self.queue}", "Hostname=relay.test", "Workers=2",
+                  "RunAsUser=root",
                   f"LogFile={self.log}", f"SmartHost=[127.0.0.1]:{self.dead_port}"]
         if tls:
             lines += [f"CACertFile={certs.ca}", f"ServerCertFile={certs.server_crt}",

@@ -48,6 +48,7 @@ start_krelay() {
 # base_conf DIR PORT: the lines every guest krelay's config starts with.
 base_conf() {
 	printf 'Listen=127.0.0.1:%s\nQueueDirectory=%s/queue\nLogFile=%s/krelay.log\n' "$2" "$1" "$1"
+	printf 'RunAsUser=root\n' # the guest has no krelay user; it is thrown away after
 	printf 'CACertFile=%s/ca.crt\nServerCertFile=%s/server.crt\nServerKeyFile=%s/server.key\n' \
 		"$C" "$C" "$C"
 }

@@ -188,7 +188,8 @@ class Relay:
             f"Listen=127.0.0.1:{self.port}\nQueueDirectory={self.queue}\nHostname=relay.soak\n"
             f"Workers=2\nLogFile={self.log}\nSmartHost=[127.0.0.1]:{self.sink_port}\n"
             f"TLSPolicy=none\nRetrySchedule=1s,2s\nMaxConnections=500\n"
-            f"DeliveryMode={self.mode}\nInteractiveTimeout=5s\n{extra}")
+            f"DeliveryMode={self.mode}\nInteractiveTimeout=5s\n"
+            + ("RunAsUser=root\n" if os.geteuid() == 0 else "") + extra)
 
     def start(self):
         env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:exitcode=99")

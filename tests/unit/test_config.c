@@ -178,6 +178,7 @@ TEST(defaults)
 	CHECK(c.body_path == BODY_PATH_AUTO);
 	CHECK(!c.queue_only && !c.interactive); /* DeliveryMode=background */
 	CHECK(c.interactive_timeout_s == 30);
+	CHECK(c.run_as_user == NULL); /* krelay when started as root */
 	for (int i = 0; i < OPT_COUNT; i++)
 		CHECK(c.line[i] == 0);
 	config_free(&c);
@@ -227,6 +228,7 @@ TEST(opt_names)
 	    "MinDataRate",
 	    "MaxConnectionsPerClient",
 	    "LogLevel",
+	    "RunAsUser",
 	};
 
 	for (int i = 0; i < OPT_COUNT; i++)
@@ -273,8 +275,10 @@ TEST(every_option)
 	              "CipherList=ECDHE+AESGCM\nCipherSuites=TLS_AES_128_GCM_SHA256\n"
 	              "ServerSSLOptions=+SSL_OP_NO_TICKET\nClientSSLOptions=-SSL_OP_ENABLE_KTLS\n"
 	              "InteractiveTimeout=2m\nMinDataRate=1000\nMaxConnectionsPerClient=10\n"
-	              "LogLevel=12\n"));
+	              "LogLevel=12\n"
+	              "RunAsUser=mail:mail\n"));
 	CHECK(c.log_level == 12);
+	CHECK_STR(c.run_as_user, "mail:mail");
 	CHECK_STR(c.ca_cert_path, "/a");
 	CHECK_STR(c.ca_cert_file, "/b");
 	CHECK_STR(c.server_cert_file, "/c");
@@ -1291,10 +1295,31 @@ TEST(log_level)
 	FAILS_WITH("LogLevel=verbose\n", 1, "LogLevel: 'verbose' is not a number");
 }
 
+TEST(run_as_user)
+{
+	struct config c;
+
+	CHECK(load_ok(&c, "RunAsUser=krelay\n"));
+	CHECK(strcmp(c.run_as_user, "krelay") == 0 && c.line[OPT_RUN_AS_USER] == 1);
+	config_free(&c);
+	CHECK(load_ok(&c, "O RunAsUser=mail:ssl-cert\n"));
+	CHECK(strcmp(c.run_as_user, "mail:ssl-cert") == 0);
+	config_free(&c);
+	CHECK(load_ok(&c, "RunAsUser=8:12\n"));
+	CHECK(strcmp(c.run_as_user, "8:12") == 0);
+	config_free(&c);
+	FAILS_WITH("RunAsUser=:mail\n", 1, "RunAsUser: ':mail' names no user (user or user:group)");
+	FAILS_WITH("RunAsUser=mail:\n", 1, "RunAsUser: 'mail:' is not user or user:group");
+	FAILS_WITH("RunAsUser=a:b:c\n", 1, "RunAsUser: 'a:b:c' is not user or user:group");
+	FAILS_WITH("RunAsUser=ma/il\n", 1,
+	           "RunAsUser: 'ma/il' is not a user name (user or user:group)");
+}
+
 int main(void)
 {
 	RUN(defaults);
 	RUN(opt_names);
+	RUN(run_as_user);
 	RUN(delivery_modes);
 	RUN(seed_sendmail_lines);
 	RUN(every_option);
