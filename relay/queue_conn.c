@@ -106,6 +106,7 @@ void qconn_start(struct qdest *d, size_t addr_idx, struct qjob *job)
 	if (d->tls.clear_next && p.tls_policy == TLS_POLICY_MAY)
 		p.tls_policy = TLS_POLICY_NONE;
 	p.tls_ctx = q->rt->client_ctx;
+	p.smtps = d->hop.smtps;
 	p.tls_session = d->tls.session;
 	p.body_path = c->body_path;
 	p.connect_timeout_s = c->connect_timeout_s;

@@ -134,7 +134,37 @@ static int parse_port(const char *p, uint16_t *port)
 	return 0;
 }
 
+static int parse_hop(const char *s, struct route_hop *hop, char *err, size_t errlen);
+
+/* "HOP" or "HOP smtps": the flag asks for implicit TLS (the next hop's port
+ * speaks TLS from the first byte, as 465 does). */
 int route_parse_hop(const char *s, struct route_hop *hop, char *err, size_t errlen)
+{
+	char text[DNS_NAME_MAX + 64];
+	const char *sp = s ? strpbrk(s, " \t") : NULL, *flag;
+
+	if (sp == NULL)
+		return parse_hop(s, hop, err, errlen);
+	if ((size_t)(sp - s) >= sizeof(text)) {
+		seterr(err, errlen, "next hop too long in '%s'", s);
+		return -1;
+	}
+	memcpy(text, s, (size_t)(sp - s));
+	text[sp - s] = '\0';
+	flag = sp + strspn(sp, " \t");
+	if (strcasecmp(flag, "smtps") != 0 && flag[0] != '\0') {
+		seterr(err, errlen,
+		       "'%s' after the next hop in '%s' is not a flag (smtps: implicit TLS)", flag,
+		       s);
+		return -1;
+	}
+	if (parse_hop(text, hop, err, errlen) < 0)
+		return -1;
+	hop->smtps = flag[0] != '\0';
+	return 0;
+}
+
+static int parse_hop(const char *s, struct route_hop *hop, char *err, size_t errlen)
 {
 	const char *host, *colon, *why;
 	size_t hlen;
@@ -207,9 +237,11 @@ int route_parse_hop(const char *s, struct route_hop *hop, char *err, size_t errl
 void route_hop_text(const struct route_hop *hop, char *buf, size_t len)
 {
 	if (hop->mx && !hop->literal)
-		snprintf(buf, len, "%s:%u", hop->host, (unsigned)hop->port);
+		snprintf(buf, len, "%s:%u%s", hop->host, (unsigned)hop->port,
+		         hop->smtps ? " smtps" : "");
 	else
-		snprintf(buf, len, "[%s]:%u", hop->host, (unsigned)hop->port);
+		snprintf(buf, len, "[%s]:%u%s", hop->host, (unsigned)hop->port,
+		         hop->smtps ? " smtps" : "");
 }
 
 /* The table key for a recipient domain or a table's left column: lower case
@@ -299,7 +331,7 @@ struct route_table *route_table_load(const char *path, char *err, size_t errlen)
 		return NULL;
 	}
 	for (;;) {
-		char *tok[3], *p, *save = NULL, key[HOSTNAME_MAX + 3], why[300];
+		char *tok[4], *p, *save = NULL, key[HOSTNAME_MAX + 3], why[300], hoptext[600];
 		const char *kwhy;
 		struct route_hop hop;
 		int ntok = 0;
@@ -321,20 +353,24 @@ struct route_table *route_table_load(const char *path, char *err, size_t errlen)
 		}
 		if ((p = strchr(line, '#')) != NULL)
 			*p = '\0';
-		for (p = strtok_r(line, " \t\r\n\v\f", &save); p != NULL && ntok < 3;
+		for (p = strtok_r(line, " \t\r\n\v\f", &save); p != NULL && ntok < 4;
 		     p = strtok_r(NULL, " \t\r\n\v\f", &save))
 			tok[ntok++] = p;
 		if (ntok == 0)
 			continue;
-		if (ntok != 2) {
-			seterr(err, errlen, "%s:%u: expected 'domain nexthop'", path, lineno);
+		if (ntok != 2 && ntok != 3) {
+			seterr(err, errlen,
+			       "%s:%u: expected 'domain nexthop' or 'domain nexthop smtps'", path,
+			       lineno);
 			goto fail;
 		}
 		if (make_key(tok[0], true, key, sizeof(key), NULL, 0, &kwhy) < 0) {
 			seterr(err, errlen, "%s:%u: %s '%s'", path, lineno, kwhy, tok[0]);
 			goto fail;
 		}
-		if (route_parse_hop(tok[1], &hop, why, sizeof(why)) < 0) {
+		snprintf(hoptext, sizeof(hoptext), "%s%s%s", tok[1], ntok == 3 ? " " : "",
+		         ntok == 3 ? tok[2] : "");
+		if (route_parse_hop(hoptext, &hop, why, sizeof(why)) < 0) {
 			seterr(err, errlen, "%s:%u: %s", path, lineno, why);
 			goto fail;
 		}

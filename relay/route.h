@@ -20,13 +20,16 @@ struct route_hop {
 	uint16_t port;               /* 25 unless given */
 	bool mx;                     /* look up MX records of host */
 	bool literal;                /* host is an IPv4/IPv6 address */
+	bool smtps;                  /* "HOP smtps": implicit TLS from the first byte */
 };
 
-/* Parses a next hop.  Returns 0, or -1 with err set. */
+/* Parses a next hop, "HOP" or "HOP smtps" (implicit TLS, as Postfix's
+ * smtp_tls_wrappermode: the port speaks TLS from the first byte, e.g. 465).
+ * Returns 0, or -1 with err set. */
 int route_parse_hop(const char *s, struct route_hop *hop, char *err, size_t errlen);
 
-/* "[host]:port" or "host:port": the canonical text, used as the name of the
- * destination queue and in logs. */
+/* "[host]:port" or "host:port" (then " smtps" when so): the canonical
+ * text, used as the name of the destination queue and in logs. */
 void route_hop_text(const struct route_hop *hop, char *buf, size_t len);
 
 struct route_table;

@@ -72,12 +72,12 @@ static const bool cstate_reads[C_STATES] = {
 /* What may follow what (any state but the last may fail to C_CLOSING). */
 #define C_FAIL TO(C_CLOSING)
 static const unsigned cstate_may_enter[C_STATES] = {
-    [C_CONNECT] = TO(C_CONNECT) | TO(C_BANNER) | C_FAIL,
+    [C_CONNECT] = TO(C_CONNECT) | TO(C_BANNER) | TO(C_HANDSHAKE) | C_FAIL, /* smtps */
     [C_BANNER] = TO(C_EHLO) | C_FAIL,
     [C_EHLO] = TO(C_HELO) | TO(C_STARTTLS) | TO(C_READY) | C_FAIL,
     [C_HELO] = TO(C_STARTTLS) | TO(C_READY) | C_FAIL,
     [C_STARTTLS] = TO(C_HANDSHAKE) | C_FAIL,
-    [C_HANDSHAKE] = TO(C_EHLO) | C_FAIL,
+    [C_HANDSHAKE] = TO(C_EHLO) | TO(C_BANNER) | C_FAIL, /* STARTTLS | smtps */
     [C_READY] = TO(C_READY) | TO(C_ENVELOPE) | TO(C_QUIT) | C_FAIL,
     [C_ENVELOPE] = TO(C_DATA) | TO(C_BODY) | TO(C_END) | TO(C_RSET) | C_FAIL,
     [C_DATA] = TO(C_BODY) | TO(C_READY) | C_FAIL,
@@ -226,6 +226,8 @@ static void cmd(struct smtp_client *c, const char *fmt, ...)
 
 /* ---- connecting ---------------------------------------------------------- */
 
+static void start_tls(struct smtp_client *c);
+
 static void connect_done(struct smtp_client *c)
 {
 	int res = c->connect_res;
@@ -241,6 +243,10 @@ static void connect_done(struct smtp_client *c)
 		         res == -ECANCELED && c->connect_to_res == -ETIME ? "timed out"
 		                                                          : strerror(-res));
 		fail(c, SMTP_FAIL_CONNECT, why);
+		return;
+	}
+	if (c->p.smtps) {
+		start_tls(c); /* implicit TLS: the greeting comes over it */
 		return;
 	}
 	enter(c, C_BANNER);
@@ -1011,7 +1017,10 @@ static void client_event(void *owner, enum xprt_event ev, int err)
 		ktls_describe(c->x.ssl, c->tls_desc, sizeof(c->tls_desc));
 		c->verified = peer != NULL && SSL_get_verify_result(c->x.ssl) == X509_V_OK;
 		c->resumed = SSL_session_reused(c->x.ssl);
-		ehlo(c);
+		if (c->p.smtps)
+			enter(c, C_BANNER); /* implicit TLS: now the greeting */
+		else
+			ehlo(c);
 		xprt_read(&c->x);
 		break;
 	}
@@ -1024,7 +1033,15 @@ static void client_event(void *owner, enum xprt_event ev, int err)
 	case XPRT_ERROR:
 		if (c->x.keyupdate && c->x.ktls.tx)
 			fail(c, SMTP_FAIL_TLS_KEYUPDATE, c->x.error);
-		else
+		else if (c->state == C_HANDSHAKE && c->p.smtps &&
+		         strstr(c->x.error, "wrong version number") != NULL) {
+			char why[sizeof(c->x.error) + 96];
+			snprintf(why, sizeof(why),
+			         "%s (the next hop is written smtps, but its port does not start "
+			         "with TLS)",
+			         c->x.error);
+			fail(c, SMTP_FAIL_TLS, why);
+		} else
 			fail(c, c->state == C_HANDSHAKE ? SMTP_FAIL_TLS : SMTP_FAIL_IO, c->x.error);
 		break;
 	case XPRT_CLOSED:

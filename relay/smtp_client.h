@@ -33,6 +33,8 @@ struct smtp_client_params {
 	const char *helo;         /* our name */
 	int tls_policy;           /* enum config_tls_policy */
 	SSL_CTX *tls_ctx;         /* client context (may be NULL with policy none) */
+	bool smtps;               /* implicit TLS: the handshake comes first, whatever the
+	                           * policy (which still says whether to verify) */
 	SSL_SESSION *tls_session; /* to resume, or NULL */
 	int body_path;            /* enum config_body_path */
 	bool no_ktls;             /* keep record encryption in OpenSSL (after a KeyUpdate) */

@@ -233,12 +233,13 @@ TEST(parse_hop_errors)
 	CHECK(hop_bad(":25", "empty host"));
 	CHECK(hop_bad("[h", "missing ']'"));
 	CHECK(hop_bad("[h]x", "unexpected text after ']'"));
-	CHECK(hop_bad("[h] :25", "unexpected text after ']'"));
+	CHECK(hop_bad("[h] :25", "':25' after the next hop in '[h] :25' is not a flag"));
 	CHECK(hop_bad("a..b", "empty label in host name in 'a..b'"));
 	CHECK(hop_bad(".a", "empty label"));
 	CHECK(hop_bad(".", "empty host name"));
 	CHECK(hop_bad("a_b.com", "invalid character in host name"));
-	CHECK(hop_bad("a b", "invalid character"));
+	CHECK(hop_bad("a b", "'b' after the next hop in 'a b' is not a flag"));
+	CHECK(hop_bad("a\tb", "'b' after the next hop in 'a\tb' is not a flag"));
 	CHECK(hop_bad("ex\xc3\xa4mple.com", "invalid character"));
 	CHECK(hop_bad("-a.com", "label starts with '-'"));
 	CHECK(hop_bad("a-.com", "label ends with '-'"));
@@ -278,6 +279,26 @@ TEST(hop_text)
 	/* the text parses back to the same hop */
 	CHECK_STR(text_of(text_of("[IPv6:2001:db8::5]:26")), "[2001:db8::5]:26");
 	CHECK_STR(text_of(text_of("relay.example:2525")), "relay.example:2525");
+	/* implicit TLS: the flag is part of the text, and parses back */
+	CHECK_STR(text_of("[mail.example.com]:465 smtps"), "[mail.example.com]:465 smtps");
+	CHECK_STR(text_of("mail.example.com:465  SMTPS"), "mail.example.com:465 smtps");
+	CHECK_STR(text_of(text_of("[::1]:465 smtps")), "[::1]:465 smtps");
+	CHECK_STR(text_of("[mail.example.com]:465 "), "[mail.example.com]:465");
+	{
+		struct route_hop h;
+		char err[200];
+
+		CHECK(route_parse_hop("[h.example]:465 smtps", &h, err, sizeof(err)) == 0);
+		CHECK(h.smtps && !h.mx && h.port == 465);
+		CHECK(route_parse_hop("[h.example]:465", &h, err, sizeof(err)) == 0);
+		CHECK(!h.smtps);
+		CHECK(route_parse_hop("[h.example]:465 starttls", &h, err, sizeof(err)) == -1);
+		CHECK_STR(err,
+		          "'starttls' after the next hop in '[h.example]:465 starttls' is not a "
+		          "flag (smtps: implicit TLS)");
+		CHECK(route_parse_hop("[h.example]:99999 smtps", &h, err, sizeof(err)) == -1);
+		CHECK_STR(err, "bad port '99999' in '[h.example]:99999'");
+	}
 	{
 		char small[8];
 		struct route_hop h;
@@ -333,6 +354,15 @@ TEST(table_load_ok)
 	CHECK_STR(lookup(t, NULL, "a.test"), "[x.test]:25");
 	CHECK_STR(lookup(t, NULL, "b.test"), "y.test:26");
 	route_table_free(t);
+	/* the smtps flag: its own destination (the text names it) */
+	t = load("a.test [x.test]:465 smtps\nb.test\t[x.test]:465\tSMTPS  # implicit TLS\n"
+	         "c.test [x.test]:465\n",
+	         err, sizeof(err));
+	CHECK(t != NULL);
+	CHECK_STR(lookup(t, NULL, "a.test"), "[x.test]:465 smtps");
+	CHECK_STR(lookup(t, NULL, "b.test"), "[x.test]:465 smtps");
+	CHECK_STR(lookup(t, NULL, "c.test"), "[x.test]:465");
+	route_table_free(t);
 	route_table_free(NULL);
 }
 
@@ -343,11 +373,16 @@ TEST(table_load_errors)
 
 	CHECK(table_fails("a.test [x]\nb.test [h]:99999\n", 2, "bad port '99999' in '[h]:99999'"));
 	CHECK(table_fails("# c\n\nb.test a..b\n", 3, "empty label in host name in 'a..b'"));
-	CHECK(table_fails("a.test\n", 1, "expected 'domain nexthop'"));
+	CHECK(table_fails("a.test\n", 1, "expected 'domain nexthop' or 'domain nexthop smtps'"));
 	/* an address without its brackets is no name to look up MX for */
 	CHECK(table_fails("a.test 192.0.2.7.\n", 1,
 	                  "an address is written [192.0.2.7], not as a domain in '192.0.2.7.'"));
-	CHECK(table_fails("a.test [x] extra\n", 1, "expected 'domain nexthop'"));
+	CHECK(
+	    table_fails("a.test [x] extra\n", 1,
+	                "'extra' after the next hop in '[x] extra' is not a flag (smtps: implicit "
+	                "TLS)"));
+	CHECK(table_fails("a.test [x] smtps more\n", 1,
+	                  "expected 'domain nexthop' or 'domain nexthop smtps'"));
 	CHECK(table_fails("ok.test x\nbad_key.test [x]\n", 2,
 	                  "invalid character in host name 'bad_key.test'"));
 	CHECK(table_fails("a..test [x]\n", 1, "empty label in host name 'a..test'"));
