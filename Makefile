@@ -14,12 +14,12 @@ SAN     = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-rec
 KERNEL_SRCS = kernel/ring.c kernel/probe.c kernel/ktls.c kernel/xprt.c
 RELAY_PURE  = relay/config.c relay/smtp_parse.c relay/smtp_data.c relay/spool_format.c \
               relay/route.c relay/dsn.c relay/tls_policy.c relay/safe.c relay/client_count.c \
-              relay/queue_policy.c
+              relay/queue_policy.c relay/submit.c
 RELAY_SRCS  = $(RELAY_PURE) relay/log.c relay/tls_ctx.c relay/spool.c relay/spool_msg.c relay/smtp_server.c \
               relay/dns.c relay/smtp_client.c relay/queue.c relay/queue_dest.c relay/queue_conn.c \
-              relay/queue_interactive.c relay/queue_admin.c relay/bounce.c relay/queue_cli.c relay/runtime.c relay/service.c relay/runas.c relay/state.c relay/worker.c relay/check.c relay/main.c
+              relay/queue_interactive.c relay/queue_admin.c relay/bounce.c relay/queue_cli.c relay/runtime.c relay/service.c relay/runas.c relay/sendmail_cli.c relay/state.c relay/worker.c relay/check.c relay/main.c
 SRCS        = $(KERNEL_SRCS) $(RELAY_SRCS)
-UNIT_TESTS  = test_config test_smtp_parse test_smtp_data test_spool_format test_route test_dsn test_tls_policy test_safe test_client_count test_queue_policy
+UNIT_TESTS  = test_config test_smtp_parse test_smtp_data test_spool_format test_route test_dsn test_tls_policy test_safe test_client_count test_queue_policy test_submit
 # krelay-bench: the benchmark's SMTP source and sink, on kernel/'s ring and xprt
 BENCH_PURE  = bench/bench_util.c bench/bench_hash.c bench/bench_msg.c bench/bench_scan.c \
               bench/bench_stats.c
@@ -32,7 +32,7 @@ PURE_TEST_OBJS = $(RELAY_PURE:%.c=build/test/obj/%.o)
 BENCH_OBJS      = $(BENCH_SRCS:%.c=build/obj/%.o)
 BENCH_TEST_OBJS = $(BENCH_SRCS:%.c=build/test/obj/%.o)
 
-.PHONY: all test test-ktls unit fuzz-build fuzz demo bench soak deps format check-format clean install man deb
+.PHONY: all test test-ktls unit fuzz-build fuzz demo bench soak deps format check-format clean install install-sendmail man deb
 all: build/krelay build/krelay-bench
 
 deps:
@@ -186,6 +186,15 @@ install: build/krelay build/krelay-bench
 	@echo "installed; the relay, started as root, runs as the user krelay:"
 	@echo "  adduser --system --group --home $(localstatedir)/spool/krelay krelay"
 	@echo "  chown krelay:krelay $(DESTDIR)$(localstatedir)/spool/krelay"
+
+# `make install-sendmail`: krelay also as /usr/sbin/sendmail, newaliases and
+# /usr/bin/mailq (Sendmail's command line, see README), replacing what is
+# there: only for a machine where krelay is the mail system.
+install-sendmail: install
+	ln -sf krelay $(DESTDIR)$(sbindir)/sendmail
+	ln -sf krelay $(DESTDIR)$(sbindir)/newaliases
+	install -d $(DESTDIR)$(bindir)
+	ln -sf $(sbindir)/krelay $(DESTDIR)$(bindir)/mailq
 
 # `make deb`: build/deb/krelay_VERSION_ARCH.deb, built by dpkg-buildpackage
 # from debian/ in a copy of the tree (so build/ and the parent directory stay

@@ -21,6 +21,7 @@
 #include "probe.h"
 #include "queue_cli.h"
 #include "runas.h"
+#include "sendmail_cli.h"
 #include "service.h"
 
 #include "spool.h"
@@ -32,13 +33,17 @@
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: krelay [-C FILE]           run the relay in the foreground\n"
-	             "       krelay check [-C FILE]     show what this machine can offload and "
-	             "check the configuration\n"
-	             "       krelay queue [-C FILE] list|flush|delete ID|hold ID|release ID\n"
-	             "       krelay version\n"
-	             "FILE holds Name=value lines (sendmail.cf \"O Name=value\" lines work too);\n"
-	             "without -C the built-in defaults are used (see README.md).\n");
+	fprintf(out,
+	        "usage: krelay [-C FILE]           run the relay in the foreground\n"
+	        "       krelay check [-C FILE]     show what this machine can offload and "
+	        "check the configuration\n"
+	        "       krelay queue [-C FILE] list [--json]|flush|delete ID|hold ID|release ID\n"
+	        "       krelay sendmail [-t] [-i] [-f ADDR] [-F NAME] [-bs|-bp|-q] [RCPT...]\n"
+	        "                                  Sendmail's command line (also as sendmail, "
+	        "mailq)\n"
+	        "       krelay version\n"
+	        "FILE holds Name=value lines (sendmail.cf \"O Name=value\" lines work too);\n"
+	        "without -C the built-in defaults are used (see README.md).\n");
 }
 
 /* Loads defaults + file and fills what only the machine knows. */
@@ -575,6 +580,14 @@ int main(int argc, char **argv)
 	bool check = false;
 	int i = 1;
 
+	const char *base = strrchr(argv[0], '/');
+	base = base ? base + 1 : argv[0];
+	/* installed as /usr/sbin/sendmail, mailq or newaliases */
+	if (strcmp(base, "sendmail") == 0 || strcmp(base, "mailq") == 0 ||
+	    strcmp(base, "newaliases") == 0)
+		return sendmail_cli(base, argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "sendmail") == 0)
+		return sendmail_cli("krelay", argc - 2, argv + 2);
 	if (argc > 1 && strcmp(argv[1], "queue") == 0)
 		return cmd_queue(argc - 2, argv + 2);
 	if (argc > 1 && strcmp(argv[1], "check") == 0) {

@@ -31,7 +31,8 @@ static void age(time_t secs, char *buf, size_t len)
 		snprintf(buf, len, "%lldd", (long long)secs / 86400);
 }
 
-static const char *state_name(char s)
+/* A recipient's state: its word for scripts (--json), and for people. */
+static const char *state_name_as(char s, bool key)
 {
 	switch (s) {
 	case SPOOL_RCPT_PENDING:
@@ -39,12 +40,17 @@ static const char *state_name(char s)
 	case SPOOL_RCPT_DELIVERED:
 		return "delivered";
 	case SPOOL_RCPT_FAILED:
-		return "failed (bounce being queued)";
+		return key ? "failed" : "failed (bounce being queued)";
 	case SPOOL_RCPT_BOUNCED:
-		return "failed (bounced)";
+		return key ? "bounced" : "failed (bounced)";
 	default:
-		return "?";
+		return key ? "unknown" : "?";
 	}
+}
+
+static const char *state_name(char s)
+{
+	return state_name_as(s, false);
 }
 
 static int open_sub(const struct config *c, const char *sub)
@@ -78,7 +84,73 @@ static void print_msg(const struct spool_env *e, bool held, time_t now)
 		printf("    last error: %s\n", safe_log_text(esc, sizeof(esc), e->last_error));
 }
 
-static int list_sub(const struct config *c, const char *sub, bool held)
+/* A JSON string: '"', '\\' and control bytes escaped, and every byte that
+ * is not part of well-formed UTF-8 as \u00XX (so the output always parses). */
+static void json_str(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)(s ? s : "");
+
+	putchar('"');
+	while (*p) {
+		size_t ok = safe_utf8_len(p);
+		if (*p == '"' || *p == '\\') {
+			printf("\\%c", *p++);
+		} else if (*p < 0x20 || *p == 0x7f || ok == 0) {
+			printf("\\u%04x", *p++);
+		} else {
+			fwrite(p, 1, ok, stdout);
+			p += ok;
+		}
+	}
+	putchar('"');
+}
+
+static void print_json(const struct spool_env *e, bool held, bool first)
+{
+	printf("%s\n  {\"id\": \"%s\", \"held\": %s, \"size\": %llu, \"arrival\": %lld, "
+	       "\"attempts\": %u, \"next_attempt\": %lld, \"sender\": ",
+	       first ? "" : ",", e->id, held ? "true" : "false", (unsigned long long)e->body_size,
+	       (long long)e->arrival, e->attempts, (long long)e->next_attempt);
+	json_str(e->sender);
+	printf(", \"recipients\": [");
+	for (size_t r = 0; r < e->rcpt_count; r++) {
+		printf("%s{\"address\": ", r ? ", " : "");
+		json_str(e->rcpts[r].addr);
+		printf(", \"state\": \"%s\"}", state_name_as(e->rcpts[r].state, true));
+	}
+	printf("], \"last_error\": ");
+	json_str(e->last_error);
+	printf("}");
+}
+
+/* Sendmail's mailq layout (8.17 printqueue): ID and a mark ('X': held),
+ * size, arrival time, sender; the reason it waits; the recipients still
+ * to be delivered. */
+static void print_mailq(const struct spool_env *e, bool held)
+{
+	char when[32] = "", esc[SAFE_LEN(1024)];
+	time_t t = (time_t)e->arrival;
+	struct tm tm;
+
+	if (localtime_r(&t, &tm) != NULL)
+		strftime(when, sizeof(when), "%a %b %e %H:%M", &tm);
+	printf("%-14s%c%8llu %.16s <%s>\n", e->id, held ? 'X' : ' ',
+	       (unsigned long long)e->body_size, when, safe_log(esc, sizeof(esc), e->sender));
+	if (held)
+		printf("%17s(held: krelay queue release %s)\n", "", e->id);
+	else if (e->last_error != NULL && e->last_error[0] != '\0')
+		printf("%17s(Deferred: %.60s)\n", "",
+		       safe_log_text(esc, sizeof(esc), e->last_error));
+	for (size_t r = 0; r < e->rcpt_count; r++)
+		if (e->rcpts[r].state == SPOOL_RCPT_PENDING)
+			printf("\t\t\t\t\t <%s>\n", safe_log(esc, sizeof(esc), e->rcpts[r].addr));
+}
+
+enum list_format { LIST_TEXT, LIST_JSON, LIST_MAILQ };
+
+/* Lists sub ("queue" or "hold") in fmt; with count_only, only counts. */
+static int list_sub(const struct config *c, const char *sub, bool held, enum list_format fmt,
+                    int *shown)
 {
 	char **ids, err[256];
 	size_t n;
@@ -93,17 +165,54 @@ static int list_sub(const struct config *c, const char *sub, bool held)
 		struct spool_env e;
 
 		if (spool_state_load(dfd, ids[i], &e, err, sizeof(err)) == 0) {
-			print_msg(&e, held, now);
+			if (fmt == LIST_JSON)
+				print_json(&e, held, (*shown)++ == 0);
+			else if (fmt == LIST_MAILQ)
+				print_mailq(&e, held);
+			else
+				print_msg(&e, held, now);
 			spool_env_free(&e);
 			count++;
-		} else {
+		} else if (fmt == LIST_TEXT) {
 			printf("%s (unreadable: %s)\n", ids[i], err);
+		} else if (fmt == LIST_MAILQ) {
+			printf("%-14s?        (unreadable: %s)\n", ids[i], err);
 		}
 		free(ids[i]);
 	}
 	free(ids);
 	close(dfd);
 	return count;
+}
+
+static int count_sub(const struct config *c, const char *sub)
+{
+	char **ids;
+	size_t n;
+
+	if (spool_list_in(c->queue_directory, sub, &ids, &n) < 0)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		free(ids[i]);
+	free(ids);
+	return (int)n;
+}
+
+int queue_cli_mailq(const struct config *c)
+{
+	int n = count_sub(c, "queue") + count_sub(c, "hold"), shown = 0;
+
+	if (n == 0) {
+		printf("%s is empty\n\t\tTotal requests: 0\n", c->queue_directory);
+		return 0;
+	}
+	printf("\t\t%s (%d request%s)\n", c->queue_directory, n, n == 1 ? "" : "s");
+	printf(
+	    "-----Q-ID----- --Size-- -----Q-Time----- ------------Sender/Recipient-----------\n");
+	n = list_sub(c, "queue", false, LIST_MAILQ, &shown) +
+	    list_sub(c, "hold", true, LIST_MAILQ, &shown);
+	printf("\t\tTotal requests: %d\n", n);
+	return 0;
 }
 
 /* The running relay's pid, or 0: only a pid file the relay holds locked
@@ -130,6 +239,14 @@ static pid_t relay_pid(const struct config *c)
 	if (pid <= 1 || kill((pid_t)pid, 0) < 0)
 		pid = 0;
 	return (pid_t)pid;
+}
+
+int queue_cli_flush(const struct config *c);
+static int poke(const struct config *c, const char *what);
+
+int queue_cli_flush(const struct config *c)
+{
+	return poke(c, "deferred messages are tried");
 }
 
 static int poke(const struct config *c, const char *what)
@@ -270,7 +387,8 @@ static int ask_relay(const struct config *c, pid_t pid, const char *verb, const 
 static int usage(void)
 {
 	fprintf(stderr,
-	        "usage: krelay queue [-C FILE] list | flush | delete ID | hold ID | release ID\n");
+	        "usage: krelay queue [-C FILE] list [--json] | flush | delete ID | hold ID | "
+	        "release ID\n");
 	return 2;
 }
 
@@ -282,8 +400,18 @@ int queue_cli(const struct config *c, int argc, char **argv)
 	int ret;
 
 	if (strcmp(verb, "list") == 0 && argc == 1) {
-		int n = list_sub(c, "queue", false) + list_sub(c, "hold", true);
+		int shown = 0;
+		int n = list_sub(c, "queue", false, LIST_TEXT, &shown) +
+		        list_sub(c, "hold", true, LIST_TEXT, &shown);
 		printf("%d message%s\n", n, n == 1 ? "" : "s");
+		return 0;
+	}
+	if (strcmp(verb, "list") == 0 && argc == 2 && strcmp(argv[1], "--json") == 0) {
+		int shown = 0;
+		printf("[");
+		list_sub(c, "queue", false, LIST_JSON, &shown);
+		list_sub(c, "hold", true, LIST_JSON, &shown);
+		printf("%s]\n", shown ? "\n" : "");
 		return 0;
 	}
 	if (strcmp(verb, "flush") == 0 && argc == 1)

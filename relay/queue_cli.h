@@ -9,5 +9,9 @@
 #include "config.h"
 
 int queue_cli(const struct config *c, int argc, char **argv);
+/* `mailq` / `sendmail -bp`: the queue in Sendmail's layout. */
+int queue_cli_mailq(const struct config *c);
+/* `sendmail -q`: asks the running relay for a queue run. */
+int queue_cli_flush(const struct config *c);
 
 #endif

@@ -44,6 +44,11 @@ static size_t utf8_len(const unsigned char *p)
 	return n;
 }
 
+size_t safe_utf8_len(const unsigned char *p)
+{
+	return p[0] < 0x80 ? (p[0] != 0) : utf8_len(p);
+}
+
 static const char *escape(char *dst, size_t cap, const char *src, const char *special,
                           unsigned keep)
 {

@@ -24,6 +24,9 @@
  * bidirectional overrides): a value can never close its delimiter or pose
  * as another key=value pair. */
 const char *safe_log(char *dst, size_t cap, const char *src);
+/* The length of the character at p: 1 for an ASCII byte, 2-4 for
+ * well-formed UTF-8 that shows as what it is, 0 otherwise (and at NUL). */
+size_t safe_utf8_len(const unsigned char *p);
 
 /* Free text logged as key="...": like safe_log but keeps spaces (a peer's
  * reply reads as it was sent; it still cannot close its quotes). */
