@@ -23,6 +23,7 @@
 #include "runas.h"
 #include "sendmail_cli.h"
 #include "service.h"
+#include "sm_import_cli.h"
 
 #include "spool.h"
 #include "tls_ctx.h"
@@ -41,6 +42,8 @@ static void usage(FILE *out)
 	        "       krelay sendmail [-t] [-i] [-f ADDR] [-F NAME] [-bs|-bp|-q] [RCPT...]\n"
 	        "                                  Sendmail's command line (also as sendmail, "
 	        "mailq)\n"
+	        "       krelay import-sendmail [--access FILE] [--mailertable FILE] [-o FILE] "
+	        "sendmail.mc|.cf\n"
 	        "       krelay version\n"
 	        "FILE holds Name=value lines (sendmail.cf \"O Name=value\" lines work too);\n"
 	        "without -C the built-in defaults are used (see README.md).\n");
@@ -588,6 +591,8 @@ int main(int argc, char **argv)
 		return sendmail_cli(base, argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "sendmail") == 0)
 		return sendmail_cli("krelay", argc - 2, argv + 2);
+	if (argc > 1 && strcmp(argv[1], "import-sendmail") == 0)
+		return sm_import_cli(argc - 2, argv + 2);
 	if (argc > 1 && strcmp(argv[1], "queue") == 0)
 		return cmd_queue(argc - 2, argv + 2);
 	if (argc > 1 && strcmp(argv[1], "check") == 0) {

@@ -25,6 +25,8 @@ PKGS=(
 	systemd
 	# make deb (debian/), lintian, and the packaged install test's fresh root
 	debhelper lintian fakeroot debootstrap
+	# krelay import-sendmail is tested on sendmail.cf files m4 makes from .mc
+	m4
 )
 
 # The relay, started as root, runs as this user (RunAsUser's default), as
