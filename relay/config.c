@@ -170,6 +170,73 @@ static int parse_run_as(struct config *c, const struct opt_def *d, char *val, ch
 	return set_string(string_field(c, d), val, msg, len);
 }
 
+/* A distinguished name as Sendmail's access map writes it ("/C=XX/O=A+20B"). */
+static int check_dn(const char *dn, const char *what, char *msg, size_t len)
+{
+	if (dn[0] != '/')
+		return msgf(msg, len, "%s '%s' is not a name as /C=../O=../CN=.. (+20 for a space)",
+		            what, dn);
+	if (strlen(dn) > 255)
+		return msgf(msg, len, "%s '%.40s...' is longer than 255 octets", what, dn);
+	for (const char *p = dn; *p; p++)
+		if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
+			return msgf(msg, len,
+			            "%s '%s' has a space or a non-ASCII byte: write it +HH "
+			            "(+20 for a space), as Sendmail's access map does",
+			            what, dn);
+	return 0;
+}
+
+/* Repeatable options: the first line replaces the default, the next add. */
+static size_t repeat_base(const struct config *c, enum config_opt opt, size_t count)
+{
+	return c->line[opt] != 0 ? count : 0;
+}
+
+static int parse_cert_issuer(struct config *c, const struct opt_def *d, char *val, char *msg,
+                             size_t len)
+{
+	size_t n = repeat_base(c, OPT_RELAY_CLIENT_ISSUER, c->relay_client_issuers_count);
+
+	if (check_dn(val, "issuer", msg, len) < 0)
+		return -1;
+	if (n == CONFIG_LIST_MAX)
+		return msgf(msg, len, "too many issuers (at most %d)", CONFIG_LIST_MAX);
+	for (size_t i = n; i < c->relay_client_issuers_count; i++)
+		free(c->relay_client_issuers[i]);
+	if ((c->relay_client_issuers[n] = strdup(val)) == NULL)
+		return msgf(msg, len, "out of memory");
+	c->relay_client_issuers_count = n + 1;
+	return 0;
+}
+
+static int parse_cert_subject(struct config *c, const struct opt_def *d, char *val, char *msg,
+                              size_t len)
+{
+	size_t n = repeat_base(c, OPT_RELAY_CLIENT_SUBJECT, c->relay_client_subjects_count);
+	char *sp = val + strcspn(val, " \t"), *subject;
+
+	if (*sp == '\0')
+		return msgf(msg, len, "'%s' is not 'ISSUER SUBJECT' (two names)", val);
+	*sp = '\0';
+	subject = sp + 1 + strspn(sp + 1, " \t");
+	if (check_dn(val, "issuer", msg, len) < 0 || check_dn(subject, "subject", msg, len) < 0)
+		return -1;
+	if (n == CONFIG_LIST_MAX)
+		return msgf(msg, len, "too many subjects (at most %d)", CONFIG_LIST_MAX);
+	for (size_t i = n; i < c->relay_client_subjects_count; i++) {
+		free(c->relay_client_subjects[i].issuer);
+		free(c->relay_client_subjects[i].subject);
+	}
+	c->relay_client_subjects[n].issuer = strdup(val);
+	c->relay_client_subjects[n].subject = strdup(subject);
+	c->relay_client_subjects_count = n + 1;
+	if (c->relay_client_subjects[n].issuer == NULL ||
+	    c->relay_client_subjects[n].subject == NULL)
+		return msgf(msg, len, "out of memory");
+	return 0;
+}
+
 static int parse_unsigned(struct config *c, const struct opt_def *d, char *val, char *msg,
                           size_t len)
 {
@@ -939,6 +1006,8 @@ static const struct opt_def opts[OPT_COUNT] = {
                                         FIELD(max_connections_per_client), 0, 1000000},
     [OPT_LOG_LEVEL] = {"LogLevel", parse_unsigned, FIELD(log_level), 0, 99},
     [OPT_RUN_AS_USER] = {"RunAsUser", parse_run_as, FIELD(run_as_user), 0, 0},
+    [OPT_RELAY_CLIENT_ISSUER] = {"RelayClientIssuer", parse_cert_issuer, 0, 0, 0},
+    [OPT_RELAY_CLIENT_SUBJECT] = {"RelayClientSubject", parse_cert_subject, 0, 0, 0},
 };
 
 const char *config_opt_name(enum config_opt opt)
@@ -1014,6 +1083,12 @@ void config_free(struct config *c)
 	free(c->hostname);
 	free(c->log_file);
 	free(c->run_as_user);
+	for (size_t i = 0; i < c->relay_client_issuers_count; i++)
+		free(c->relay_client_issuers[i]);
+	for (size_t i = 0; i < c->relay_client_subjects_count; i++) {
+		free(c->relay_client_subjects[i].issuer);
+		free(c->relay_client_subjects[i].subject);
+	}
 	free(c->smart_host);
 	free(c->transport_table);
 	free(c->tls_policy_table);
@@ -1220,10 +1295,18 @@ bool config_relay_domain(const struct config *c, const char *domain)
 	return false;
 }
 
-bool config_relay_cert(const struct config *c, const uint8_t sha256[32])
+bool config_relay_cert(const struct config *c, const uint8_t sha256[32], const char *issuer,
+                       const char *subject)
 {
 	for (size_t i = 0; i < c->relay_client_certs_count; i++)
 		if (memcmp(c->relay_client_certs[i], sha256, FINGERPRINT_LEN) == 0)
+			return true;
+	for (size_t i = 0; i < c->relay_client_issuers_count; i++)
+		if (strcasecmp(c->relay_client_issuers[i], issuer) == 0)
+			return true;
+	for (size_t i = 0; i < c->relay_client_subjects_count; i++)
+		if (strcasecmp(c->relay_client_subjects[i].issuer, issuer) == 0 &&
+		    strcasecmp(c->relay_client_subjects[i].subject, subject) == 0)
 			return true;
 	return false;
 }

@@ -59,6 +59,8 @@ enum config_opt {
 	OPT_MAX_CONNECTIONS_PER_CLIENT,
 	OPT_LOG_LEVEL,
 	OPT_RUN_AS_USER,
+	OPT_RELAY_CLIENT_ISSUER,
+	OPT_RELAY_CLIENT_SUBJECT,
 	OPT_COUNT
 };
 
@@ -111,6 +113,19 @@ struct config {
 	size_t relay_domains_count;
 	uint8_t relay_client_certs[CONFIG_LIST_MAX][32]; /* SHA-256 */
 	size_t relay_client_certs_count;
+	/* RelayClientIssuer=DN (repeatable): a verified client certificate from
+	 * this issuer may relay (Sendmail's CertIssuer:DN RELAY).
+	 * RelayClientSubject=ISSUER SUBJECT (repeatable): one from that issuer
+	 * with that subject may (CertIssuer:ISSUER SUBJECT + CertSubject:SUBJECT
+	 * RELAY).  Names as Sendmail's access map writes them: X509_NAME_oneline
+	 * with space, '+', '\\', '<', '>', '(', ')', '"' and other bytes outside
+	 * 0x21..0x7e as +HH; compared without regard to case. */
+	char *relay_client_issuers[CONFIG_LIST_MAX];
+	size_t relay_client_issuers_count;
+	struct config_cert_name {
+		char *issuer, *subject;
+	} relay_client_subjects[CONFIG_LIST_MAX];
+	size_t relay_client_subjects_count;
 	int tls_min_version; /* TLS1_2_VERSION (0x0303) or TLS1_3_VERSION (0x0304) */
 	int tls_max_version; /* the same; TLS1_3_VERSION by default */
 	char *cipher_list;   /* TLS 1.2 cipher string (CipherList); NULL: krelay's default */
@@ -197,6 +212,10 @@ bool config_cidr_match(const struct config_cidr *n, const struct sockaddr *sa);
 bool config_relay_client(const struct config *c, const struct sockaddr *sa);
 /* Case-insensitive exact match of a recipient domain against RelayDomains. */
 bool config_relay_domain(const struct config *c, const char *domain);
-bool config_relay_cert(const struct config *c, const uint8_t sha256[32]);
+/* Whether a verified client certificate may relay: its SHA-256 listed in
+ * RelayClientCerts, or its issuer (RelayClientIssuer), or its issuer and
+ * subject (RelayClientSubject), the names in Sendmail's +HH form. */
+bool config_relay_cert(const struct config *c, const uint8_t sha256[32], const char *issuer,
+                       const char *subject);
 
 #endif

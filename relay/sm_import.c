@@ -53,6 +53,8 @@ void smi_free(struct smi *s)
 	free(s->tls_policy.p);
 	free(s->relay_domains.p);
 	free(s->relay_clients.p);
+	free(s->subject_issuers.p);
+	free(s->subjects.p);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -716,12 +718,21 @@ void smi_access(struct smi *s, const char *text, const char *file)
 			bput(s, &s->conf, "# %s:%u: %s (see TLSPolicyTable: %s none)\n", file, line,
 			     orig, k);
 			s->imported++;
-		} else if (strcasecmp(tag, "CertIssuer") == 0 ||
-		           strcasecmp(tag, "CertSubject") == 0) {
-			skip(s, file, line, orig,
-			     "RelayClientCerts takes the SHA-256 fingerprints of the client "
-			     "certificates (openssl x509 -noout -fingerprint -sha256), not their "
-			     "names");
+		} else if (strcasecmp(tag, "CertIssuer") == 0 && strcmp(v, "RELAY") == 0 &&
+		           k[0] == '/') {
+			take(s, file, line, orig, "RelayClientIssuer", k);
+		} else if (strcasecmp(tag, "CertIssuer") == 0 && strcmp(v, "SUBJECT") == 0 &&
+		           k[0] == '/') {
+			bput(s, &s->subject_issuers, "%s\t%s:%u\n", k, file, line);
+			bput(s, &s->conf, "# %s:%u: %s (see RelayClientSubject below)\n", file,
+			     line, orig);
+			s->imported++;
+		} else if (strcasecmp(tag, "CertSubject") == 0 && strcmp(v, "RELAY") == 0 &&
+		           k[0] == '/') {
+			bput(s, &s->subjects, "%s\t%s:%u\n", k, file, line);
+			bput(s, &s->conf, "# %s:%u: %s (see RelayClientSubject below)\n", file,
+			     line, orig);
+			s->imported++;
 		} else if (strcasecmp(tag, "TLS_Clt") == 0) {
 			skip(s, file, line, orig,
 			     "krelay has no per-client TLS requirement: RelayClientCerts decides "
@@ -783,8 +794,34 @@ void smi_relay_domains(struct smi *s, const char *text, const char *file)
 	}
 }
 
+/* Each CertSubject:DN RELAY with each CertIssuer:DN SUBJECT: Sendmail looks
+ * at the subject of a verified certificate from such an issuer. */
+static void pair_subjects(struct smi *s)
+{
+	const char *si = s->subject_issuers.p, *sj;
+
+	if (s->subjects.len == 0)
+		return;
+	if (s->subject_issuers.len == 0) {
+		bput(s, &s->conf,
+		     "\n# not imported: CertSubject RELAY entries without a CertIssuer "
+		     "SUBJECT entry (Sendmail never looks at them either)\n");
+		s->skipped++;
+		return;
+	}
+	bput(s, &s->conf, "\n");
+	for (; si && *si; si = strchr(si, '\n') + 1) {
+		int il = (int)strcspn(si, "\t");
+		for (sj = s->subjects.p; sj && *sj; sj = strchr(sj, '\n') + 1) {
+			int jl = (int)strcspn(sj, "\t");
+			bput(s, &s->conf, "RelayClientSubject=%.*s %.*s\n", il, si, jl, sj);
+		}
+	}
+}
+
 void smi_finish(struct smi *s)
 {
+	pair_subjects(s);
 	if (s->relay_domains.len > 0)
 		bput(s, &s->conf, "\nRelayDomains=%s\n", s->relay_domains.p);
 	if (s->relay_clients.len > 0)

@@ -21,6 +21,9 @@ struct smi {
 	struct smi_buf transport;                    /* TransportTable lines */
 	struct smi_buf tls_policy;                   /* TLSPolicyTable lines */
 	struct smi_buf relay_domains, relay_clients; /* comma lists, gathered */
+	/* CertIssuer:DN SUBJECT and CertSubject:DN RELAY, each "DN\tfile:line\n":
+	 * paired into RelayClientSubject lines at the end */
+	struct smi_buf subject_issuers, subjects;
 	unsigned imported, skipped;
 	bool access_db;        /* FEATURE(access_db) or an access map named in the cf */
 	char mailertable[512]; /* FEATURE(mailertable)'s source file, "" if none */

@@ -444,7 +444,8 @@ static bool may_relay(struct smtp_session *s, const char *domain)
 		return true;
 	if (config_relay_client(cf, (const struct sockaddr *)&s->peer))
 		return true;
-	return s->cert.verified && config_relay_cert(cf, s->cert.sha256);
+	return s->cert.verified &&
+	       config_relay_cert(cf, s->cert.sha256, s->cert.issuer_dn, s->cert.subject_dn);
 }
 
 static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
@@ -1082,7 +1083,7 @@ static void process(struct smtp_session *s)
 static void tls_done(struct smtp_session *s)
 {
 	struct ktls_state *k = &s->x.ktls;
-	char why[256] = "", cert[SAFE_LEN(sizeof(s->cert.subject)) + 128];
+	char why[256] = "", cert[SAFE_LEN(sizeof(s->cert.subject)) + 2 * SAFE_LEN(256) + 160];
 	char esc[SAFE_LEN(sizeof(s->cert.subject))];
 
 	s->tls = true;
@@ -1094,10 +1095,15 @@ static void tls_done(struct smtp_session *s)
 		         k->rx ? "" : "\"");
 	if (!s->cert.cert)
 		snprintf(cert, sizeof(cert), "none");
-	else if (s->cert.verified)
-		snprintf(cert, sizeof(cert), "verified fingerprint=%s subject=\"%s\"",
-		         s->cert.fingerprint, safe_log_text(esc, sizeof(esc), s->cert.subject));
-	else
+	else if (s->cert.verified) {
+		char iss[SAFE_LEN(256)], sub[SAFE_LEN(256)];
+		/* the names as RelayClientIssuer/RelayClientSubject take them */
+		snprintf(cert, sizeof(cert),
+		         "verified fingerprint=%s subject=\"%s\" cert_issuer=%s cert_subject=%s",
+		         s->cert.fingerprint, safe_log_text(esc, sizeof(esc), s->cert.subject),
+		         safe_log(iss, sizeof(iss), s->cert.issuer_dn),
+		         safe_log(sub, sizeof(sub), s->cert.subject_dn));
+	} else
 		snprintf(cert, sizeof(cert), "unverified fingerprint=%s verify_error=\"%s\"",
 		         s->cert.fingerprint, s->cert.verify_error);
 	log_event(s->id, "smtp tls version=%s cipher=%s ktls_tx=%s ktls_rx=%s%s client_cert=%s",

@@ -471,4 +471,26 @@ void tls_peer_info(SSL *ssl, struct tls_peer *p)
 			snprintf(p->fingerprint + 2 * i, 3, "%02x", p->sha256[i]);
 	X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, p->subject,
 	                          sizeof(p->subject));
+	char line[1024];
+	if (X509_NAME_oneline(X509_get_issuer_name(x), line, sizeof(line)) != NULL)
+		tls_name_xtext(line, p->issuer_dn, sizeof(p->issuer_dn));
+	if (X509_NAME_oneline(X509_get_subject_name(x), line, sizeof(line)) != NULL)
+		tls_name_xtext(line, p->subject_dn, sizeof(p->subject_dn));
+}
+
+void tls_name_xtext(const char *in, char *out, size_t len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t n = 0;
+
+	for (const unsigned char *p = (const unsigned char *)in; *p && n + 4 < len; p++) {
+		if (*p <= ' ' || *p >= 0x7f || strchr("+\\<>()\"", *p) != NULL) {
+			out[n++] = '+';
+			out[n++] = hex[*p >> 4];
+			out[n++] = hex[*p & 15];
+		} else {
+			out[n++] = (char)*p;
+		}
+	}
+	out[n] = '\0';
 }

@@ -31,8 +31,14 @@ struct tls_peer {
 	uint8_t sha256[32];
 	char fingerprint[65]; /* lower-case hex */
 	char subject[128];
+	/* issuer's and subject's names as Sendmail's access map writes them
+	 * (X509_NAME_oneline, then +HH): RelayClientIssuer/RelayClientSubject */
+	char issuer_dn[256], subject_dn[256];
 	char verify_error[96];
 };
+/* X509_NAME_oneline's text with space, '+', '\\', '<', '>', '(', ')', '"'
+ * and bytes outside 0x21..0x7e as +HH, as Sendmail's ${cert_subject}. */
+void tls_name_xtext(const char *oneline, char *out, size_t len);
 void tls_peer_info(SSL *ssl, struct tls_peer *p);
 
 #endif

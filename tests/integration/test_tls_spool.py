@@ -357,8 +357,9 @@ def test_client_certificates_are_logged_and_recorded(relay, certs):
 
     lines = tls_lines(relay)
     assert len(lines) == 3
-    assert lines[0].endswith(f"client_cert=verified fingerprint={good_fp} "
-                             f"subject=\"relay.test client\"")
+    assert re.search(f"client_cert=verified fingerprint={good_fp} "
+                     r'subject="relay\.test client" cert_issuer=/CN=krelay\+20test\+20CA\S* '
+                     r"cert_subject=/CN=relay\.test\+20client$", lines[0]), lines[0]
     assert f"client_cert=unverified fingerprint={rogue_fp} " in lines[1]
     assert lines[2].endswith("client_cert=none")
 

@@ -229,6 +229,8 @@ TEST(opt_names)
 	    "MaxConnectionsPerClient",
 	    "LogLevel",
 	    "RunAsUser",
+	    "RelayClientIssuer",
+	    "RelayClientSubject",
 	};
 
 	for (int i = 0; i < OPT_COUNT; i++)
@@ -276,9 +278,12 @@ TEST(every_option)
 	              "ServerSSLOptions=+SSL_OP_NO_TICKET\nClientSSLOptions=-SSL_OP_ENABLE_KTLS\n"
 	              "InteractiveTimeout=2m\nMinDataRate=1000\nMaxConnectionsPerClient=10\n"
 	              "LogLevel=12\n"
-	              "RunAsUser=mail:mail\n"));
+	              "RunAsUser=mail:mail\n"
+	              "RelayClientIssuer=/C=XX/O=Relay+20Lab/CN=CA\n"
+	              "RelayClientSubject=/CN=CA /CN=client.lab.test\n"));
 	CHECK(c.log_level == 12);
 	CHECK_STR(c.run_as_user, "mail:mail");
+	CHECK(c.relay_client_issuers_count == 1 && c.relay_client_subjects_count == 1);
 	CHECK_STR(c.ca_cert_path, "/a");
 	CHECK_STR(c.ca_cert_file, "/b");
 	CHECK_STR(c.server_cert_file, "/c");
@@ -297,7 +302,7 @@ TEST(every_option)
 	CHECK(!client_ok(&c, "127.0.0.1"));
 	CHECK(c.relay_domains_count == 1);
 	CHECK_STR(c.relay_domains[0], "example.org");
-	CHECK(c.relay_client_certs_count == 1 && config_relay_cert(&c, fp_bytes));
+	CHECK(c.relay_client_certs_count == 1 && config_relay_cert(&c, fp_bytes, "", ""));
 	CHECK(c.tls_min_version == TLS1_3_VERSION);
 	CHECK_STR(c.log_file, "relay.log");
 	CHECK(c.command_timeout_s == 60 && c.data_timeout_s == 600);
@@ -844,8 +849,8 @@ TEST(fingerprint_forms_equivalent)
 		CHECK(config_parse_line(&c, line, 1, err, sizeof(err)) == 0);
 		CHECK(c.relay_client_certs_count == 1);
 		CHECK(memcmp(c.relay_client_certs[0], fp_bytes, 32) == 0);
-		CHECK(config_relay_cert(&c, fp_bytes));
-		CHECK(!config_relay_cert(&c, other));
+		CHECK(config_relay_cert(&c, fp_bytes, "", ""));
+		CHECK(!config_relay_cert(&c, other, "", ""));
 		config_free(&c);
 	}
 }
@@ -858,11 +863,11 @@ TEST(fingerprint_list_replaces)
 	CHECK(load_ok(&c, "RelayClientCerts=" FP_BARE "\n"
 	                  "RelayClientCerts= " FP_COLON " , " FP_BARE ",SHA256:" FP_BARE "\n"));
 	CHECK(c.relay_client_certs_count == 3);
-	CHECK(config_relay_cert(&c, fp_bytes));
-	CHECK(!config_relay_cert(&c, zero));
+	CHECK(config_relay_cert(&c, fp_bytes, "", ""));
+	CHECK(!config_relay_cert(&c, zero, "", ""));
 	config_free(&c);
 	config_defaults(&c);
-	CHECK(!config_relay_cert(&c, fp_bytes));
+	CHECK(!config_relay_cert(&c, fp_bytes, "", ""));
 	config_free(&c);
 }
 
@@ -885,7 +890,7 @@ TEST(fingerprint_errors)
 
 		CHECK(load(&c, "RelayClientCerts=" FP_BARE "\nRelayClientCerts=" FP_BARE ",12\n",
 		           err) == -1);
-		CHECK(c.relay_client_certs_count == 1 && config_relay_cert(&c, fp_bytes));
+		CHECK(c.relay_client_certs_count == 1 && config_relay_cert(&c, fp_bytes, "", ""));
 		config_free(&c);
 	}
 }
@@ -1295,6 +1300,38 @@ TEST(log_level)
 	FAILS_WITH("LogLevel=verbose\n", 1, "LogLevel: 'verbose' is not a number");
 }
 
+TEST(relay_client_names)
+{
+	struct config c;
+
+	CHECK(load_ok(&c, "RelayClientIssuer=/C=XX/O=Relay+20Lab/CN=Relay+20Lab+20Test+20CA\n"
+	                  "RelayClientIssuer=/CN=Second+20CA\n"
+	                  "RelayClientSubject=/CN=Second+20CA\t /C=XX/CN=client.lab.test\n"));
+	CHECK(c.relay_client_issuers_count == 2 && c.relay_client_subjects_count == 1);
+	CHECK_STR(c.relay_client_subjects[0].issuer, "/CN=Second+20CA");
+	CHECK_STR(c.relay_client_subjects[0].subject, "/C=XX/CN=client.lab.test");
+	uint8_t none[32] = {0};
+	/* an issuer listed: any subject; case does not matter (as Sendmail's map) */
+	CHECK(
+	    config_relay_cert(&c, none, "/c=xx/o=relay+20lab/cn=relay+20lab+20test+20ca", "/CN=x"));
+	/* issuer and subject listed together */
+	CHECK(config_relay_cert(&c, none, "/C=XX/CN=other", "/C=XX/CN=client.lab.test") == false);
+	c.relay_client_issuers_count = 1; /* (drop the second issuer: subject rule alone) */
+	free(c.relay_client_issuers[1]);
+	CHECK(config_relay_cert(&c, none, "/CN=Second+20CA", "/C=XX/CN=client.lab.test"));
+	CHECK(!config_relay_cert(&c, none, "/CN=Second+20CA", "/C=XX/CN=other.lab.test"));
+	config_free(&c);
+	FAILS_WITH("RelayClientIssuer=CN=x\n", 1,
+	           "RelayClientIssuer: issuer 'CN=x' is not a name as /C=../O=../CN=.. (+20 for a "
+	           "space)");
+	FAILS_WITH(
+	    "RelayClientIssuer=/O=Relay Lab\n", 1,
+	    "RelayClientIssuer: issuer '/O=Relay Lab' has a space or a non-ASCII byte: write "
+	    "it +HH (+20 for a space), as Sendmail's access map does");
+	FAILS_WITH("RelayClientSubject=/CN=a\n", 1,
+	           "RelayClientSubject: '/CN=a' is not 'ISSUER SUBJECT' (two names)");
+}
+
 TEST(run_as_user)
 {
 	struct config c;
@@ -1320,6 +1357,7 @@ int main(void)
 	RUN(defaults);
 	RUN(opt_names);
 	RUN(run_as_user);
+	RUN(relay_client_names);
 	RUN(delivery_modes);
 	RUN(seed_sendmail_lines);
 	RUN(every_option);

@@ -149,8 +149,9 @@ TEST(access_map)
 	CHECK(strstr(s.tls_policy.p, "\npartner.example verify\n") != NULL);
 	CHECK(strstr(s.tls_policy.p, "\nbroken.example none\n") != NULL);
 	HAS("# in:14: TLS_Srv: VERIFY\nTLSPolicy=verify\n");
-	HAS("# in:15: not imported: CertSubject:/C=XX/O=Relay+20Lab/CN=client RELAY "
-	    "(RelayClientCerts takes the SHA-256 fingerprints");
+	/* a subject without a CertIssuer SUBJECT entry: Sendmail ignores it too */
+	HAS("# in:15: CertSubject:/C=XX/O=Relay+20Lab/CN=client RELAY (see RelayClientSubject");
+	HAS("# not imported: CertSubject RELAY entries without a CertIssuer SUBJECT entry");
 	HAS("# in:16: not imported: TLS_Clt:10.0.0.1 VERIFY (krelay has no per-client TLS");
 }
 
@@ -168,6 +169,20 @@ TEST(mailertable_and_relay_domains)
 	HAS("\nRelayDomains=example.org,example.com\n");
 }
 
+TEST(cert_names)
+{
+	conf_of(smi_access, "CertIssuer:/C=XX/O=Lab/CN=Lab+20CA\tSUBJECT\n"
+	                    "CertIssuer:/CN=Other+20CA RELAY\n"
+	                    "CertSubject:/C=XX/O=Lab/CN=client.lab.test RELAY\n"
+	                    "CertSubject:/C=XX/O=Lab/CN=relay+5C+2Bclient@lab.test RELAY\n"
+	                    "CertSubject:/CN=x REJECT\n");
+	HAS("# in:2: CertIssuer:/CN=Other+20CA RELAY\nRelayClientIssuer=/CN=Other+20CA\n");
+	HAS("\nRelayClientSubject=/C=XX/O=Lab/CN=Lab+20CA /C=XX/O=Lab/CN=client.lab.test\n"
+	    "RelayClientSubject=/C=XX/O=Lab/CN=Lab+20CA "
+	    "/C=XX/O=Lab/CN=relay+5C+2Bclient@lab.test\n");
+	HAS("# in:5: not imported: CertSubject:/CN=x REJECT");
+}
+
 int main(void)
 {
 	RUN(seed_cf_lines);
@@ -175,6 +190,7 @@ int main(void)
 	RUN(mc_daemons_defines_local_config);
 	RUN(cf_blocks_and_options);
 	RUN(access_map);
+	RUN(cert_names);
 	RUN(mailertable_and_relay_domains);
 	smi_free(&s);
 	UNIT_END("test_sm_import");
