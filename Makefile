@@ -14,7 +14,7 @@ SAN     = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-rec
 KERNEL_SRCS = kernel/ring.c kernel/probe.c kernel/ktls.c kernel/xprt.c
 RELAY_PURE  = relay/config.c relay/smtp_parse.c relay/smtp_data.c relay/spool_format.c \
               relay/route.c relay/dsn.c relay/tls_policy.c relay/safe.c relay/client_count.c \
-              relay/queue_policy.c relay/submit.c relay/sm_import.c
+              relay/queue_policy.c relay/submit.c relay/sm_import.c relay/strbuf.c
 RELAY_SRCS  = $(RELAY_PURE) relay/log.c relay/tls_ctx.c relay/spool.c relay/spool_msg.c relay/smtp_server.c \
               relay/dns.c relay/smtp_client.c relay/queue.c relay/queue_dest.c relay/queue_conn.c \
               relay/queue_interactive.c relay/queue_admin.c relay/bounce.c relay/queue_cli.c relay/runtime.c relay/service.c relay/runas.c relay/sendmail_cli.c relay/sm_import_cli.c relay/state.c relay/worker.c relay/check.c relay/main.c

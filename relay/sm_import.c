@@ -9,38 +9,6 @@
 #include <string.h>
 #include <strings.h>
 
-static void bput(struct smi *s, struct smi_buf *b, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void bput(struct smi *s, struct smi_buf *b, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	if (s->oom)
-		return;
-	va_start(ap, fmt);
-	n = vsnprintf(NULL, 0, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return;
-	if (b->len + (size_t)n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 4096;
-		while (cap < b->len + (size_t)n + 1)
-			cap *= 2;
-		char *p = realloc(b->p, cap);
-		if (p == NULL) {
-			s->oom = true;
-			return;
-		}
-		b->p = p;
-		b->cap = cap;
-	}
-	va_start(ap, fmt);
-	vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-	va_end(ap);
-	b->len += (size_t)n;
-}
-
 void smi_init(struct smi *s)
 {
 	memset(s, 0, sizeof(*s));
@@ -48,13 +16,13 @@ void smi_init(struct smi *s)
 
 void smi_free(struct smi *s)
 {
-	free(s->conf.p);
-	free(s->transport.p);
-	free(s->tls_policy.p);
-	free(s->relay_domains.p);
-	free(s->relay_clients.p);
-	free(s->subject_issuers.p);
-	free(s->subjects.p);
+	strbuf_free(&s->conf);
+	strbuf_free(&s->transport);
+	strbuf_free(&s->tls_policy);
+	strbuf_free(&s->relay_domains);
+	strbuf_free(&s->relay_clients);
+	strbuf_free(&s->subject_issuers);
+	strbuf_free(&s->subjects);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -83,8 +51,8 @@ static void skip(struct smi *s, const char *file, unsigned line, const char *ori
 {
 	char o[240];
 
-	bput(s, &s->conf, "# %s:%u: not imported: %s (%s)\n", file, line,
-	     oneline(orig, o, sizeof(o)), why);
+	strbuf_printf(&s->conf, "# %s:%u: not imported: %s (%s)\n", file, line,
+	              oneline(orig, o, sizeof(o)), why);
 	s->skipped++;
 }
 
@@ -93,8 +61,8 @@ static void take(struct smi *s, const char *file, unsigned line, const char *ori
 {
 	char o[240];
 
-	bput(s, &s->conf, "# %s:%u: %s\n%s=%s\n", file, line, oneline(orig, o, sizeof(o)), name,
-	     value);
+	strbuf_printf(&s->conf, "# %s:%u: %s\n%s=%s\n", file, line, oneline(orig, o, sizeof(o)),
+	              name, value);
 	s->imported++;
 }
 
@@ -207,10 +175,11 @@ static void option(struct smi *s, const char *file, unsigned line, const char *o
 		char *comma = strchr(value, ',');
 		if (comma != NULL) {
 			*comma = '\0';
-			bput(s, &s->conf,
-			     "# %s:%u: (the second %s after the comma, %s, is not imported: krelay "
-			     "serves one certificate)\n",
-			     file, line, m->krelay, trim(comma + 1));
+			strbuf_printf(
+			    &s->conf,
+			    "# %s:%u: (the second %s after the comma, %s, is not imported: krelay "
+			    "serves one certificate)\n",
+			    file, line, m->krelay, trim(comma + 1));
 		}
 	}
 	if (strcmp(m->krelay, "MaxConnections") == 0 && strcmp(value, "0") == 0) {
@@ -268,10 +237,11 @@ static void daemon_options(struct smi *s, const char *file, unsigned line, const
 	snprintf(listen, sizeof(listen), inet6 || strchr(addr, ':') ? "[%s]:%s%s" : "%s:%s%s", addr,
 	         port, strchr(mods, 's') ? " smtps" : "");
 	if (strchr(mods, 'S') != NULL)
-		bput(s, &s->conf,
-		     "# %s:%u: (M=S, no STARTTLS on this port, is not imported: krelay offers it "
-		     "wherever it has a certificate)\n",
-		     file, line);
+		strbuf_printf(
+		    &s->conf,
+		    "# %s:%u: (M=S, no STARTTLS on this port, is not imported: krelay offers it "
+		    "wherever it has a certificate)\n",
+		    file, line);
 	take(s, file, line, orig, "Listen", listen);
 }
 
@@ -280,15 +250,15 @@ static void smart_host(struct smi *s, const char *file, unsigned line, const cha
 {
 	value = trim(value);
 	if (value[0] == '\0') {
-		bput(s, &s->conf, "# %s:%u: %s (empty: no smart host)\n", file, line, orig);
+		strbuf_printf(&s->conf, "# %s:%u: %s (empty: no smart host)\n", file, line, orig);
 		return;
 	}
 	take(s, file, line, orig, "SmartHost", hop_of(value));
 }
 
-static void add_list(struct smi *s, struct smi_buf *b, const char *item)
+static void add_list(struct smi *s, struct strbuf *b, const char *item)
 {
-	bput(s, b, "%s%s", b->len ? "," : "", item);
+	strbuf_printf(b, "%s%s", b->len ? "," : "", item);
 }
 
 /* ---- sendmail.cf ------------------------------------------------------------- */
@@ -297,10 +267,11 @@ static void cf_block_end(struct smi *s, const char *file, unsigned *n, unsigned 
 {
 	if (*n == 0)
 		return;
-	bput(s, &s->conf,
-	     "# %s:%u-%u: %u line%s not imported (rules, mailers, classes, maps, macros: krelay "
-	     "routes by TransportTable, SmartHost and RelayDomains)\n",
-	     file, start, end, *n, *n == 1 ? "" : "s");
+	strbuf_printf(
+	    &s->conf,
+	    "# %s:%u-%u: %u line%s not imported (rules, mailers, classes, maps, macros: krelay "
+	    "routes by TransportTable, SmartHost and RelayDomains)\n",
+	    file, start, end, *n, *n == 1 ? "" : "s");
 	s->skipped++;
 	*n = 0;
 }
@@ -414,10 +385,11 @@ static void mc_feature(struct smi *s, const char *file, unsigned line, const cha
 
 	if (strcmp(f, "access_db") == 0) {
 		s->access_db = true;
-		bput(s, &s->conf,
-		     "# %s:%u: %s (the access map: its RELAY and TLS entries are imported from "
-		     "its text with --access FILE)\n",
-		     file, line, orig);
+		strbuf_printf(
+		    &s->conf,
+		    "# %s:%u: %s (the access map: its RELAY and TLS entries are imported from "
+		    "its text with --access FILE)\n",
+		    file, line, orig);
 	} else if (strcmp(f, "mailertable") == 0) {
 		/* "hash -o /etc/mail/mailertable.db" or nothing (the default) */
 		const char *spec = n > 1 && a[1][0] ? a[1] : "/etc/mail/mailertable.db";
@@ -427,13 +399,14 @@ static void mc_feature(struct smi *s, const char *file, unsigned line, const cha
 		size_t pl = strlen(s->mailertable);
 		if (pl > 3 && strcmp(s->mailertable + pl - 3, ".db") == 0)
 			s->mailertable[pl - 3] = '\0';
-		bput(s, &s->conf,
-		     "# %s:%u: %s (imported from its text with --mailertable FILE: see "
-		     "TransportTable)\n",
-		     file, line, orig);
+		strbuf_printf(&s->conf,
+		              "# %s:%u: %s (imported from its text with --mailertable FILE: see "
+		              "TransportTable)\n",
+		              file, line, orig);
 	} else if (strcmp(f, "no_default_msa") == 0) {
-		bput(s, &s->conf, "# %s:%u: %s (krelay opens no MSA port by default either)\n",
-		     file, line, orig);
+		strbuf_printf(&s->conf,
+		              "# %s:%u: %s (krelay opens no MSA port by default either)\n", file,
+		              line, orig);
 	} else {
 		skip(s, file, line, orig, "a Sendmail feature krelay does not have");
 	}
@@ -459,8 +432,8 @@ static void mc_statement(struct smi *s, char *stmt, const char *file, unsigned l
 		else if (strcmp(a[0], "confDOMAIN_NAME") == 0)
 			take(s, file, line, orig, "Hostname", v);
 		else if (strcmp(a[0], "_USE_ETC_MAIL_") == 0)
-			bput(s, &s->conf, "# %s:%u: %s (file layout: nothing to import)\n", file,
-			     line, orig);
+			strbuf_printf(&s->conf, "# %s:%u: %s (file layout: nothing to import)\n",
+			              file, line, orig);
 		else
 			option(s, file, line, orig, a[0], v, true);
 	} else if (strcmp(name, "DAEMON_OPTIONS") == 0 && n >= 1) {
@@ -471,25 +444,26 @@ static void mc_statement(struct smi *s, char *stmt, const char *file, unsigned l
 		char *sv = NULL;
 		for (char *d = strtok_r(a[0], " \t", &sv); d; d = strtok_r(NULL, " \t", &sv))
 			add_list(s, &s->relay_domains, d);
-		bput(s, &s->conf, "# %s:%u: %s (see RelayDomains below)\n", file, line, orig);
+		strbuf_printf(&s->conf, "# %s:%u: %s (see RelayDomains below)\n", file, line, orig);
 		s->imported++;
 	} else if (strcmp(name, "RELAY_DOMAIN_FILE") == 0) {
-		bput(s, &s->conf,
-		     "# %s:%u: %s (imported from the file with --relay-domains FILE: see "
-		     "RelayDomains)\n",
-		     file, line, orig);
+		strbuf_printf(&s->conf,
+		              "# %s:%u: %s (imported from the file with --relay-domains FILE: see "
+		              "RelayDomains)\n",
+		              file, line, orig);
 	} else if (strcmp(name, "include") == 0 && n >= 1 && strstr(a[0], "/cf/m4/cf.m4") == NULL) {
-		bput(s, &s->conf,
-		     "# %s:%u: %s (not read: an included file; name it too to import what it "
-		     "sets)\n",
-		     file, line, orig);
+		strbuf_printf(
+		    &s->conf,
+		    "# %s:%u: %s (not read: an included file; name it too to import what it "
+		    "sets)\n",
+		    file, line, orig);
 		s->skipped++;
 	} else if (strcmp(name, "divert") == 0 || strcmp(name, "VERSIONID") == 0 ||
 	           strcmp(name, "OSTYPE") == 0 || strcmp(name, "DOMAIN") == 0 ||
 	           strcmp(name, "include") == 0 || strcmp(name, "MAILER") == 0 ||
 	           strcmp(name, "MAILER_DEFINITIONS") == 0) {
-		bput(
-		    s, &s->conf,
+		strbuf_printf(
+		    &s->conf,
 		    "# %s:%u: %s (m4 and mailer set-up of sendmail.cf itself: nothing to import)\n",
 		    file, line, orig);
 	} else {
@@ -515,7 +489,7 @@ static void mc_text(struct smi *s, const char *text, const char *file)
 	bool in_local = false;
 
 	if (stmt == NULL || local == NULL) {
-		s->oom = true;
+		s->conf.oom = true;
 		goto out;
 	}
 	for (size_t i = 0; i <= len; i++) {
@@ -563,9 +537,10 @@ static void mc_text(struct smi *s, const char *text, const char *file)
 			if (strcmp(t, "LOCAL_CONFIG") == 0) {
 				in_local = true;
 				local_start = line + 1;
-				bput(s, &s->conf,
-				     "# %s:%u: LOCAL_CONFIG (its sendmail.cf lines follow)\n", file,
-				     line);
+				strbuf_printf(
+				    &s->conf,
+				    "# %s:%u: LOCAL_CONFIG (its sendmail.cf lines follow)\n", file,
+				    line);
 			} else if (t[0] != '\0' && t[0] != '#') {
 				mc_statement(s, t, file, start);
 			}
@@ -587,8 +562,8 @@ out:
 
 void smi_config(struct smi *s, const char *text, const char *file)
 {
-	bput(s, &s->conf, "\n# ---- from %s (%s) ----\n", file,
-	     is_mc(text) ? "sendmail.mc" : "sendmail.cf");
+	strbuf_printf(&s->conf, "\n# ---- from %s (%s) ----\n", file,
+	              is_mc(text) ? "sendmail.mc" : "sendmail.cf");
 	if (is_mc(text))
 		mc_text(s, text, file);
 	else
@@ -660,7 +635,7 @@ void smi_access(struct smi *s, const char *text, const char *file)
 	const char *p = text;
 	unsigned line = 0;
 
-	bput(s, &s->conf, "\n# ---- from %s (the access map) ----\n", file);
+	strbuf_printf(&s->conf, "\n# ---- from %s (the access map) ----\n", file);
 	char l[2048], key[1024] = "", val[1024] = "", cidr[96];
 
 	while (next_line(&p, l, sizeof(l))) {
@@ -687,51 +662,53 @@ void smi_access(struct smi *s, const char *text, const char *file)
 				continue;
 			}
 			add_list(s, &s->relay_clients, cidr);
-			bput(s, &s->conf, "# %s:%u: %s (see RelayClients below: %s)\n", file, line,
-			     orig, cidr);
+			strbuf_printf(&s->conf, "# %s:%u: %s (see RelayClients below: %s)\n", file,
+			              line, orig, cidr);
 			s->imported++;
 		} else if (strcasecmp(tag, "To") == 0 && strcmp(v, "RELAY") == 0 &&
 		           strchr(k, '@') == NULL) {
 			add_list(s, &s->relay_domains, k);
-			bput(s, &s->conf, "# %s:%u: %s (see RelayDomains below)\n", file, line,
-			     orig);
+			strbuf_printf(&s->conf, "# %s:%u: %s (see RelayDomains below)\n", file,
+			              line, orig);
 			s->imported++;
 		} else if ((strcasecmp(tag, "TLS_Srv") == 0 || strcasecmp(tag, "TLS_Rcpt") == 0) &&
 		           lvl != NULL && strchr(k, '@') == NULL) {
 			if (k[0] == '\0') {
 				take(s, file, line, orig, "TLSPolicy", lvl);
 			} else {
-				bput(s, &s->tls_policy, "# %s:%u: %s\n%s %s\n", file, line, orig, k,
-				     lvl);
-				bput(s, &s->conf, "# %s:%u: %s (see TLSPolicyTable: %s %s)\n", file,
-				     line, orig, k, lvl);
+				strbuf_printf(&s->tls_policy, "# %s:%u: %s\n%s %s\n", file, line,
+				              orig, k, lvl);
+				strbuf_printf(&s->conf, "# %s:%u: %s (see TLSPolicyTable: %s %s)\n",
+				              file, line, orig, k, lvl);
 				s->imported++;
 			}
 			if (extra != NULL)
-				bput(s, &s->conf,
-				     "# %s:%u: (the extension %s is not imported: krelay's verify "
-				     "checks "
-				     "the chain and the next hop's name)\n",
-				     file, line, extra);
+				strbuf_printf(
+				    &s->conf,
+				    "# %s:%u: (the extension %s is not imported: krelay's verify "
+				    "checks "
+				    "the chain and the next hop's name)\n",
+				    file, line, extra);
 		} else if (strcasecmp(tag, "Try_TLS") == 0 && strcasecmp(v, "NO") == 0) {
-			bput(s, &s->tls_policy, "# %s:%u: %s\n%s none\n", file, line, orig, k);
-			bput(s, &s->conf, "# %s:%u: %s (see TLSPolicyTable: %s none)\n", file, line,
-			     orig, k);
+			strbuf_printf(&s->tls_policy, "# %s:%u: %s\n%s none\n", file, line, orig,
+			              k);
+			strbuf_printf(&s->conf, "# %s:%u: %s (see TLSPolicyTable: %s none)\n", file,
+			              line, orig, k);
 			s->imported++;
 		} else if (strcasecmp(tag, "CertIssuer") == 0 && strcmp(v, "RELAY") == 0 &&
 		           k[0] == '/') {
 			take(s, file, line, orig, "RelayClientIssuer", k);
 		} else if (strcasecmp(tag, "CertIssuer") == 0 && strcmp(v, "SUBJECT") == 0 &&
 		           k[0] == '/') {
-			bput(s, &s->subject_issuers, "%s\t%s:%u\n", k, file, line);
-			bput(s, &s->conf, "# %s:%u: %s (see RelayClientSubject below)\n", file,
-			     line, orig);
+			strbuf_printf(&s->subject_issuers, "%s\t%s:%u\n", k, file, line);
+			strbuf_printf(&s->conf, "# %s:%u: %s (see RelayClientSubject below)\n",
+			              file, line, orig);
 			s->imported++;
 		} else if (strcasecmp(tag, "CertSubject") == 0 && strcmp(v, "RELAY") == 0 &&
 		           k[0] == '/') {
-			bput(s, &s->subjects, "%s\t%s:%u\n", k, file, line);
-			bput(s, &s->conf, "# %s:%u: %s (see RelayClientSubject below)\n", file,
-			     line, orig);
+			strbuf_printf(&s->subjects, "%s\t%s:%u\n", k, file, line);
+			strbuf_printf(&s->conf, "# %s:%u: %s (see RelayClientSubject below)\n",
+			              file, line, orig);
 			s->imported++;
 		} else if (strcasecmp(tag, "TLS_Clt") == 0) {
 			skip(s, file, line, orig,
@@ -751,7 +728,8 @@ void smi_mailertable(struct smi *s, const char *text, const char *file)
 	const char *p = text;
 	unsigned line = 0;
 
-	bput(s, &s->conf, "\n# ---- from %s (the mailertable: see TransportTable) ----\n", file);
+	strbuf_printf(&s->conf, "\n# ---- from %s (the mailertable: see TransportTable) ----\n",
+	              file);
 	char l[2048], key[1024], val[1024];
 
 	while (next_line(&p, l, sizeof(l))) {
@@ -771,7 +749,7 @@ void smi_mailertable(struct smi *s, const char *text, const char *file)
 			    "equivalent");
 			continue;
 		}
-		bput(s, &s->transport, "# %s:%u: %s\n%s %s\n", file, line, t, key, hop);
+		strbuf_printf(&s->transport, "# %s:%u: %s\n%s %s\n", file, line, t, key, hop);
 		s->imported++;
 	}
 }
@@ -789,7 +767,7 @@ void smi_relay_domains(struct smi *s, const char *text, const char *file)
 		if (t[0] == '\0' || t[0] == '#')
 			continue;
 		add_list(s, &s->relay_domains, t);
-		bput(s, &s->conf, "# %s:%u: %s (see RelayDomains below)\n", file, line, t);
+		strbuf_printf(&s->conf, "# %s:%u: %s (see RelayDomains below)\n", file, line, t);
 		s->imported++;
 	}
 }
@@ -803,18 +781,18 @@ static void pair_subjects(struct smi *s)
 	if (s->subjects.len == 0)
 		return;
 	if (s->subject_issuers.len == 0) {
-		bput(s, &s->conf,
-		     "\n# not imported: CertSubject RELAY entries without a CertIssuer "
-		     "SUBJECT entry (Sendmail never looks at them either)\n");
+		strbuf_printf(&s->conf,
+		              "\n# not imported: CertSubject RELAY entries without a CertIssuer "
+		              "SUBJECT entry (Sendmail never looks at them either)\n");
 		s->skipped++;
 		return;
 	}
-	bput(s, &s->conf, "\n");
+	strbuf_printf(&s->conf, "\n");
 	for (; si && *si; si = strchr(si, '\n') + 1) {
 		int il = (int)strcspn(si, "\t");
 		for (sj = s->subjects.p; sj && *sj; sj = strchr(sj, '\n') + 1) {
 			int jl = (int)strcspn(sj, "\t");
-			bput(s, &s->conf, "RelayClientSubject=%.*s %.*s\n", il, si, jl, sj);
+			strbuf_printf(&s->conf, "RelayClientSubject=%.*s %.*s\n", il, si, jl, sj);
 		}
 	}
 }
@@ -823,10 +801,10 @@ void smi_finish(struct smi *s)
 {
 	pair_subjects(s);
 	if (s->relay_domains.len > 0)
-		bput(s, &s->conf, "\nRelayDomains=%s\n", s->relay_domains.p);
+		strbuf_printf(&s->conf, "\nRelayDomains=%s\n", s->relay_domains.p);
 	if (s->relay_clients.len > 0)
-		bput(
-		    s, &s->conf,
+		strbuf_printf(
+		    &s->conf,
 		    "# Sendmail relays for the local machine too (Connect:127.0.0.1 RELAY in its "
 		    "default access map): so does this line\nRelayClients=127.0.0.0/8,::1/128,%s\n",
 		    s->relay_clients.p);

@@ -11,23 +11,19 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-struct smi_buf {
-	char *p;
-	size_t len, cap;
-};
+#include "strbuf.h"
 
 struct smi {
-	struct smi_buf conf;                         /* krelay.conf lines */
-	struct smi_buf transport;                    /* TransportTable lines */
-	struct smi_buf tls_policy;                   /* TLSPolicyTable lines */
-	struct smi_buf relay_domains, relay_clients; /* comma lists, gathered */
+	struct strbuf conf;                         /* krelay.conf lines */
+	struct strbuf transport;                    /* TransportTable lines */
+	struct strbuf tls_policy;                   /* TLSPolicyTable lines */
+	struct strbuf relay_domains, relay_clients; /* comma lists, gathered */
 	/* CertIssuer:DN SUBJECT and CertSubject:DN RELAY, each "DN\tfile:line\n":
 	 * paired into RelayClientSubject lines at the end */
-	struct smi_buf subject_issuers, subjects;
+	struct strbuf subject_issuers, subjects;
 	unsigned imported, skipped;
 	bool access_db;        /* FEATURE(access_db) or an access map named in the cf */
 	char mailertable[512]; /* FEATURE(mailertable)'s source file, "" if none */
-	bool oom;
 };
 
 void smi_init(struct smi *s);

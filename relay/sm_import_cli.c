@@ -180,7 +180,8 @@ int sm_import_cli(int argc, char **argv)
 	if (relay_domains != NULL && feed(&s, smi_relay_domains, relay_domains) < 0)
 		goto done;
 	smi_finish(&s);
-	if (s.oom) {
+	if (s.conf.oom || s.transport.oom || s.tls_policy.oom || s.relay_domains.oom ||
+	    s.relay_clients.oom || s.subjects.oom || s.subject_issuers.oom) {
 		fprintf(stderr, "krelay import-sendmail: out of memory\n");
 		goto done;
 	}

@@ -1,6 +1,8 @@
 /* submit: see submit.h. */
 #include "submit.h"
 
+#include "strbuf.h"
+
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -191,47 +193,6 @@ out:
 
 /* ---- the message ------------------------------------------------------------ */
 
-struct buf {
-	char *p;
-	size_t len, cap;
-	bool oom;
-};
-
-static void put(struct buf *b, const char *s, size_t n)
-{
-	if (b->oom)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 4096;
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		char *p = realloc(b->p, cap);
-		if (p == NULL) {
-			b->oom = true;
-			return;
-		}
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-static void putf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void putf(struct buf *b, const char *fmt, ...)
-{
-	char tmp[2048];
-	va_list ap;
-	int k;
-
-	va_start(ap, fmt);
-	k = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-	va_end(ap);
-	if (k > 0)
-		put(b, tmp, (size_t)k < sizeof(tmp) ? (size_t)k : sizeof(tmp) - 1);
-}
-
 /* Whether line (len octets, no line end) starts a header field: a name of
  * printable characters but ':', then ':'. */
 static bool is_field(const char *line, size_t len)
@@ -260,7 +221,7 @@ struct field {
 int submit_prepare(const char *in, size_t inlen, const struct submit_opts *o, struct submit_msg *m,
                    char *err, size_t errlen)
 {
-	struct buf hdr = {0}, body = {0}, out = {0};
+	struct strbuf hdr = {0}, body = {0}, out = {0};
 	const char *p = in, *end = in + inlen;
 	bool in_header = true, first = true, has_from = false, has_date = false, has_msgid = false;
 	char *val = NULL;
@@ -301,7 +262,7 @@ int submit_prepare(const char *in, size_t inlen, const struct submit_opts *o, st
 			}
 			if (cont) {
 				if (!bcc)
-					put(&hdr, line, len), put(&hdr, "\r\n", 2);
+					strbuf_put(&hdr, line, len), strbuf_put(&hdr, "\r\n", 2);
 			} else if (len > 0 && is_field(line, len)) {
 				seen_field = true;
 				bcc = field_is(line, len, "Bcc");
@@ -312,7 +273,7 @@ int submit_prepare(const char *in, size_t inlen, const struct submit_opts *o, st
 				                         field_is(line, len, "Cc"));
 				vlen = 0;
 				if (!bcc)
-					put(&hdr, line, len), put(&hdr, "\r\n", 2);
+					strbuf_put(&hdr, line, len), strbuf_put(&hdr, "\r\n", 2);
 			} else {
 				/* the blank line (put back when the parts are joined),
 				 * or a line that is no field: the body starts there */
@@ -339,8 +300,8 @@ int submit_prepare(const char *in, size_t inlen, const struct submit_opts *o, st
 			if (in_header)
 				continue;
 		}
-		put(&body, line, len);
-		put(&body, "\r\n", 2);
+		strbuf_put(&body, line, len);
+		strbuf_put(&body, "\r\n", 2);
 	}
 	if (collect) {
 		val[vlen] = '\0';
@@ -350,19 +311,20 @@ int submit_prepare(const char *in, size_t inlen, const struct submit_opts *o, st
 	}
 	/* what Sendmail adds, ahead of what the program wrote */
 	if (o->auth_warning != NULL)
-		putf(&out, "X-Authentication-Warning: %s\r\n", o->auth_warning);
+		strbuf_printf(&out, "X-Authentication-Warning: %s\r\n", o->auth_warning);
 	if (!has_from) {
 		if (o->full_name != NULL && o->full_name[0] != '\0') {
-			put(&out, "From: \"", 7);
+			strbuf_put(&out, "From: \"", 7);
 			for (const char *f = o->full_name; *f; f++) {
 				if (*f == '"' || *f == '\\')
-					put(&out, "\\", 1);
+					strbuf_put(&out, "\\", 1);
 				if (*f != '\r' && *f != '\n')
-					put(&out, f, 1);
+					strbuf_put(&out, f, 1);
 			}
-			putf(&out, "\" <%s>\r\n", o->sender);
+			strbuf_printf(&out, "\" <%s>\r\n", o->sender);
 		} else {
-			putf(&out, "From: %s\r\n", o->sender[0] ? o->sender : "MAILER-DAEMON");
+			strbuf_printf(&out, "From: %s\r\n",
+			              o->sender[0] ? o->sender : "MAILER-DAEMON");
 		}
 	}
 	if (!has_date) {
@@ -370,14 +332,14 @@ int submit_prepare(const char *in, size_t inlen, const struct submit_opts *o, st
 		struct tm tm;
 		localtime_r(&o->now, &tm);
 		strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
-		putf(&out, "Date: %s\r\n", date);
+		strbuf_printf(&out, "Date: %s\r\n", date);
 	}
 	if (!has_msgid)
-		putf(&out, "Message-ID: <%llx.%lx.krelay@%s>\r\n", (unsigned long long)o->now,
-		     o->unique, o->hostname);
-	put(&out, hdr.p ? hdr.p : "", hdr.len);
-	put(&out, "\r\n", 2);
-	put(&out, body.p ? body.p : "", body.len);
+		strbuf_printf(&out, "Message-ID: <%llx.%lx.krelay@%s>\r\n",
+		              (unsigned long long)o->now, o->unique, o->hostname);
+	strbuf_put(&out, hdr.p ? hdr.p : "", hdr.len);
+	strbuf_put(&out, "\r\n", 2);
+	strbuf_put(&out, body.p ? body.p : "", body.len);
 	if (out.oom || hdr.oom || body.oom) {
 		failf(err, errlen, "out of memory");
 		goto out;
