@@ -309,7 +309,19 @@ class Postfix:
         # quick-start then spares "postfix start" a second full check.
         self.cmd(POSTFIX, "check", timeout=timeout)
         (self.queuedir / "quick-start").touch()
-        self.cmd(POSTFIX, "start", timeout=timeout)
+        for attempt in range(3):
+            try:
+                self.cmd(POSTFIX, "start", timeout=timeout)
+                break
+            except PostfixError as e:
+                # _free_port() only found the port free a moment ago: when
+                # something else took it meanwhile, take another and retry
+                if attempt == 2 or "Address already in use" not in str(e):
+                    raise
+                master = self.confdir / "master.cf"
+                old, self.port = self.port, _free_port()
+                master.write_text(master.read_text().replace(
+                    f"127.0.0.1:{old} inet", f"127.0.0.1:{self.port} inet", 1))
         self.running = True
         deadline = time.time() + timeout
         while True:
