@@ -304,6 +304,13 @@ static int parse_args(int argc, char **argv, struct args *a)
 		}
 		char f = o[1];
 		const char *val = o[2] ? o + 2 : NULL;
+		/* flags without a value may come together, as getopt takes them: -ti */
+		if (strspn(o + 1, "tiv") == strlen(o + 1)) {
+			a->extract |= strchr(o + 1, 't') != NULL;
+			a->dot_ends &= strchr(o + 1, 'i') == NULL;
+			a->verbose |= strchr(o + 1, 'v') != NULL;
+			continue;
+		}
 		if (strchr("fFrCoONRVBLhpX", f) != NULL && val == NULL) {
 			if (i + 1 >= argc) {
 				say("option -%c needs a value", f);

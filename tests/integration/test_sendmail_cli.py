@@ -52,20 +52,27 @@ def test_dash_t_takes_recipients_from_the_headers(queueing):
            b"Bcc: eve@example.net,\n\tfrank@example.net\n"
            b"Subject: -t\n\n"
            b"line one\n.leading dot\n.\nafter the dot\n")
-    p = sendmail(queueing, "-t", "ignored@example.com", stdin=msg)
+    p = sendmail(queueing, "-ti", "ignored@example.com", stdin=msg.replace(b"\n.\n", b"\n"))
     assert p.returncode == 0, p.stderr
     body, env = only_message(queueing)
     assert [a for _, a in env["rcpt"]] == ["bob@example.org", "carol@example.org",
                                             "dave@relay.test", "eve@example.net",
                                             "frank@example.net"]
-    # Bcc never goes; a line "." ended the message (no -i); CRLF; dots kept
+    # Bcc never goes; CRLF; dots kept (-ti: -t and -i together, as getopt)
     assert b"Bcc" not in body and b"frank" not in body
-    assert body.endswith(b"\r\n\r\nline one\r\n.leading dot\r\n"), body[-200:]
-    assert b"after the dot" not in body
+    assert body.endswith(b"\r\n\r\nline one\r\n.leading dot\r\nafter the dot\r\n"), \
+        body[-200:]
     assert re.search(rb"\r\nDate: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4}\r\n", body)
     assert re.search(rb"\r\nMessage-ID: <[0-9a-f]+\.[0-9a-f]+\.krelay@relay\.test>\r\n", body)
     assert b"\r\nFrom: Alice <alice@example.org>\r\n" in body
     assert env["sender"] == "root@relay.test"  # who ran it, at Hostname
+
+
+def test_a_line_with_a_dot_ends_the_message_without_i(queueing):
+    p = sendmail(queueing, "-t", stdin=b"To: a@example.com\n\none\n.\nafter\n")
+    assert p.returncode == 0, p.stderr
+    body, env = only_message(queueing)
+    assert body.endswith(b"\r\n\r\none\r\n") and b"after" not in body, body[-100:]
 
 
 def test_dash_i_f_F_and_the_sendmail_link(queueing):
