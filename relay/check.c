@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "route.h"
+#include "sm_queue.h"
 #include "tls_policy.h"
 
 #include "tls_ctx.h"
@@ -104,6 +105,31 @@ static int check_routing(const struct config *c, FILE *out)
 	return errors;
 }
 
+/* Each SendmailQueue: a directory this process can read, and what the
+ * runner would make of the files in it now. */
+static int check_sendmail_queues(const struct config *c, FILE *out)
+{
+	int errors = 0;
+
+	for (size_t i = 0; i < c->sendmail_queues_count; i++) {
+		struct smq_look lk;
+		char where[512], err[512];
+		config_where(c, OPT_SENDMAIL_QUEUE, where, sizeof(where));
+		if (smq_look(c->sendmail_queues[i], c->hostname ? c->hostname : "localhost", false,
+		             &lk, err, sizeof(err)) < 0) {
+			fprintf(out, "error  %s: %s\n", where, err);
+			errors++;
+			continue;
+		}
+		fprintf(out,
+		        "ok     SendmailQueue %s: %u queue file%s (%u to be taken, %u locked, %u "
+		        "that cannot be taken: krelay queue list names them)\n",
+		        c->sendmail_queues[i], lk.files, lk.files == 1 ? "" : "s", lk.ok, lk.locked,
+		        lk.bad);
+	}
+	return errors;
+}
+
 int check_config(const struct config *c, FILE *out)
 {
 	int errors = tls_check(c, out);
@@ -121,5 +147,6 @@ int check_config(const struct config *c, FILE *out)
 	}
 	errors += check_queue_dir(c, out);
 	errors += check_routing(c, out);
+	errors += check_sendmail_queues(c, out);
 	return errors;
 }

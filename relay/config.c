@@ -193,6 +193,28 @@ static size_t repeat_base(const struct config *c, enum config_opt opt, size_t co
 	return c->line[opt] != 0 ? count : 0;
 }
 
+/* SendmailQueue=DIR (repeatable): an absolute path, once. */
+static int parse_sendmail_queue(struct config *c, const struct opt_def *d, char *val, char *msg,
+                                size_t len)
+{
+	size_t n = repeat_base(c, OPT_SENDMAIL_QUEUE, c->sendmail_queues_count);
+
+	(void)d;
+	if (val[0] != '/')
+		return msgf(msg, len, "'%s' is not an absolute path", val);
+	if (n == CONFIG_LIST_MAX)
+		return msgf(msg, len, "too many Sendmail queues (at most %d)", CONFIG_LIST_MAX);
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(c->sendmail_queues[i], val) == 0)
+			return msgf(msg, len, "%s is named twice", val);
+	for (size_t i = n; i < c->sendmail_queues_count; i++)
+		free(c->sendmail_queues[i]);
+	if ((c->sendmail_queues[n] = strdup(val)) == NULL)
+		return msgf(msg, len, "out of memory");
+	c->sendmail_queues_count = n + 1;
+	return 0;
+}
+
 static int parse_cert_issuer(struct config *c, const struct opt_def *d, char *val, char *msg,
                              size_t len)
 {
@@ -867,6 +889,9 @@ static int parse_duration(struct config *c, const struct opt_def *d, char *val, 
 
 	if (duration(val, &v) < 0)
 		return msgf(msg, len, "'%s' is not a duration (like 90s, 15m, 1h, 5d)", val);
+	if (d->max > 0 && (v < d->min || v > d->max))
+		return msgf(msg, len, "'%s' is outside %llus..%llus", val,
+		            (unsigned long long)d->min, (unsigned long long)d->max);
 	*(unsigned *)(void *)((char *)c + d->off) = v;
 	return 0;
 }
@@ -1008,6 +1033,9 @@ static const struct opt_def opts[OPT_COUNT] = {
     [OPT_RUN_AS_USER] = {"RunAsUser", parse_run_as, FIELD(run_as_user), 0, 0},
     [OPT_RELAY_CLIENT_ISSUER] = {"RelayClientIssuer", parse_cert_issuer, 0, 0, 0},
     [OPT_RELAY_CLIENT_SUBJECT] = {"RelayClientSubject", parse_cert_subject, 0, 0, 0},
+    [OPT_SENDMAIL_QUEUE] = {"SendmailQueue", parse_sendmail_queue, 0, 0, 0},
+    [OPT_SENDMAIL_QUEUE_INTERVAL] = {"SendmailQueueInterval", parse_duration,
+                                     FIELD(sendmail_queue_interval_s), 1, 86400},
 };
 
 const char *config_opt_name(enum config_opt opt)
@@ -1068,6 +1096,7 @@ void config_defaults(struct config *c)
 	c->connect_timeout_s = 30;
 	c->body_path = BODY_PATH_AUTO;
 	c->interactive_timeout_s = 30;
+	c->sendmail_queue_interval_s = 10;
 	c->log_level = LOG_LEVEL_DEFAULT;
 }
 
@@ -1083,6 +1112,7 @@ void config_free(struct config *c)
 	free(c->hostname);
 	free(c->log_file);
 	free(c->run_as_user);
+	free_strings(c->sendmail_queues, c->sendmail_queues_count);
 	for (size_t i = 0; i < c->relay_client_issuers_count; i++)
 		free(c->relay_client_issuers[i]);
 	for (size_t i = 0; i < c->relay_client_subjects_count; i++) {

@@ -61,6 +61,8 @@ enum config_opt {
 	OPT_RUN_AS_USER,
 	OPT_RELAY_CLIENT_ISSUER,
 	OPT_RELAY_CLIENT_SUBJECT,
+	OPT_SENDMAIL_QUEUE,
+	OPT_SENDMAIL_QUEUE_INTERVAL,
 	OPT_COUNT
 };
 
@@ -161,6 +163,12 @@ struct config {
 	 * its listeners, keys and queue are open; NULL: "krelay" when started as
 	 * root, else whoever started it. */
 	char *run_as_user;
+	/* SendmailQueue=DIR (repeatable): a Sendmail mqueue whose messages the
+	 * relay takes and delivers (sm_queue.c), every
+	 * SendmailQueueInterval seconds */
+	char *sendmail_queues[CONFIG_LIST_MAX];
+	size_t sendmail_queues_count;
+	unsigned sendmail_queue_interval_s;
 
 	char *path;               /* file it came from, NULL for built-in defaults */
 	unsigned line[OPT_COUNT]; /* line that set each option, 0 if default */

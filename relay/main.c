@@ -12,6 +12,7 @@
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -24,6 +25,7 @@
 #include "sendmail_cli.h"
 #include "service.h"
 #include "sm_import_cli.h"
+#include "sm_queue.h"
 
 #include "spool.h"
 #include "tls_ctx.h"
@@ -39,6 +41,7 @@ static void usage(FILE *out)
 	        "       krelay check [-C FILE]     show what this machine can offload and "
 	        "check the configuration\n"
 	        "       krelay queue [-C FILE] list [--json]|flush|delete ID|hold ID|release ID\n"
+	        "       krelay queue [-C FILE] import-sendmail MQUEUE-DIR\n"
 	        "       krelay sendmail [-t] [-i] [-f ADDR] [-F NAME] [-bs|-bp|-q] [RCPT...]\n"
 	        "                                  Sendmail's command line (also as sendmail, "
 	        "mailq)\n"
@@ -126,8 +129,13 @@ static int cmd_queue(int argc, char **argv)
 		config_free(&c);
 		return 1;
 	}
-	/* root acts as the queue's owner: what it writes stays the relay's */
-	if (runas_become_owner(c.queue_directory, err, sizeof(err)) < 0) {
+	config_fill_hostname(&c);
+	/* root acts as the queue's owner: what it writes stays the relay's.
+	 * Not for a list (it only reads) or an import (Sendmail's files are
+	 * root's; what it writes is given to the queue's owner, sm_queue.c). */
+	bool as_root =
+	    argc >= 1 && (strcmp(argv[0], "list") == 0 || strcmp(argv[0], "import-sendmail") == 0);
+	if (!as_root && runas_become_owner(c.queue_directory, err, sizeof(err)) < 0) {
 		fprintf(stderr, "krelay queue: %s\n", err);
 		config_free(&c);
 		return 1;
@@ -230,7 +238,7 @@ static void restart_only(const struct config *old, const struct config *now)
 {
 	char names[128] = "";
 	size_t n = 0;
-	const char *changed[6];
+	const char *changed[8];
 
 	if (!same_listen(old, now))
 		changed[n++] = "Listen";
@@ -241,6 +249,12 @@ static void restart_only(const struct config *old, const struct config *now)
 	if (strcmp(old->dns_server ? old->dns_server : "",
 	           now->dns_server ? now->dns_server : "") != 0)
 		changed[n++] = "DNSServer";
+	bool queues_same = old->sendmail_queues_count == now->sendmail_queues_count &&
+	                   old->sendmail_queue_interval_s == now->sendmail_queue_interval_s;
+	for (size_t i = 0; queues_same && i < old->sendmail_queues_count; i++)
+		queues_same = strcmp(old->sendmail_queues[i], now->sendmail_queues[i]) == 0;
+	if (!queues_same)
+		changed[n++] = "SendmailQueue";
 	const char *so, *sn;
 	if (log_file_is_syslog(old->log_file, &so) != log_file_is_syslog(now->log_file, &sn) ||
 	    (log_file_is_syslog(old->log_file, &so) && strcmp(so, sn) != 0))
@@ -457,6 +471,17 @@ static int run(const char *path)
 	if (ra.drop && fchown(pid_fd, ra.uid, ra.gid) < 0)
 		return not_starting(srv.current, "%s: chown to %s: %s", pid_path, ra.name,
 		                    strerror(errno));
+	/* The Sendmail queue runner: forked while still privileged (it keeps
+	 * CAP_DAC_OVERRIDE for Sendmail's root-owned files), before any ring or
+	 * listener exists that it would inherit. */
+	pid_t mqueue_runner = -1;
+	if (c->sendmail_queues_count > 0) {
+		mqueue_runner = smq_runner_start(
+		    c->sendmail_queues, c->sendmail_queues_count, c->queue_directory, c->hostname,
+		    c->sendmail_queue_interval_s, &ra, err, sizeof(err));
+		if (mqueue_runner < 0)
+			return not_starting(srv.current, "%s", err);
+	}
 	srv.workers = worker_count(c);
 	for (unsigned i = 0; i < srv.workers; i++)
 		if (worker_init(&workers[i], &srv, i, c, err, sizeof(err)) < 0)
@@ -535,6 +560,8 @@ static int run(const char *path)
 		}
 		if (sig == SIGUSR1) {
 			log_info("queue run requested (krelay queue flush)");
+			if (mqueue_runner > 0)
+				kill(mqueue_runner, SIGUSR1); /* the Sendmail queues too */
 			for (unsigned i = 0; i < srv.workers; i++)
 				worker_flush(&workers[i]);
 			continue;
@@ -570,6 +597,11 @@ static int run(const char *path)
 	         (unsigned long long)total.failures, (unsigned long long)total.relayed,
 	         (unsigned long long)relayed, (unsigned long long)bounced,
 	         (unsigned long long)deferred, (unsigned long long)conns);
+	if (mqueue_runner > 0) {
+		int status;
+		kill(mqueue_runner, SIGTERM);
+		waitpid(mqueue_runner, &status, 0);
+	}
 	pid_unlock();
 	runtime_put(srv.current);
 	runtime_put(srv.started);

@@ -82,6 +82,34 @@ void queue_admin_apply(struct qmsg *m)
 	admin_done(q, id, what);
 }
 
+/* request/take.ID: a message the Sendmail queue runner (sm_queue.c) or
+ * `krelay queue import-sendmail` put into queue/ while the relay ran.  Its
+ * ID is theirs (never one a session makes, see spool_new_id), so unlike a
+ * stranger in queue/ it cannot be a session's message not yet handed
+ * over; one this worker already holds (taken in at start) is not taken
+ * twice. */
+static void take_request(struct queue *q, const char *id)
+{
+	char path[4096], name[SPOOL_ID_LEN + 8];
+	bool known = false;
+
+	if (!spool_id_valid(id) || spool_id_owner(id, q->ctx.srv->workers) != q->ctx.worker_index)
+		return;
+	for (struct qmsg *m = q->msgs; m != NULL && !known; m = m->next)
+		known = strcmp(m->env.id, id) == 0;
+	for (size_t i = 0; i < q->nparked && !known; i++)
+		known = strcmp(q->parked[i], id) == 0;
+	if (!known && faccessat(q->ctx.spool->queue_dfd, id, F_OK, 0) == 0) {
+		if (queue_cfg(q)->queue_only)
+			queue_park(q, id); /* DeliveryMode=queueonly: at the next queue run */
+		else
+			queue_recover(q, id);
+	}
+	snprintf(name, sizeof(name), "take.%s", id);
+	sub_path(q, path, sizeof(path), "request", name);
+	unlink(path);
+}
+
 /* `krelay queue hold|delete ID` while the relay runs: request/hold.ID or
  * request/delete.ID.  A message this worker holds is held or deleted by
  * the queue itself once no attempt of it is under way (moving its files
@@ -109,6 +137,11 @@ void queue_requests(struct queue *q)
 	}
 	closedir(d);
 	for (size_t i = 0; i < n; i++) {
+		if (strncmp(names[i], "take.", 5) == 0) {
+			take_request(q, names[i] + 5);
+			free(names[i]);
+			continue;
+		}
 		const char *dot = strchr(names[i], '.');
 		enum qmsg_admin what = strncmp(names[i], "hold.", 5) == 0     ? ADMIN_HOLD
 		                       : strncmp(names[i], "delete.", 7) == 0 ? ADMIN_DELETE

@@ -1,5 +1,6 @@
 /* queue_cli: see queue_cli.h. */
 #include "queue_cli.h"
+#include "sm_queue.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -384,11 +385,68 @@ static int ask_relay(const struct config *c, pid_t pid, const char *verb, const 
 	return 0;
 }
 
+/* After the list: each SendmailQueue, and what its runner would make of
+ * every file there. */
+static void list_sendmail_queues(const struct config *c)
+{
+	char err[512];
+
+	for (size_t i = 0; i < c->sendmail_queues_count; i++) {
+		struct smq_look lk;
+		const char *dir = c->sendmail_queues[i];
+		if (smq_look(dir, c->hostname, true, &lk, err, sizeof(err)) < 0) {
+			printf("Sendmail queue %s: %s\n", dir, err);
+			continue;
+		}
+		printf("Sendmail queue %s: %u file%s (%u to be taken, %u locked, %u left for "
+		       "Sendmail: cannot be taken)\n",
+		       dir, lk.files, lk.files == 1 ? "" : "s", lk.ok, lk.locked, lk.bad);
+	}
+}
+
+/* `krelay queue import-sendmail DIR`: one pass now, waiting for the
+ * running relay's own runner if it is at work; the running relay is told. */
+static int import_sendmail(const struct config *c, const char *dir)
+{
+	struct smq q;
+	struct smq_stats st;
+	char err[1024];
+	pid_t pid;
+	int ret;
+
+	if (smq_init(&q, c->queue_directory, c->hostname, err, sizeof(err)) < 0) {
+		fprintf(stderr, "krelay queue: import-sendmail: %s\n", err);
+		return 1;
+	}
+	q.wait_lock = true;
+	ret = smq_run(&q, dir, &st, err, sizeof(err));
+	smq_free(&q);
+	if (ret < 0) {
+		fprintf(stderr, "krelay queue: import-sendmail: %s\n", err);
+		return 1;
+	}
+	printf("%s: %u message%s taken into %s", dir, st.taken, st.taken == 1 ? "" : "s",
+	       c->queue_directory);
+	if (st.recovered)
+		printf(", %u handover%s a crash had cut short finished", st.recovered,
+		       st.recovered == 1 ? "" : "s");
+	printf("; %u left: %u locked (being written or delivered by Sendmail), %u that cannot "
+	       "be taken (see above), %u failed here\n",
+	       st.waiting, st.locked, st.bad, st.failed);
+	if ((st.taken > 0 || st.recovered > 0) && (pid = relay_pid(c)) != 0) {
+		if (kill(pid, SIGUSR2) == 0)
+			printf("told krelay (pid %d): it delivers them now\n", (int)pid);
+	} else if (st.taken > 0 || st.recovered > 0) {
+		printf("krelay is not running: it delivers them at its next start\n");
+	}
+	return st.waiting > 0 ? 1 : 0;
+}
+
 static int usage(void)
 {
 	fprintf(stderr,
 	        "usage: krelay queue [-C FILE] list [--json] | flush | delete ID | hold ID | "
-	        "release ID\n");
+	        "release ID | import-sendmail MQUEUE-DIR\n");
 	return 2;
 }
 
@@ -404,6 +462,7 @@ int queue_cli(const struct config *c, int argc, char **argv)
 		int n = list_sub(c, "queue", false, LIST_TEXT, &shown) +
 		        list_sub(c, "hold", true, LIST_TEXT, &shown);
 		printf("%d message%s\n", n, n == 1 ? "" : "s");
+		list_sendmail_queues(c);
 		return 0;
 	}
 	if (strcmp(verb, "list") == 0 && argc == 2 && strcmp(argv[1], "--json") == 0) {
@@ -416,6 +475,8 @@ int queue_cli(const struct config *c, int argc, char **argv)
 	}
 	if (strcmp(verb, "flush") == 0 && argc == 1)
 		return poke(c, "deferred messages are tried");
+	if (strcmp(verb, "import-sendmail") == 0 && argc == 2)
+		return import_sendmail(c, argv[1]);
 	if (argc != 2 || (strcmp(verb, "delete") != 0 && strcmp(verb, "hold") != 0 &&
 	                  strcmp(verb, "release") != 0))
 		return usage();

@@ -6,11 +6,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/capability.h>
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -193,6 +195,38 @@ int runas_drop(const struct runas *ra, char *err, size_t errlen)
 	}
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
 		snprintf(err, errlen, "RunAsUser: no_new_privs: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int runas_drop_keep_dac(const struct runas *ra, char *err, size_t errlen)
+{
+	struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+	struct __user_cap_data_struct data[2];
+	uid_t r, e, s;
+
+	if (!ra->drop)
+		return 0;
+	memset(data, 0, sizeof(data));
+	data[CAP_DAC_OVERRIDE / 32].effective = data[CAP_DAC_OVERRIDE / 32].permitted =
+	    1u << (CAP_DAC_OVERRIDE % 32);
+	if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0 ||
+	    (ra->by_name ? initgroups(ra->name, ra->gid) : setgroups(1, &ra->gid)) < 0 ||
+	    setresgid(ra->gid, ra->gid, ra->gid) < 0 || setresuid(ra->uid, ra->uid, ra->uid) < 0 ||
+	    syscall(SYS_capset, &hdr, data) < 0 || prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0) {
+		snprintf(err, errlen, "becoming %s:%s with CAP_DAC_OVERRIDE only: %s", ra->name,
+		         ra->group, strerror(errno));
+		return -1;
+	}
+	if (getresuid(&r, &e, &s) < 0 || r != ra->uid || e != ra->uid || s != ra->uid ||
+	    setuid(0) == 0 || seteuid(0) == 0) {
+		snprintf(err, errlen, "%s:%s did not stick (root can be had back)", ra->name,
+		         ra->group);
+		return -1;
+	}
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+		snprintf(err, errlen, "no_new_privs: %s", strerror(errno));
 		return -1;
 	}
 	return 0;

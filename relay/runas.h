@@ -49,6 +49,11 @@ int runas_queue_dir(const char *dir, const struct runas *ra, bool create, char *
  * with err; a process that returns -1 must not go on. */
 int runas_drop(const struct runas *ra, char *err, size_t errlen);
 
+/* The same for a helper that must still open files it does not own (the
+ * Sendmail queue runner: Sendmail's queue files are root's, mode 0600):
+ * becomes ra's user keeping CAP_DAC_OVERRIDE and no other capability. */
+int runas_drop_keep_dac(const struct runas *ra, char *err, size_t errlen);
+
 /* `krelay queue` run by root: becomes the owner of dir, so that what it
  * writes into the queue stays the relay's.  0 when there is nothing to do
  * (not root, the directory owned by root or missing). */

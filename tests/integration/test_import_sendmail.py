@@ -6,13 +6,13 @@ hardened .mc with an access map and a mailertable.  Every output passes
 comment naming it, or named in a "not imported" comment."""
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import KRELAY, ROOT
+from conftest import KRELAY
+from sendmail_peer import m4_cf, sendmail_root  # noqa: F401 (fixture)
 
 ENV = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=99",
            UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
@@ -61,33 +61,6 @@ def test_seed_lines_cf_and_mc(certs, tmp_path):
         report = check_ok(out, tmp_path)
         # the seed's mistake, named as krelay names it (a warning, not an error)
         assert "ClientKeyFile without ClientCertFile" in report
-
-
-@pytest.fixture(scope="module")
-def sendmail_root():
-    p = subprocess.run([str(ROOT / "tests" / "sendmail" / "fetch.sh")], capture_output=True,
-                       text=True, timeout=600)
-    assert p.returncode == 0, p.stderr
-    return Path(p.stdout.strip())
-
-
-def m4_cf(sendmail_root, mc_text, tmp_path):
-    """sendmail.cf from mc_text, by m4 and Debian's cf/ macros (their
-    absolute paths pointed at the unpacked copy)."""
-    cfdir = tmp_path / "cf"
-    if not cfdir.exists():
-        shutil.copytree(sendmail_root / "usr/share/sendmail/cf", cfdir)
-        for f in cfdir.rglob("*"):
-            if f.is_file() and b"/usr/share/sendmail/cf" in f.read_bytes():
-                f.write_bytes(f.read_bytes().replace(b"/usr/share/sendmail/cf",
-                                                     str(cfdir).encode()))
-    text = mc_text.replace("/usr/share/sendmail/cf", str(cfdir))
-    text = "\n".join(ln for ln in text.splitlines() if "/etc/mail/m4/" not in ln) + "\n"
-    mc = tmp_path / "for-m4.mc"
-    mc.write_text(text)
-    p = subprocess.run(["m4", str(mc)], capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0 and p.stderr == "", p.stderr
-    return p.stdout
 
 
 def statement_lines(mc_text):
