@@ -27,6 +27,9 @@ PKGS=(
 	debhelper lintian fakeroot debootstrap
 	# krelay import-sendmail is tested on sendmail.cf files m4 makes from .mc
 	m4
+	# the libraries Debian's sendmail binary links with: the SendmailQueue
+	# tests run it, unpacked (tests/sendmail/fetch.sh), never installed
+	libdb5.3 libldap-2.5-0 liblockfile1 libnsl2 libsasl2-2 libwrap0
 )
 
 # The relay, started as root, runs as this user (RunAsUser's default), as
