@@ -350,11 +350,58 @@ static int open_df(struct pass *p, const struct smqf *m, const char *df)
 	return openat(p->df_dfd, df, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 }
 
-static void unlink_df(struct pass *p, const char *df)
+/* Removes the df: in dir (the qf's d record) or beside the qf. */
+static void unlink_df(struct pass *p, const char *df, const char *dir)
 {
-	if (unlinkat(p->df_dfd, df, 0) < 0 && errno != ENOENT)
+	char path[PATH_MAX];
+	int r;
+
+	if (dir != NULL) {
+		snprintf(path, sizeof(path), "%s/%s", dir, df);
+		r = unlink(path);
+	} else {
+		r = unlinkat(p->df_dfd, df, 0);
+	}
+	if (r < 0 && errno != ENOENT)
 		log_warnx("sendmail queue %s: %s: %s (left behind)", p->mqueue, df,
 		          strerror(errno));
+}
+
+/* The d record of a marker (a qf renamed kf...): where its df is, or NULL
+ * (beside it).  Malloc'd. */
+static char *marker_df_dir(struct pass *p, const char *kf)
+{
+	char buf[8192], *dir = NULL;
+	int fd = openat(p->qf_dfd, kf, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return NULL;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return NULL;
+	buf[n] = '\0';
+	for (char *line = buf; line != NULL && *line; line = strchr(line, '\n')) {
+		if (*line == '\n')
+			line++;
+		if (*line == 'd') {
+			size_t len = strcspn(line + 1, "\n");
+			dir = strndup(line + 1, len);
+			break;
+		}
+	}
+	return dir;
+}
+
+/* Step 4: the marker and its df. */
+static void remove_marker(struct pass *p, const char *kf, const char *df)
+{
+	char *dir = marker_df_dir(p, kf);
+
+	unlink_df(p, df, dir);
+	unlinkat(p->qf_dfd, kf, 0);
+	free(dir);
 }
 
 /* Names in a directory (malloc'd array of malloc'd strings). */
@@ -422,8 +469,7 @@ static void recover(struct pass *p)
 			p->st->failed++;
 			continue;
 		}
-		unlinkat(p->qf_dfd, kf, 0);
-		unlink_df(p, df);
+		remove_marker(p, kf, df);
 		log_info("%s: from Sendmail queue %s id=%s (a handover cut short, finished)", id,
 		         p->mqueue, smid);
 		p->st->recovered++;
@@ -445,8 +491,7 @@ static void recover(struct pass *p)
 		if (faccessat(p->import_dfd, stage_name, F_OK, 0) == 0)
 			continue; /* its handover failed above: next pass */
 		/* step 3 had happened: the message is in krelay's queue */
-		unlinkat(p->qf_dfd, kf, 0);
-		unlink_df(p, df);
+		remove_marker(p, kf, df);
 		p->st->recovered++;
 		log_info("sendmail queue %s: %s: its message was already in krelay's queue; "
 		         "removed with its df",
@@ -587,8 +632,8 @@ static int take(struct pass *p, const char *name)
 		goto skip;
 	}
 	crash_point("moved");
+	unlink_df(p, df, m.df_dir);
 	unlinkat(p->qf_dfd, kf, 0);
-	unlink_df(p, df);
 	close(fd);
 	{
 		char sender[SAFE_LEN(256)], first[SAFE_LEN(256)];

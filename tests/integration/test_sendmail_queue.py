@@ -364,3 +364,31 @@ def test_split_queue_directories(relay_factory, sendmail):
     assert sorted(x.name for x in sm.mqueue.rglob("*")) == ["df", "qf"]
     body, env = relay.message(relay.queued()[0])
     assert b"Message-Id: <split@client.lab.test>" in body and body.endswith(b"\r\na line\r\n")
+
+
+def test_df_in_another_queue_directory(relay_factory, sendmail, tmp_path):
+    """A qf whose d record puts its df in another queue directory (Sendmail
+    with several queues shares df files that way): read from there and
+    removed from there; also when a crash left only the marker."""
+    sm = sendmail(9)
+    other = tmp_path / "mqueue2"
+    other.mkdir(mode=0o700)
+    relay = relay_factory("DeliveryMode=queueonly\n", start=False)
+    relay.queue.mkdir(mode=0o700)
+    for crash in (None, "moved"):
+        sid = sm.queue(message(f"d-{crash}"), "-f", "a@client.lab.test", "x@sink.example")
+        qf = sm.mqueue / f"qf{sid}"
+        qf.write_bytes(qf.read_bytes().replace(b"\nT", f"\nd{other}\nT".encode(), 1))
+        (sm.mqueue / f"df{sid}").rename(other / f"df{sid}")
+        env = dict(ENV, KRELAY_TEST_SMQ_CRASH=crash) if crash else None
+        p = krelay_queue(relay, "import-sendmail", sm.mqueue, env=env)
+        assert p.returncode == (86 if crash else 0), (p.stdout, p.stderr)
+        if crash:
+            assert (other / f"df{sid}").exists()
+            p = krelay_queue(relay, "import-sendmail", sm.mqueue)
+            assert p.returncode == 0, (p.stdout, p.stderr)
+        assert sm.files() == [] and list(other.iterdir()) == []
+    assert len(relay.queued()) == 2
+    for qid in relay.queued():
+        body, _ = relay.message(qid)
+        assert body.endswith(b"\r\n\r\na line\r\n"), body[-200:]
