@@ -231,6 +231,8 @@ TEST(opt_names)
 	    "RunAsUser",
 	    "RelayClientIssuer",
 	    "RelayClientSubject",
+	    "SendmailQueue",
+	    "SendmailQueueInterval",
 	};
 
 	for (int i = 0; i < OPT_COUNT; i++)
@@ -258,6 +260,23 @@ TEST(seed_sendmail_lines)
 	config_free(&c);
 }
 
+TEST(sendmail_queue)
+{
+	struct config c;
+
+	CHECK(load_ok(&c, ""));
+	CHECK(c.sendmail_queues_count == 0 && c.sendmail_queue_interval_s == 10);
+	config_free(&c);
+	CHECK(load_ok(&c, "SendmailQueue=/a\nSendmailQueue=/b\nSendmailQueueInterval=5s\n"));
+	CHECK(c.sendmail_queues_count == 2 && c.sendmail_queue_interval_s == 5);
+	CHECK_STR(c.sendmail_queues[1], "/b");
+	config_free(&c);
+	CHECK(fails("SendmailQueue=mqueue\n", 1, "not an absolute path", 0));
+	CHECK(fails("SendmailQueue=/a\nSendmailQueue=/a\n", 2, "/a is named twice", 0));
+	CHECK(fails("SendmailQueueInterval=0s\n", 1, "is not a duration", 0));
+	CHECK(fails("SendmailQueueInterval=2d\n", 1, "outside", 0));
+}
+
 TEST(every_option)
 {
 	struct config c;
@@ -280,8 +299,12 @@ TEST(every_option)
 	              "LogLevel=12\n"
 	              "RunAsUser=mail:mail\n"
 	              "RelayClientIssuer=/C=XX/O=Relay+20Lab/CN=CA\n"
-	              "RelayClientSubject=/CN=CA /CN=client.lab.test\n"));
+	              "RelayClientSubject=/CN=CA /CN=client.lab.test\n"
+	              "SendmailQueue=/var/spool/mqueue\n"
+	              "SendmailQueueInterval=1m\n"));
 	CHECK(c.log_level == 12);
+	CHECK(c.sendmail_queues_count == 1 && c.sendmail_queue_interval_s == 60);
+	CHECK_STR(c.sendmail_queues[0], "/var/spool/mqueue");
 	CHECK_STR(c.run_as_user, "mail:mail");
 	CHECK(c.relay_client_issuers_count == 1 && c.relay_client_subjects_count == 1);
 	CHECK_STR(c.ca_cert_path, "/a");
@@ -1360,6 +1383,7 @@ int main(void)
 	RUN(relay_client_names);
 	RUN(delivery_modes);
 	RUN(seed_sendmail_lines);
+	RUN(sendmail_queue);
 	RUN(every_option);
 	RUN(outbound_values);
 	RUN(client_limit);
