@@ -253,6 +253,35 @@ def ratio_table(rows):
     return "\n".join(out)
 
 
+INJECTORS = {"short": "krelay-bench --per-conn 1 --no-pipelining",
+             "smtp-source": "Postfix's smtp-source -s 20"}
+SHORT_NOTE = ("One message per connection, no pipelining: what most clients and MTAs send "
+              "(cleartext in, STARTTLS out, 20 sessions at a time). A session's greeting, EHLO, "
+              "MAIL, RCPT, DATA and QUIT each wait for their reply, so every message costs a "
+              "connection, the round trips and its own durable commit: the per-message floor.")
+
+
+def short_ratio_table(rows):
+    """krelay and Postfix fed one message per connection, per injector and size."""
+    by = {(r["relay"], r.get("inject"), r["size"]): r for r in rows if r.get("group") == "short"}
+    out = ["| Injector | Size | krelay msg/s | Postfix msg/s | krelay ÷ Postfix | "
+           "krelay CPU µs/msg | Postfix CPU µs/msg | Postfix ÷ krelay (CPU) |",
+           "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for (relay, inject, size), k in by.items():
+        if relay != "krelay":
+            continue
+        p = by.get(("postfix", inject, size)) or {}
+        cells = [INJECTORS.get(inject, inject or "?"), size, fmt(k.get("msgs_per_s"), ".0f"),
+                 fmt(p.get("msgs_per_s"), ".0f"),
+                 f"{k['msgs_per_s'] / p['msgs_per_s']:.2f}"
+                 if k.get("msgs_per_s") and p.get("msgs_per_s") else "-",
+                 fmt(k.get("cpu_us_per_msg"), ".0f"), fmt(p.get("cpu_us_per_msg"), ".0f"),
+                 f"{p['cpu_us_per_msg'] / k['cpu_us_per_msg']:.1f}"
+                 if k.get("cpu_us_per_msg") and p.get("cpu_us_per_msg") else "-"]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def plot(rows, out):
     """results.svg: MB/s and relay CPU s/GB per size, every relay, both inbound modes."""
     if not shutil.which("gnuplot"):
@@ -348,6 +377,7 @@ def report(out, cpu_method, ktls, wall, version):
     compare = [r for r in rows if r.get("group") == "compare" and r.get("relay") != "direct"]
     direct = [r for r in rows if r.get("relay") == "direct"]
     ablation = [r for r in rows if r.get("group") == "ablation"]
+    short = [r for r in rows if r.get("group") == "short"]
     conc = rows[0].get("concurrency") if rows else "?"
     cross = [r["pgroup_usec"] / r["cgroup_usec"] for r in rows
              if r.get("cpu_method") == "cgroup" and r.get("cgroup_usec") and r.get("pgroup_usec")]
@@ -392,6 +422,8 @@ def report(out, cpu_method, ktls, wall, version):
           "### krelay ÷ Postfix", "", ratio_table(rows), "",
           "### krelay ablations (one setting changed; cleartext in)", "", md_table(ablation), "",
           noise_note.strip(), "",
+          "### One message per connection, no pipelining", "", SHORT_NOTE, "",
+          md_table(short), "", short_ratio_table(rows), "",
           plot_note]
     text = "\n".join(md) + "\n"
     (out / "results.md").write_text(text)
@@ -405,7 +437,8 @@ def report(out, cpu_method, ktls, wall, version):
                ratio_table(rows), "",
                "krelay alone, one setting changed:", "",
                md_table(ablation, [k for k in SHORT if k != "relay_name"]), "",
-               noise_note.strip(), ""]
+               noise_note.strip(), "",
+               SHORT_NOTE, "", short_ratio_table(rows), ""]
     if failed:
         summary += [f"Rows with problems: {', '.join(failed)} (see results.md).", ""]
     (out / "results-summary.md").write_text("\n".join(summary))

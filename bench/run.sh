@@ -9,7 +9,10 @@
 # (the sink and source accept only TLS 1.3 TLS_AES_128_GCM_SHA256, see
 # build/bench/openssl-pin.cnf), 20 concurrent sessions, messages of 4 KiB,
 # 100 KiB, 1 MiB and 10 MiB.  Then krelay alone with one thing changed
-# (BodyPath, Workers, connection reuse, cleartext next hop).  Before all
+# (BodyPath, Workers, connection reuse, cleartext next hop).  Then both
+# relays fed as most clients and MTAs send: one message per connection, no
+# pipelining, by krelay-bench (--per-conn 1 --no-pipelining) and by
+# Postfix's own smtp-source (-s 20), 4 KiB and 100 KiB.  Before all
 # that, this machine's limits: one core's AES-GCM/ChaCha20 speed and
 # loopback TCP (bench/baseline.sh).
 #
@@ -64,17 +67,23 @@ command -v postfix >/dev/null || {
 if [ -n "${QUICK:-}" ]; then
 	SIZES=${SIZES:-"4k 1m"}
 	ABL_SIZES=${ABL_SIZES:-"4k"}
+	SHORT_SIZES=${SHORT_SIZES:-"4k"}
 	declare -A COUNT=([4k]=300 [100k]=100 [1m]=40 [10m]=20)
 	ROW_TIMEOUT=${ROW_TIMEOUT:-40}
 	BASE_SECS=1
 else
 	SIZES=${SIZES:-"4k 100k 1m 10m"}
 	ABL_SIZES=${ABL_SIZES:-"4k 1m"}
+	SHORT_SIZES=${SHORT_SIZES:-"4k 100k"}
 	declare -A COUNT=([4k]=3000 [100k]=600 [1m]=160 [10m]=40)
 	ROW_TIMEOUT=${ROW_TIMEOUT:-120}
 	BASE_SECS=2
 fi
 ROWS=${ROWS:-.}
+# how the source sends (row): pipelined (krelay-bench, 100 messages per
+# connection), short (krelay-bench, one per connection, no pipelining) or
+# smtp-source (Postfix's, one per connection, no pipelining)
+inject=pipelined
 
 rm -rf "$rows" "$out/postfix" "$out/results".* && mkdir -p "$rows" "$out/postfix"
 chmod 755 "$out" "$out/postfix"
@@ -168,8 +177,11 @@ trap 'exit 130' INT TERM
 # cgroup, or empty), pgid (the relay's process group), status.
 
 start_sink() {
+	# (smtp-source's messages carry no X-Bench checksum: only counted)
+	local check=--verify
+	[ "$inject" != smtp-source ] || check=--discard
 	OPENSSL_CONF=$pin timeout $((ROW_TIMEOUT + 10)) "$KBENCH" sink --listen "127.0.0.1:$sp" \
-		--cert "$certs/server.crt" --key "$certs/server.key" --verify --expect $((n + WARMUP)) \
+		--cert "$certs/server.crt" --key "$certs/server.key" $check --expect $((n + WARMUP)) \
 		--timeout "$ROW_TIMEOUT" --json --ready-file "$d/sink.ready" >"$d/sink.json" 2>"$d/sink.err" &
 	sink_pid=$!
 	cur_pids=("$sink_pid")
@@ -224,6 +236,36 @@ start_postfix() { # start_postfix postfix|postfix-reuse
 i = json.load(open(sys.argv[1])); print(i["port"], i["master_pid"], i["queue"])' "$d/postfix.json")
 }
 
+size_bytes() { # 4k -> 4096
+	case $1 in *k) echo $((${1%k} * 1024)) ;; *m) echo $((${1%m} * 1048576)) ;; *) echo "$1" ;; esac
+}
+
+# Postfix's smtp-source as the injector: CONC sessions in parallel, one
+# message each (it disconnects after every message unless -d), no
+# pipelining, plain SMTP.  Writes source.json with the fields krelay-bench
+# writes that report.py reads.
+run_smtp_source() {
+	local t0 rc=0 len
+	len=$(size_bytes "$size")
+	t0=$(date +%s.%N)
+	{
+		TIMEFORMAT='%U %S'
+		time timeout $((ROW_TIMEOUT + 10)) smtp-source -s "$CONC" -m "$n" -l "$len" \
+			-M source.bench -f sender@source.bench -t rcpt@sink.bench "127.0.0.1:$rp" \
+			>"$d/source.err" 2>&1
+	} 2>"$d/source.times" || rc=$?
+	/usr/bin/python3 - "$d/source.json" "$t0" "$rc" "$n" "$len" "$d/source.times" <<'PY'
+import json, sys
+out, t0, rc, n, length, times = sys.argv[1:]
+user, system = (float(x) for x in open(times).read().split()[-2:])
+ok = int(n) if rc == "0" else 0
+json.dump({"tool": "smtp-source", "start_unix": float(t0), "messages_ok": ok,
+           "errors": int(n) - ok, "bytes": ok * int(length), "cpu_s": user + system,
+           "exit": int(rc)}, open(out, "w"))
+PY
+	return $rc
+}
+
 relay_cpu() { # -> "cgroup_usec user_usec sys_usec pgroup_usec machine_busy_usec steal_usec wall_usec"
 	local busy
 	# the whole machine's busy and steal time, to see what else ran meanwhile
@@ -255,6 +297,8 @@ row() {
 	[[ $name =~ $ROWS ]] || return 0
 	n=${COUNT[$size]} d=$rows/$name cg="" pgid="" relay_pid="" sink_pid="" status=ok
 	local t_row=$SECONDS c0="0 0 0 0 0 0 0" c1="0 0 0 0 0 0 0" tls_args=(--tls none)
+	local inject_args=()
+	[ "$inject" != short ] || inject_args=(--per-conn 1 --no-pipelining)
 	mkdir -p "$d"
 	sp=$(port)
 	printf '  %-24s %-13s %-8s -> %-5s %5s x %-4s ' "$name" "$relay" "$inbound" "$outbound" "$n" "$size"
@@ -293,9 +337,14 @@ row() {
 			perf_pid=$!
 			sleep 0.5
 		fi
-		OPENSSL_CONF=$pin fg timeout $((ROW_TIMEOUT + 10)) "$KBENCH" source --to "127.0.0.1:$rp" \
-			--messages "$n" --size "$size" --concurrency "$CONC" "${tls_args[@]}" \
-			--timeout "$ROW_TIMEOUT" --json >"$d/source.json" 2>"$d/source.err" || status=source-failed
+		if [ "$inject" = smtp-source ]; then
+			run_smtp_source || status=source-failed
+		else
+			OPENSSL_CONF=$pin fg timeout $((ROW_TIMEOUT + 10)) "$KBENCH" source --to "127.0.0.1:$rp" \
+				--messages "$n" --size "$size" --concurrency "$CONC" "${tls_args[@]}" \
+				"${inject_args[@]}" --timeout "$ROW_TIMEOUT" --json >"$d/source.json" \
+				2>"$d/source.err" || status=source-failed
+		fi
 		wait "$sink_pid" || [ $status != ok ] || status=sink-failed
 		wait_for 20 queue_empty || [ $status != ok ] || status=relay-queue-not-empty
 		c1=$(relay_cpu)
@@ -315,6 +364,7 @@ row() {
 	cat >"$d/row.json" <<JSON
 {"name": "$name", "group": "$group", "relay": "$relay", "inbound": "$inbound", "outbound": "$outbound",
  "size": "$size", "messages": $n, "warmup": $WARMUP, "concurrency": $CONC, "options": "$*", "status": "$status",
+ "inject": "$inject",
  "cpu_method": "$([ -n "$cg" ] && echo cgroup || echo pgroup)",
  "cgroup_usec": $((u1 - u0)), "cgroup_user_usec": $((us1 - us0)), "cgroup_sys_usec": $((sy1 - sy0)),
  "pgroup_usec": $((pg1 - pg0)), "machine_busy_usec": $((b1 - b0)), "steal_usec": $((st1 - st0)), "window_usec": $((w1 - w0)),
@@ -363,6 +413,16 @@ for size in $ABL_SIZES; do
 		row "abl-ktls-off-$size" ablation krelay plain tls "$size" ClientSSLOptions=-SSL_OP_ENABLE_KTLS
 	fi
 done
+
+# what most clients and MTAs do: one message per connection, no pipelining
+for size in $SHORT_SIZES; do
+	for inject in short smtp-source; do
+		tag=$([ $inject = short ] && echo kb || echo ss)
+		row "short-krelay-$tag-$size" short krelay plain tls "$size"
+		row "short-postfix-$tag-$size" short postfix plain tls "$size"
+	done
+done
+inject=pipelined
 
 rc=0
 /usr/bin/python3 bench/report.py --out "$out" --cpu-method "$cpu_method" --ktls "$ktls" --version "$version" \
