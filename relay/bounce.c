@@ -36,8 +36,9 @@ static void bounce_done(struct bounce *b, bool queued)
 		char to[SAFE_LEN(ADDR_LOG_MAX)];
 		log_info("%s bounce id=%s to=<%s> status=queued", m->env.id, b->env.id,
 		         safe_log(to, sizeof(to), m->env.sender));
-		queue_add(m->q, &b->env, b->tx.fd, b->tx.file_size);
-		b->tx.fd = -1;
+		struct spool_loc loc;
+		spool_tx_take(&b->tx, &loc);
+		queue_add(m->q, &b->env, &loc);
 	}
 	free(b->body);
 	free(b);
@@ -82,6 +83,7 @@ static void bounce_read_cb(struct ring_op *op, int res, unsigned flags)
 	dsn_format(&in, b->body, b->len + 1);
 	spool_new_id(q->ctx.spool, b->env.id);
 	spool_tx_begin(&b->tx, q->ctx.spool, b->env.id, bounce_spool_cb, b);
+	b->tx.segment_ok = true; /* it goes to the queue: a segment will do */
 }
 
 static void bounce_spool_cb(void *owner, enum spool_event ev, int err)
@@ -133,5 +135,7 @@ void bounce_start(struct qmsg *m)
 	b->env.tls = "";
 	b->env.client_cert = "none";
 	ring_op_init(&b->op_read, RING_READ, bounce_read_cb, b);
-	ring_read(m->q->ctx.ring, &b->op_read, m->fd, b->hdr, sizeof(b->hdr), 0);
+	ring_read(m->q->ctx.ring, &b->op_read, m->fd, b->hdr,
+	          m->env.body_size < sizeof(b->hdr) ? (size_t)m->env.body_size : sizeof(b->hdr),
+	          m->body_off);
 }

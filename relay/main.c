@@ -581,6 +581,8 @@ static int run(const char *path)
 		total.dirsyncs += workers[i].spool.stats.dirsyncs;
 		total.failures += workers[i].spool.stats.failures;
 		total.relayed += workers[i].spool.stats.relayed;
+		total.segmented += workers[i].spool.stats.segmented;
+		total.segments += workers[i].spool.segs.made;
 	}
 	uint64_t relayed = 0, bounced = 0, deferred = 0, conns = 0;
 	for (unsigned i = 0; i < srv.workers; i++) {
@@ -591,12 +593,13 @@ static int run(const char *path)
 	}
 	log_info("krelay stopped messages=%llu bytes=%llu fsyncs=%llu dirsyncs=%llu "
 	         "spool_failures=%llu interactive=%llu relayed=%llu bounced=%llu deferred=%llu "
-	         "connections=%llu",
+	         "connections=%llu segmented=%llu segments=%llu",
 	         (unsigned long long)total.messages, (unsigned long long)total.bytes,
 	         (unsigned long long)total.fsyncs, (unsigned long long)total.dirsyncs,
 	         (unsigned long long)total.failures, (unsigned long long)total.relayed,
 	         (unsigned long long)relayed, (unsigned long long)bounced,
-	         (unsigned long long)deferred, (unsigned long long)conns);
+	         (unsigned long long)deferred, (unsigned long long)conns,
+	         (unsigned long long)total.segmented, (unsigned long long)total.segments);
 	if (mqueue_runner > 0) {
 		int status;
 		kill(mqueue_runner, SIGTERM);

@@ -87,15 +87,17 @@ void qmsg_enter(struct qmsg *m, enum qmsg_phase to)
 
 bool qmsg_recording(const struct qmsg *m)
 {
-	return m->st.busy || m->phase == QMSG_REMOVING;
+	return m->st.busy || m->migrating || m->phase == QMSG_REMOVING;
 }
 
 /* ---- making, starting, freeing -------------------------------------------- */
 
 static void msg_open_cb(struct ring_op *op, int res, unsigned flags);
+static void migrate_written(struct qmsg *m, int res);
 static void msg_timer_cb(struct ring_op *op, int res, unsigned flags);
 static void state_written(void *owner, int res);
 static void msg_removed(void *owner, int res);
+static void migrate_read_cb(struct ring_op *op, int res, unsigned flags);
 
 static void timer_rm_cb(struct ring_op *op, int res, unsigned flags)
 {
@@ -114,6 +116,7 @@ static struct qmsg *msg_new(struct queue *q)
 	ring_op_init(&m->op_open, RING_OPEN, msg_open_cb, m);
 	ring_op_init(&m->op_timer, RING_TIMEOUT, msg_timer_cb, m);
 	ring_op_init(&m->op_timer_rm, RING_TIMEOUT_REMOVE, timer_rm_cb, m);
+	ring_op_init(&m->op_mread, RING_READ, migrate_read_cb, m);
 	spool_state_init(&m->st, q->ctx.spool, state_written, m);
 	spool_remover_init(&m->rm, q->ctx.spool, msg_removed, m);
 	m->next = q->msgs;
@@ -137,6 +140,7 @@ void qmsg_free(struct qmsg *m)
 		free(m->reply[i]);
 	free(m->reply);
 	free(m->dsn);
+	free(m->mbuf);
 	spool_state_free(&m->st);
 	spool_env_free(&m->env);
 	free(m);
@@ -174,9 +178,21 @@ struct qmsg *qmsg_add(struct queue *q, const struct spool_env *env, int fd, uint
 	return m;
 }
 
-void queue_add(struct queue *q, const struct spool_env *env, int fd, uint64_t file_size)
+struct qmsg *qmsg_add_loc(struct queue *q, const struct spool_env *env, const struct spool_loc *loc)
 {
-	qmsg_start(qmsg_add(q, env, fd, file_size));
+	struct qmsg *m = qmsg_add(q, env, loc->fd, loc->file_size);
+
+	m->body_off = loc->body_off;
+	if (loc->seg != NULL) {
+		m->in_seg = m->fd_seg = true;
+		m->seg_app.seg = loc->seg;
+	}
+	return m;
+}
+
+void queue_add(struct queue *q, const struct spool_env *env, const struct spool_loc *loc)
+{
+	qmsg_start(qmsg_add_loc(q, env, loc));
 }
 
 int queue_recover(struct queue *q, const char *id)
@@ -307,6 +323,7 @@ static void qmsg_assign(struct qmsg *m, struct qdest **dest_of)
 		j->tx.rcpts = j->rcpts;
 		j->tx.nrcpt = k;
 		j->tx.fd = m->fd;
+		j->tx.body_off = m->body_off;
 		j->tx.size = m->env.body_size;
 		j->tx.dot_lines = m->env.dot_lines;
 		j->tx.final_crlf = m->env.final_crlf;
@@ -369,6 +386,10 @@ static void state_written(void *owner, int res)
 
 	if (res < 0)
 		log_warnx("queue: %s: state directory fsync: %s", m->env.id, strerror(-res));
+	if (m->migrating) {
+		migrate_written(m, res);
+		return;
+	}
 	if (m->phase == QMSG_RETRY_SAVE) {
 		/* the attempt is over: no outcome can come in meanwhile */
 		assert(m->logq_writing == NULL && !m->dirty && m->jobs == 0);
@@ -387,9 +408,94 @@ static void state_written(void *owner, int res)
 		qmsg_attempt_over(m);
 }
 
-/* Writes queue/ID.env with every recipient's state. */
+/* ---- out of a segment: written to queue/ID ---------------------------------- */
+
+/* A message still in its segment is written to queue/ID, with every
+ * recipient's state in its envelope, before anything but its removal is
+ * recorded: retries, hold, bounces and `krelay queue` work on queue/ files.
+ * Its body is read back from the segment (through the ring), the file is
+ * written as a state file is (tmp/, fdatasync, rename, directory fsync),
+ * and then the segment gets its SEG_DONE; only once that is durable is
+ * the message out of the segment (a restart that found the segment record
+ * without it would take the message in again, after queue/ID might have
+ * been delivered and removed).  state_written follows, as for a state
+ * file. */
+static void migrate(struct qmsg *m)
+{
+	m->migrating = true;
+	free(m->mbuf);
+	m->mbuf = malloc(m->env.body_size + 1);
+	if (m->mbuf == NULL)
+		fatalx("out of memory");
+	ring_read(m->q->ctx.ring, &m->op_mread, m->fd, m->mbuf, m->env.body_size, m->body_off);
+}
+
+static void migrate_fail(struct qmsg *m, int res)
+{
+	log_warnx("queue: %s: writing queue/%s from its segment: %s (it stays in the segment)",
+	          m->env.id, m->env.id, strerror(-res));
+	m->migrating = false;
+	m->migrate_failed = true;
+	state_written(m, res);
+}
+
+static void migrate_read_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct qmsg *m = op->owner;
+	size_t env_len, len;
+	char *buf;
+
+	if (res < 0 || (uint64_t)res != m->env.body_size) {
+		migrate_fail(m, res < 0 ? res : -EIO);
+		return;
+	}
+	/* the envelope as it is now (outcomes that came in meanwhile are
+	 * recorded early: durable sooner than they are logged, which is safe) */
+	env_len = spool_env_format(&m->env, NULL, 0);
+	len = m->env.body_size + env_len + SPOOL_TRAILER_LEN;
+	buf = realloc(m->mbuf, len + 1);
+	if (buf == NULL)
+		fatalx("out of memory");
+	m->mbuf = NULL;
+	spool_env_format(&m->env, buf + m->env.body_size, env_len + 1);
+	spool_trailer_format(buf + m->env.body_size + env_len, m->env.body_size, (uint32_t)env_len);
+	spool_state_write_file(&m->st, m->env.id, buf, len);
+}
+
+static void migrate_done(struct seg_append *a, int res)
+{
+	struct qmsg *m = (struct qmsg *)(void *)((char *)a - offsetof(struct qmsg, seg_app));
+
+	if (res < 0)
+		log_warnx(
+		    "queue: %s: its segment's record of leaving: %s (a restart may take it in "
+		    "twice)",
+		    m->env.id, strerror(-res));
+	m->in_seg = false;
+	m->migrating = false;
+	state_written(m, 0);
+}
+
+static void migrate_written(struct qmsg *m, int res)
+{
+	if (res < 0 || m->st.res < 0) {
+		migrate_fail(m, res < 0 ? res : m->st.res);
+		return;
+	}
+	spool_seg_done(&m->seg_app, m->env.id, migrate_done);
+}
+
+/* Writes queue/ID.env with every recipient's state (queue/ID itself for a
+ * message still in a segment). */
 static void write_state(struct qmsg *m)
 {
+	if (m->in_seg) {
+		m->dirty = false;
+		m->logq_writing = m->logq;
+		m->logq = NULL;
+		migrate(m);
+		return;
+	}
 	m->dirty = false;
 	m->has_state = true;
 	m->logq_writing = m->logq;
@@ -416,12 +522,33 @@ static bool all_final(const struct qmsg *m)
 
 /* Removes a finished message (spool_msg.h says in which order); its file
  * goes with it.  msg_removed follows. */
+static void seg_removed(struct seg_append *a, int res)
+{
+	struct qmsg *m = (struct qmsg *)(void *)((char *)a - offsetof(struct qmsg, seg_app));
+
+	m->in_seg = false;
+	if (m->admin == ADMIN_DELETE)
+		queue_admin_deleted(m);
+	msg_removed(m, res);
+}
+
 static void msg_remove(struct qmsg *m)
 {
 	int fd = m->fd;
 
 	qmsg_enter(m, QMSG_REMOVING);
 	m->fd = -1;
+	if (m->in_seg) {
+		/* still in its segment: one SEG_DONE record, made durable with
+		 * whatever else the segment's next fdatasync covers */
+		close(fd);
+		spool_seg_done(&m->seg_app, m->env.id, seg_removed);
+		return;
+	}
+	if (m->fd_seg && fd >= 0) {
+		close(fd); /* a segment's: not a file to pool */
+		fd = -1;
+	}
 	spool_msg_remove(&m->rm, m->env.id, fd, m->file_size, m->has_state);
 }
 
@@ -446,6 +573,26 @@ void qmsg_record_outcomes(struct qmsg *m)
 {
 	if (qmsg_recording(m) || m->logq == NULL)
 		return;
+	if (m->in_seg) {
+		/* in a segment, outcomes wait for the attempt's last job: then
+		 * the message leaves with one SEG_DONE when every recipient was
+		 * delivered, else it is written to queue/ID (write_state) */
+		unsigned done = 0;
+		for (struct qjob *j = m->logq; j != NULL; j = j->next)
+			done++;
+		if (done < m->jobs)
+			return;
+		if (qmsg_all_delivered(m)) {
+			m->dirty = false;
+			m->logq_writing = m->logq;
+			m->logq = NULL;
+			msg_remove(m);
+		} else {
+			/* deferrals too are logged once queue/ID holds the message */
+			write_state(m);
+		}
+		return;
+	}
 	if (m->dirty && m->jobs == 1 && qmsg_all_delivered(m)) {
 		/* the common case: every recipient delivered by one job; the
 		 * message leaves the spool (one durable unlink, no state file)
@@ -510,10 +657,15 @@ void qmsg_bounce_done(struct qmsg *m, bool queued)
 
 static void msg_close(struct qmsg *m)
 {
+	if (m->in_seg)
+		return; /* its segment's dup stays open: it is read from there */
 	if (m->fd >= 0) {
 		close(m->fd);
 		m->fd = -1;
 	}
+	/* (written to queue/ID: the next attempt reads that, from 0) */
+	m->fd_seg = false;
+	m->body_off = 0;
 }
 
 /* Pending recipients of a message past QueueLifetime fail; true if any did. */
@@ -588,6 +740,14 @@ void qmsg_attempt_over(struct qmsg *m)
 		/* F made durable first; then the bounce (the file is still open) */
 		m->dirty = true;
 		write_state(m);
+		return;
+	}
+	if (!q->stopping && m->in_seg && m->admin == ADMIN_DELETE) {
+		msg_remove(m); /* out of its segment; seg_removed logs it */
+		return;
+	}
+	if (!q->stopping && m->in_seg && m->admin == ADMIN_HOLD && !m->migrate_failed) {
+		write_state(m); /* a hold moves queue/ID: written there first */
 		return;
 	}
 	msg_close(m);

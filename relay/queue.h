@@ -13,7 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "spool_format.h"
+#include "spool.h"
 
 struct queue;
 struct ring;
@@ -43,10 +43,10 @@ bool queue_idle(const struct queue *q);
 void queue_free(struct queue *q);
 const struct queue_stats *queue_stats(const struct queue *q);
 
-/* A message just made durable by the spool (env is copied; fd: its file,
- * open read-write, of file_size bytes, now the queue's; -1 to have it
+/* A message just made durable by the spool (env is copied; loc: where it
+ * lies, spool_tx_take's, now the queue's; loc->fd -1 to have queue/ID
  * opened). */
-void queue_add(struct queue *q, const struct spool_env *env, int fd, uint64_t file_size);
+void queue_add(struct queue *q, const struct spool_env *env, const struct spool_loc *loc);
 /* DeliveryMode=interactive: a message received but not yet durable, whose
  * client waits for its reply.  The queue relays it at once (fd: its file,
  * still the caller's; the queue reads a dup of it) and calls back once:

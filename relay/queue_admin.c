@@ -68,6 +68,12 @@ static void admin_done(struct queue *q, const char *id, enum qmsg_admin what)
 	unlink(path);
 }
 
+void queue_admin_deleted(struct qmsg *m)
+{
+	log_info("%s: deleted (krelay queue delete)", m->env.id);
+	admin_done(m->q, m->env.id, ADMIN_DELETE);
+}
+
 void queue_admin_apply(struct qmsg *m)
 {
 	struct queue *q = m->q;

@@ -186,6 +186,59 @@ static int list_sub(const struct config *c, const char *sub, bool held, enum lis
 	return count;
 }
 
+/* Messages the running relay committed into a segment (spool_seg.h) and
+ * has not yet delivered nor written to queue/ID: listed as queued, as
+ * they are (the next start would write them to queue/). */
+struct seg_lister {
+	enum list_format fmt;
+	int *shown, count, queue_dfd;
+	bool count_only;
+	time_t now;
+	const char *want; /* only this ID (found: count 1) */
+};
+
+static void seg_msg_cb(void *arg, const char *id, const char *file, size_t len)
+{
+	struct seg_lister *l = arg;
+	struct spool_env e;
+	uint64_t off;
+	uint32_t elen;
+	char err[256];
+
+	if ((l->want != NULL && strcmp(l->want, id) != 0) ||
+	    (l->queue_dfd >= 0 && faccessat(l->queue_dfd, id, F_OK, 0) == 0))
+		return; /* (written to queue/ meanwhile: listed from there) */
+	if (len < SPOOL_TRAILER_LEN ||
+	    spool_trailer_parse(file + len - SPOOL_TRAILER_LEN, &off, &elen) < 0 ||
+	    off + elen + SPOOL_TRAILER_LEN != len ||
+	    spool_env_parse(file + off, elen, &e, err, sizeof(err)) < 0) {
+		if (!l->count_only && l->fmt == LIST_TEXT)
+			printf("%s (in a segment, unreadable)\n", id);
+		return;
+	}
+	l->count++;
+	if (!l->count_only) {
+		if (l->fmt == LIST_JSON)
+			print_json(&e, false, (*l->shown)++ == 0);
+		else if (l->fmt == LIST_MAILQ)
+			print_mailq(&e, false);
+		else
+			print_msg(&e, false, l->now);
+	}
+	spool_env_free(&e);
+}
+
+static int list_segments(const struct config *c, enum list_format fmt, int *shown, bool count_only,
+                         const char *want)
+{
+	struct seg_lister l = {fmt, shown, 0, open_sub(c, "queue"), count_only, time(NULL), want};
+
+	spool_seg_list(c->queue_directory, seg_msg_cb, &l);
+	if (l.queue_dfd >= 0)
+		close(l.queue_dfd);
+	return l.count;
+}
+
 static int count_sub(const struct config *c, const char *sub)
 {
 	char **ids;
@@ -201,7 +254,9 @@ static int count_sub(const struct config *c, const char *sub)
 
 int queue_cli_mailq(const struct config *c)
 {
-	int n = count_sub(c, "queue") + count_sub(c, "hold"), shown = 0;
+	int n = count_sub(c, "queue") + count_sub(c, "hold") +
+	        list_segments(c, 0, NULL, true, NULL),
+	    shown = 0;
 
 	if (n == 0) {
 		printf("%s is empty\n\t\tTotal requests: 0\n", c->queue_directory);
@@ -211,6 +266,7 @@ int queue_cli_mailq(const struct config *c)
 	printf(
 	    "-----Q-ID----- --Size-- -----Q-Time----- ------------Sender/Recipient-----------\n");
 	n = list_sub(c, "queue", false, LIST_MAILQ, &shown) +
+	    list_segments(c, LIST_MAILQ, &shown, false, NULL) +
 	    list_sub(c, "hold", true, LIST_MAILQ, &shown);
 	printf("\t\tTotal requests: %d\n", n);
 	return 0;
@@ -356,7 +412,7 @@ static bool in_sub(const struct config *c, const char *sub, const char *id)
 
 static bool in_queue(const struct config *c, const char *id)
 {
-	return in_sub(c, "queue", id);
+	return in_sub(c, "queue", id) || list_segments(c, LIST_TEXT, NULL, true, id) > 0;
 }
 
 /* Leaves QueueDirectory/request/VERB.ID for the running relay (hold or
@@ -460,6 +516,7 @@ int queue_cli(const struct config *c, int argc, char **argv)
 	if (strcmp(verb, "list") == 0 && argc == 1) {
 		int shown = 0;
 		int n = list_sub(c, "queue", false, LIST_TEXT, &shown) +
+		        list_segments(c, LIST_TEXT, &shown, false, NULL) +
 		        list_sub(c, "hold", true, LIST_TEXT, &shown);
 		printf("%d message%s\n", n, n == 1 ? "" : "s");
 		list_sendmail_queues(c);
@@ -469,6 +526,7 @@ int queue_cli(const struct config *c, int argc, char **argv)
 		int shown = 0;
 		printf("[");
 		list_sub(c, "queue", false, LIST_JSON, &shown);
+		list_segments(c, LIST_JSON, &shown, false, NULL);
 		list_sub(c, "hold", true, LIST_JSON, &shown);
 		printf("%s]\n", shown ? "\n" : "");
 		return 0;
@@ -484,7 +542,16 @@ int queue_cli(const struct config *c, int argc, char **argv)
 		fprintf(stderr, "krelay queue: '%s' is not a queue ID (16 hex digits)\n", id);
 		return 1;
 	}
-	if (strcmp(verb, "release") != 0 && in_queue(c, id) && (pid = relay_pid(c)) != 0) {
+	if ((pid = relay_pid(c)) == 0) {
+		/* stopped: what a crash left in segments goes to queue/ first,
+		 * as the next start would do */
+		unsigned segs;
+		int n = spool_seg_recover(c->queue_directory, &segs);
+		if (n < 0)
+			fprintf(stderr, "krelay queue: %s/seg: %s\n", c->queue_directory,
+			        strerror(-n));
+	}
+	if (strcmp(verb, "release") != 0 && pid != 0 && in_queue(c, id)) {
 		/* the running relay may be delivering it: it does the move */
 		ret = ask_relay(c, pid, verb, id);
 		if (ret < 0) {

@@ -81,6 +81,15 @@ struct qmsg {
 	unsigned attempts;
 	int fd;             /* its file while an attempt is under way, else -1 */
 	uint64_t file_size; /* of queue/ID, or SPOOL_SIZE_UNKNOWN */
+	uint64_t body_off;  /* the body's offset in fd (0 but in a segment) */
+	bool fd_seg;        /* fd is a segment's: never pooled */
+	/* Committed into a segment and not yet out of it (spool_seg.h): it
+	 * leaves with a SEG_DONE record, as its removal, or once it was
+	 * written to queue/ID (migrate), which its first deferral does. */
+	bool in_seg, migrating, migrate_failed;
+	struct seg_append seg_app;
+	char *mbuf; /* the queue file being written from the segment */
+	struct ring_op op_mread;
 	enum qmsg_phase phase;
 	unsigned jobs;      /* jobs not finished in this attempt */
 	bool dirty;         /* outcomes not yet written */
@@ -105,6 +114,8 @@ void qmsg_enter(struct qmsg *m, enum qmsg_phase to);
 /* Opens its file and routes it (a new attempt). */
 void qmsg_start(struct qmsg *m);
 struct qmsg *qmsg_add(struct queue *q, const struct spool_env *env, int fd, uint64_t file_size);
+struct qmsg *qmsg_add_loc(struct queue *q, const struct spool_env *env,
+                          const struct spool_loc *loc);
 void qmsg_free(struct qmsg *m);
 /* Outcomes are being made durable: by the state writer, or by the removal. */
 bool qmsg_recording(const struct qmsg *m);
@@ -304,5 +315,7 @@ void bounce_start(struct qmsg *m);
 /* queue_admin.c: what the operator asked of m is done now (no attempt of
  * it under way); m is freed. */
 void queue_admin_apply(struct qmsg *m);
+/* A `krelay queue delete` of a message still in its segment is done. */
+void queue_admin_deleted(struct qmsg *m);
 
 #endif

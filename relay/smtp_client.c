@@ -565,7 +565,7 @@ static bool pipeline_body(struct smtp_client *c)
 	    xprt_write(&c->x, line, (size_t)n) < 0)
 		return false;
 	c->owed++;
-	if (xprt_send_file(&c->x, tx->fd, 0, tx->size, use_splice(c)) < 0) {
+	if (xprt_send_file(&c->x, tx->fd, tx->body_off, tx->size, use_splice(c)) < 0) {
 		fail(c, SMTP_FAIL_IO, "cannot send the body");
 		return true;
 	}
@@ -683,7 +683,7 @@ static void send_body(struct smtp_client *c)
 		return;
 	}
 	tx->body_path = "sending";
-	ret = xprt_send_file(&c->x, tx->fd, 0, tx->size, use_splice(c));
+	ret = xprt_send_file(&c->x, tx->fd, tx->body_off, tx->size, use_splice(c));
 	if (ret < 0) {
 		fail(c, SMTP_FAIL_IO, strerror(-ret));
 		return;
@@ -714,7 +714,7 @@ static void stuff_next(struct smtp_client *c)
 	}
 	c->after_write = AW_STUFF; /* the chunk's write brings the next */
 	n = c->tx->size - c->soff < STUFF_READ ? (size_t)(c->tx->size - c->soff) : STUFF_READ;
-	ring_read(c->ring, &c->op_read, c->tx->fd, c->sbuf, n, c->soff);
+	ring_read(c->ring, &c->op_read, c->tx->fd, c->sbuf, n, c->tx->body_off + c->soff);
 }
 
 static void read_cb(struct ring_op *op, int res, unsigned flags)

@@ -52,7 +52,8 @@ struct smtp_tx {
 	const char *sender; /* "" for <> */
 	struct smtp_tx_rcpt *rcpts;
 	size_t nrcpt;
-	int fd; /* the spool file: body at [0, size) */
+	int fd; /* the spool file: body at [body_off, body_off + size) */
+	uint64_t body_off;
 	uint64_t size;
 	bool dot_lines, final_crlf, eight_bit, smtputf8;
 	/* set by the client */

@@ -829,10 +829,13 @@ static void end_of_data(struct smtp_session *s)
 	 * if the relaying does not fully succeed (SPOOL_STAGED) */
 	s->interactive =
 	    cfg(s)->interactive && s->sv->queue != NULL && !cfg(s)->queue_only && !s->shutdown;
-	if (s->interactive)
+	if (s->interactive) {
 		spool_tx_stage(&s->tx, &env);
-	else
+	} else {
+		/* a small message may go into a segment: the queue takes it */
+		s->tx.segment_ok = s->sv->queue != NULL && !cfg(s)->queue_only;
 		spool_tx_commit(&s->tx, &env);
+	}
 }
 
 static void log_accepted(struct smtp_session *s, const char *what)
@@ -853,22 +856,22 @@ static void log_accepted(struct smtp_session *s, const char *what)
 /* The message is durable: log it and hand it (and its open file) to the queue. */
 static void queued(struct smtp_session *s)
 {
-	int fd = s->tx.fd;
+	struct spool_loc loc;
 
-	s->tx.fd = -1;
+	spool_tx_take(&s->tx, &loc);
 	log_accepted(s, "queued");
 	if (s->relaying != NULL) {
 		/* the queue has it already (and its own fd) */
 		struct qmsg *m = s->relaying;
 		s->relaying = NULL;
-		close(fd);
+		close(loc.fd);
 		queue_interactive_durable(m, 0);
-	} else if (s->sv->queue != NULL && !cfg(s)->queue_only) {
+	} else if (s->sv->queue != NULL && (!cfg(s)->queue_only || loc.seg != NULL)) {
 		struct spool_env env;
 		fill_env(s, &env);
-		queue_add(s->sv->queue, &env, fd, s->tx.file_size); /* relaying starts now */
+		queue_add(s->sv->queue, &env, &loc); /* relaying starts now */
 	} else {
-		close(fd);
+		close(loc.fd);
 		if (s->sv->queue != NULL)
 			queue_park(s->sv->queue, s->qid); /* DeliveryMode=queueonly */
 	}

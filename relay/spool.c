@@ -26,7 +26,8 @@ enum tx_stage {
 	TX_CLOSING, /* after success or failure, closing fd (and unlinking) */
 	TX_ABORT_WAIT,
 	TX_ABORTING,
-	TX_STAGED, /* written, not durable (spool_tx_stage) */
+	TX_STAGED,  /* written, not durable (spool_tx_stage) */
+	TX_SEGMENT, /* appended to a segment, waiting for its fdatasync */
 };
 
 #define EPOCH_2020 1577836800
@@ -55,6 +56,11 @@ static void notify(struct spool_tx *tx, enum spool_event ev, int err)
 	tx->cb(tx->owner, ev, err);
 }
 
+static void seg_full(void *arg, int err)
+{
+	spool_pool_drain(arg, err);
+}
+
 static int open_dir(int parent, const char *name)
 {
 	if (mkdirat(parent, name, 0700) < 0 && errno != EEXIST)
@@ -70,7 +76,7 @@ int spool_init(struct spool *sp, struct ring *ring, const char *dir, unsigned wo
 	memset(sp, 0, sizeof(*sp));
 	sp->ring = ring;
 	sp->worker = worker;
-	sp->tmp_dfd = sp->queue_dfd = sp->pool_dfd = -1;
+	sp->tmp_dfd = sp->queue_dfd = sp->pool_dfd = sp->seg_dfd = -1;
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		return -errno;
 	top = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -79,20 +85,25 @@ int spool_init(struct spool *sp, struct ring *ring, const char *dir, unsigned wo
 	sp->tmp_dfd = open_dir(top, "tmp");
 	sp->queue_dfd = open_dir(top, "queue");
 	sp->pool_dfd = open_dir(top, "pool");
+	sp->seg_dfd = open_dir(top, "seg");
 	close(top);
-	if (sp->tmp_dfd < 0 || sp->queue_dfd < 0 || sp->pool_dfd < 0) {
+	if (sp->tmp_dfd < 0 || sp->queue_dfd < 0 || sp->pool_dfd < 0 || sp->seg_dfd < 0) {
 		int err = sp->tmp_dfd < 0     ? sp->tmp_dfd
 		          : sp->queue_dfd < 0 ? sp->queue_dfd
-		                              : sp->pool_dfd;
+		          : sp->pool_dfd < 0  ? sp->pool_dfd
+		                              : sp->seg_dfd;
 		sp->tmp_dfd = sp->tmp_dfd < 0 ? -1 : sp->tmp_dfd;
 		sp->queue_dfd = sp->queue_dfd < 0 ? -1 : sp->queue_dfd;
 		sp->pool_dfd = sp->pool_dfd < 0 ? -1 : sp->pool_dfd;
+		sp->seg_dfd = sp->seg_dfd < 0 ? -1 : sp->seg_dfd;
 		spool_exit(sp);
 		return err;
 	}
 	if (getrandom(&sp->id_counter, sizeof(sp->id_counter), 0) < 0)
 		sp->id_counter = (uint32_t)getpid();
 	ring_op_init(&sp->op_dirsync, RING_FSYNC, dirsync_cb, sp);
+	spool_seg_init(&sp->segs, ring, sp->seg_dfd, worker, sp->id_counter, &sp->stats.fsyncs,
+	               seg_full, sp);
 	return 0;
 }
 
@@ -113,13 +124,16 @@ void spool_exit(struct spool *sp)
 	for (unsigned i = 0; i < sp->npool; i++)
 		close(sp->pool[i].fd); /* the files stay in pool/; removed at start */
 	sp->npool = 0;
+	spool_seg_exit(&sp->segs);
+	if (sp->seg_dfd >= 0)
+		close(sp->seg_dfd);
 	if (sp->tmp_dfd >= 0)
 		close(sp->tmp_dfd);
 	if (sp->queue_dfd >= 0)
 		close(sp->queue_dfd);
 	if (sp->pool_dfd >= 0)
 		close(sp->pool_dfd);
-	sp->tmp_dfd = sp->queue_dfd = sp->pool_dfd = -1;
+	sp->tmp_dfd = sp->queue_dfd = sp->pool_dfd = sp->seg_dfd = -1;
 }
 
 bool spool_pool_reserve(struct spool *sp, char name[SPOOL_POOL_NAME])
@@ -278,6 +292,16 @@ int spool_recover(const char *dir, unsigned *queued, unsigned *removed)
 	}
 	if (d != NULL)
 		closedir(d);
+	/* Messages still in segments go to queue/ (the segments then go). */
+	{
+		unsigned segs;
+		int n = spool_seg_recover(dir, &segs);
+		if (n < 0)
+			log_warnx("spool: recovering segments: %s", strerror(-n));
+		else if (segs > 0)
+			log_info("spool: %u messages recovered from %u segments into queue/", n,
+			         segs);
+	}
 	/* pool/ holds spare files of delivered messages: nothing to keep */
 	d = fdopendir(dup(sp.pool_dfd));
 	while (d != NULL && (de = readdir(d)) != NULL) {
@@ -352,7 +376,7 @@ bool spool_tx_busy(const struct spool_tx *tx)
 	return ring_op_busy(&tx->op_open) || ring_op_busy(&tx->op_write) ||
 	       ring_op_busy(&tx->op_fsync) || ring_op_busy(&tx->op_rename) ||
 	       ring_op_busy(&tx->op_close) || ring_op_busy(&tx->op_unlink) ||
-	       ring_op_busy(&tx->op_defer);
+	       ring_op_busy(&tx->op_defer) || tx->stage == TX_SEGMENT;
 }
 
 static void open_new(struct spool_tx *tx)
@@ -633,6 +657,98 @@ static void write_cb(struct ring_op *op, int res, unsigned flags)
 	}
 }
 
+static void seg_committed(struct seg_append *a, int res);
+
+/* The file opened for the message is not needed: a pool file goes back
+ * to the pool as it was (nothing was written to it), a new one (the pool
+ * was empty) into the pool, or away.  Plain calls, and rare ones. */
+static void give_back_file(struct spool_tx *tx)
+{
+	struct spool *sp = tx->sp;
+	char name[SPOOL_POOL_NAME];
+
+	if (tx->from_pool && sp->npool + sp->pool_reserved < SPOOL_POOL_MAX) {
+		pool_add(sp, tx->fd, tx->pool_name, tx->pool_size);
+	} else if (!tx->from_pool && spool_pool_reserve(sp, name)) {
+		if (renameat(sp->tmp_dfd, tx->id, sp->pool_dfd, name) == 0) {
+			spool_pool_put(sp, tx->fd, name, 0);
+		} else {
+			spool_pool_cancel(sp);
+			unlinkat(sp->tmp_dfd, tx->id, 0);
+			close(tx->fd);
+		}
+	} else {
+		unlinkat(tx->from_pool ? sp->pool_dfd : sp->tmp_dfd,
+		         tx->from_pool ? tx->pool_name : tx->id, 0);
+		close(tx->fd);
+	}
+	tx->fd = -1;
+	tx->from_pool = false;
+}
+
+/* A message that fits in one buffer goes into the worker's segment as one
+ * record (body, envelope, trailer: a queue file's bytes): one shared
+ * fdatasync makes it durable.  False when it does not qualify. */
+static bool commit_to_segment(struct spool_tx *tx, const struct spool_env *e, size_t env_len)
+{
+	size_t len = SEG_REC_HDR_LEN + tx->fill + env_len + SPOOL_TRAILER_LEN;
+	char *rec;
+
+	if (!tx->segment_ok || tx->error != 0 || tx->off != 0 || tx->staging ||
+	    ring_op_busy(&tx->op_write) || len > SEG_RECORD_MAX || (rec = malloc(len + 1)) == NULL)
+		return false;
+	memcpy(rec + SEG_REC_HDR_LEN, tx->buf[tx->cur], tx->fill);
+	spool_env_format(e, rec + SEG_REC_HDR_LEN + tx->fill, env_len + 1);
+	spool_trailer_format(rec + SEG_REC_HDR_LEN + tx->fill + env_len, tx->body_size,
+	                     (uint32_t)env_len);
+	if (!spool_seg_append_msg(&tx->sp->segs, &tx->seg_app, tx->id, rec, len, seg_committed)) {
+		free(rec);
+		return false;
+	}
+	tx->tail = rec;
+	tx->file_size = len - SEG_REC_HDR_LEN;
+	tx->stage = TX_SEGMENT;
+	give_back_file(tx);
+	return true;
+}
+
+static void seg_committed(struct seg_append *a, int res)
+{
+	struct spool_tx *tx =
+	    (struct spool_tx *)(void *)((char *)a - offsetof(struct spool_tx, seg_app));
+	struct spool *sp = tx->sp;
+
+	assert(tx->stage == TX_SEGMENT);
+	if (res == 0 && (tx->fd = fcntl(a->seg->fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+		res = -errno;
+		/* durable, but nobody will deliver it now: the next start will */
+		log_warnx("spool: %s: dup: %s (left in its segment)", tx->id, strerror(-res));
+	}
+	release(tx);
+	tx->stage = TX_IDLE;
+	tx->commit_err = res;
+	if (res == 0) {
+		tx->seg = a->seg;
+		tx->body_off = a->off + SEG_REC_HDR_LEN;
+		sp->stats.messages++;
+		sp->stats.segmented++;
+		sp->stats.bytes += tx->body_size;
+	} else {
+		sp->stats.failures++;
+	}
+	notify(tx, SPOOL_COMMITTED, res);
+}
+
+void spool_tx_take(struct spool_tx *tx, struct spool_loc *loc)
+{
+	loc->fd = tx->fd;
+	loc->file_size = tx->file_size;
+	loc->body_off = tx->seg != NULL ? tx->body_off : 0;
+	loc->seg = tx->seg;
+	tx->fd = -1;
+	tx->seg = NULL;
+}
+
 static void tx_commit_call(struct spool_tx *tx, const struct spool_env *env)
 {
 	struct spool_env e = *env;
@@ -641,6 +757,8 @@ static void tx_commit_call(struct spool_tx *tx, const struct spool_env *env)
 	assert(tx->stage == TX_OPEN);
 	e.body_size = tx->body_size;
 	env_len = spool_env_format(&e, NULL, 0);
+	if (commit_to_segment(tx, &e, env_len))
+		return;
 	if (tx->error == 0 && tx->fill + env_len + 1 + SPOOL_TRAILER_LEN <= tx->cap[tx->cur])
 		tx->tail = tx->buf[tx->cur]; /* it fits behind the last bytes */
 	else

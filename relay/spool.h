@@ -17,6 +17,7 @@
 
 #include "ring.h"
 #include "spool_format.h"
+#include "spool_seg.h"
 
 #define SPOOL_BUF_SIZE  (64u << 10) /* a body buffer; the most one append takes */
 #define SPOOL_FREE_BUFS 64          /* body buffers kept for reuse, per worker */
@@ -40,6 +41,8 @@ struct spool_stats {
 	uint64_t failures;
 	/* DeliveryMode=interactive: relayed before the reply, never made durable */
 	uint64_t relayed;
+	uint64_t segmented; /* committed into a segment (no file of their own) */
+	uint64_t segments;  /* segment files made (summed at the end) */
 };
 
 struct spool_tx;
@@ -68,7 +71,7 @@ struct spool_waiter {
 
 struct spool {
 	struct ring *ring;
-	int tmp_dfd, queue_dfd, pool_dfd;
+	int tmp_dfd, queue_dfd, pool_dfd, seg_dfd;
 	unsigned worker;
 	uint32_t id_counter;
 	struct spool_waiter *dir_waiting; /* renamed, waiting for the next dirsync */
@@ -88,6 +91,18 @@ struct spool {
 	 * its own pool when this passes the count it saw last */
 	atomic_uint *full_gen;
 	unsigned full_seen;
+	struct seg_set segs; /* spool_seg.h */
+};
+
+/* Where a committed message lies, handed from the spool to its owner:
+ * its own file (body at 0), or, with seg set, a record in a segment (fd
+ * is a dup of the segment's, the body at body_off).  The owner closes fd
+ * and, for a segment, ends the record with spool_seg_done. */
+struct spool_loc {
+	int fd;
+	uint64_t file_size;
+	uint64_t body_off;
+	struct spool_seg *seg;
 };
 
 enum spool_event {
@@ -134,6 +149,12 @@ struct spool_tx {
 	struct ring_op op_open, op_write, op_fsync, op_rename, op_close, op_unlink;
 	struct ring_op op_defer; /* a NOP: the end reported on the next turn */
 	int write_res, fsync_res, rename_res;
+	/* Set by the owner after spool_tx_begin: a small message may be
+	 * committed into a segment (the owner then hands it to the queue). */
+	bool segment_ok;
+	uint64_t body_off;     /* once committed: the body's offset in fd */
+	struct spool_seg *seg; /* ... and its segment, or NULL */
+	struct seg_append seg_app;
 };
 
 /* Opens QueueDirectory's tmp/ and queue/ (creating them).  Returns 0 or -errno. */
@@ -179,6 +200,8 @@ void spool_tx_stage(struct spool_tx *tx, const struct spool_env *env);
 void spool_tx_commit_staged(struct spool_tx *tx);
 bool spool_tx_release_staged(struct spool_tx *tx);
 bool spool_tx_staged(const struct spool_tx *tx);
+/* After SPOOL_COMMITTED (0): the message's place, now the caller's. */
+void spool_tx_take(struct spool_tx *tx, struct spool_loc *loc);
 /* Drops the message.  SPOOL_ABORTED follows. */
 void spool_tx_abort(struct spool_tx *tx);
 bool spool_tx_busy(const struct spool_tx *tx);

@@ -96,6 +96,23 @@ void spool_state_write(struct spool_state_writer *w, const struct spool_env *env
 	API_LEAVE(w->sp);
 }
 
+void spool_state_write_file(struct spool_state_writer *w, const char *id, char *buf, size_t len)
+{
+	assert(!w->busy);
+	API_ENTER(w->sp);
+	w->busy = true;
+	free(w->buf);
+	w->buf = buf;
+	w->len = len;
+	w->res = 0;
+	w->fd = -1;
+	snprintf(w->id, sizeof(w->id), "%s", id);
+	snprintf(w->name, sizeof(w->name), "%s", id);
+	ring_openat(w->sp->ring, &w->op_open, w->sp->tmp_dfd, w->name,
+	            O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	API_LEAVE(w->sp);
+}
+
 /* open, then write -> fdatasync -> rename (one chain), then close; then
  * the directory fsync makes the rename durable. */
 static void state_cb(struct ring_op *op, int res, unsigned flags)

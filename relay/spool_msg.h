@@ -53,6 +53,9 @@ void spool_state_init(struct spool_state_writer *w, struct spool *sp, spool_msg_
 /* env is formatted at once (the caller may change it afterwards). */
 void spool_state_write(struct spool_state_writer *w, const struct spool_env *env);
 void spool_state_free(struct spool_state_writer *w);
+/* The same for a whole queue file: buf (len bytes, malloc'd, now the
+ * writer's) becomes queue/ID.  w->res < 0 afterwards if it did not. */
+void spool_state_write_file(struct spool_state_writer *w, const char *id, char *buf, size_t len);
 
 /* Removes queue/ID (and queue/ID.env when has_state says it may exist).
  * fd, the message's open file or -1, is the spool's from here: once the

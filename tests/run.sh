@@ -62,7 +62,7 @@ done
 
 echo "== fuzzing (libFuzzer: every committed reproducer, then ${FUZZ_TEST_S:-10} s a target)"
 if FUZZ_S=${FUZZ_TEST_S:-10} tests/fuzz/run.sh smtp_parse smtp_data config spool_format route \
-	tls_policy dsn sm_qf >"$log" 2>&1; then
+	tls_policy dsn sm_qf seg_format >"$log" 2>&1; then
 	grep -E '^fuzz_' "$log"
 else
 	cat "$log"

@@ -8,6 +8,7 @@ SIGTERM, no sanitizer report.
 """
 import os
 import re
+import struct
 import signal
 import socket
 import subprocess
@@ -180,17 +181,60 @@ class Relay:
         self._err.close()
 
     def queued(self):
+        """Every queued message: queue/ID files, and those still in a
+        segment (seg/: committed, not yet delivered nor written to queue/)."""
         q = self.queue / "queue"
         ids = (p.name for p in q.iterdir()) if q.exists() else ()
-        return sorted(n for n in ids if re.fullmatch(r"[0-9A-F]{16}", n))
+        ids = {n for n in ids if re.fullmatch(r"[0-9A-F]{16}", n)}
+        return sorted(ids | set(segment_messages(self.queue)))
 
     def message(self, qid):
-        return read_spool(self.queue / "queue" / qid)
+        path = self.queue / "queue" / qid
+        if path.exists():
+            return read_spool(path)
+        return parse_spool(segment_messages(self.queue)[qid])
+
+
+SEG_HEADER, SEG_REC = 64, 32
+
+
+def segment_messages(queue_dir: Path):
+    """{queue ID: queue file bytes} of the messages in QueueDirectory/seg/
+    without their SEG_DONE record, read by the format in README.md ("The
+    spool": a 64-byte header, then records of a 32-byte header and a
+    payload, up to the first one that is not whole; CRCs are not checked
+    here)."""
+    live = {}
+    d = queue_dir / "seg"
+    for f in sorted(d.iterdir()) if d.exists() else ():
+        try:
+            data = f.read_bytes()
+        except FileNotFoundError:  # reclaimed meanwhile
+            continue
+        if data[:8] != b"KRSEG001":
+            continue
+        off = SEG_HEADER
+        while off + SEG_REC <= len(data):
+            magic, rtype, length = struct.unpack_from("<IB3xI", data, off)
+            qid = data[off + 16:off + 32].decode("latin-1")
+            if magic != 0x3152524B or rtype not in (1, 2) or \
+                    off + SEG_REC + length > len(data) or not re.fullmatch(r"[0-9A-F]{16}", qid):
+                break
+            if rtype == 1:
+                live[qid] = data[off + SEG_REC:off + SEG_REC + length]
+            else:
+                live.pop(qid, None)
+            off += SEG_REC + length
+    return live
 
 
 def read_spool(path: Path):
     """Parses a spool file by the format in README.md: body, envelope, trailer."""
-    data = path.read_bytes()
+    return parse_spool(path.read_bytes())
+
+
+def parse_spool(data: bytes):
+    """Parses a queue file's bytes: body, envelope, trailer."""
     trailer = data[-38:]
     m = re.fullmatch(rb"\nKRELAY-ENV ([0-9a-f]{16}) ([0-9a-f]{8})\n", trailer)
     assert m, f"bad trailer {trailer!r}"

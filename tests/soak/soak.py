@@ -30,6 +30,7 @@ lost = 0, sent_duplicates = 0, mismatches = 0 and every stop took < 5 s.
                      [--hups N] [--disk-full N] [--seed N]
 """
 import argparse
+import json
 import hashlib
 import os
 import random
@@ -230,9 +231,12 @@ class Relay:
                               capture_output=True, text=True, timeout=30)
 
     def queued(self):
-        d = self.queue / "queue"
-        return sorted(p.name for p in d.iterdir() if re.fullmatch(r"[0-9A-F]{16}", p.name)) \
-            if d.exists() else []
+        """What `krelay queue list` says is queued and not held: queue/ID
+        files and messages still in a segment (seg/)."""
+        p = self.queue_cmd("list", "--json")
+        if p.returncode != 0:
+            raise RuntimeError(f"krelay queue list --json: {p.stderr.strip()}")
+        return sorted(m["id"] for m in json.loads(p.stdout) if not m["held"])
 
     def held(self):
         d = self.queue / "hold"
