@@ -46,14 +46,48 @@ static const uint32_t crc32c_table[256] = {
     0xbe2da0a5u, 0x4c4623a6u, 0x5f16d052u, 0xad7d5351u,
 };
 
+static uint32_t crc32c_table_run(uint32_t crc, const unsigned char *p, size_t len)
+{
+	while (len--)
+		crc = crc32c_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+	return crc;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* SSE4.2's CRC32 instruction computes exactly this CRC, 8 bytes at a time
+ * (a 4 KiB record: about 0.5 µs instead of several). */
+__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const unsigned char *p,
+                                                            size_t len)
+{
+	uint64_t c = crc;
+
+	for (; len >= 8; p += 8, len -= 8) {
+		uint64_t v;
+		memcpy(&v, p, 8);
+		c = __builtin_ia32_crc32di(c, v);
+	}
+	crc = (uint32_t)c;
+	for (; len > 0; p++, len--)
+		crc = __builtin_ia32_crc32qi(crc, *p);
+	return crc;
+}
+#endif
+
 uint32_t crc32c(uint32_t crc, const void *buf, size_t len)
 {
 	const unsigned char *p = buf;
 
 	crc = ~crc;
-	while (len--)
-		crc = crc32c_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
-	return ~crc;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+	if (__builtin_cpu_supports("sse4.2"))
+		return ~crc32c_hw(crc, p, len);
+#endif
+	return ~crc32c_table_run(crc, p, len);
+}
+
+uint32_t crc32c_portable(uint32_t crc, const void *buf, size_t len)
+{
+	return ~crc32c_table_run(~crc, buf, len);
 }
 
 static void put32(char *p, uint32_t v)

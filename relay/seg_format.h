@@ -30,7 +30,10 @@
 
 enum seg_rec_type { SEG_MSG = 1, SEG_DONE = 2 };
 
+/* CRC-32C; with SSE4.2's instruction where the CPU has it.  The same
+ * without it, a table a byte at a time (what other CPUs run). */
 uint32_t crc32c(uint32_t crc, const void *buf, size_t len);
+uint32_t crc32c_portable(uint32_t crc, const void *buf, size_t len);
 
 void seg_header_format(char out[SEG_HEADER_LEN], unsigned worker, uint64_t created);
 /* 0, or -1 when p is not a segment header. */

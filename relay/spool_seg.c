@@ -15,6 +15,7 @@
 #include "log.h"
 
 static void seg_write_cb(struct ring_op *op, int res, unsigned flags);
+static void seg_lazy_cb(struct ring_op *op, int res, unsigned flags);
 static void seg_sync_cb(struct ring_op *op, int res, unsigned flags);
 static void seg_unlink_cb(struct ring_op *op, int res, unsigned flags);
 
@@ -40,6 +41,7 @@ void spool_seg_exit(struct seg_set *ss)
 		ss->all = s->next;
 		if (s->fd >= 0)
 			close(s->fd);
+		free(s->wbuf);
 		free(s);
 	}
 	ss->cur = NULL;
@@ -88,6 +90,8 @@ static struct spool_seg *seg_create(struct seg_set *ss)
 	s->broken_at = UINT64_MAX;
 	s->open = true;
 	ring_op_init(&s->op_sync, RING_FSYNC, seg_sync_cb, s);
+	ring_op_init(&s->op_write, RING_WRITE, seg_write_cb, s);
+	ring_op_init(&s->op_lazy, RING_TIMEOUT, seg_lazy_cb, s);
 	ring_op_init(&s->op_unlink, RING_UNLINK, seg_unlink_cb, s);
 	s->next = ss->all;
 	ss->all = s;
@@ -101,7 +105,7 @@ static struct spool_seg *seg_create(struct seg_set *ss)
 static void seg_maybe_reclaim(struct spool_seg *s)
 {
 	if (s->open || s->live > 0 || s->head != NULL || ring_op_busy(&s->op_sync) ||
-	    ring_op_busy(&s->op_unlink))
+	    ring_op_busy(&s->op_write) || ring_op_busy(&s->op_lazy) || ring_op_busy(&s->op_unlink))
 		return;
 	ring_unlinkat(s->ss->ring, &s->op_unlink, s->ss->dfd, s->name);
 }
@@ -117,6 +121,7 @@ static void seg_unlink_cb(struct ring_op *op, int res, unsigned flags)
 	*pp = s->next;
 	s->ss->count--;
 	close(s->fd);
+	free(s->wbuf);
 	free(s);
 }
 
@@ -128,12 +133,49 @@ static void seg_close(struct spool_seg *s)
 	seg_maybe_reclaim(s);
 }
 
+/* One write in flight per segment: every record appended meanwhile goes
+ * in the next one, copied together (a write handed to io-wq costs a thread
+ * wake-up; under load one carries many records). */
+static void seg_flush(struct spool_seg *s)
+{
+	struct seg_append *a = s->unsent, *last = a;
+	size_t len = a != NULL ? a->len : 0;
+
+	if (a == NULL)
+		return;
+	while (last->next != NULL && len + last->next->len <= SEG_WBUF_SIZE) {
+		last = last->next;
+		len += last->len;
+	}
+	s->w_first = a;
+	s->w_last = last;
+	s->w_len = len;
+	s->unsent = last->next;
+	if (a == last || (s->wbuf == NULL && (s->wbuf = malloc(SEG_WBUF_SIZE)) == NULL)) {
+		last = a; /* one record (or no buffer): from its own bytes */
+		s->w_last = a;
+		s->w_len = a->len;
+		s->unsent = a->next;
+		ring_write(s->ss->ring, &s->op_write, s->fd, a->buf, a->len, a->off, false);
+		return;
+	}
+	len = 0;
+	for (struct seg_append *p = a;; p = p->next) {
+		memcpy(s->wbuf + len, p->buf, p->len);
+		len += p->len;
+		if (p == last)
+			break;
+	}
+	ring_write(s->ss->ring, &s->op_write, s->fd, s->wbuf, len, a->off, false);
+}
+
 static void seg_submit(struct spool_seg *s, struct seg_append *a, const void *buf, size_t len)
 {
 	a->seg = s;
 	a->off = s->end;
 	a->len = len;
 	a->end = s->end + len;
+	a->buf = buf;
 	a->written = false;
 	a->res = 0;
 	a->next = NULL;
@@ -143,8 +185,10 @@ static void seg_submit(struct spool_seg *s, struct seg_append *a, const void *bu
 	else
 		s->head = a;
 	s->tail = a;
-	ring_op_init(&a->op_write, RING_WRITE, seg_write_cb, a);
-	ring_write(s->ss->ring, &a->op_write, s->fd, buf, len, a->off, false);
+	if (s->unsent == NULL)
+		s->unsent = a;
+	if (!ring_op_busy(&s->op_write))
+		seg_flush(s);
 }
 
 bool spool_seg_append_msg(struct seg_set *ss, struct seg_append *a, const char *id, char *rec,
@@ -188,34 +232,62 @@ void spool_seg_done(struct seg_append *a, const char *id,
 static void seg_try_sync(struct spool_seg *s)
 {
 	uint64_t prefix = s->synced;
+	bool msg = false;
 
 	if (ring_op_busy(&s->op_sync))
 		return;
-	for (struct seg_append *a = s->head; a != NULL && a->written; a = a->next)
+	for (struct seg_append *a = s->head; a != NULL && a->written; a = a->next) {
 		prefix = a->end;
+		msg |= a->type == SEG_MSG;
+	}
 	if (prefix <= s->synced)
 		return;
+	if (!msg && !s->lazy_due) {
+		/* Only SEG_DONEs: no client waits on them (only their delivery
+		 * lines, and the memory), so they wait up to SEG_DONE_WAIT_MS
+		 * for the next message's sync to carry them along. */
+		if (!ring_op_busy(&s->op_lazy)) {
+			s->lazy_ts.tv_sec = 0;
+			s->lazy_ts.tv_nsec = SEG_DONE_WAIT_MS * 1000000L;
+			ring_timeout(s->ss->ring, &s->op_lazy, &s->lazy_ts);
+		}
+		return;
+	}
 	s->sync_target = prefix;
 	(*s->ss->fsyncs)++;
 	ring_fsync(s->ss->ring, &s->op_sync, s->fd, true, false);
 }
 
+static void seg_lazy_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct spool_seg *s = op->owner;
+
+	s->lazy_due = true;
+	seg_try_sync(s);
+	s->lazy_due = false;
+	seg_maybe_reclaim(s);
+}
+
 static void seg_write_cb(struct ring_op *op, int res, unsigned flags)
 {
-	struct seg_append *a = op->owner;
-	struct spool_seg *s = a->seg;
+	struct spool_seg *s = op->owner;
+	/* the file was preallocated: a short write is a fault */
+	int err = res < 0 ? res : (size_t)res < s->w_len ? -EIO : 0;
 
-	a->written = true;
-	if (res < 0)
-		a->res = res;
-	else if ((size_t)res < a->len)
-		a->res = -EIO; /* the file was preallocated: a short write is a fault */
-	if (a->res < 0 && !s->broken) {
-		log_warnx("spool: segment %s: write: %s", s->name, strerror(-a->res));
+	for (struct seg_append *a = s->w_first;; a = a->next) {
+		a->written = true;
+		a->res = err;
+		if (a == s->w_last)
+			break;
+	}
+	if (err < 0 && !s->broken) {
+		log_warnx("spool: segment %s: write: %s", s->name, strerror(-err));
 		s->broken = true;
 	}
-	if (a->res < 0 && a->off < s->broken_at)
-		s->broken_at = a->off;
+	if (err < 0 && s->w_first->off < s->broken_at)
+		s->broken_at = s->w_first->off;
+	s->w_first = s->w_last = NULL;
+	seg_flush(s);
 	seg_try_sync(s);
 }
 

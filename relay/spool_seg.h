@@ -35,6 +35,8 @@
  * so past this many (a backlog of slow destinations) new messages get
  * files of their own until segments empty. */
 #define SEG_MAX_PER_WORKER 8
+#define SEG_WBUF_SIZE      (256u << 10) /* records gathered into one write */
+#define SEG_DONE_WAIT_MS   20           /* a lone SEG_DONE waits this long for company */
 
 struct spool_seg;
 
@@ -62,9 +64,9 @@ struct seg_append {
 	enum seg_rec_type type;
 	uint64_t off, end; /* where the record lies in the segment */
 	size_t len;
+	const void *buf; /* its bytes, valid until done */
 	bool written;
 	int res;
-	struct ring_op op_write;
 	char rec[SEG_REC_HDR_LEN]; /* a SEG_DONE record is all header */
 };
 
@@ -81,7 +83,13 @@ struct spool_seg {
 	bool broken;           /* a write or sync failed: everything after fails */
 	uint64_t broken_at;    /* ... from this offset on */
 	struct seg_append *head, *tail;
-	struct ring_op op_sync, op_unlink;
+	struct seg_append *unsent;           /* first not yet handed to a write */
+	struct seg_append *w_first, *w_last; /* those the write in flight carries */
+	size_t w_len;
+	char *wbuf; /* SEG_WBUF_SIZE: several records copied into one write */
+	struct ring_op op_write, op_sync, op_unlink, op_lazy;
+	struct __kernel_timespec lazy_ts;
+	bool lazy_due;
 	struct spool_seg *next; /* the worker's segments */
 };
 

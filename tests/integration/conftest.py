@@ -189,10 +189,12 @@ class Relay:
         return sorted(ids | set(segment_messages(self.queue)))
 
     def message(self, qid):
-        path = self.queue / "queue" / qid
-        if path.exists():
-            return read_spool(path)
-        return parse_spool(segment_messages(self.queue)[qid])
+        # the segment first: a message leaves it only once queue/ID is
+        # written (or once it is gone for good)
+        live = segment_messages(self.queue)
+        if qid in live:
+            return parse_spool(live[qid])
+        return read_spool(self.queue / "queue" / qid)
 
 
 SEG_HEADER, SEG_REC = 64, 32

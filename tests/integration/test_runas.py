@@ -97,8 +97,11 @@ def test_root_start_becomes_krelay(runas_relays, krelay_user):
         s.sendmail("a@example.org", ["b@example.net"], b"Subject: x\r\n\r\nbody\r\n")
     ids = r.queued()
     assert len(ids) == 1
-    for p in [r.queue, r.queue / "queue", r.queue / "queue" / ids[0], r.queue / "krelay.pid",
-              r.log]:
+    # first in a segment, then (its next hop refuses: deferred) in queue/
+    wait_for(lambda: (r.queue / "queue" / ids[0]).exists(), 10, "queue/ID")
+    segs = list((r.queue / "seg").iterdir())
+    for p in [r.queue, r.queue / "queue", r.queue / "queue" / ids[0], r.queue / "seg",
+              *segs, r.queue / "krelay.pid", r.log]:
         assert p.stat().st_uid == uid, p
     assert stat.S_IMODE(r.queue.stat().st_mode) == 0o700
 
