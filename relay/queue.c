@@ -9,10 +9,12 @@
 #include "queue_int.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -67,8 +69,8 @@ static const char *const qmsg_phase_name[QMSG_PHASES] = {
  * (the message is freed after the one, with the queue after the other);
  * an operator's hold or delete, or a failed open, frees it between. */
 static const unsigned qmsg_may_enter[QMSG_PHASES] = {
-    [QMSG_NEW] = TO(QMSG_OPENING),
-    [QMSG_OPENING] = TO(QMSG_ACTIVE) | TO(QMSG_STOPPED),
+    [QMSG_NEW] = TO(QMSG_OPENING) | TO(QMSG_RETRY_WAIT),
+    [QMSG_OPENING] = TO(QMSG_ACTIVE) | TO(QMSG_RETRY_WAIT) | TO(QMSG_STOPPED),
     [QMSG_ACTIVE] = TO(QMSG_BOUNCING) | TO(QMSG_RETRY_SAVE) | TO(QMSG_REMOVING) | TO(QMSG_STOPPED),
     [QMSG_BOUNCING] = TO(QMSG_ACTIVE),
     [QMSG_RETRY_SAVE] = TO(QMSG_RETRY_WAIT),
@@ -146,8 +148,25 @@ void qmsg_free(struct qmsg *m)
 	free(m);
 }
 
+/* Waits a few seconds before opening (spread by its ID's last digit). */
+static void open_later(struct qmsg *m)
+{
+	m->ts.tv_sec = 1 + (unsigned char)m->env.id[SPOOL_ID_LEN - 1] % 4;
+	m->ts.tv_nsec = 0;
+	if (m->phase != QMSG_RETRY_WAIT)
+		qmsg_enter(m, QMSG_RETRY_WAIT);
+	ring_timeout(m->q->ctx.ring, &m->op_timer, &m->ts);
+}
+
 void qmsg_start(struct qmsg *m)
 {
+	if (m->fd < 0 && m->q->fds >= m->q->fds_max) {
+		/* Each message under way holds its file open: a queue bigger
+		 * than the descriptors allow (thousands taken in at start)
+		 * goes in turns rather than failing its opens. */
+		open_later(m);
+		return;
+	}
 	m->reply = calloc(m->env.rcpt_count, sizeof(*m->reply));
 	if (m->dsn == NULL)
 		m->dsn = calloc(m->env.rcpt_count, sizeof(*m->dsn));
@@ -175,6 +194,8 @@ struct qmsg *qmsg_add(struct queue *q, const struct spool_env *env, int fd, uint
 	env_copy(&m->env, env);
 	m->fd = fd;
 	m->file_size = fd >= 0 ? file_size : SPOOL_SIZE_UNKNOWN;
+	if (fd >= 0)
+		q->fds++;
 	return m;
 }
 
@@ -184,8 +205,9 @@ struct qmsg *qmsg_add_loc(struct queue *q, const struct spool_env *env, const st
 
 	m->body_off = loc->body_off;
 	if (loc->seg != NULL) {
-		m->in_seg = m->fd_seg = true;
-		m->seg_app.seg = loc->seg;
+		q->fds--; /* the segment's, not one of its own */
+		m->in_seg = true;
+		m->fd_seg = m->seg_app.seg = loc->seg;
 	}
 	return m;
 }
@@ -219,10 +241,12 @@ static void msg_open_cb(struct ring_op *op, int res, unsigned flags)
 
 	if (op->kind == RING_NOP)
 		res = m->fd; /* the file was open already */
-	m->fd = -1;
+	else
+		m->fd = res >= 0 ? res : -1;
+	if (op->kind != RING_NOP && res >= 0)
+		m->q->fds++;
 	if (m->q->stopping) {
-		if (res >= 0)
-			close(res);
+		qmsg_close_fd(m);
 		/* stays in the spool (an interactive one is put there); freed
 		 * with the queue */
 		qmsg_enter(m, QMSG_STOPPED);
@@ -232,9 +256,25 @@ static void msg_open_cb(struct ring_op *op, int res, unsigned flags)
 	}
 	if (m->interactive == QI_ORPHANED) {
 		/* its client left and its commit failed before it was routed */
-		if (res >= 0)
-			close(res);
+		qmsg_close_fd(m);
 		qi_leave(m);
+		return;
+	}
+	if (res == -EMFILE || res == -ENFILE) {
+		/* Out of descriptors (a big queue taken in at once, each
+		 * message with its file open): the message waits a few seconds
+		 * and tries again; logged once a second, not per message. */
+		time_t now = time(NULL);
+		if (now != m->q->nofile_logged) {
+			m->q->nofile_logged = now;
+			log_warnx(
+			    "queue: %s: open: %s: tried again in a few seconds (as are others "
+			    "meanwhile)",
+			    m->env.id, strerror(-res));
+		}
+		free(m->reply);
+		m->reply = NULL;
+		open_later(m);
 		return;
 	}
 	if (res < 0) {
@@ -243,7 +283,6 @@ static void msg_open_cb(struct ring_op *op, int res, unsigned flags)
 		qmsg_free(m);
 		return;
 	}
-	m->fd = res;
 	schedule(m);
 }
 
@@ -537,18 +576,20 @@ static void msg_remove(struct qmsg *m)
 	int fd = m->fd;
 
 	qmsg_enter(m, QMSG_REMOVING);
-	m->fd = -1;
 	if (m->in_seg) {
 		/* still in its segment: one SEG_DONE record, made durable with
 		 * whatever else the segment's next fdatasync covers */
-		close(fd);
+		qmsg_close_fd(m);
 		spool_seg_done(&m->seg_app, m->env.id, seg_removed);
 		return;
 	}
-	if (m->fd_seg && fd >= 0) {
-		close(fd); /* a segment's: not a file to pool */
+	if (m->fd_seg != NULL) {
+		qmsg_close_fd(m); /* a segment's: not a file to pool */
 		fd = -1;
 	}
+	if (fd >= 0)
+		m->q->fds--; /* the remover's now */
+	m->fd = -1;
 	spool_msg_remove(&m->rm, m->env.id, fd, m->file_size, m->has_state);
 }
 
@@ -655,17 +696,25 @@ void qmsg_bounce_done(struct qmsg *m, bool queued)
 	}
 }
 
+void qmsg_close_fd(struct qmsg *m)
+{
+	if (m->fd_seg != NULL) {
+		spool_seg_unref(m->fd_seg);
+	} else if (m->fd >= 0) {
+		close(m->fd);
+		m->q->fds--;
+	}
+	m->fd = -1;
+	/* (a next attempt opens queue/ID and reads it from 0) */
+	m->fd_seg = NULL;
+	m->body_off = 0;
+}
+
 static void msg_close(struct qmsg *m)
 {
 	if (m->in_seg)
-		return; /* its segment's dup stays open: it is read from there */
-	if (m->fd >= 0) {
-		close(m->fd);
-		m->fd = -1;
-	}
-	/* (written to queue/ID: the next attempt reads that, from 0) */
-	m->fd_seg = false;
-	m->body_off = 0;
+		return; /* its segment's fd stays: it is read from there */
+	qmsg_close_fd(m);
 }
 
 /* Pending recipients of a message past QueueLifetime fail; true if any did. */
@@ -874,6 +923,16 @@ struct queue *queue_new(const struct queue_ctx *ctx, char *err, size_t errlen)
 	q->rt_gen = atomic_load(&ctx->srv->generation);
 	q->rt = runtime_get(ctx->srv);
 	c = &q->rt->cfg;
+	{
+		/* half the descriptors, shared by the workers, for the files of
+		 * messages under way; the rest for connections and the spool */
+		struct rlimit rl;
+		unsigned w = ctx->srv->workers ? ctx->srv->workers : 1;
+		q->fds_max = 64;
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+		    rl.rlim_cur / 2 / w > q->fds_max)
+			q->fds_max = (unsigned)(rl.rlim_cur / 2 / w);
+	}
 	if (dns_init(&q->dns, ctx->ring, c->dns_server, err, errlen) < 0)
 		goto fail;
 	return q;
@@ -934,10 +993,8 @@ void queue_stop(struct queue *q)
 		if (m->interactive == QI_WAITING && m->jobs == 0 && m->phase != QMSG_OPENING)
 			qi_ask_commit(m); /* into the spool, for the next start */
 		if (m->jobs == 0 && !qmsg_recording(m) && m->phase != QMSG_OPENING &&
-		    m->phase != QMSG_BOUNCING && m->fd >= 0) {
-			close(m->fd);
-			m->fd = -1;
-		}
+		    m->phase != QMSG_BOUNCING && m->fd >= 0)
+			qmsg_close_fd(m);
 	}
 	dns_free(q->dns); /* outstanding queries come back cancelled */
 	q->dns = NULL;
@@ -960,8 +1017,7 @@ void queue_free(struct queue *q)
 {
 	free(q->parked);
 	while (q->msgs != NULL) {
-		if (q->msgs->fd >= 0)
-			close(q->msgs->fd);
+		qmsg_close_fd(q->msgs);
 		qmsg_free(q->msgs);
 	}
 	qdest_free_all(q);

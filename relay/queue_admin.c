@@ -81,8 +81,7 @@ void queue_admin_apply(struct qmsg *m)
 	char id[SPOOL_ID_LEN + 1];
 
 	memcpy(id, m->env.id, sizeof(id));
-	if (m->fd >= 0)
-		close(m->fd);
+	qmsg_close_fd(m);
 	qmsg_free(m);
 	admin_files(q, id, what);
 	admin_done(q, id, what);

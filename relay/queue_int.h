@@ -79,10 +79,10 @@ struct qmsg {
 	char **reply;         /* last reply per recipient, this attempt */
 	char (*dsn)[16];      /* enhanced status per recipient, for bounces */
 	unsigned attempts;
-	int fd;             /* its file while an attempt is under way, else -1 */
-	uint64_t file_size; /* of queue/ID, or SPOOL_SIZE_UNKNOWN */
-	uint64_t body_off;  /* the body's offset in fd (0 but in a segment) */
-	bool fd_seg;        /* fd is a segment's: never pooled */
+	int fd;                   /* its file while an attempt is under way, else -1 */
+	uint64_t file_size;       /* of queue/ID, or SPOOL_SIZE_UNKNOWN */
+	uint64_t body_off;        /* the body's offset in fd (0 but in a segment) */
+	struct spool_seg *fd_seg; /* fd is this segment's (a reference), not a file */
 	/* Committed into a segment and not yet out of it (spool_seg.h): it
 	 * leaves with a SEG_DONE record, as its removal, or once it was
 	 * written to queue/ID (migrate), which its first deferral does. */
@@ -117,6 +117,8 @@ struct qmsg *qmsg_add(struct queue *q, const struct spool_env *env, int fd, uint
 struct qmsg *qmsg_add_loc(struct queue *q, const struct spool_env *env,
                           const struct spool_loc *loc);
 void qmsg_free(struct qmsg *m);
+/* Lets go of its open file (or its segment's fd). */
+void qmsg_close_fd(struct qmsg *m);
 /* Outcomes are being made durable: by the state writer, or by the removal. */
 bool qmsg_recording(const struct qmsg *m);
 /* Makes the outcomes waiting in m->logq durable, then logs them. */
@@ -266,8 +268,10 @@ void qconn_stop_all(struct queue *q);
 
 struct queue {
 	struct queue_ctx ctx;
-	struct runtime *rt; /* the configuration new connections take */
-	unsigned rt_gen;    /* srv->generation it was taken at */
+	time_t nofile_logged;  /* the last "out of descriptors" warning */
+	unsigned fds, fds_max; /* messages' own open files, and the most of them */
+	struct runtime *rt;    /* the configuration new connections take */
+	unsigned rt_gen;       /* srv->generation it was taken at */
 	struct dns *dns;
 	bool stopping;
 	unsigned dns_pending; /* queries whose callback has not run yet */

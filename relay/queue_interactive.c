@@ -61,8 +61,10 @@ void qi_leave(struct qmsg *m)
 		next = j->next;
 		qjob_log(j);
 	}
-	if (m->fd >= 0)
+	if (m->fd >= 0) {
 		close(m->fd); /* the dup: the file itself stays the owner's */
+		m->q->fds--;
+	}
 	m->fd = -1;
 	qmsg_free(m);
 }

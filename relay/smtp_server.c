@@ -864,14 +864,14 @@ static void queued(struct smtp_session *s)
 		/* the queue has it already (and its own fd) */
 		struct qmsg *m = s->relaying;
 		s->relaying = NULL;
-		close(loc.fd);
+		spool_loc_close(&loc);
 		queue_interactive_durable(m, 0);
 	} else if (s->sv->queue != NULL && (!cfg(s)->queue_only || loc.seg != NULL)) {
 		struct spool_env env;
 		fill_env(s, &env);
 		queue_add(s->sv->queue, &env, &loc); /* relaying starts now */
 	} else {
-		close(loc.fd);
+		spool_loc_close(&loc);
 		if (s->sv->queue != NULL)
 			queue_park(s->sv->queue, s->qid); /* DeliveryMode=queueonly */
 	}

@@ -719,15 +719,13 @@ static void seg_committed(struct seg_append *a, int res)
 	struct spool *sp = tx->sp;
 
 	assert(tx->stage == TX_SEGMENT);
-	if (res == 0 && (tx->fd = fcntl(a->seg->fd, F_DUPFD_CLOEXEC, 0)) < 0) {
-		res = -errno;
-		/* durable, but nobody will deliver it now: the next start will */
-		log_warnx("spool: %s: dup: %s (left in its segment)", tx->id, strerror(-res));
-	}
 	release(tx);
 	tx->stage = TX_IDLE;
 	tx->commit_err = res;
 	if (res == 0) {
+		/* the segment's own fd, held by a reference (spool_loc_close) */
+		tx->fd = a->seg->fd;
+		spool_seg_ref(a->seg);
 		tx->seg = a->seg;
 		tx->body_off = a->off + SEG_REC_HDR_LEN;
 		sp->stats.messages++;
@@ -737,6 +735,16 @@ static void seg_committed(struct seg_append *a, int res)
 		sp->stats.failures++;
 	}
 	notify(tx, SPOOL_COMMITTED, res);
+}
+
+void spool_loc_close(struct spool_loc *loc)
+{
+	if (loc->seg != NULL)
+		spool_seg_unref(loc->seg);
+	else if (loc->fd >= 0)
+		close(loc->fd);
+	loc->fd = -1;
+	loc->seg = NULL;
 }
 
 void spool_tx_take(struct spool_tx *tx, struct spool_loc *loc)

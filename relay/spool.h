@@ -96,8 +96,9 @@ struct spool {
 
 /* Where a committed message lies, handed from the spool to its owner:
  * its own file (body at 0), or, with seg set, a record in a segment (fd
- * is a dup of the segment's, the body at body_off).  The owner closes fd
- * and, for a segment, ends the record with spool_seg_done. */
+ * is the segment's, held by a reference; the body at body_off).  The
+ * owner lets go with spool_loc_close and, for a segment, ends the record
+ * with spool_seg_done. */
 struct spool_loc {
 	int fd;
 	uint64_t file_size;
@@ -202,6 +203,8 @@ bool spool_tx_release_staged(struct spool_tx *tx);
 bool spool_tx_staged(const struct spool_tx *tx);
 /* After SPOOL_COMMITTED (0): the message's place, now the caller's. */
 void spool_tx_take(struct spool_tx *tx, struct spool_loc *loc);
+/* Lets go of it: closes its file, or drops its segment reference. */
+void spool_loc_close(struct spool_loc *loc);
 /* Drops the message.  SPOOL_ABORTED follows. */
 void spool_tx_abort(struct spool_tx *tx);
 bool spool_tx_busy(const struct spool_tx *tx);

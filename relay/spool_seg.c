@@ -104,8 +104,9 @@ static struct spool_seg *seg_create(struct seg_set *ss)
  * dup of its fd read on). */
 static void seg_maybe_reclaim(struct spool_seg *s)
 {
-	if (s->open || s->live > 0 || s->head != NULL || ring_op_busy(&s->op_sync) ||
-	    ring_op_busy(&s->op_write) || ring_op_busy(&s->op_lazy) || ring_op_busy(&s->op_unlink))
+	if (s->open || s->live > 0 || s->readers > 0 || s->head != NULL ||
+	    ring_op_busy(&s->op_sync) || ring_op_busy(&s->op_write) || ring_op_busy(&s->op_lazy) ||
+	    ring_op_busy(&s->op_unlink))
 		return;
 	ring_unlinkat(s->ss->ring, &s->op_unlink, s->ss->dfd, s->name);
 }
@@ -123,6 +124,18 @@ static void seg_unlink_cb(struct ring_op *op, int res, unsigned flags)
 	close(s->fd);
 	free(s->wbuf);
 	free(s);
+}
+
+void spool_seg_ref(struct spool_seg *s)
+{
+	s->readers++;
+}
+
+void spool_seg_unref(struct spool_seg *s)
+{
+	assert(s->readers > 0);
+	s->readers--;
+	seg_maybe_reclaim(s);
 }
 
 static void seg_close(struct spool_seg *s)

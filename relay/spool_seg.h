@@ -79,6 +79,7 @@ struct spool_seg {
 	uint64_t synced;       /* durable below this */
 	uint64_t sync_target;  /* the fdatasync in flight covers this much */
 	unsigned live;         /* SEG_MSG records admitted, no durable SEG_DONE */
+	unsigned readers;      /* holders of its fd (spool_seg_ref) */
 	bool open;             /* takes new messages */
 	bool broken;           /* a write or sync failed: everything after fails */
 	uint64_t broken_at;    /* ... from this offset on */
@@ -105,6 +106,12 @@ void spool_seg_exit(struct seg_set *ss);
  * (res 0) or could not be made so. */
 bool spool_seg_append_msg(struct seg_set *ss, struct seg_append *a, const char *id, char *rec,
                           size_t len, void (*done)(struct seg_append *a, int res));
+
+/* Whoever reads a message from s->fd (the queue, once it has it) holds a
+ * reference: the segment and its fd stay until the last one goes.  (No
+ * descriptor per message: a dup each ran a busy relay out of them.) */
+void spool_seg_ref(struct spool_seg *s);
+void spool_seg_unref(struct spool_seg *s);
 
 /* The message of a (a SEG_MSG that was made durable) leaves its segment:
  * a SEG_DONE record in a, which then reports when it is durable. */

@@ -329,6 +329,9 @@ def run_mode(args, mode, work, sink, stops, rng, queue_dir=None, phases=(), sink
         relay.queue_cmd("flush")
         time.sleep(0.5)
     left = relay.queued() + relay.held()
+    for qid in left[:3]:  # what the log says of a message that stayed
+        lines = [x for x in log_of(relay).splitlines() if qid in x]
+        print(f"soak: left {qid}:\n    " + "\n    ".join(lines[-8:]), flush=True)
     stops.append(relay.stop())
     return client.acked, log_of(relay), left
 
@@ -377,7 +380,8 @@ def main(argv=None):
             acked.update(a)
             logs.append(log)
             left += l
-            print(f"soak: run {i} ({mode}) acknowledged {len(a)}", flush=True)
+            print(f"soak: run {i} ({mode}) acknowledged {len(a)}, left in the queue {len(l)}"
+                  + (f" ({' '.join(l[:5])}...)" if l else ""), flush=True)
             if not a:
                 notes.append(f"run {i} ({mode}): nothing was acknowledged")
         for k in range(args.disk_full):
@@ -406,7 +410,8 @@ def main(argv=None):
                 logs.append(log)
                 left += l
                 print(f"soak: disk full {k}: acknowledged {len(a)}, "
-                      f"{log.count('No space left')} no-room events", flush=True)
+                      f"{log.count('No space left')} no-room events, left in the queue {len(l)}"
+                      + (f" ({' '.join(l[:5])}...)" if l else ""), flush=True)
             finally:
                 subprocess.run(["umount", "-l", str(mnt)], check=False)
     sent_at = {}
