@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KRELAY, MKCERTS
+from conftest import KRELAY, MKCERTS, segment_messages
 from helpers import stop_process, wait_for
 
 QID = r"[0-9A-F]{16}"
@@ -145,10 +145,13 @@ def spool_files(relay, sub="queue"):
 
 
 def wait_spool_empty(relay, timeout=10):
+    """queue/ empty, and no message left in a segment (seg/)."""
     try:
-        wait_for(lambda: not spool_files(relay), timeout, "queue/ to empty")
+        wait_for(lambda: not spool_files(relay) and not segment_messages(relay.queue), timeout,
+                 "queue/ and segments to empty")
     except AssertionError as e:
-        raise AssertionError(f"{e}: {spool_files(relay)}\n{relay.logs()[-4000:]}") from None
+        raise AssertionError(f"{e}: {spool_files(relay)} {sorted(segment_messages(relay.queue))}"
+                             f"\n{relay.logs()[-4000:]}") from None
 
 
 def wait_listening(host, port, timeout=10):

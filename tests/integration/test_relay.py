@@ -33,6 +33,7 @@ import time
 
 import pytest
 
+from conftest import segment_messages
 from postfix_peer import Postfix, postfix_sink  # noqa: F401 (fixture)
 from helpers import DELIVERY_RE, deliveries, wait_for  # noqa: F401
 
@@ -81,10 +82,15 @@ def queued_ids(relay):
 
 
 def wait_spool_empty(relay, timeout=15):
+    """queue/ empty, and no message left in a segment (seg/)."""
+    def empty():
+        return spool_names(relay) == [] and segment_messages(relay.queue) == {}
     try:
-        wait_for(lambda: spool_names(relay) == [], timeout, "krelay's queue/ to empty")
+        wait_for(empty, timeout, "krelay's queue/ and segments to empty")
     except AssertionError as e:
-        raise AssertionError(f"{e}: {spool_names(relay)}\n{relay.logs()[-4000:]}") from None
+        raise AssertionError(f"{e}: {spool_names(relay)} "
+                             f"{sorted(segment_messages(relay.queue))}\n"
+                             f"{relay.logs()[-4000:]}") from None
 
 
 def env_states(relay, qid):
