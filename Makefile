@@ -11,7 +11,8 @@ ALL_CFLAGS = $(CSTD) $(WARN) $(CPPFLAGS) $(CFLAGS) $(PKGCFLAGS) -Ikernel -Irelay
 LDLIBS  = $(PKGLIBS) -lpthread
 SAN     = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-KERNEL_SRCS = kernel/ring.c kernel/probe.c kernel/ktls.c kernel/xprt.c
+KERNEL_PURE = kernel/wheel.c
+KERNEL_SRCS = kernel/ring.c kernel/probe.c kernel/ktls.c kernel/xprt.c $(KERNEL_PURE)
 RELAY_PURE  = relay/config.c relay/smtp_parse.c relay/smtp_data.c relay/spool_format.c \
               relay/route.c relay/dsn.c relay/tls_policy.c relay/safe.c relay/client_count.c \
               relay/queue_policy.c relay/submit.c relay/sm_import.c relay/strbuf.c relay/sm_qf.c relay/seg_format.c
@@ -19,7 +20,7 @@ RELAY_SRCS  = $(RELAY_PURE) relay/log.c relay/tls_ctx.c relay/spool.c relay/spoo
               relay/dns.c relay/smtp_client.c relay/queue.c relay/queue_dest.c relay/queue_conn.c \
               relay/queue_interactive.c relay/queue_admin.c relay/bounce.c relay/queue_cli.c relay/runtime.c relay/service.c relay/runas.c relay/sendmail_cli.c relay/sm_import_cli.c relay/sm_queue.c relay/state.c relay/worker.c relay/check.c relay/main.c
 SRCS        = $(KERNEL_SRCS) $(RELAY_SRCS)
-UNIT_TESTS  = test_config test_smtp_parse test_smtp_data test_spool_format test_route test_dsn test_tls_policy test_safe test_client_count test_queue_policy test_submit test_sm_import test_sm_qf test_seg_format
+UNIT_TESTS  = test_config test_smtp_parse test_smtp_data test_spool_format test_route test_dsn test_tls_policy test_safe test_client_count test_queue_policy test_submit test_sm_import test_sm_qf test_seg_format test_wheel
 # krelay-bench: the benchmark's SMTP source and sink, on kernel/'s ring and xprt
 BENCH_PURE  = bench/bench_util.c bench/bench_hash.c bench/bench_msg.c bench/bench_scan.c \
               bench/bench_stats.c
@@ -28,7 +29,7 @@ BENCH_SRCS  = $(BENCH_PURE) bench/bench_tls.c bench/bench_sink.c bench/bench_sin
 
 OBJS      = $(SRCS:%.c=build/obj/%.o)
 TEST_OBJS = $(SRCS:%.c=build/test/obj/%.o)
-PURE_TEST_OBJS = $(RELAY_PURE:%.c=build/test/obj/%.o)
+PURE_TEST_OBJS = $(RELAY_PURE:%.c=build/test/obj/%.o) $(KERNEL_PURE:%.c=build/test/obj/%.o)
 BENCH_OBJS      = $(BENCH_SRCS:%.c=build/obj/%.o)
 BENCH_TEST_OBJS = $(BENCH_SRCS:%.c=build/test/obj/%.o)
 
@@ -87,7 +88,7 @@ build/test/keyupdate_peer: tests/tools/keyupdate_peer.c
 	$(Q)$(CC) $(ALL_CFLAGS) -O1 $(SAN) -o $@ $< $(LDLIBS)
 
 # dnsq: resolves through relay/dns.c on a ring, for tests/integration/test_dns.py
-build/test/dnsq: tests/tools/dnsq.c relay/dns.c relay/route.c kernel/ring.c
+build/test/dnsq: tests/tools/dnsq.c relay/dns.c relay/route.c kernel/ring.c kernel/wheel.c
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  TOOL    $@")
 	$(Q)$(CC) $(ALL_CFLAGS) -O1 $(SAN) -o $@ $^ $(LDLIBS)

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #define RING_BATCH 256
@@ -28,12 +29,27 @@ const char *ring_kind_name(unsigned kind)
 	return kind < RING_KIND_COUNT ? kind_names[kind] : "?";
 }
 
+static int64_t clock_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+static void tick_cb(struct ring_op *op, int res, unsigned flags);
+
 int ring_init(struct ring *r, unsigned entries)
 {
 	struct io_uring_params p;
 	int ret;
 
 	memset(r, 0, sizeof(*r));
+	r->now = clock_ns();
+	wheel_init(&r->wheel, r->now);
+	ring_op_init(&r->op_tick, RING_TIMEOUT, tick_cb, r);
+	r->tick_at = r->tick_want = INT64_MAX;
+	r->defer_tail = &r->defer_head;
 	memset(&p, 0, sizeof(p));
 	/* One thread owns each ring: ask for the cheapest task-work mode and
 	 * fall back on older kernels (liburing's echo-server does the same). */
@@ -133,6 +149,72 @@ static void arm(struct io_uring_sqe *sqe, struct ring_op *op, bool linked)
 	op->inflight++;
 }
 
+/* ---- timers ---------------------------------------------------------------
+ * The wheel's timeout is armed (absolute, CLOCK_MONOTONIC) for the end of
+ * the first tick holding a timer, and moved earlier with a timeout update
+ * when a timer armed since wants an earlier one.  Both happen once per turn,
+ * before the ring waits (tick_sync). */
+
+static void tick_sync(struct ring *r)
+{
+	struct io_uring_sqe *sqe;
+
+	if (r->tick_want >= r->tick_at) {
+		r->tick_want = INT64_MAX;
+		return;
+	}
+	r->tick_at = r->tick_want;
+	r->tick_want = INT64_MAX;
+	r->tick_ts.tv_sec = r->tick_at / 1000000000ll;
+	r->tick_ts.tv_nsec = r->tick_at % 1000000000ll;
+	sqe = ring_sqe(r);
+	if (ring_op_busy(&r->op_tick)) {
+		/* its own completion is not wanted: user_data NULL */
+		io_uring_prep_timeout_update(sqe, &r->tick_ts, (__u64)(uintptr_t)&r->op_tick,
+		                             IORING_TIMEOUT_ABS);
+		io_uring_sqe_set_data(sqe, NULL);
+	} else {
+		io_uring_prep_timeout(sqe, &r->tick_ts, 0, IORING_TIMEOUT_ABS);
+		arm(sqe, &r->op_tick, false);
+	}
+}
+
+static void tick_cb(struct ring_op *op, int res, unsigned flags)
+{
+	struct ring *r = op->owner;
+	int64_t next;
+
+	/* -ETIME: it fired.  Whatever the result, this timeout is gone. */
+	r->tick_at = INT64_MAX;
+	wheel_expire(&r->wheel, r->now);
+	next = wheel_next(&r->wheel);
+	if (next < r->tick_want)
+		r->tick_want = next;
+}
+
+void ring_timer_arm(struct ring *r, struct wheel_timer *t, int64_t due)
+{
+	int64_t end = wheel_arm(&r->wheel, t, due);
+
+	if (end < r->tick_want)
+		r->tick_want = end;
+}
+
+void ring_timer_disarm(struct ring *r, struct wheel_timer *t)
+{
+	wheel_disarm(&r->wheel, t);
+	/* The kernel timeout stays: a tick that finds nothing due costs one
+	 * completion, less than removing and arming it again. */
+}
+
+void ring_cancel_op(struct ring *r, const struct ring_op *target)
+{
+	struct io_uring_sqe *sqe = ring_sqe(r);
+
+	io_uring_prep_cancel64(sqe, (__u64)(uintptr_t)target, 0);
+	io_uring_sqe_set_data(sqe, NULL);
+}
+
 int ring_run_once(struct ring *r, int timeout_ms)
 {
 	struct {
@@ -145,13 +227,22 @@ int ring_run_once(struct ring *r, int timeout_ms)
 	    .tv_nsec = (long long)(timeout_ms % 1000) * 1000000,
 	};
 	struct io_uring_cqe *cqe, *first = NULL;
-	unsigned head, n = 0;
+	struct ring_op *deferred = r->defer_head;
+	unsigned head, n = 0, nd = 0;
 	int ret;
 
-	ret = io_uring_submit_and_wait_timeout(&r->uring, &first, 1, timeout_ms >= 0 ? &ts : NULL,
-	                                       NULL);
+	tick_sync(r);
+	/* With steps deferred (ring_nop) the turn must not sleep: it only
+	 * collects what the kernel has finished. */
+	if (deferred != NULL)
+		ret = io_uring_submit_and_get_events(&r->uring);
+	else
+		ret = io_uring_submit_and_wait_timeout(&r->uring, &first, 1,
+		                                       timeout_ms >= 0 ? &ts : NULL, NULL);
 	r->prepared = 0;
 	r->submits++;
+	r->turns++;
+	r->now = clock_ns();
 	if (ret < 0 && ret != -ETIME && ret != -EINTR)
 		return ret;
 
@@ -177,9 +268,23 @@ int ring_run_once(struct ring *r, int timeout_ms)
 			assert(op->inflight > 0);
 			op->inflight--;
 		}
+		r->by_kind[op->kind < RING_KIND_COUNT ? op->kind : 0]++;
 		op->cb(op, batch[i].res, batch[i].flags);
 	}
-	return (int)n;
+	/* Then the steps deferred before this turn's callbacks ran, and those
+	 * they deferred; what these defer waits for the next turn. */
+	deferred = r->defer_head;
+	r->defer_head = NULL;
+	r->defer_tail = &r->defer_head;
+	for (struct ring_op *op = deferred, *next; op != NULL; op = next) {
+		next = op->next_deferred; /* op may be deferred again by its callback */
+		assert(op->inflight == 1);
+		op->inflight--;
+		nd++;
+		op->cb(op, 0, 0);
+	}
+	r->deferred += nd;
+	return (int)(n + nd);
 }
 
 void ring_accept_multishot(struct ring *r, struct ring_op *op, int fd)
@@ -299,10 +404,11 @@ void ring_cancel_fd(struct ring *r, struct ring_op *op, int fd)
 
 void ring_nop(struct ring *r, struct ring_op *op)
 {
-	struct io_uring_sqe *sqe = ring_sqe(r);
-
-	io_uring_prep_nop(sqe);
-	arm(sqe, op, false);
+	assert(op->inflight == 0); /* on the list once, and nowhere else */
+	op->inflight++;
+	op->next_deferred = NULL;
+	*r->defer_tail = op;
+	r->defer_tail = &op->next_deferred;
 }
 
 void ring_connect(struct ring *r, struct ring_op *op, int fd, const struct sockaddr *sa,

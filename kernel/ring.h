@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "wheel.h"
+
 struct ring_op;
 
 /* Called once per completion of the operation; op may be reused or freed by
@@ -40,8 +42,9 @@ enum ring_kind {
 struct ring_op {
 	ring_cb cb;
 	void *owner;
-	uint16_t kind;     /* enum ring_kind, for tracing and error tables */
-	uint16_t inflight; /* completions still expected */
+	uint16_t kind;                 /* enum ring_kind, for tracing and error tables */
+	uint16_t inflight;             /* completions still expected */
+	struct ring_op *next_deferred; /* ring_nop's list */
 };
 
 struct ring {
@@ -50,6 +53,18 @@ struct ring {
 	unsigned prepared;         /* SQEs prepared since last submit */
 	uint64_t completions;
 	uint64_t submits;
+	uint64_t turns;                    /* ring_run_once calls */
+	uint64_t deferred;                 /* ring_nop completions (no kernel involved) */
+	uint64_t by_kind[RING_KIND_COUNT]; /* completions, by the kind of op */
+	int64_t now;                       /* CLOCK_MONOTONIC ns, read once per turn */
+	/* Timers (ring_timer_arm): one wheel, one IORING_OP_TIMEOUT for it. */
+	struct wheel wheel;
+	struct ring_op op_tick;
+	struct __kernel_timespec tick_ts;
+	int64_t tick_at;   /* when the armed tick fires; INT64_MAX: none armed */
+	int64_t tick_want; /* the earliest tick a timer armed since asked for */
+	/* ring_nop: ops to complete on the next turn, in order */
+	struct ring_op *defer_head, **defer_tail;
 };
 
 int ring_init(struct ring *r, unsigned entries);
@@ -67,6 +82,20 @@ int ring_run_once(struct ring *r, int timeout_ms);
 int ring_flush(struct ring *r);
 
 void ring_op_init(struct ring_op *op, enum ring_kind kind, ring_cb cb, void *owner);
+
+/* Timers: t->fire runs from the ring's dispatch (a turn of the loop), never
+ * inside the call that arms it, once due (CLOCK_MONOTONIC ns, see
+ * ring_now) has passed: at most WHEEL_TICK_NS late.  Arming or moving a
+ * timer is a list operation; the ring keeps one kernel timeout for all. */
+static inline int64_t ring_now(const struct ring *r)
+{
+	return r->now; /* as of the start of this turn */
+}
+void ring_timer_arm(struct ring *r, struct wheel_timer *t, int64_t due);
+void ring_timer_disarm(struct ring *r, struct wheel_timer *t);
+/* Asks the kernel to cancel target if it is in flight (it then completes
+ * with -ECANCELED); the request itself reports nothing. */
+void ring_cancel_op(struct ring *r, const struct ring_op *target);
 
 /* Makes room for n SQEs, submitting what is prepared when needed: a linked
  * chain of up to n SQEs prepared next is then submitted whole (a submission
@@ -107,7 +136,9 @@ void ring_connect(struct ring *r, struct ring_op *op, int fd, const struct socka
 /* Moves len bytes from fd_in (at off_in, or -1 for a pipe) to fd_out. */
 void ring_splice(struct ring *r, struct ring_op *op, int fd_in, int64_t off_in, int fd_out,
                  unsigned len, bool linked);
-/* Completes at once on the next turn: runs a step outside the caller's stack. */
+/* Completes (res 0) on the next turn of the loop, after that turn's kernel
+ * completions: runs a step outside the caller's stack.  No kernel request:
+ * the ring keeps the list, and a turn with something on it does not sleep. */
 void ring_nop(struct ring *r, struct ring_op *op);
 /* Cancels every operation pending on fd. */
 void ring_cancel_fd(struct ring *r, struct ring_op *op, int fd);

@@ -1,6 +1,8 @@
-/* xprt: see xprt.h.  Each direction has one operation record and one linked
- * timeout record; a direction's outcome is decided once both completions are
- * in (either may arrive first). */
+/* xprt: see xprt.h.  Each direction has one operation record and one timer
+ * on the ring's wheel, armed with the operation: a timer that fires cancels
+ * the operation, which then completes with -ECANCELED and is reported as
+ * XPRT_TIMEOUT.  (A linked timeout per operation cost a second submission
+ * and a second completion for every read and write.) */
 #include "xprt.h"
 
 #include <assert.h>
@@ -18,9 +20,9 @@
 #define NS_PER_S 1000000000ll
 
 static void rd_cb(struct ring_op *op, int res, unsigned flags);
-static void rd_to_cb(struct ring_op *op, int res, unsigned flags);
 static void wr_cb(struct ring_op *op, int res, unsigned flags);
-static void wr_to_cb(struct ring_op *op, int res, unsigned flags);
+static void rd_expired(struct wheel_timer *t);
+static void wr_expired(struct wheel_timer *t);
 static void cancel_cb(struct ring_op *op, int res, unsigned flags);
 static void splice_cb(struct ring_op *op, int res, unsigned flags);
 static void splice_complete(struct xprt *x);
@@ -41,9 +43,9 @@ int xprt_init(struct xprt *x, struct ring *ring, int fd, const struct caps *caps
 	if (x->in == NULL)
 		return -ENOMEM;
 	ring_op_init(&x->op_rd, RING_RECV, rd_cb, x);
-	ring_op_init(&x->op_rd_to, RING_LINK_TIMEOUT, rd_to_cb, x);
 	ring_op_init(&x->op_wr, RING_SEND, wr_cb, x);
-	ring_op_init(&x->op_wr_to, RING_LINK_TIMEOUT, wr_to_cb, x);
+	wheel_timer_init(&x->rd_timer, rd_expired, x);
+	wheel_timer_init(&x->wr_timer, wr_expired, x);
 	ring_op_init(&x->op_cancel, RING_CANCEL, cancel_cb, x);
 	ring_op_init(&x->op_splice, RING_SPLICE, splice_cb, x);
 	return 0;
@@ -62,31 +64,18 @@ void xprt_use_deadline(struct xprt *x, unsigned min_rate)
 	x->deadline_ns = 0;
 }
 
-static int64_t now_ns(void)
+/* When the next read or write must be done: the timeout from now, or in
+ * deadline mode the deadline (started now if it has not begun; one already
+ * past fires on the wheel's next tick, through the ring). */
+static int64_t timeout_due(struct xprt *x)
 {
-	struct timespec ts;
+	int64_t now = ring_now(x->ring), ns = (int64_t)x->timeout_s * NS_PER_S;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec;
-}
-
-/* The time the next read or write may take: the timeout, or in deadline
- * mode what is left of the deadline (started now if it has not begun; at
- * least 1 ns, so an expired one fires at once, through the ring). */
-static void timeout_ts(struct xprt *x, struct __kernel_timespec *ts)
-{
-	int64_t ns = (int64_t)x->timeout_s * NS_PER_S;
-
-	if (x->deadline_mode) {
-		int64_t now = now_ns();
-		if (x->deadline_ns == 0)
-			x->deadline_ns = now + ns;
-		ns = x->deadline_ns - now;
-		if (ns < 1)
-			ns = 1;
-	}
-	ts->tv_sec = ns / NS_PER_S;
-	ts->tv_nsec = ns % NS_PER_S;
+	if (!x->deadline_mode)
+		return now + ns;
+	if (x->deadline_ns == 0)
+		x->deadline_ns = now + ns;
+	return x->deadline_ns;
 }
 
 /* n bytes received: with a minimum rate, they buy the deadline time. */
@@ -111,24 +100,53 @@ static void set_ssl_error(struct xprt *x, const char *what)
 	ERR_clear_error();
 }
 
-/* Arms op_rd (already prepared by the caller, linked) with its timeout. */
+/* Arms the timer of op_rd (just prepared by the caller). */
 static void arm_rd_timeout(struct xprt *x)
 {
-	timeout_ts(x, &x->rd_ts);
-	ring_link_timeout(x->ring, &x->op_rd_to, &x->rd_ts);
+	x->rd_to_res = 0;
+	ring_timer_arm(x->ring, &x->rd_timer, timeout_due(x));
 }
 
 static void arm_wr_timeout(struct xprt *x)
 {
-	timeout_ts(x, &x->wr_ts);
-	ring_link_timeout(x->ring, &x->op_wr_to, &x->wr_ts);
+	x->wr_to_res = 0;
+	ring_timer_arm(x->ring, &x->wr_timer, timeout_due(x));
+}
+
+/* A direction's time is up: its operation is cancelled and, when it
+ * completes with -ECANCELED, reported as a timeout.  The timer goes on
+ * ticking: should the cancel find nothing to cancel (an operation still
+ * queued behind the one it is linked to), the next tick asks again. */
+static void expired(struct xprt *x, struct ring_op *op, struct wheel_timer *t, int *to_res)
+{
+	if (x->closing)
+		return;
+	*to_res = -ETIME;
+	ring_cancel_op(x->ring, op);
+	ring_timer_arm(x->ring, t, ring_now(x->ring) + WHEEL_TICK_NS);
+}
+
+static void rd_expired(struct wheel_timer *t)
+{
+	struct xprt *x = t->owner;
+
+	if (x->reading)
+		expired(x, &x->op_rd, t, &x->rd_to_res);
+}
+
+static void wr_expired(struct wheel_timer *t)
+{
+	struct xprt *x = t->owner;
+
+	if (x->writing)
+		expired(x, &x->op_wr, t, &x->wr_to_res);
 }
 
 static void rd_poll(struct xprt *x, unsigned events)
 {
 	x->reading = true;
 	x->op_rd.kind = RING_POLL;
-	ring_poll(x->ring, &x->op_rd, x->fd, events, true);
+	ring_poll(x->ring, &x->op_rd, x->fd, events, false);
 	arm_rd_timeout(x);
 }
 
@@ -136,7 +154,7 @@ static void wr_poll(struct xprt *x, unsigned events)
 {
 	x->writing = true;
 	x->op_wr.kind = RING_POLL;
-	ring_poll(x->ring, &x->op_wr, x->fd, events, true);
+	ring_poll(x->ring, &x->op_wr, x->fd, events, false);
 	arm_wr_timeout(x);
 }
 
@@ -148,7 +166,7 @@ void xprt_read(struct xprt *x)
 	if (x->ssl == NULL) {
 		x->op_rd.kind = RING_RECV;
 		ring_recv(x->ring, &x->op_rd, x->fd, x->in + x->in_len, x->in_cap - x->in_len,
-		          true);
+		          false);
 		arm_rd_timeout(x);
 	} else if (SSL_has_pending(x->ssl)) {
 		x->op_rd.kind = RING_NOP; /* OpenSSL holds data: no readiness will come */
@@ -186,10 +204,11 @@ static enum xprt_event failure(struct xprt *x, int res, int to_res, const char *
 
 static void maybe_closed(struct xprt *x)
 {
-	if (x->closed || ring_op_busy(&x->op_rd) || ring_op_busy(&x->op_rd_to) ||
-	    ring_op_busy(&x->op_wr) || ring_op_busy(&x->op_wr_to) || ring_op_busy(&x->op_cancel) ||
-	    ring_op_busy(&x->op_splice))
+	if (x->closed || ring_op_busy(&x->op_rd) || ring_op_busy(&x->op_wr) ||
+	    ring_op_busy(&x->op_cancel) || ring_op_busy(&x->op_splice))
 		return;
+	ring_timer_disarm(x->ring, &x->rd_timer);
+	ring_timer_disarm(x->ring, &x->wr_timer);
 	if (x->file.pipe[0] > 0) {
 		close(x->file.pipe[0]);
 		close(x->file.pipe[1]);
@@ -338,17 +357,8 @@ static void rd_cb(struct ring_op *op, int res, unsigned flags)
 	struct xprt *x = op->owner;
 
 	x->rd_res = res;
-	if (!ring_op_busy(&x->op_rd_to))
-		rd_complete(x);
-}
-
-static void rd_to_cb(struct ring_op *op, int res, unsigned flags)
-{
-	struct xprt *x = op->owner;
-
-	x->rd_to_res = res;
-	if (!ring_op_busy(&x->op_rd))
-		rd_complete(x);
+	ring_timer_disarm(x->ring, &x->rd_timer);
+	rd_complete(x);
 }
 
 int xprt_write(struct xprt *x, const void *buf, size_t len)
@@ -427,7 +437,7 @@ static void send_more(struct xprt *x)
 
 	x->writing = true;
 	x->op_wr.kind = RING_SEND;
-	ring_send(x->ring, &x->op_wr, x->fd, p, len, true);
+	ring_send(x->ring, &x->op_wr, x->fd, p, len, false);
 	arm_wr_timeout(x);
 }
 
@@ -564,16 +574,8 @@ static void wr_cb(struct ring_op *op, int res, unsigned flags)
 	struct xprt *x = op->owner;
 
 	x->wr_res = res;
-	if (!ring_op_busy(&x->op_wr_to) && !ring_op_busy(&x->op_splice))
-		wr_complete(x);
-}
-
-static void wr_to_cb(struct ring_op *op, int res, unsigned flags)
-{
-	struct xprt *x = op->owner;
-
-	x->wr_to_res = res;
-	if (!ring_op_busy(&x->op_wr) && !ring_op_busy(&x->op_splice))
+	ring_timer_disarm(x->ring, &x->wr_timer);
+	if (!ring_op_busy(&x->op_splice))
 		wr_complete(x);
 }
 
@@ -582,7 +584,7 @@ static void splice_cb(struct ring_op *op, int res, unsigned flags)
 	struct xprt *x = op->owner;
 
 	x->file.splice_res = res;
-	if (!ring_op_busy(&x->op_wr) && !ring_op_busy(&x->op_wr_to))
+	if (!ring_op_busy(&x->op_wr))
 		wr_complete(x);
 }
 
@@ -600,15 +602,16 @@ static void splice_step(struct xprt *x)
 	x->writing = true;
 	f->splice_res = 0;
 	x->op_wr.kind = RING_SPLICE;
+	ring_reserve(x->ring, 2); /* the pair goes to the kernel in one submission */
 	if (f->pipe_fill == 0) {
 		unsigned n = f->left < FILE_CHUNK ? (unsigned)f->left : FILE_CHUNK;
 		f->pending = n;
 		ring_splice(x->ring, &x->op_splice, f->fd, (int64_t)f->off, f->pipe[1], n, true);
-		ring_splice(x->ring, &x->op_wr, f->pipe[0], -1, x->fd, n, true);
+		ring_splice(x->ring, &x->op_wr, f->pipe[0], -1, x->fd, n, false);
 	} else {
 		f->pending = 0;
 		ring_splice(x->ring, &x->op_wr, f->pipe[0], -1, x->fd, (unsigned)f->pipe_fill,
-		            true);
+		            false);
 	}
 	arm_wr_timeout(x);
 }
@@ -813,6 +816,14 @@ void xprt_close(struct xprt *x)
 			(void)BIO_flush(SSL_get_wbio(x->ssl));
 		ERR_clear_error();
 	}
-	/* Always go through the ring, so XPRT_CLOSED never fires inside this call. */
-	ring_cancel_fd(x->ring, &x->op_cancel, x->fd);
+	/* Always go through the ring, so XPRT_CLOSED never fires inside this
+	 * call: a cancel of what is in flight, or a deferred step when
+	 * nothing is (most closes: no kernel request for them). */
+	if (ring_op_busy(&x->op_rd) || ring_op_busy(&x->op_wr) || ring_op_busy(&x->op_splice)) {
+		x->op_cancel.kind = RING_CANCEL;
+		ring_cancel_fd(x->ring, &x->op_cancel, x->fd);
+	} else {
+		x->op_cancel.kind = RING_NOP;
+		ring_nop(x->ring, &x->op_cancel);
+	}
 }

@@ -3,7 +3,8 @@
  * layer).  Every completion reaches the owner from the ring's dispatch, never
  * from inside an xprt_* call, so the owner may close itself in any handler.
  *
- * Cleartext: IORING_OP_RECV / IORING_OP_SEND, each linked to a timeout.
+ * Cleartext: IORING_OP_RECV / IORING_OP_SEND, each with a timer on the
+ * ring's wheel (ring_timer_arm).
  * TLS: OpenSSL over a socket BIO on the non-blocking fd, driven by
  * IORING_OP_POLL_ADD readiness; with kTLS TX on, plaintext goes out through
  * IORING_OP_SEND and the kernel encrypts it. */
@@ -70,9 +71,10 @@ struct xprt {
 	unsigned min_rate;   /* bytes per second that earn a second more; 0: none */
 	int64_t deadline_ns; /* CLOCK_MONOTONIC; 0: starts with the next read or write */
 	bool reading, writing, closing, closed;
-	int rd_res, rd_to_res, wr_res, wr_to_res;
-	struct __kernel_timespec rd_ts, wr_ts;
-	struct ring_op op_rd, op_rd_to, op_wr, op_wr_to, op_cancel, op_splice;
+	int rd_res, wr_res;
+	int rd_to_res, wr_to_res; /* -ETIME once the direction's timer fired */
+	struct wheel_timer rd_timer, wr_timer;
+	struct ring_op op_rd, op_wr, op_cancel, op_splice;
 	struct xprt_file file;
 	const char *body_path; /* "splice", "ssl_write" or "copy": the last file sent */
 

@@ -585,7 +585,13 @@ static int run(const char *path)
 		total.segments += workers[i].spool.segs.made;
 	}
 	uint64_t relayed = 0, bounced = 0, deferred = 0, conns = 0;
+	uint64_t turns = 0, cqes = 0, nops = 0, kinds[RING_KIND_COUNT] = {0};
 	for (unsigned i = 0; i < srv.workers; i++) {
+		turns += workers[i].ring.turns;
+		cqes += workers[i].ring.completions;
+		nops += workers[i].ring.deferred;
+		for (unsigned k = 0; k < RING_KIND_COUNT; k++)
+			kinds[k] += workers[i].ring.by_kind[k];
 		relayed += workers[i].relayed;
 		bounced += workers[i].bounced;
 		deferred += workers[i].deferred;
@@ -600,6 +606,16 @@ static int run(const char *path)
 	         (unsigned long long)relayed, (unsigned long long)bounced,
 	         (unsigned long long)deferred, (unsigned long long)conns,
 	         (unsigned long long)total.segmented, (unsigned long long)total.segments);
+	/* what the rings did: turns of the loop (each one wait) and completions
+	 * by kind, for telling what a change did to the wake-ups per message */
+	char by_kind[RING_KIND_COUNT * 32] = "";
+	size_t used = 0;
+	for (unsigned k = 0; k < RING_KIND_COUNT && used < sizeof(by_kind); k++)
+		if (kinds[k] > 0)
+			used += (size_t)snprintf(by_kind + used, sizeof(by_kind) - used, " %s=%llu",
+			                         ring_kind_name(k), (unsigned long long)kinds[k]);
+	log_info("krelay ring turns=%llu completions=%llu nops=%llu%s", (unsigned long long)turns,
+	         (unsigned long long)cqes, (unsigned long long)nops, by_kind);
 	if (mqueue_runner > 0) {
 		int status;
 		kill(mqueue_runner, SIGTERM);
