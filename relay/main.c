@@ -614,8 +614,14 @@ static int run(const char *path)
 		if (kinds[k] > 0)
 			used += (size_t)snprintf(by_kind + used, sizeof(by_kind) - used, " %s=%llu",
 			                         ring_kind_name(k), (unsigned long long)kinds[k]);
-	log_info("krelay ring turns=%llu completions=%llu nops=%llu%s", (unsigned long long)turns,
-	         (unsigned long long)cqes, (unsigned long long)nops, by_kind);
+	struct rusage ru;
+	long long nvcsw = -1, nivcsw = -1, minflt = -1;
+	if (getrusage(RUSAGE_SELF, &ru) == 0) /* every thread, io-wq's included */
+		nvcsw = ru.ru_nvcsw, nivcsw = ru.ru_nivcsw, minflt = ru.ru_minflt;
+	log_info("krelay ring turns=%llu completions=%llu nops=%llu context_switches=%lld "
+	         "involuntary=%lld minor_faults=%lld%s",
+	         (unsigned long long)turns, (unsigned long long)cqes, (unsigned long long)nops,
+	         nvcsw, nivcsw, minflt, by_kind);
 	if (mqueue_runner > 0) {
 		int status;
 		kill(mqueue_runner, SIGTERM);

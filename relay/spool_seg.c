@@ -100,8 +100,8 @@ static struct spool_seg *seg_create(struct seg_set *ss)
 	return s;
 }
 
-/* No message left in it and none to come: it goes (readers holding a
- * dup of its fd read on). */
+/* No message left in it, none to come and no reader holding a reference
+ * (spool_seg_ref): it goes. */
 static void seg_maybe_reclaim(struct spool_seg *s)
 {
 	if (s->open || s->live > 0 || s->readers > 0 || s->head != NULL ||

@@ -14,8 +14,8 @@
  * A message leaves its segment with a SEG_DONE record, made durable the
  * same way, in the same segment (each SEG_MSG reserves room for it).  A
  * segment that takes no more messages and whose every message has a
- * durable SEG_DONE is unlinked: readers that still hold a dup of its fd
- * read on.  At start-up spool_seg_recover writes every message still in a
+ * durable SEG_DONE, and that no reader holds (spool_seg_ref), is
+ * unlinked and closed.  At start-up spool_seg_recover writes every message still in a
  * segment to queue/ID, the one form that tools, hold and retries know,
  * and removes the segments.
  *
