@@ -200,7 +200,10 @@ static void *worker_main(void *arg)
 	for (;;) {
 		/* the last turn's lines go out before its submissions do */
 		log_flush();
-		ret = ring_run_once(&w->ring, w->stopping ? 100 : 1000);
+		/* No timeout while running: stopping comes through wake_fd,
+		 * timers through the ring's own (a wait with a timeout arms
+		 * and cancels a kernel timer every turn). */
+		ret = ring_run_once(&w->ring, w->stopping ? 100 : -1);
 		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
 			fatalx("worker %u: io_uring: %s", w->index, strerror(-ret));
 		if (!w->stopping)
