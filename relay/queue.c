@@ -183,6 +183,10 @@ void qmsg_start(struct qmsg *m)
 	 * once delivered, the file may be reused for a new message) */
 	m->op_open.kind = RING_OPEN;
 	m->file_size = SPOOL_SIZE_UNKNOWN;
+	/* counted from now, not from its completion: thousands started in
+	 * one turn (a queue taken in at start) would otherwise all be
+	 * opened before the first one counts */
+	m->q->fds++;
 	ring_openat(m->q->ctx.ring, &m->op_open, m->q->ctx.spool->queue_dfd, m->env.id,
 	            O_RDWR | O_CLOEXEC, 0);
 }
@@ -243,8 +247,8 @@ static void msg_open_cb(struct ring_op *op, int res, unsigned flags)
 		res = m->fd; /* the file was open already */
 	else
 		m->fd = res >= 0 ? res : -1;
-	if (op->kind != RING_NOP && res >= 0)
-		m->q->fds++;
+	if (op->kind != RING_NOP && res < 0)
+		m->q->fds--; /* counted when it was asked for */
 	if (m->q->stopping) {
 		qmsg_close_fd(m);
 		/* stays in the spool (an interactive one is put there); freed

@@ -12,7 +12,7 @@ from conftest import segment_messages
 from helpers import deliveries, wait_for
 from test_queue_routing import queue_list
 from test_relay import (check_peer_copy, content_of, msgid_of, queued_ids, submit,
-                        wait_deliveries, wait_peer)
+                        submit_concurrently, wait_deliveries, wait_peer)
 
 N = 24
 
@@ -126,3 +126,26 @@ def test_a_deferred_message_is_written_to_queue_before_its_deferral_is_logged(re
     assert env["rcpt"] == [("P", "r@example.com")]
     relay.stop()
     assert re.search(r"krelay stopped .* segmented=1 segments=\d+", relay.logs())
+
+
+def test_a_queue_bigger_than_the_descriptors_is_taken_in_whole_at_start(relay_factory):
+    """1200 queued messages and a limit of 512 open files: at start every
+    message is read and goes out, in turns (at most half the descriptors are
+    files of messages under way, counted from when each open is asked
+    for), and none is 'left alone' for want of a descriptor."""
+    m = 1200
+    relay = relay_factory("DeliveryMode=queueonly\nWorkers=1\nTLSPolicy=none\n", tls=False)
+    sent = submit_concurrently(relay.port, 8, m // 8, "nofile")
+    relay.stop()
+    assert len(queued_ids(relay)) == m
+    peer = relay_factory("DeliveryMode=queueonly\n", tls=False)
+    relay.conf.write_text(relay.conf.read_text().replace("DeliveryMode=queueonly\n", ""))
+    route_to(relay, peer.port)
+    relay.prelude = ["prlimit", "--nofile=512"]
+    relay.start()
+    got = wait_peer(peer, m, timeout=120)
+    assert set(got) == set(sent)
+    wait_for(lambda: queued_ids(relay) == [], 30, "an empty queue")
+    logs = relay.logs()
+    assert "left alone" not in logs, [l for l in logs.splitlines() if "left alone" in l][:5]
+    assert len({d["qid"] for d in deliveries(relay) if d["status"] == "sent"}) == m
