@@ -2,10 +2,12 @@
 #include "check.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dns.h"
 #include "route.h"
 #include "sm_queue.h"
 #include "tls_policy.h"
@@ -88,6 +90,7 @@ static int check_routing(const struct config *c, FILE *out)
 			route_table_free(t);
 		}
 	}
+	bool dane = TLS_POLICY_IS_DANE(c->tls_policy);
 	if (c->tls_policy_table != NULL) {
 		struct tls_policy_table *t = tls_policy_load(c->tls_policy_table, err, sizeof(err));
 		if (t == NULL) {
@@ -95,7 +98,21 @@ static int check_routing(const struct config *c, FILE *out)
 			errors++;
 		} else {
 			fprintf(out, "ok     TLSPolicyTable %s\n", c->tls_policy_table);
+			dane = dane || tls_policy_any_dane(t);
 			tls_policy_free(t);
+		}
+	}
+	if (dane) {
+		char *anchor;
+		int n = dns_anchor_read(c->trust_anchor_file, &anchor, err, sizeof(err));
+		if (n < 0) {
+			fprintf(out, "error  %s (TLSPolicy dane needs a DNSSEC trust anchor)\n",
+			        err);
+			errors++;
+		} else {
+			fprintf(out, "ok     DNSSECTrustAnchorFile %s: %d record%s\n",
+			        c->trust_anchor_file, n, n == 1 ? "" : "s");
+			free(anchor);
 		}
 	}
 	fprintf(out, "ok     relaying with TLSPolicy=%s%s\n", config_tls_policy_name(c->tls_policy),
@@ -149,4 +166,29 @@ int check_config(const struct config *c, FILE *out)
 	errors += check_routing(c, out);
 	errors += check_sendmail_queues(c, out);
 	return errors;
+}
+
+int check_dnssec(const struct config *c, FILE *out)
+{
+	struct tls_policy_table *t = NULL;
+	char err[512], *anchor;
+	bool dane = TLS_POLICY_IS_DANE(c->tls_policy);
+	int rc;
+
+	if (c->tls_policy_table != NULL &&
+	    (t = tls_policy_load(c->tls_policy_table, err, sizeof(err))) != NULL) {
+		dane = dane || tls_policy_any_dane(t);
+		tls_policy_free(t);
+	}
+	if (!dane) {
+		fprintf(out, "ok     DNSSEC: not used (no TLSPolicy dane or dane-only)\n");
+		return 0;
+	}
+	if (dns_anchor_read(c->trust_anchor_file, &anchor, err, sizeof(err)) < 0)
+		return 0; /* check_config said so */
+	rc = dns_probe_dnssec(c->dns_server, anchor, err, sizeof(err));
+	free(anchor);
+	fprintf(out, "%s DNSSEC: resolver %s: %s\n", rc == 0 ? "ok    " : "error ",
+	        c->dns_server ? c->dns_server : "from /etc/resolv.conf", err);
+	return rc == 0 ? 0 : 1;
 }

@@ -13,5 +13,9 @@ void check_print_caps(const struct caps *c, FILE *out);
 /* Checks what config_load cannot: files, keys, directories, listeners that
  * need a certificate.  Prints findings; returns the number of errors. */
 int check_config(const struct config *c, FILE *out);
+/* `krelay check` only (it asks the network): with TLSPolicy dane or
+ * dane-only, whether the resolver's answers validate from the trust
+ * anchor.  Returns the number of errors. */
+int check_dnssec(const struct config *c, FILE *out);
 
 #endif

@@ -915,16 +915,17 @@ static int parse_retry(struct config *c, const struct opt_def *d, char *val, cha
 	return 0;
 }
 
-static const char *const tls_policies[] = {"none", "may", "encrypt", "verify"};
+static const char *const tls_policies[TLS_POLICY_COUNT] = {"none",   "may",  "encrypt",
+                                                           "verify", "dane", "dane-only"};
 
 const char *config_tls_policy_name(int policy)
 {
-	return policy >= 0 && policy < 4 ? tls_policies[policy] : "?";
+	return policy >= 0 && policy < TLS_POLICY_COUNT ? tls_policies[policy] : "?";
 }
 
 int config_tls_policy_parse(const char *s)
 {
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < TLS_POLICY_COUNT; i++)
 		if (strcasecmp(s, tls_policies[i]) == 0)
 			return i;
 	return -1;
@@ -936,7 +937,9 @@ static int parse_tls_policy(struct config *c, const struct opt_def *d, char *val
 	int p = config_tls_policy_parse(val);
 
 	if (p < 0)
-		return msgf(msg, len, "'%s' is not a TLS policy (none, may, encrypt, verify)", val);
+		return msgf(
+		    msg, len,
+		    "'%s' is not a TLS policy (none, may, encrypt, verify, dane, dane-only)", val);
 	c->tls_policy = p;
 	return 0;
 }
@@ -1014,6 +1017,8 @@ static const struct opt_def opts[OPT_COUNT] = {
     [OPT_TLS_POLICY] = {"TLSPolicy", parse_tls_policy, 0, 0, 0},
     [OPT_TLS_POLICY_TABLE] = {"TLSPolicyTable", parse_path, FIELD(tls_policy_table), 0, 0},
     [OPT_DNS_SERVER] = {"DNSServer", parse_path, FIELD(dns_server), 0, 0},
+    [OPT_DNSSEC_TRUST_ANCHOR_FILE] = {"DNSSECTrustAnchorFile", parse_path, FIELD(trust_anchor_file),
+                                      0, 0},
     [OPT_CONNECT_TIMEOUT] = {"ConnectTimeout", parse_duration, FIELD(connect_timeout_s), 0, 0},
     [OPT_BODY_PATH] = {"BodyPath", parse_body_path, 0, 0, 0},
     [OPT_DELIVERY_MODE] = {"DeliveryMode", parse_delivery_mode, 0, 0, 0},
@@ -1074,6 +1079,7 @@ void config_defaults(struct config *c)
 	strcpy(c->listen[0].text, "127.0.0.1:25");
 	c->listen_count = 1;
 	c->queue_directory = strdup("/var/spool/krelay");
+	c->trust_anchor_file = strdup(CONFIG_TRUST_ANCHOR_DEFAULT);
 	c->max_message_size = 10240000;
 	c->max_recipients = 1000;
 	c->max_connections = 1000;
@@ -1123,6 +1129,7 @@ void config_free(struct config *c)
 	free(c->transport_table);
 	free(c->tls_policy_table);
 	free(c->dns_server);
+	free(c->trust_anchor_file);
 	free(c->cipher_list);
 	free(c->cipher_suites);
 	free_strings(c->relay_domains, c->relay_domains_count);

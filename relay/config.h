@@ -63,14 +63,29 @@ enum config_opt {
 	OPT_RELAY_CLIENT_SUBJECT,
 	OPT_SENDMAIL_QUEUE,
 	OPT_SENDMAIL_QUEUE_INTERVAL,
+	OPT_DNSSEC_TRUST_ANCHOR_FILE,
 	OPT_COUNT
 };
 
-enum config_tls_policy { TLS_POLICY_NONE, TLS_POLICY_MAY, TLS_POLICY_ENCRYPT, TLS_POLICY_VERIFY };
+/* dane: authenticated TLS (RFC 7672) with a host that has usable, DNSSEC-
+ * validated TLSA records, else as may; dane-only: such records required. */
+enum config_tls_policy {
+	TLS_POLICY_NONE,
+	TLS_POLICY_MAY,
+	TLS_POLICY_ENCRYPT,
+	TLS_POLICY_VERIFY,
+	TLS_POLICY_DANE,
+	TLS_POLICY_DANE_ONLY,
+	TLS_POLICY_COUNT
+};
+#define TLS_POLICY_IS_DANE(p) ((p) == TLS_POLICY_DANE || (p) == TLS_POLICY_DANE_ONLY)
+/* Debian's root key (dns-root-data): DNSSECTrustAnchorFile's default */
+#define CONFIG_TRUST_ANCHOR_DEFAULT "/usr/share/dns/root.key"
 enum config_body_path { BODY_PATH_AUTO, BODY_PATH_SPLICE, BODY_PATH_COPY };
 
 const char *config_tls_policy_name(int policy);
-/* "none", "may", "encrypt", "verify" -> enum; -1 when unknown. */
+/* "none", "may", "encrypt", "verify", "dane", "dane-only" -> enum; -1 when
+ * unknown. */
 int config_tls_policy_parse(const char *s);
 
 struct config_listen {
@@ -148,6 +163,7 @@ struct config {
 	int tls_policy; /* enum config_tls_policy */
 	char *tls_policy_table;
 	char *dns_server;
+	char *trust_anchor_file; /* DNSSECTrustAnchorFile (never NULL after defaults) */
 	unsigned connect_timeout_s;
 	int body_path;   /* enum config_body_path */
 	bool queue_only; /* DeliveryMode=queueonly: deliver only on `krelay queue flush` */

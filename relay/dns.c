@@ -37,6 +37,7 @@
  * the handle after dns_free except from those callbacks (queries started
  * there fail at once with DNS_TEMPFAIL).  dns_free must not be called twice. */
 #include "dns.h"
+#include "dns_int.h"
 
 #include <ares.h>
 #include <arpa/inet.h>
@@ -50,6 +51,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -76,9 +78,10 @@ struct dns_sub {
 struct dns_req {
 	struct dns_req *next; /* on the done list */
 	struct dns *d;
-	bool is_mx;
+	bool is_mx, is_tlsa;
 	dns_mx_cb mx_cb;
 	dns_addr_cb addr_cb;
+	dns_tlsa_cb tlsa_cb;
 	void *arg;
 	unsigned pending; /* c-ares queries outstanding */
 	enum dns_status st, st6, st4;
@@ -94,6 +97,7 @@ struct dns_req {
 };
 
 struct dns {
+	struct dns_ub *ub; /* dns_init_dnssec: everything goes there */
 	struct ring *ring;
 	ares_channel channel; /* NULL once destroyed */
 	struct dns_sock *socks;
@@ -155,10 +159,12 @@ static void req_done(struct dns_req *r)
 
 static void deliver(struct dns_req *r)
 {
-	if (r->is_mx)
-		r->mx_cb(r->arg, r->st, r->n ? r->u.mx : NULL, r->n);
+	if (r->is_tlsa)
+		r->tlsa_cb(r->arg, DNS_TEMPFAIL, false, NULL, 0); /* c-ares cannot tell */
+	else if (r->is_mx)
+		r->mx_cb(r->arg, r->st, false, r->n ? r->u.mx : NULL, r->n);
 	else
-		r->addr_cb(r->arg, r->st, r->n ? r->u.addr.a : NULL, r->n);
+		r->addr_cb(r->arg, r->st, false, r->n ? r->u.addr.a : NULL, r->n);
 	free(r);
 }
 
@@ -574,11 +580,21 @@ static const char *server_csv(const char *server, char *out, size_t outlen)
 	}
 }
 
+/* server_csv of DNSServer (when set), or -1 with err saying why not. */
+static int server_check(const char *server, char *csv, size_t csvlen, char *err, size_t errlen)
+{
+	const char *why;
+
+	if (server == NULL || (why = server_csv(server, csv, csvlen)) == NULL)
+		return 0;
+	snprintf(err, errlen, "DNSServer '%s': %s", server, why);
+	return -1;
+}
+
 int dns_init(struct dns **dp, struct ring *ring, const char *server, char *err, size_t errlen)
 {
 	struct ares_options opts;
 	struct dns *d;
-	const char *why;
 	char csv[512];
 	int rc;
 
@@ -588,10 +604,8 @@ int dns_init(struct dns **dp, struct ring *ring, const char *server, char *err, 
 		snprintf(err, errlen, "c-ares: %s", ares_strerror(lib_status));
 		return -1;
 	}
-	if (server != NULL && (why = server_csv(server, csv, sizeof(csv))) != NULL) {
-		snprintf(err, errlen, "DNSServer '%s': %s", server, why);
+	if (server_check(server, csv, sizeof(csv), err, errlen) < 0)
 		return -1;
-	}
 	d = calloc(1, sizeof(*d));
 	if (d == NULL) {
 		snprintf(err, errlen, "dns: out of memory");
@@ -646,6 +660,11 @@ void dns_free(struct dns *d)
 {
 	if (d == NULL || d->dying)
 		return;
+	if (d->ub != NULL) {
+		dns_ub_free(d->ub); /* it frees itself from the ring */
+		free(d);
+		return;
+	}
 	d->dying = true;
 	if (d->channel != NULL) {
 		ares_channel ch = d->channel;
@@ -681,12 +700,17 @@ static struct dns_req *req_new(struct dns *d, bool is_mx, void *arg)
 
 void dns_query_mx(struct dns *d, const char *domain, dns_mx_cb cb, void *arg)
 {
-	struct dns_req *r = req_new(d, true, arg);
+	struct dns_req *r;
 
+	if (d->ub != NULL) {
+		dns_ub_query_mx(d->ub, domain, cb, arg);
+		return;
+	}
+	r = req_new(d, true, arg);
 	if (r == NULL) {
 		/* No memory even to queue the failure: nothing better to do
 		 * than to say so at once. */
-		cb(arg, DNS_TEMPFAIL, NULL, 0);
+		cb(arg, DNS_TEMPFAIL, false, NULL, 0);
 		return;
 	}
 	r->mx_cb = cb;
@@ -729,11 +753,16 @@ static bool addr_from_hosts(struct dns_req *r, const char *host)
 
 void dns_query_addr(struct dns *d, const char *host, dns_addr_cb cb, void *arg)
 {
-	struct dns_req *r = req_new(d, false, arg);
+	struct dns_req *r;
 	unsigned char bin[sizeof(struct in6_addr)];
 
+	if (d->ub != NULL) {
+		dns_ub_query_addr(d->ub, host, cb, arg);
+		return;
+	}
+	r = req_new(d, false, arg);
 	if (r == NULL) {
-		cb(arg, DNS_TEMPFAIL, NULL, 0);
+		cb(arg, DNS_TEMPFAIL, false, NULL, 0);
 		return;
 	}
 	r->addr_cb = cb;
@@ -756,4 +785,122 @@ void dns_query_addr(struct dns *d, const char *host, dns_addr_cb cb, void *arg)
 	ares_query(d->channel, host, ns_c_in, ns_t_aaaa, addr_answer, &r->sub6);
 	ares_query(d->channel, host, ns_c_in, ns_t_a, addr_answer, &r->sub4);
 	timer_update(d);
+}
+
+void dns_query_tlsa(struct dns *d, const char *host, unsigned port, dns_tlsa_cb cb, void *arg)
+{
+	struct dns_req *r;
+
+	if (d->ub != NULL) {
+		dns_ub_query_tlsa(d->ub, host, port, cb, arg);
+		return;
+	}
+	r = req_new(d, false, arg);
+	if (r == NULL) {
+		cb(arg, DNS_TEMPFAIL, false, NULL, 0);
+		return;
+	}
+	r->is_tlsa = true;
+	r->tlsa_cb = cb;
+	req_done(r); /* c-ares validates nothing: no secure answer to give */
+}
+
+int dns_init_dnssec(struct dns **dp, struct ring *ring, const char *server, const char *anchor,
+                    char *err, size_t errlen)
+{
+	struct dns *d;
+	char csv[512];
+
+	*dp = NULL;
+	if (server_check(server, csv, sizeof(csv), err, errlen) < 0)
+		return -1;
+	d = calloc(1, sizeof(*d));
+	if (d == NULL) {
+		snprintf(err, errlen, "dns: out of memory");
+		return -1;
+	}
+	d->ring = ring;
+	d->tfd = -1;
+	if (dns_ub_init(&d->ub, ring, server != NULL ? csv : NULL, anchor, err, errlen) < 0) {
+		free(d);
+		return -1;
+	}
+	*dp = d;
+	return 0;
+}
+
+const char *dns_why_bogus(const struct dns *d)
+{
+	return d->ub != NULL ? dns_ub_why_bogus(d->ub) : "";
+}
+
+const char *dns_status_name(enum dns_status st)
+{
+	switch (st) {
+	case DNS_OK:
+		return "ok";
+	case DNS_NXDOMAIN:
+		return "nxdomain";
+	case DNS_NODATA:
+		return "nodata";
+	case DNS_TEMPFAIL:
+		return "tempfail";
+	case DNS_BOGUS:
+		return "bogus";
+	}
+	return "?";
+}
+
+int dns_anchor_read(const char *path, char **text, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r"), *mem;
+	char line[4096], *buf = NULL;
+	size_t len = 0;
+	int n = 0;
+
+	*text = NULL;
+	if (f == NULL) {
+		snprintf(err, errlen, "DNSSECTrustAnchorFile %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if ((mem = open_memstream(&buf, &len)) == NULL) {
+		fclose(f);
+		snprintf(err, errlen, "DNSSECTrustAnchorFile %s: out of memory", path);
+		return -1;
+	}
+	while (fgets(line, sizeof(line), f) != NULL) {
+		char *c = strchr(line, ';'), copy[sizeof(line)];
+		bool rr = false;
+
+		if (c != NULL)
+			*c = '\0'; /* a comment */
+		line[strcspn(line, "\r\n")] = '\0';
+		snprintf(copy, sizeof(copy), "%s", line);
+		for (char *save = NULL, *t = strtok_r(copy, " \t", &save); t != NULL && !rr;
+		     t = strtok_r(NULL, " \t", &save))
+			rr = strcasecmp(t, "DS") == 0 || strcasecmp(t, "DNSKEY") == 0;
+		if (rr) {
+			fprintf(mem, "%s\n", line);
+			n++;
+		}
+	}
+	fclose(f);
+	fclose(mem);
+	if (n == 0) {
+		free(buf);
+		snprintf(err, errlen, "DNSSECTrustAnchorFile %s: no DS or DNSKEY record in it",
+		         path);
+		return -1;
+	}
+	*text = buf;
+	return n;
+}
+
+int dns_probe_dnssec(const char *server, const char *anchor, char *out, size_t outlen)
+{
+	char csv[512];
+
+	if (server_check(server, csv, sizeof(csv), out, outlen) < 0)
+		return -1;
+	return dns_ub_probe(server != NULL ? csv : NULL, anchor, out, outlen);
 }

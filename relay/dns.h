@@ -1,10 +1,18 @@
 /* dns: asynchronous DNS for one worker, on its ring.
  *
- * c-ares does the protocol (Debian's libc-ares: event-driven, no threads of
- * its own, so its sockets can be watched with IORING_OP_POLL_ADD and its
- * timeouts with IORING_OP_TIMEOUT; libunbound would bring a thread and a
- * validator the relay does not need).  Results come back through callbacks
- * from the ring's dispatch, never from inside a dns_* call. */
+ * Two resolvers behind one API:
+ * - dns_init: c-ares (Debian's libc-ares: event-driven, no threads of its
+ *   own, so its sockets are watched with IORING_OP_POLL_ADD).  It validates
+ *   nothing: every answer is reported insecure.  This is what a relay
+ *   without DANE uses for everything.
+ * - dns_init_dnssec: libunbound (dns_ub.c), a validating resolver with the
+ *   trust anchor the admin names (DNSSECTrustAnchorFile); each answer says
+ *   whether it was validated (secure), and a validation failure is
+ *   DNS_BOGUS, never an answer.  It runs its own thread; its results come
+ *   through a pipe watched by the ring.  The queue uses it for the
+ *   destinations whose TLS policy is dane or dane-only.
+ * Results come back through callbacks from the ring's dispatch, never from
+ * inside a dns_* call. */
 #ifndef KRELAY_DNS_H
 #define KRELAY_DNS_H
 
@@ -23,7 +31,11 @@ enum dns_status {
 	DNS_NXDOMAIN, /* the name does not exist: permanent */
 	DNS_NODATA,   /* the name exists, no record of that type */
 	DNS_TEMPFAIL, /* timeout, SERVFAIL, refused, network: try later */
+	DNS_BOGUS,    /* DNSSEC validation failed (dns_init_dnssec only): try later */
 };
+
+/* "ok", "nxdomain", ... for log lines */
+const char *dns_status_name(enum dns_status st);
 
 struct dns_mx {
 	char host[DNS_NAME_MAX + 1]; /* without trailing dot; "" for a null MX (RFC 7505) */
@@ -35,6 +47,15 @@ struct dns_addr {
 	socklen_t len;
 };
 
+/* One TLSA record (RFC 6698); data points into the resolver's answer and
+ * is valid only during the callback. */
+struct dns_tlsa {
+	unsigned char usage, selector, mtype;
+	const unsigned char *data;
+	size_t len;
+};
+#define DNS_TLSA_MAX 16
+
 struct dns;
 
 /* server: NULL for /etc/resolv.conf, or "ADDR" / "ADDR:PORT" / "[V6]:PORT"
@@ -43,14 +64,38 @@ int dns_init(struct dns **d, struct ring *ring, const char *server, char *err, s
 /* Cancels outstanding queries (their callbacks run with DNS_TEMPFAIL, from
  * the ring) and frees everything once they have. */
 void dns_free(struct dns *d);
+/* The validating resolver: server as above (forwarded to), or NULL for the
+ * name servers of /etc/resolv.conf; anchor: dns_anchor_read's text (DS or
+ * DNSKEY records in zone-file form, as in Debian's /usr/share/dns/root.key).
+ * Same lifetime rules as dns_init. */
+int dns_init_dnssec(struct dns **d, struct ring *ring, const char *server, const char *anchor,
+                    char *err, size_t errlen);
+/* Reads a trust-anchor file: its DS and DNSKEY records, one per line, in
+ * *text (malloc'd).  Returns their number, or -1 with err ("no DS or
+ * DNSKEY record in it" is an error too). */
+int dns_anchor_read(const char *path, char **text, char *err, size_t errlen);
+/* `krelay check`: asks the validating resolver (as dns_init_dnssec would
+ * make it) for the DNSKEY records of the trust anchor's zone, blocking.
+ * 0 when they validate; -1 otherwise; out says what was seen. */
+int dns_probe_dnssec(const char *server, const char *anchor, char *out, size_t outlen);
+/* Why the last DNS_BOGUS answer was bogus ("" when none), for log lines. */
+const char *dns_why_bogus(const struct dns *d);
 
-typedef void (*dns_mx_cb)(void *arg, enum dns_status st, const struct dns_mx *mx, size_t n);
-typedef void (*dns_addr_cb)(void *arg, enum dns_status st, const struct dns_addr *a, size_t n);
+/* secure: the answer (or the proof that there is none) was validated. */
+typedef void (*dns_mx_cb)(void *arg, enum dns_status st, bool secure, const struct dns_mx *mx,
+                          size_t n);
+typedef void (*dns_addr_cb)(void *arg, enum dns_status st, bool secure, const struct dns_addr *a,
+                            size_t n);
+typedef void (*dns_tlsa_cb)(void *arg, enum dns_status st, bool secure, const struct dns_tlsa *t,
+                            size_t n);
 
 /* MX records of domain, in answer order (the caller sorts: route_order_mx). */
 void dns_query_mx(struct dns *d, const char *domain, dns_mx_cb cb, void *arg);
 /* A and AAAA records of host (IPv6 first when both exist, then IPv4).
  * DNS_OK with n > 0 when either exists; NXDOMAIN/NODATA when neither. */
 void dns_query_addr(struct dns *d, const char *host, dns_addr_cb cb, void *arg);
+/* TLSA records of _port._tcp.host (RFC 7672 section 2.2); a handle made by
+ * dns_init answers DNS_TEMPFAIL (it cannot tell a secure answer). */
+void dns_query_tlsa(struct dns *d, const char *host, unsigned port, dns_tlsa_cb cb, void *arg);
 
 #endif

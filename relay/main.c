@@ -18,6 +18,7 @@
 #include "check.h"
 #include "client_count.h"
 #include "config.h"
+#include "dns.h"
 #include "log.h"
 #include "probe.h"
 #include "queue_cli.h"
@@ -106,6 +107,7 @@ static int cmd_check(const char *path)
 	}
 	printf("config     %s\n", path ? path : "built-in defaults");
 	errors = check_config(&c, stdout);
+	errors += check_dnssec(&c, stdout);
 	errors += check_run_as(&c, path);
 	printf("configuration: %d error%s\n", errors, errors == 1 ? "" : "s");
 	config_free(&c);
@@ -161,6 +163,12 @@ static int load_routes(struct runtime *rt, char *err, size_t errlen)
 		return -1;
 	if (c->tls_policy_table != NULL &&
 	    (rt->tls_policies = tls_policy_load(c->tls_policy_table, err, errlen)) == NULL) {
+		route_table_free(rt->transports);
+		return -1;
+	}
+	rt->dane = TLS_POLICY_IS_DANE(c->tls_policy) || tls_policy_any_dane(rt->tls_policies);
+	if (rt->dane && dns_anchor_read(c->trust_anchor_file, &rt->trust_anchor, err, errlen) < 0) {
+		tls_policy_free(rt->tls_policies);
 		route_table_free(rt->transports);
 		return -1;
 	}
@@ -236,9 +244,9 @@ static bool same_listen(const struct config *a, const struct config *b)
  * open, the threads and resolvers made): each one changed is named. */
 static void restart_only(const struct config *old, const struct config *now)
 {
-	char names[128] = "";
+	char names[256] = "";
 	size_t n = 0;
-	const char *changed[8];
+	const char *changed[12];
 
 	if (!same_listen(old, now))
 		changed[n++] = "Listen";
@@ -249,6 +257,8 @@ static void restart_only(const struct config *old, const struct config *now)
 	if (strcmp(old->dns_server ? old->dns_server : "",
 	           now->dns_server ? now->dns_server : "") != 0)
 		changed[n++] = "DNSServer";
+	if (strcmp(old->trust_anchor_file, now->trust_anchor_file) != 0)
+		changed[n++] = "DNSSECTrustAnchorFile";
 	bool queues_same = old->sendmail_queues_count == now->sendmail_queues_count &&
 	                   old->sendmail_queue_interval_s == now->sendmail_queue_interval_s;
 	for (size_t i = 0; queues_same && i < old->sendmail_queues_count; i++)

@@ -895,17 +895,18 @@ void qjob_log(struct qjob *j)
 		else
 			q->stats.deferred++;
 		qpolicy_dsn(r->code, r->reply, dsn, sizeof(dsn));
-		log_info(
-		    "%s delivery to=<%s> relay=%s delay=%.2f dsn=%s status=%s tls=\"%s\" "
-		    "verified=%s resumed=%s ktls_tx=%s%s%s%s body_path=%s bytes=%llu reply=\"%s\"",
-		    m->env.id, safe_log(to, sizeof(to), r->addr),
-		    safe_log(relay, sizeof(relay), f->relay[0] ? f->relay : j->d->name), delay_s(m),
-		    dsn, status, f->tls, f->verified ? "yes" : "no", f->resumed ? "yes" : "no",
-		    f->ktls_tx ? "on" : "off", f->ktls_tx ? "" : " ktls_why=\"",
-		    f->ktls_tx ? "" : f->ktls_why, f->ktls_tx ? "" : "\"",
-		    j->tx.body_path && j->tx.body_path[0] ? j->tx.body_path : "none",
-		    (unsigned long long)j->tx.body_bytes,
-		    safe_log_text(reply, sizeof(reply), r->reply[0] ? r->reply : "no reply"));
+		log_info("%s delivery to=<%s> relay=%s delay=%.2f dsn=%s status=%s tls=\"%s\" "
+		         "verified=%s auth=%s resumed=%s ktls_tx=%s%s%s%s body_path=%s bytes=%llu "
+		         "reply=\"%s\"",
+		         m->env.id, safe_log(to, sizeof(to), r->addr),
+		         safe_log(relay, sizeof(relay), f->relay[0] ? f->relay : j->d->name),
+		         delay_s(m), dsn, status, f->tls, f->verified ? "yes" : "no",
+		         f->auth ? f->auth : "none", f->resumed ? "yes" : "no",
+		         f->ktls_tx ? "on" : "off", f->ktls_tx ? "" : " ktls_why=\"",
+		         f->ktls_tx ? "" : f->ktls_why, f->ktls_tx ? "" : "\"",
+		         j->tx.body_path && j->tx.body_path[0] ? j->tx.body_path : "none",
+		         (unsigned long long)j->tx.body_bytes,
+		         safe_log_text(reply, sizeof(reply), r->reply[0] ? r->reply : "no reply"));
 	}
 	m->jobs--;
 	qjob_free(j);
@@ -1002,6 +1003,8 @@ void queue_stop(struct queue *q)
 	}
 	dns_free(q->dns); /* outstanding queries come back cancelled */
 	q->dns = NULL;
+	dns_free(q->dnssec);
+	q->dnssec = NULL;
 }
 
 bool queue_idle(const struct queue *q)
@@ -1026,6 +1029,7 @@ void queue_free(struct queue *q)
 	}
 	qdest_free_all(q);
 	dns_free(q->dns); /* NULL after queue_stop */
+	dns_free(q->dnssec);
 	runtime_put(q->rt);
 	free(q);
 }

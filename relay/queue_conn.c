@@ -101,13 +101,16 @@ void qconn_start(struct qdest *d, size_t addr_idx, struct qjob *job)
 	p.host = qdest_host_of(d, addr_idx);
 	p.host_literal = d->hop.literal;
 	p.helo = c->hostname;
-	p.tls_policy = qdest_policy(d);
+	p.tls_policy = qdest_conn_policy(d, addr_idx, &p.dane);
+	cn->tls_policy = p.tls_policy;
 	p.no_ktls = d->tls.no_ktls;
 	if (d->tls.clear_next && p.tls_policy == TLS_POLICY_MAY)
 		p.tls_policy = TLS_POLICY_NONE;
 	p.tls_ctx = q->rt->client_ctx;
 	p.smtps = d->hop.smtps;
-	p.tls_session = d->tls.session;
+	/* no resumption under DANE: a resumed session skips the certificate,
+	 * and the one kept may come from a connection nobody authenticated */
+	p.tls_session = p.tls_policy == TLS_POLICY_DANE ? NULL : d->tls.session;
 	p.body_path = c->body_path;
 	p.connect_timeout_s = c->connect_timeout_s;
 	p.timeout_s = c->command_timeout_s;
@@ -146,6 +149,7 @@ void qconn_send(struct qconn *cn, struct qjob *j)
 	snprintf(f->tls, sizeof(f->tls), "%s", smtp_client_tls(cn->c));
 	snprintf(f->ktls_why, sizeof(f->ktls_why), "%s", smtp_client_ktls_why(cn->c));
 	f->verified = smtp_client_tls_verified(cn->c);
+	f->auth = smtp_client_auth(cn->c);
 	f->ktls_tx = smtp_client_ktls_tx(cn->c);
 	f->resumed = smtp_client_resumed(cn->c);
 	cn->d->q->stats.transactions++;
@@ -329,7 +333,7 @@ static void conn_failed(void *owner, struct smtp_client *c, enum smtp_fail why, 
 		         "final reply are deferred; reason=\"%s\"",
 		         name, smtp_client_peer(c), why_text);
 	}
-	if (why == SMTP_FAIL_TLS && qdest_policy(d) == TLS_POLICY_MAY) {
+	if (why == SMTP_FAIL_TLS && cn->tls_policy == TLS_POLICY_MAY) {
 		/* the seed's "TLS whenever possible": next time, in clear */
 		d->tls.clear_next = true;
 		log_info(

@@ -17,6 +17,7 @@
 
 #include "log.h"
 #include "queue_int.h"
+#include "safe.h"
 #include "tls_policy.h"
 
 #define QDEST_SWEEP_S 60 /* how often unused destinations are looked for */
@@ -115,8 +116,12 @@ static void forget(struct qdest_tls *t)
 
 void qdest_forget_tls(struct queue *q)
 {
-	for (struct qdest *d = q->dests; d != NULL; d = d->next)
+	for (struct qdest *d = q->dests; d != NULL; d = d->next) {
 		forget(&d->tls);
+		/* a new TLSPolicy (dane or not) needs its own lookup */
+		if (d->addrs == QDEST_RESOLVED)
+			d->resolved_at = 0;
+	}
 	for (size_t i = 0; i < QDEST_TLS_KEEP; i++)
 		forget(&q->tls_kept[i]);
 }
@@ -158,6 +163,16 @@ struct qdest *qdest_get(struct queue *q, const struct route_hop *hop)
 	return d;
 }
 
+static void dane_forget(struct qdest *d)
+{
+	for (size_t i = 0; i < DNS_MX_MAX; i++) {
+		dane_set_free(d->dane_host[i].tlsa);
+		d->dane_host[i].tlsa = NULL;
+		d->dane_host[i].v = DANE_NONE;
+	}
+	d->dane_why[0] = '\0';
+}
+
 static void dest_free(struct qdest *d, bool keep_tls)
 {
 	struct queue *q = d->q;
@@ -176,6 +191,7 @@ static void dest_free(struct qdest *d, bool keep_tls)
 	if (keep_tls)
 		tls_keep(q, &d->tls);
 	SSL_SESSION_free(d->tls.session);
+	dane_forget(d);
 	free(d);
 }
 
@@ -248,6 +264,26 @@ int qdest_policy(const struct qdest *d)
 	return tls_policy_lookup(d->q->rt->tls_policies, d->hop.host, queue_cfg(d->q)->tls_policy);
 }
 
+int qdest_conn_policy(const struct qdest *d, size_t addr_idx, const struct dane_tlsa_set **tlsa)
+{
+	int policy = qdest_policy(d);
+	const struct qdest_dane_host *h;
+
+	*tlsa = NULL;
+	if (!d->dane || !TLS_POLICY_IS_DANE(policy))
+		return TLS_POLICY_IS_DANE(policy) ? TLS_POLICY_ENCRYPT : policy; /* (see resolve) */
+	h = &d->dane_host[d->hop.mx && d->nmx > 0 ? d->addr_mx[addr_idx] : 0];
+	switch (h->v) {
+	case DANE_AUTH:
+		*tlsa = h->tlsa;
+		return TLS_POLICY_DANE;
+	case DANE_ENCRYPT:
+		return TLS_POLICY_ENCRYPT;
+	default: /* DANE_NONE under dane (a defer's addresses are not kept) */
+		return TLS_POLICY_MAY;
+	}
+}
+
 /* ---- addresses ------------------------------------------------------------- */
 
 static void resolved_ok(struct qdest *d)
@@ -275,7 +311,23 @@ static bool lookup_cancelled(struct qdest *d)
 	return true;
 }
 
-static void mx_addr_cb(void *arg, enum dns_status st, const struct dns_addr *a, size_t n);
+/* The resolver for d's lookups: validating for DANE, made at first need
+ * (so a reload that turns DANE on needs no restart). */
+static struct dns *resolver(struct qdest *d, char *err, size_t errlen)
+{
+	struct queue *q = d->q;
+	const struct config *c = queue_cfg(q);
+
+	if (!d->dane)
+		return q->dns;
+	if (q->dnssec == NULL && dns_init_dnssec(&q->dnssec, q->ctx.ring, c->dns_server,
+	                                         q->rt->trust_anchor, err, errlen) < 0)
+		return NULL;
+	return q->dnssec;
+}
+
+static void mx_addr_cb(void *arg, enum dns_status st, bool secure, const struct dns_addr *a,
+                       size_t n);
 
 /* Looks up the next MX host's addresses; the list grows in MX order. */
 static void mx_next_host(struct qdest *d)
@@ -283,14 +335,19 @@ static void mx_next_host(struct qdest *d)
 	if (lookup_cancelled(d))
 		return;
 	if (d->mx_next >= d->nmx) {
+		char why[sizeof(d->failure.why)];
+
 		if (d->naddr > 0)
 			resolved_ok(d);
-		else
+		else if (d->dane_why[0] != '\0') {
+			snprintf(why, sizeof(why), "no MX host usable now: %s", d->dane_why);
+			resolve_failed(d, false, why);
+		} else
 			resolve_failed(d, false, "no address for any MX host");
 		return;
 	}
 	d->q->dns_pending++;
-	dns_query_addr(d->q->dns, d->mx[d->mx_next++].host, mx_addr_cb, d);
+	dns_query_addr(d->dnsr, d->mx[d->mx_next++].host, mx_addr_cb, d);
 }
 
 /* Appends addresses (of MX host mx, when routing by MX). */
@@ -309,28 +366,137 @@ const char *qdest_host_of(const struct qdest *d, size_t addr_idx)
 	return d->hop.host;
 }
 
-static void mx_addr_cb(void *arg, enum dns_status st, const struct dns_addr *a, size_t n)
+/* ---- DANE: each host's TLSA records (RFC 7672 section 2.2) ---------------- */
+
+/* The host whose addresses were just added: its index, and its name. */
+static size_t dane_idx(const struct qdest *d)
+{
+	return d->hop.mx && d->nmx > 0 ? d->mx_next - 1 : 0;
+}
+
+static const char *dane_name(const struct qdest *d)
+{
+	return d->hop.mx && d->nmx > 0 ? d->mx[d->mx_next - 1].host : d->hop.host;
+}
+
+/* After the host's lookups: on to the next MX host, or done. */
+static void dane_next(struct qdest *d)
+{
+	if (d->hop.mx && d->nmx > 0) {
+		mx_next_host(d);
+	} else if (d->naddr > 0) {
+		resolved_ok(d);
+	} else {
+		char why[sizeof(d->failure.why)];
+		snprintf(why, sizeof(why), "%s", d->dane_why);
+		resolve_failed(d, false, why);
+	}
+}
+
+/* Records the host's verdict; a host deferred loses the addresses just added. */
+static void dane_verdict(struct qdest *d, const struct dane_facts *f)
+{
+	const char *why;
+	char name[SAFE_LEN(DNS_NAME_MAX + 1)], dname[SAFE_LEN(sizeof(d->name))];
+	enum dane_verdict v = dane_decide(qdest_policy(d), f, &why);
+	struct qdest_dane_host *h = &d->dane_host[dane_idx(d)];
+	const char *bogus = f->addr_st == DNS_BOGUS || (f->tlsa_asked && f->tlsa_st == DNS_BOGUS)
+	                        ? dns_why_bogus(d->dnsr)
+	                        : "";
+	char bogus_safe[SAFE_LEN(256)];
+
+	safe_log(name, sizeof(name), dane_name(d));
+	safe_log(dname, sizeof(dname), d->name);
+	safe_log_text(bogus_safe, sizeof(bogus_safe), bogus);
+	h->v = v;
+	dane_set_free(h->tlsa);
+	h->tlsa = NULL;
+	if (v == DANE_AUTH && (h->tlsa = dane_set_copy(f->tlsa, f->ntlsa)) == NULL)
+		fatalx("out of memory");
+	if (v == DANE_DEFER) {
+		d->naddr = d->addr_mark;
+		snprintf(d->dane_why, sizeof(d->dane_why), "%.240s: %.70s", name, why);
+	}
+	log_info("%s: DANE %s: %s (%s)%s%s%s", dname, name, dane_verdict_name(v), why,
+	         bogus[0] ? " why_bogus=\"" : "", bogus_safe, bogus[0] ? "\"" : "");
+}
+
+static void tlsa_cb(void *arg, enum dns_status st, bool secure, const struct dns_tlsa *t, size_t n)
+{
+	struct qdest *d = arg;
+	struct dane_facts f = {.mx_secure = d->mx_secure,
+	                       .addr_st = DNS_OK,
+	                       .addr_secure = true,
+	                       .tlsa_asked = true,
+	                       .tlsa_st = st,
+	                       .tlsa_secure = secure,
+	                       .tlsa = t,
+	                       .ntlsa = n};
+
+	d->q->dns_pending--;
+	if (lookup_cancelled(d))
+		return;
+	dane_verdict(d, &f);
+	dane_next(d);
+}
+
+/* A DANE destination's host answered its address lookup: its TLSA records
+ * next, when the answers so far were all secure.  Returns true when the
+ * host's lookups go on (tlsa_cb continues). */
+static bool dane_addrs(struct qdest *d, enum dns_status st, bool secure, const struct dns_addr *a,
+                       size_t n)
+{
+	struct dane_facts f = {.mx_secure = d->mx_secure, .addr_st = st, .addr_secure = secure};
+
+	d->addr_mark = d->naddr;
+	if (st == DNS_OK)
+		add_addrs(d, a, n, dane_idx(d));
+	if (st == DNS_OK && dane_want_tlsa(&f)) {
+		d->q->dns_pending++;
+		dns_query_tlsa(d->dnsr, dane_name(d), d->hop.port, tlsa_cb, d);
+		return true;
+	}
+	if (st == DNS_OK || st == DNS_BOGUS)
+		dane_verdict(d, &f);
+	return false;
+}
+
+static void mx_addr_cb(void *arg, enum dns_status st, bool secure, const struct dns_addr *a,
+                       size_t n)
 {
 	struct qdest *d = arg;
 
 	d->q->dns_pending--;
+	if (d->dane) {
+		if (!lookup_cancelled(d) && !dane_addrs(d, st, secure, a, n))
+			mx_next_host(d);
+		return;
+	}
 	if (st == DNS_OK)
 		add_addrs(d, a, n, d->mx_next - 1); /* (mx_next moved past its host) */
 	mx_next_host(d);
 }
 
-static void host_addr_cb(void *arg, enum dns_status st, const struct dns_addr *a, size_t n)
+static void host_addr_cb(void *arg, enum dns_status st, bool secure, const struct dns_addr *a,
+                         size_t n)
 {
 	struct qdest *d = arg;
 
 	d->q->dns_pending--;
 	if (lookup_cancelled(d))
 		return;
+	if (st == DNS_OK && d->dane) {
+		if (!dane_addrs(d, st, secure, a, n))
+			dane_next(d);
+		return;
+	}
 	if (st == DNS_OK) {
 		add_addrs(d, a, n, 0);
 		resolved_ok(d);
 	} else if (st == DNS_TEMPFAIL) {
 		resolve_failed(d, false, "DNS lookup failed temporarily");
+	} else if (st == DNS_BOGUS) {
+		resolve_failed(d, false, "address records bogus (DNSSEC validation failed)");
 	} else {
 		/* a recipient domain with neither MX nor address takes no mail
 		 * (RFC 5321 5.1): final; a next hop named in the configuration
@@ -344,7 +510,7 @@ static unsigned rnd(void *ctx, unsigned bound)
 	return bound ? (unsigned)random() % bound : 0;
 }
 
-static void mx_cb(void *arg, enum dns_status st, const struct dns_mx *mx, size_t n)
+static void mx_cb(void *arg, enum dns_status st, bool secure, const struct dns_mx *mx, size_t n)
 {
 	struct qdest *d = arg;
 	int k;
@@ -352,14 +518,20 @@ static void mx_cb(void *arg, enum dns_status st, const struct dns_mx *mx, size_t
 	d->q->dns_pending--;
 	if (lookup_cancelled(d))
 		return;
+	d->mx_secure = secure;
 	if (st == DNS_NODATA || (st == DNS_OK && n == 0)) {
-		/* RFC 5321 5.1: no MX, the domain itself is the host */
+		/* RFC 5321 5.1: no MX, the domain itself is the host (and for
+		 * DANE, the denial's security stands for the MX step's) */
 		d->q->dns_pending++;
-		dns_query_addr(d->q->dns, d->hop.host, host_addr_cb, d);
+		dns_query_addr(d->dnsr, d->hop.host, host_addr_cb, d);
 		return;
 	}
 	if (st == DNS_NXDOMAIN) {
 		resolve_failed(d, true, "domain does not exist");
+		return;
+	}
+	if (st == DNS_BOGUS) {
+		resolve_failed(d, false, "MX records bogus (DNSSEC validation failed)");
 		return;
 	}
 	if (st != DNS_OK) {
@@ -381,8 +553,14 @@ static void resolve(struct qdest *d)
 {
 	struct sockaddr_in *s4;
 	struct sockaddr_in6 *s6;
+	char err[256];
 
 	d->naddr = d->nmx = 0;
+	dane_forget(d);
+	d->dane = TLS_POLICY_IS_DANE(qdest_policy(d));
+	/* a configured host name stands for itself: only its own address and
+	 * TLSA answers need to be secure (RFC 7672 section 2.2.2) */
+	d->mx_secure = !d->hop.mx;
 	qdest_enter(d, QDEST_RESOLVING);
 	if (d->hop.literal) {
 		struct dns_addr a;
@@ -396,17 +574,33 @@ static void resolve(struct qdest *d)
 			s6->sin6_family = AF_INET6;
 			a.len = sizeof(*s6);
 		}
+		if (a.len && d->dane) {
+			/* an address has no name to look TLSA up by */
+			struct dane_facts f = {.mx_secure = true, .addr_st = DNS_OK};
+			d->dnsr = NULL;
+			d->addr_mark = 0;
+			add_addrs(d, &a, 1, 0);
+			dane_verdict(d, &f);
+			dane_next(d);
+			return;
+		}
 		add_addrs(d, &a, a.len ? 1 : 0, 0);
 		if (a.len)
 			resolved_ok(d);
 		else
 			resolve_failed(d, true, "bad address literal");
+		return;
+	}
+	if ((d->dnsr = resolver(d, err, sizeof(err))) == NULL) {
+		char why[sizeof(d->failure.why)];
+		snprintf(why, sizeof(why), "DNSSEC resolver: %.300s", err);
+		resolve_failed(d, false, why);
 	} else if (d->hop.mx) {
 		d->q->dns_pending++;
-		dns_query_mx(d->q->dns, d->hop.host, mx_cb, d);
+		dns_query_mx(d->dnsr, d->hop.host, mx_cb, d);
 	} else {
 		d->q->dns_pending++;
-		dns_query_addr(d->q->dns, d->hop.host, host_addr_cb, d);
+		dns_query_addr(d->dnsr, d->hop.host, host_addr_cb, d);
 	}
 }
 
@@ -417,7 +611,7 @@ static void fail_jobs(struct qdest *d)
 	char text[SMTP_REPLY_MAX];
 	struct qjob *j;
 
-	snprintf(text, sizeof(text), "%s %s: %s", f->permanent ? "550 5.1.2" : "451 4.4.3",
+	snprintf(text, sizeof(text), "%s %.128s: %.360s", f->permanent ? "550 5.1.2" : "451 4.4.3",
 	         d->hop.host, f->why);
 	while ((j = qdest_pop(d)) != NULL)
 		qjob_fail(j, f->permanent ? 550 : 451, text);

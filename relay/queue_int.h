@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "dane.h"
 #include "dns.h"
 #include "queue.h"
 #include "queue_policy.h"
@@ -140,6 +141,7 @@ const struct config *queue_cfg(const struct queue *q);
 struct delivery_facts {
 	char relay[DNS_NAME_MAX + 80], tls[128], ktls_why[96];
 	bool verified, resumed, ktls_tx;
+	const char *auth; /* smtp_client_auth: a static string */
 };
 
 struct qjob {
@@ -168,7 +170,7 @@ void qjob_log(struct qjob *j);
 /* Why a destination cannot be reached now; set when resolution fails. */
 struct qdest_failure {
 	bool permanent; /* NXDOMAIN, null MX, no address, bad literal: 5.1.2 */
-	char why[160];
+	char why[384];
 };
 
 /* What a destination remembers of TLS with its peer (kept QDEST_TLS_KEEP
@@ -199,6 +201,18 @@ struct qdest {
 	unsigned char addr_mx[DNS_ADDR_MAX]; /* the MX host each address is of */
 	struct dns_mx mx[DNS_MX_MAX];
 	size_t nmx, mx_next;
+	/* DANE (RFC 7672), when the lookup was made for TLSPolicy dane or
+	 * dane-only: each host's verdict and records, by MX index (0 for a
+	 * host hop) */
+	bool dane;
+	bool mx_secure;
+	struct dns *dnsr; /* the resolver of the lookup under way */
+	size_t addr_mark; /* naddr before the host being looked at */
+	struct qdest_dane_host {
+		enum dane_verdict v;
+		struct dane_tlsa_set *tlsa; /* DANE_AUTH's records */
+	} dane_host[DNS_MX_MAX];
+	char dane_why[320];        /* why the last host was left out (safe for logs) */
 	time_t unused_since;       /* seen with nothing to do (0: in use) */
 	struct qdest *hnext;       /* hash chain */
 	struct qdest *prev, *next; /* q->dests */
@@ -214,6 +228,10 @@ void qdest_kick(struct qdest *d);
 void qdest_kick_all(struct queue *q);
 /* TLSPolicyTable entry for the next hop's name, else TLSPolicy. */
 int qdest_policy(const struct qdest *d);
+/* The policy a connection to address addr_idx goes with: qdest_policy,
+ * or for DANE what its host's records made of it (may, encrypt, or dane
+ * with *tlsa the records to authenticate the peer by). */
+int qdest_conn_policy(const struct qdest *d, size_t addr_idx, const struct dane_tlsa_set **tlsa);
 /* The host name address addr_idx was found for (the MX host, when routing
  * by MX): what TLS verifies and names in SNI. */
 const char *qdest_host_of(const struct qdest *d, size_t addr_idx);
@@ -238,6 +256,7 @@ struct qconn {
 	struct queue *q;
 	struct qdest *d;                   /* not to be used once closed (it may be freed) */
 	unsigned seq;                      /* for traces: DEST#SEQ */
+	int tls_policy;                    /* what it was opened with (qdest_conn_policy) */
 	struct qconn *prev_all, *next_all; /* q->conn_all */
 	struct runtime *rt;                /* the configuration it was opened with */
 	struct smtp_client *c;
@@ -273,6 +292,8 @@ struct queue {
 	struct runtime *rt;    /* the configuration new connections take */
 	unsigned rt_gen;       /* srv->generation it was taken at */
 	struct dns *dns;
+	struct dns
+	    *dnssec; /* the validating resolver, made when a DANE destination first needs it */
 	bool stopping;
 	unsigned dns_pending; /* queries whose callback has not run yet */
 	/* calls of an interactive message's owner under way: the callback

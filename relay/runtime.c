@@ -27,6 +27,7 @@ void runtime_put(struct runtime *rt)
 		SSL_CTX_free(rt->client_ctx);
 		route_table_free(rt->transports);
 		tls_policy_free(rt->tls_policies);
+		free(rt->trust_anchor);
 		config_free(&rt->cfg);
 		free(rt);
 	}

@@ -28,6 +28,11 @@ struct runtime {
 	bool has_smarthost;
 	struct route_table *transports;
 	struct tls_policy_table *tls_policies;
+	/* TLSPolicy dane or dane-only (the option or a TLSPolicyTable entry):
+	 * the DS and DNSKEY lines of DNSSECTrustAnchorFile, read with the
+	 * configuration (so the workers need not be able to read the file) */
+	bool dane;
+	char *trust_anchor;
 };
 
 struct client_count;

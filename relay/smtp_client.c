@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "dane.h"
 #include "log.h"
 #include "state.h"
 #include "xprt.h"
@@ -127,6 +128,7 @@ struct smtp_client {
 	char peer[INET6_ADDRSTRLEN + 8];
 	char tls_desc[128];
 	bool verified, resumed;
+	const char *auth; /* smtp_client_auth */
 
 	/* the reply being read: text is its lines joined by " / " */
 	int code;
@@ -467,6 +469,31 @@ static void ehlo(struct smtp_client *c)
 	xprt_flush(&c->x);
 }
 
+/* RFC 7672 with OpenSSL's own DANE: the TLSA base domain is the host's
+ * name (reference name for DANE-TA; names and dates are not checked for
+ * DANE-EE, section 3.1.1); the handshake fails unless a record matches. */
+static int dane_setup(struct smtp_client *c, SSL *ssl)
+{
+	const struct dane_tlsa_set *s = c->p.dane;
+	int usable = 0;
+
+	if (s == NULL || SSL_dane_enable(ssl, c->p.host) <= 0) {
+		fail(c, SMTP_FAIL_TLS, "DANE: cannot enable DANE verification");
+		return -1;
+	}
+	SSL_dane_set_flags(ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+	for (size_t i = 0; i < s->n; i++)
+		if (SSL_dane_tlsa_add(ssl, s->rec[i].usage, s->rec[i].selector, s->rec[i].mtype,
+		                      s->rec[i].data, s->rec[i].len) > 0)
+			usable++;
+	if (usable == 0) {
+		fail(c, SMTP_FAIL_TLS, "DANE: OpenSSL took none of the TLSA records");
+		return -1;
+	}
+	SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
+	return 0;
+}
+
 static void start_tls(struct smtp_client *c)
 {
 	SSL *ssl = SSL_new(c->p.tls_ctx);
@@ -477,6 +504,10 @@ static void start_tls(struct smtp_client *c)
 	}
 	if (!c->p.host_literal)
 		SSL_set_tlsext_host_name(ssl, c->p.host);
+	if (c->p.tls_policy == TLS_POLICY_DANE && dane_setup(c, ssl) < 0) {
+		SSL_free(ssl);
+		return;
+	}
 	if (c->p.tls_policy == TLS_POLICY_VERIFY) {
 		SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
 		if (c->p.host_literal)
@@ -509,7 +540,8 @@ static void after_ehlo(struct smtp_client *c)
 		return;
 	}
 	if (!c->tls &&
-	    (c->p.tls_policy == TLS_POLICY_ENCRYPT || c->p.tls_policy == TLS_POLICY_VERIFY)) {
+	    (c->p.tls_policy == TLS_POLICY_ENCRYPT || c->p.tls_policy == TLS_POLICY_VERIFY ||
+	     c->p.tls_policy == TLS_POLICY_DANE)) {
 		fail(c, SMTP_FAIL_TLS, "TLS is required and the server does not offer STARTTLS");
 		return;
 	}
@@ -1016,6 +1048,15 @@ static void client_event(void *owner, enum xprt_event ev, int err)
 		c->tls = true;
 		ktls_describe(c->x.ssl, c->tls_desc, sizeof(c->tls_desc));
 		c->verified = peer != NULL && SSL_get_verify_result(c->x.ssl) == X509_V_OK;
+		c->auth = "none";
+		if (c->p.tls_policy == TLS_POLICY_DANE) {
+			uint8_t usage;
+			/* the handshake fails unless a record matched */
+			if (SSL_get0_dane_tlsa(c->x.ssl, &usage, NULL, NULL, NULL, NULL) >= 0)
+				c->auth = usage == 3 ? "dane-ee" : "dane-ta";
+		} else if (c->p.tls_policy == TLS_POLICY_VERIFY && c->verified) {
+			c->auth = "pkix";
+		}
 		c->resumed = SSL_session_reused(c->x.ssl);
 		if (c->p.smtps)
 			enter(c, C_BANNER); /* implicit TLS: now the greeting */
@@ -1040,6 +1081,13 @@ static void client_event(void *owner, enum xprt_event ev, int err)
 			         "%s (the next hop is written smtps, but its port does not start "
 			         "with TLS)",
 			         c->x.error);
+			fail(c, SMTP_FAIL_TLS, why);
+		} else if (c->state == C_HANDSHAKE && c->x.ssl != NULL &&
+		           SSL_get_verify_result(c->x.ssl) != X509_V_OK) {
+			/* say why the peer was refused (DANE: no matching TLSA record) */
+			char why[sizeof(c->x.error) + 96];
+			snprintf(why, sizeof(why), "%s (%s)", c->x.error,
+			         X509_verify_cert_error_string(SSL_get_verify_result(c->x.ssl)));
 			fail(c, SMTP_FAIL_TLS, why);
 		} else
 			fail(c, c->state == C_HANDSHAKE ? SMTP_FAIL_TLS : SMTP_FAIL_IO, c->x.error);
@@ -1091,6 +1139,11 @@ const char *smtp_client_peer(const struct smtp_client *c)
 const char *smtp_client_tls(const struct smtp_client *c)
 {
 	return c->tls_desc;
+}
+
+const char *smtp_client_auth(const struct smtp_client *c)
+{
+	return c->auth != NULL ? c->auth : "none";
 }
 
 bool smtp_client_tls_verified(const struct smtp_client *c)

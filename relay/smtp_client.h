@@ -36,8 +36,11 @@ struct smtp_client_params {
 	bool smtps;               /* implicit TLS: the handshake comes first, whatever the
 	                           * policy (which still says whether to verify) */
 	SSL_SESSION *tls_session; /* to resume, or NULL */
-	int body_path;            /* enum config_body_path */
-	bool no_ktls;             /* keep record encryption in OpenSSL (after a KeyUpdate) */
+	/* TLS_POLICY_DANE: the host's usable TLSA records; the peer must match
+	 * one (OpenSSL's DANE verification, RFC 7672) */
+	const struct dane_tlsa_set *dane;
+	int body_path; /* enum config_body_path */
+	bool no_ktls;  /* keep record encryption in OpenSSL (after a KeyUpdate) */
 	unsigned connect_timeout_s, timeout_s;
 	const struct caps *caps;
 };
@@ -62,6 +65,7 @@ struct smtp_tx {
 };
 
 struct smtp_client;
+struct dane_tlsa_set;
 
 struct smtp_client_cb {
 	void (*ready)(void *owner, struct smtp_client *c);
@@ -95,6 +99,9 @@ void smtp_client_stop(struct smtp_client *c);
 const char *smtp_client_peer(const struct smtp_client *c); /* "127.0.0.1:25" */
 const char *smtp_client_tls(const struct smtp_client *c);  /* "" or "TLSv1.3 with cipher ..." */
 bool smtp_client_tls_verified(const struct smtp_client *c);
+/* How the peer was authenticated: "dane-ee", "dane-ta" (the TLSA record
+ * that matched), "pkix" (TLSPolicy verify: CA and name), or "none". */
+const char *smtp_client_auth(const struct smtp_client *c);
 bool smtp_client_ktls_tx(const struct smtp_client *c);
 const char *smtp_client_ktls_why(const struct smtp_client *c);
 bool smtp_client_resumed(const struct smtp_client *c);

@@ -313,6 +313,9 @@ SSL_CTX *tls_client_ctx(const struct config *c, char *err, size_t errlen)
 	     SSL_CTX_use_PrivateKey_file(ctx, c->client_key_file, SSL_FILETYPE_PEM) != 1 ||
 	     SSL_CTX_check_private_key(ctx) != 1))
 		goto ssl;
+	/* TLSPolicy dane: each connection adds its host's TLSA records */
+	if (SSL_CTX_dane_enable(ctx) <= 0)
+		goto ssl;
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
 	return ctx;
 ssl:

@@ -54,9 +54,10 @@ static int add(struct tls_policy_table *t, const char *key, const char *level, c
 	struct entry *e;
 
 	if (lv < 0) {
-		snprintf(err, errlen,
-		         "%s:%u: '%s' is not a TLS policy (none, may, encrypt, verify)", path, line,
-		         level);
+		snprintf(
+		    err, errlen,
+		    "%s:%u: '%s' is not a TLS policy (none, may, encrypt, verify, dane, dane-only)",
+		    path, line, level);
 		return -1;
 	}
 	char *k = lower_key(key);
@@ -162,4 +163,12 @@ int tls_policy_lookup(const struct tls_policy_table *t, const char *host, int df
 		if ((e = find(t, p)) != NULL)
 			return e->level;
 	return dflt;
+}
+
+bool tls_policy_any_dane(const struct tls_policy_table *t)
+{
+	for (size_t i = 0; t != NULL && i < t->n; i++)
+		if (TLS_POLICY_IS_DANE(t->e[i].level))
+			return true;
+	return false;
 }

@@ -127,7 +127,7 @@ rlog, slog = open(sys.argv[1]).read(), open(sys.argv[2]).read()
 secs, left = float(sys.argv[4]) - float(sys.argv[3]), int(sys.argv[5])
 runs = [json.loads(a) for a in sys.argv[6:]]
 queued = re.findall(r"smtp queued id=\w+ .* size=(\d+)", rlog)
-sent = re.findall(r"delivery to=\S+ relay=\S+ .*status=sent tls=\"([^\"]*)\" verified=(\w+) resumed=\w+ ktls_tx=(\w+)(?: ktls_why=\"([^\"]*)\")? body_path=(\w+) bytes=(\d+)", rlog)
+sent = re.findall(r"delivery to=\S+ relay=\S+ .*status=sent tls=\"([^\"]*)\" verified=(\w+) auth=\S+ resumed=\w+ ktls_tx=(\w+)(?: ktls_why=\"([^\"]*)\")? body_path=(\w+) bytes=(\d+)", rlog)
 resumed = re.findall(r"delivery to=\S+ .*status=sent .* resumed=(\w+)", rlog)
 other = re.findall(r"delivery to=\S+ .*status=(deferred|bounced)", rlog)
 stop = re.search(r"relayed=(\d+) bounced=(\d+) deferred=(\d+) connections=(\d+)", rlog)

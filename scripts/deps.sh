@@ -7,6 +7,10 @@ set -euo pipefail
 
 PKGS=(
 		build-essential pkg-config libssl-dev openssl liburing-dev libc-ares-dev
+	# DANE: libunbound validates DNSSEC; dns-root-data is the root trust
+	# anchor (DNSSECTrustAnchorFile's default); the tests sign a zone with
+	# ldnsutils and serve it with nsd
+	libunbound-dev dns-root-data nsd ldnsutils
 	clang-format
 	# the libFuzzer harnesses (tests/fuzz): clang and its fuzzer runtime
 	clang libclang-rt-14-dev

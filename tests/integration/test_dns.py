@@ -18,8 +18,9 @@ from helpers import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 DNSQ = ROOT / "build" / "test" / "dnsq"
-DNSQ_SRCS = ["tests/tools/dnsq.c", "relay/dns.c", "relay/route.c", "kernel/ring.c"]
-DNSQ_DEPS = DNSQ_SRCS + ["relay/dns.h", "relay/route.h", "kernel/ring.h"]
+DNSQ_SRCS = ["tests/tools/dnsq.c", "relay/dns.c", "relay/dns_ub.c", "relay/route.c",
+             "kernel/ring.c", "kernel/wheel.c"]
+DNSQ_DEPS = DNSQ_SRCS + ["relay/dns.h", "relay/dns_int.h", "relay/route.h", "kernel/ring.h"]
 CFLAGS = ["-std=c17", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-Wshadow",
           "-Wstrict-prototypes", "-Wmissing-prototypes", "-Wno-unused-parameter", "-O1", "-g",
           "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
@@ -35,7 +36,7 @@ def dnsq():
     if not DNSQ.exists() or DNSQ.stat().st_mtime < newest:
         DNSQ.parent.mkdir(parents=True, exist_ok=True)
         tmp = DNSQ.with_name(f"dnsq.tmp{os.getpid()}")
-        r = subprocess.run(["cc", *CFLAGS, "-o", str(tmp), *DNSQ_SRCS, "-lcares", "-luring"],
+        r = subprocess.run(["cc", *CFLAGS, "-o", str(tmp), *DNSQ_SRCS, "-lcares", "-lunbound", "-luring"],
                            cwd=ROOT, capture_output=True, text=True)
         assert r.returncode == 0, f"building dnsq failed:\n{r.stdout}{r.stderr}"
         os.replace(tmp, DNSQ)

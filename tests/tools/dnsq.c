@@ -15,9 +15,17 @@
  *                             mx S" and "cancel addr S" as the callbacks come
  *                             (from the ring, after dns_free returned)
  *
+ *   dnsq --dnssec ANCHOR SERVER mx|addr|tlsa|cancel NAME
+ *                             the same through the validating resolver
+ *                             (dns_init_dnssec, ANCHOR a trust-anchor file):
+ *                             "status S secure" or "status S insecure";
+ *                             tlsa looks up _25._tcp.NAME (NAME "HOST:PORT"
+ *                             for another port): "tlsa U S M HEX" lines;
+ *                             after a BOGUS status, "why_bogus TEXT"
+ *
  * SERVER is "ADDR", "ADDR:PORT", "[V6]" or "[V6]:PORT" (or a comma-separated
  * list of them: the DNSServer option), or "-" for /etc/resolv.conf.
- * S is OK, NXDOMAIN, NODATA or TEMPFAIL.  Exits 0 when the lookups finished
+ * S is OK, NXDOMAIN, NODATA, TEMPFAIL or BOGUS.  Exits 0 when the lookups finished
  * (whatever their status), 1 when they did not finish within 10 s or could
  * not start, 2 on bad usage. */
 #include "dns.h"
@@ -34,11 +42,23 @@
 #include <unistd.h>
 
 static const char *const status_names[] = {
-    [DNS_OK] = "OK",
-    [DNS_NXDOMAIN] = "NXDOMAIN",
-    [DNS_NODATA] = "NODATA",
-    [DNS_TEMPFAIL] = "TEMPFAIL",
+    [DNS_OK] = "OK",         [DNS_NXDOMAIN] = "NXDOMAIN",
+    [DNS_NODATA] = "NODATA", [DNS_TEMPFAIL] = "TEMPFAIL",
+    [DNS_BOGUS] = "BOGUS",
 };
+
+static bool dnssec_mode;
+
+static void print_status(struct dns *d, enum dns_status st, bool secure)
+{
+	if (!dnssec_mode) {
+		printf("status %s\n", status_names[st]);
+		return;
+	}
+	printf("status %s %s\n", status_names[st], secure ? "secure" : "insecure");
+	if (st == DNS_BOGUS)
+		printf("why_bogus %s\n", dns_why_bogus(d));
+}
 
 struct job {
 	struct dns *dns;
@@ -98,30 +118,47 @@ static void print_addrs(const struct dns_addr *a, size_t n)
 	}
 }
 
-static void mx_cb(void *arg, enum dns_status st, const struct dns_mx *mx, size_t n)
+static void mx_cb(void *arg, enum dns_status st, bool secure, const struct dns_mx *mx, size_t n)
 {
 	struct job *j = arg;
 
 	if (j->stopping)
 		return;
-	printf("status %s\n", status_names[st]);
+	print_status(j->dns, st, secure);
 	for (size_t i = 0; i < n; i++)
 		printf("mx %u %s\n", mx[i].pref, mx[i].host[0] ? mx[i].host : ".");
 	j->done = true;
 }
 
-static void addr_cb(void *arg, enum dns_status st, const struct dns_addr *a, size_t n)
+static void addr_cb(void *arg, enum dns_status st, bool secure, const struct dns_addr *a, size_t n)
 {
 	struct job *j = arg;
 
 	if (j->stopping)
 		return;
-	printf("status %s\n", status_names[st]);
+	print_status(j->dns, st, secure);
 	print_addrs(a, n);
 	j->done = true;
 }
 
-static void cancel_mx_cb(void *arg, enum dns_status st, const struct dns_mx *mx, size_t n)
+static void tlsa_cb(void *arg, enum dns_status st, bool secure, const struct dns_tlsa *t, size_t n)
+{
+	struct job *j = arg;
+
+	if (j->stopping)
+		return;
+	print_status(j->dns, st, secure);
+	for (size_t i = 0; i < n; i++) {
+		printf("tlsa %u %u %u ", t[i].usage, t[i].selector, t[i].mtype);
+		for (size_t k = 0; k < t[i].len; k++)
+			printf("%02x", t[i].data[k]);
+		printf("\n");
+	}
+	j->done = true;
+}
+
+static void cancel_mx_cb(void *arg, enum dns_status st, bool secure, const struct dns_mx *mx,
+                         size_t n)
 {
 	struct job *j = arg;
 
@@ -129,7 +166,8 @@ static void cancel_mx_cb(void *arg, enum dns_status st, const struct dns_mx *mx,
 	j->cancelled++;
 }
 
-static void cancel_addr_cb(void *arg, enum dns_status st, const struct dns_addr *a, size_t n)
+static void cancel_addr_cb(void *arg, enum dns_status st, bool secure, const struct dns_addr *a,
+                           size_t n)
 {
 	struct job *j = arg;
 
@@ -157,7 +195,8 @@ static int cancel_mode(struct ring *ring, struct job *j, const char *name)
 
 static void route_next(struct job *j);
 
-static void route_addr_cb(void *arg, enum dns_status st, const struct dns_addr *a, size_t n)
+static void route_addr_cb(void *arg, enum dns_status st, bool secure, const struct dns_addr *a,
+                          size_t n)
 {
 	struct job *j = arg;
 
@@ -185,14 +224,15 @@ static void route_next(struct job *j)
 	dns_query_addr(j->dns, j->mx[j->next].host, route_addr_cb, j);
 }
 
-static void route_mx_cb(void *arg, enum dns_status st, const struct dns_mx *mx, size_t n)
+static void route_mx_cb(void *arg, enum dns_status st, bool secure, const struct dns_mx *mx,
+                        size_t n)
 {
 	struct job *j = arg;
 	int k;
 
 	if (j->stopping)
 		return;
-	printf("status %s\n", status_names[st]);
+	print_status(j->dns, st, secure);
 	if (st == DNS_NODATA) {
 		/* RFC 5321 5.1: no MX, the domain is its own exchanger. */
 		j->implicit = true;
@@ -219,7 +259,7 @@ static void route_mx_cb(void *arg, enum dns_status st, const struct dns_mx *mx, 
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: dnsq SERVER|- mx|addr|route|cancel NAME\n");
+	fprintf(stderr, "usage: dnsq [--dnssec ANCHOR] SERVER|- mx|addr|tlsa|route|cancel NAME\n");
 	return 2;
 }
 
@@ -231,14 +271,24 @@ int main(int argc, char **argv)
 	const char *server, *what, *name;
 	double deadline;
 	int rc = 0, ret;
+	char *anchor = NULL;
 
+	if (argc == 6 && strcmp(argv[1], "--dnssec") == 0) {
+		if (dns_anchor_read(argv[2], &anchor, err, sizeof(err)) < 0) {
+			fprintf(stderr, "dnsq: %s\n", err);
+			return 1;
+		}
+		dnssec_mode = true;
+		argc -= 2;
+		argv += 2;
+	}
 	if (argc != 4)
 		return usage();
 	server = strcmp(argv[1], "-") == 0 ? NULL : argv[1];
 	what = argv[2];
 	name = argv[3];
 	if (strcmp(what, "mx") != 0 && strcmp(what, "addr") != 0 && strcmp(what, "route") != 0 &&
-	    strcmp(what, "cancel") != 0)
+	    strcmp(what, "cancel") != 0 && strcmp(what, "tlsa") != 0)
 		return usage();
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (getrandom(&rng_state, sizeof(rng_state), GRND_NONBLOCK) != sizeof(rng_state))
@@ -253,11 +303,14 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	memset(&job, 0, sizeof(job));
-	if (dns_init(&job.dns, &ring, server, err, sizeof(err)) < 0) {
+	if ((dnssec_mode ? dns_init_dnssec(&job.dns, &ring, server, anchor, err, sizeof(err))
+	                 : dns_init(&job.dns, &ring, server, err, sizeof(err))) < 0) {
 		fprintf(stderr, "dnsq: %s\n", err);
 		ring_exit(&ring);
+		free(anchor);
 		return 1;
 	}
+	free(anchor);
 
 	if (strcmp(what, "cancel") == 0) {
 		rc = cancel_mode(&ring, &job, name);
@@ -268,6 +321,16 @@ int main(int argc, char **argv)
 		dns_query_mx(job.dns, name, mx_cb, &job);
 	} else if (strcmp(what, "addr") == 0) {
 		dns_query_addr(job.dns, name, addr_cb, &job);
+	} else if (strcmp(what, "tlsa") == 0) {
+		char host[DNS_NAME_MAX + 1], *colon;
+		unsigned port = 25;
+
+		snprintf(host, sizeof(host), "%s", name);
+		if ((colon = strrchr(host, ':')) != NULL) {
+			*colon = '\0';
+			port = (unsigned)atoi(colon + 1);
+		}
+		dns_query_tlsa(job.dns, host, port, tlsa_cb, &job);
 	} else {
 		route_lookup(NULL, NULL, name, &job.hop);
 		if (job.hop.mx) {

@@ -173,6 +173,7 @@ TEST(defaults)
 	CHECK(c.retry_min_s == 60 && c.retry_max_s == 3600);
 	CHECK(c.queue_lifetime_s == 5 * 86400);
 	CHECK(c.tls_policy == TLS_POLICY_MAY);
+	CHECK_STR(c.trust_anchor_file, "/usr/share/dns/root.key");
 	CHECK(c.tls_policy_table == NULL && c.dns_server == NULL);
 	CHECK(c.connect_timeout_s == 30);
 	CHECK(c.body_path == BODY_PATH_AUTO);
@@ -233,6 +234,7 @@ TEST(opt_names)
 	    "RelayClientSubject",
 	    "SendmailQueue",
 	    "SendmailQueueInterval",
+	    "DNSSECTrustAnchorFile",
 	};
 
 	for (int i = 0; i < OPT_COUNT; i++)
@@ -301,8 +303,10 @@ TEST(every_option)
 	              "RelayClientIssuer=/C=XX/O=Relay+20Lab/CN=CA\n"
 	              "RelayClientSubject=/CN=CA /CN=client.lab.test\n"
 	              "SendmailQueue=/var/spool/mqueue\n"
-	              "SendmailQueueInterval=1m\n"));
+	              "SendmailQueueInterval=1m\n"
+	              "DNSSECTrustAnchorFile=/k\n"));
 	CHECK(c.log_level == 12);
+	CHECK_STR(c.trust_anchor_file, "/k");
 	CHECK(c.sendmail_queues_count == 1 && c.sendmail_queue_interval_s == 60);
 	CHECK_STR(c.sendmail_queues[0], "/var/spool/mqueue");
 	CHECK_STR(c.run_as_user, "mail:mail");

@@ -38,7 +38,23 @@ TEST(lookup_order)
 	CHECK(tls_policy_lookup(t, "legacy.example.org", TLS_POLICY_VERIFY) == TLS_POLICY_NONE);
 	CHECK(tls_policy_lookup(t, "example.net", TLS_POLICY_ENCRYPT) == TLS_POLICY_ENCRYPT);
 	CHECK(tls_policy_lookup(NULL, "x", TLS_POLICY_MAY) == TLS_POLICY_MAY);
+	CHECK(!tls_policy_any_dane(t));
 	tls_policy_free(t);
+}
+
+TEST(dane_levels)
+{
+	char err[256];
+	struct tls_policy_table *t = load("a.test dane\n.b.test DANE-ONLY\n", err, sizeof(err));
+
+	CHECK(t != NULL);
+	CHECK(tls_policy_lookup(t, "a.test", TLS_POLICY_MAY) == TLS_POLICY_DANE);
+	CHECK(tls_policy_lookup(t, "mx.b.test", TLS_POLICY_MAY) == TLS_POLICY_DANE_ONLY);
+	CHECK(tls_policy_any_dane(t));
+	CHECK(!tls_policy_any_dane(NULL));
+	tls_policy_free(t);
+	CHECK(load("a.test dane-sometimes\n", err, sizeof(err)) == NULL);
+	CHECK(strstr(err, "(none, may, encrypt, verify, dane, dane-only)") != NULL);
 }
 
 TEST(errors_name_the_line)
@@ -106,6 +122,7 @@ TEST(nul_byte_is_an_error)
 int main(void)
 {
 	RUN(lookup_order);
+	RUN(dane_levels);
 	RUN(duplicates_as_looked_up);
 	RUN(long_lines_are_whole_lines);
 	RUN(nul_byte_is_an_error);

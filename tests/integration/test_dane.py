@@ -1,0 +1,435 @@
+"""DANE for SMTP (RFC 7672) against a signed zone served by a real nsd.
+
+The zone dane.test is made and signed at test time (ldns-keygen,
+ldns-signzone: dnssec_zones.py); nsd serves it on a loopback port, and
+krelay's validating resolver (libunbound) forwards there with the zone's KSK
+as its trust anchor (DNSServer, DNSSECTrustAnchorFile).  The MX hosts are
+krelays on 127.0.0.x, one port, each keeping what it receives:
+
+  127.0.0.2  the fixture's server certificate (CN relay.test, from certs.ca)
+  127.0.0.3  a certificate for mx-ta.dane.test from a CA of its own, with
+             that CA in the chain it sends
+  127.0.0.4  an expired self-signed certificate (a krelay-bench sink: krelay
+             itself refuses to start with one)
+  127.0.0.5  no TLS at all
+  127.0.0.8  a man in the middle in front of 127.0.0.2 that deletes
+             STARTTLS from the EHLO reply
+
+Each recipient domain has one MX host; what its records say, and what krelay
+must do under TLSPolicy=dane, is in DOMAINS below.  Nothing may ever reach a
+host in clear text (or with an unauthenticated peer) where DANE says it must
+not: each such case checks the host kept nothing for its recipient.
+"""
+import re
+import socket
+import subprocess
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from conftest import KRELAY, MKCERTS, Relay
+from dnssec_zones import Nsd, Zone, tlsa_rdata
+from helpers import DELIVERY_RE, wait_for
+from test_bench_tool import BENCH
+from test_queue_routing import free_port_on, submit, wait_listening
+
+ROOT = Path(__file__).resolve().parents[2]
+DNSQ = ROOT / "build" / "test" / "dnsq"
+
+# domain: (MX host, address, TLSA kind, what krelay does under TLSPolicy=dane)
+#   TLSA kinds: ee (3 1 1 of the host's key), ta (2 0 1 of its CA), exp (3 1 1
+#   of the expired key), wrong (3 1 1 of a key the host does not have), pkix
+#   (1 1 1: unusable for SMTP), none, bogus (signature broken), servfail
+DOMAINS = {
+    "ee.dane.test": ("mx-ee.dane.test", "127.0.0.2", "ee", "dane-ee"),
+    "ta.dane.test": ("mx-ta.dane.test", "127.0.0.3", "ta", "dane-ta"),
+    "exp.dane.test": ("mx-exp.dane.test", "127.0.0.4", "exp", "dane-ee"),
+    "pkix.dane.test": ("mx-pkix.dane.test", "127.0.0.2", "pkix", "encrypt"),
+    "notlsa.dane.test": ("mx-notlsa.dane.test", "127.0.0.5", "none", "clear"),
+    "wrong.dane.test": ("mx-wrong.dane.test", "127.0.0.2", "wrong", "defer"),
+    # DANE-TA checks the name: the certificate is mx-ta's, the MX is not
+    "taname.dane.test": ("mx-taname.dane.test", "127.0.0.3", "ta", "defer"),
+    "strip.dane.test": ("mx-strip.dane.test", "127.0.0.8", "ee", "defer"),
+    "bogus.dane.test": ("mx-bogus.dane.test", "127.0.0.5", "bogus", "defer"),
+    "sf.dane.test": ("mx-sf.dane.test", "127.0.0.5", "servfail", "defer"),
+}
+# an unsigned zone below the signed one: its TLSA records count for nothing
+INSECURE = ("mx.insecure.dane.test", "127.0.0.5")
+
+
+def expired_cert(dir: Path):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "expired.test")])
+    now = datetime.now(timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=30)).not_valid_after(now - timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    crt, k = dir / "expired.crt", dir / "expired.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    k.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()))
+    k.chmod(0o600)
+    return crt, k
+
+
+class StripTls:
+    """A man in the middle: forwards a connection to upstream, deleting the
+    STARTTLS line from the server's EHLO reply."""
+
+    def __init__(self, addr, port, upstream):
+        self.upstream = upstream
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((addr, port))
+        self.sock.listen(16)
+        self.stopped = False
+        self.conns = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.stopped:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns += 1
+            u = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pipe, args=(c, u, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(u, c, True), daemon=True).start()
+
+    def _pipe(self, src, dst, strip):
+        buf = b""
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if not strip:
+                    dst.sendall(data)
+                    continue
+                buf += data
+                lines = buf.split(b"\r\n")
+                buf = lines.pop()
+                out = [ln for ln in lines if not re.fullmatch(rb"250[- ]STARTTLS", ln, re.I)]
+                if out:
+                    dst.sendall(b"".join(ln + b"\r\n" for ln in out))
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def stop(self):
+        self.stopped = True
+        self.sock.close()
+
+
+class World:
+    """The MX hosts, the man in the middle and nsd with the signed zones."""
+
+    def __init__(self, tmp: Path, certs):
+        self.tmp = tmp
+        self.port = free_port_on(["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5",
+                                   "127.0.0.8"])
+        ta = tmp / "ta"
+        subprocess.run([MKCERTS, str(ta), "--name", "mx-ta.dane.test"], check=True,
+                       capture_output=True)
+        chain = ta / "chain.crt"
+        chain.write_bytes((ta / "server.crt").read_bytes() + (ta / "ca.crt").read_bytes())
+        exp_crt, exp_key = expired_cert(tmp)
+        other = tmp / "other"
+        subprocess.run([MKCERTS, str(other), "--name", "other.test"], check=True,
+                       capture_output=True)
+        self.peers = {}
+        self.sink = subprocess.Popen(
+            [BENCH, "sink", "--listen", f"127.0.0.4:{self.port}", "--cert", str(exp_crt), "--key",
+             str(exp_key), "--timeout", "900"], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        wait_listening("127.0.0.4", self.port)
+        for addr, crt, key in [("127.0.0.2", certs.server_crt, certs.server_key),
+                               ("127.0.0.3", chain, ta / "server.key"), ("127.0.0.5", None, None)]:
+            conf = f"Listen={addr}:{self.port}\n"
+            if crt:
+                conf += f"ServerCertFile={crt}\nServerKeyFile={key}\n"
+            p = Relay(tmp / f"peer-{addr}", certs, conf, tls=False)
+            p.start()
+            wait_listening(addr, self.port)
+            self.peers[addr] = p
+        self.mitm = StripTls("127.0.0.8", self.port, ("127.0.0.2", self.port))
+        rdata = {
+            "ee": tlsa_rdata(certs.server_crt.read_bytes(), 3, 1, 1),
+            "ta": tlsa_rdata((ta / "ca.crt").read_bytes(), 2, 0, 1),
+            "exp": tlsa_rdata(exp_crt.read_bytes(), 3, 1, 1),
+            "wrong": tlsa_rdata((other / "server.crt").read_bytes(), 3, 1, 1),
+            "pkix": tlsa_rdata(certs.server_crt.read_bytes(), 1, 1, 1),
+            "bogus": tlsa_rdata(certs.server_crt.read_bytes(), 3, 1, 1),
+        }
+        recs, corrupt, zones = [], [], []
+        for dom, (mx, addr, kind, _) in DOMAINS.items():
+            recs += [f"{dom}. 300 IN MX 10 {mx}.", f"{mx}. 300 IN A {addr}"]
+            tlsa = f"_{self.port}._tcp.{mx}."
+            if kind in rdata:
+                recs.append(f"{tlsa} 300 IN TLSA {rdata[kind]}")
+            if kind == "bogus":
+                corrupt.append((tlsa, "TLSA"))
+            if kind == "servfail":
+                zones.append(Zone(f"_tcp.{mx}.", servfail=True))
+        ins_mx, ins_addr = INSECURE
+        zones.insert(0, Zone("dane.test.", recs, corrupt=corrupt))
+        zones.append(Zone("insecure.dane.test.", [
+            f"insecure.dane.test. 300 IN MX 10 {ins_mx}.", f"{ins_mx}. 300 IN A {ins_addr}",
+            f"_{self.port}._tcp.{ins_mx}. 300 IN TLSA {rdata['ee']}"], signed=False))
+        self.nsd = Nsd(tmp, zones)
+        self.transport = tmp / "transport"
+        self.transport.write_text("".join(f"{d} {d}:{self.port}\n"
+                                          for d in [*DOMAINS, "insecure.dane.test"]))
+
+    def relay_conf(self, extra=""):
+        return (f"DNSServer={self.nsd.addr}\nDNSSECTrustAnchorFile={self.nsd.anchor}\n"
+                f"TransportTable={self.transport}\nConnectTimeout=2s\nRetrySchedule=1h\n{extra}")
+
+    def received(self, rcpt):
+        """How many messages the MX hosts keep for rcpt."""
+        n = 0
+        for p in self.peers.values():
+            for qid in p.queued():
+                try:
+                    env = p.message(qid)[1]
+                except FileNotFoundError:
+                    continue
+                n += sum(1 for _, a in env["rcpt"] if a == rcpt)
+        return n
+
+    def stop(self):
+        self.sink.kill()
+        self.sink.wait()
+        self.mitm.stop()
+        self.nsd.stop()
+        for p in self.peers.values():
+            p.stop()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, certs):
+    w = World(tmp_path_factory.mktemp("dane"), certs)
+    yield w
+    w.stop()
+
+
+def outcome(relay, qid, timeout=15):
+    def line():
+        for d in DELIVERY_RE.finditer(relay.logs()):
+            if d["qid"] == qid:
+                return d.groupdict()
+        if relay.proc.poll() is not None:
+            raise AssertionError(f"krelay exited\n{relay.logs()[-3000:]}")
+        return None
+    try:
+        return wait_for(line, timeout, f"a delivery line for {qid}")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{relay.logs()[-4000:]}") from None
+
+
+def send_each(relay, domains, user="u"):
+    """One message to user@domain for each domain (each test its own user:
+    the MX hosts keep what every test sent them)."""
+    return {d: submit(relay.port, "s@example.org", [f"{user}@{d}"], d.split(".")[0])
+            for d in domains}
+
+
+def test_dane_authenticates_or_defers_each_host_as_its_records_say(relay_factory, world):
+    relay = relay_factory(world.relay_conf("TLSPolicy=dane\n"))
+    ids = send_each(relay, [*DOMAINS, "insecure.dane.test"])
+    for dom, (mx, _, kind, want) in DOMAINS.items():
+        d = outcome(relay, ids[dom])
+        where = f"{dom} ({kind}): {d}"
+        if want in ("dane-ee", "dane-ta"):
+            assert d["status"] == "sent" and d["auth"] == want, where
+            assert d["tls"].startswith("TLSv1."), where
+        elif want == "encrypt":
+            # only PKIX usages: TLS is still mandatory, unauthenticated
+            assert d["status"] == "sent" and d["auth"] == "none" and d["tls"], where
+        elif want == "clear":
+            # secure proof of no TLSA records: as TLSPolicy=may
+            assert d["status"] == "sent" and d["auth"] == "none" and d["tls"] == "", where
+        else:
+            assert d["status"] == "deferred", where
+            assert world.received(f"u@{dom}") == 0, f"{dom}: reached its MX host: {d}"
+    d = outcome(relay, ids["insecure.dane.test"])
+    assert d["status"] == "sent" and d["auth"] == "none", d
+    for dom in ("ee", "ta", "pkix", "notlsa"):  # (exp went to the sink, which keeps nothing)
+        assert world.received(f"u@{dom}.dane.test") == 1, dom
+
+    logs = relay.logs()
+    # why each host went as it did, one line per host lookup
+    for text in [r"ee\.dane\.test:\d+: DANE mx-ee\.dane\.test: auth \(usable TLSA records\)",
+                 r"pkix\.dane\.test:\d+: DANE mx-pkix\.dane\.test: encrypt \(TLSA records, none "
+                 r"usable\)",
+                 r"notlsa\.dane\.test:\d+: DANE mx-notlsa\.dane\.test: none \(no TLSA records\)",
+                 r"insecure\.dane\.test:\d+: DANE mx\.insecure\.dane\.test: none \(MX records not "
+                 r"DNSSEC-signed\)",
+                 r"bogus\.dane\.test:\d+: DANE mx-bogus\.dane\.test: defer \(TLSA records bogus "
+                 r"\(DNSSEC validation failed\)\) why_bogus=\"[^\"]+\"",
+                 r"sf\.dane\.test:\d+: DANE mx-sf\.dane\.test: defer \(TLSA lookup failed\)"]:
+        assert re.search(text, logs), f"no line like {text}\n{logs[-4000:]}"
+    replies = {dom: outcome(relay, ids[dom])["reply"] for dom in DOMAINS}
+    assert "TLS is required and the server does not offer STARTTLS" in replies["strip"
+                                                                               ".dane.test"]
+    assert world.mitm.conns > 0
+    assert "no MX host usable now: mx-bogus.dane.test: TLSA records bogus" in \
+        replies["bogus.dane.test"], replies
+    assert "no MX host usable now: mx-sf.dane.test: TLSA lookup failed" in \
+        replies["sf.dane.test"], replies
+    for dom in ("wrong.dane.test", "taname.dane.test"):
+        assert "certificate verify failed" in replies[dom], replies[dom]
+    assert "(no matching DANE TLSA records)" in replies["wrong.dane.test"], replies
+    assert "(hostname mismatch)" in replies["taname.dane.test"], replies
+
+
+def test_dane_connections_are_authenticated_every_time(relay_factory, world):
+    """No TLS session resumption under DANE: a resumed session would skip the
+    certificate (and the session kept might come from a connection that was
+    not authenticated), so each connection matches the records again."""
+    relay = relay_factory(world.relay_conf("TLSPolicy=dane\nMaxMessagesPerConnection=1\n"))
+    for i in range(3):
+        d = outcome(relay, submit(relay.port, "s@example.org", [f"again{i}@ee.dane.test"],
+                                  f"again{i}"))
+        assert d["status"] == "sent" and d["auth"] == "dane-ee" and d["resumed"] == "no", d
+
+
+def test_dane_only_defers_hosts_without_secure_tlsa(relay_factory, world):
+    relay = relay_factory(world.relay_conf("TLSPolicy=dane-only\n"))
+    ids = send_each(relay, ["ee.dane.test", "notlsa.dane.test", "insecure.dane.test"], "only")
+    assert outcome(relay, ids["ee.dane.test"])["auth"] == "dane-ee"
+    for dom, why in [("notlsa.dane.test", "no TLSA records"),
+                     ("insecure.dane.test", "MX records not DNSSEC-signed")]:
+        d = outcome(relay, ids[dom])
+        assert d["status"] == "deferred" and why in d["reply"], d
+    assert world.received("only@insecure.dane.test") == 0
+    assert world.received("only@notlsa.dane.test") == 0
+
+
+def test_policy_table_turns_dane_on_per_destination(relay_factory, world, tmp_path):
+    table = tmp_path / "tls_policy"
+    table.write_text("ee.dane.test dane-only\nwrong.dane.test dane\n")
+    relay = relay_factory(world.relay_conf(f"TLSPolicy=may\nTLSPolicyTable={table}\n"))
+    ids = send_each(relay, ["ee.dane.test", "wrong.dane.test", "ta.dane.test"], "table")
+    assert outcome(relay, ids["ee.dane.test"])["auth"] == "dane-ee"
+    assert outcome(relay, ids["wrong.dane.test"])["status"] == "deferred"
+    d = outcome(relay, ids["ta.dane.test"])  # may: TLS, nothing authenticated
+    assert d["status"] == "sent" and d["auth"] == "none" and d["tls"], d
+    assert " ta.dane.test:" not in relay.logs().replace("delivery to=", ""), \
+        "a may destination was looked up for DANE"
+
+
+def test_reload_turns_dane_on(relay_factory, world):
+    relay = relay_factory(world.relay_conf("TLSPolicy=may\n"))
+    d = outcome(relay, submit(relay.port, "s@example.org", ["u@wrong.dane.test"], "before"))
+    assert d["status"] == "sent" and d["auth"] == "none", d
+    text = relay.conf.read_text().replace("TLSPolicy=may", "TLSPolicy=dane")
+    relay.conf.write_text(text)
+    relay.proc.send_signal(1)
+    relay.wait_log(r"reload", timeout=10)
+    time.sleep(0.5)
+    d = outcome(relay, submit(relay.port, "s@example.org", ["v@wrong.dane.test"], "after"))
+    assert d["status"] == "deferred", d
+    assert world.received("v@wrong.dane.test") == 0
+
+
+def run_check(conf: Path):
+    return subprocess.run([KRELAY, "check", "-C", str(conf)], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_check_reports_the_resolvers_dnssec_state(world, tmp_path, certs):
+    conf = tmp_path / "krelay.conf"
+    base = (f"QueueDirectory={tmp_path / 'q'}\nRunAsUser=root\nTLSPolicy=dane\n"
+            f"DNSServer={world.nsd.addr}\n")
+    conf.write_text(base + f"DNSSECTrustAnchorFile={world.nsd.anchor}\n")
+    r = run_check(conf)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(rf"^ok     DNSSECTrustAnchorFile {re.escape(str(world.nsd.anchor))}: 1 "
+                     rf"record$", r.stdout, re.M), r.stdout
+    assert re.search(rf"^ok     DNSSEC: resolver {world.nsd.addr}: the resolver's answers "
+                     r"validate \(DNSKEY of dane\.test\. is secure\)$", r.stdout, re.M), r.stdout
+
+    # no trust anchor: an error, and the relay does not start
+    conf.write_text(base + f"DNSSECTrustAnchorFile={tmp_path / 'missing.key'}\n")
+    r = run_check(conf)
+    assert r.returncode == 1
+    assert re.search(r"^error  DNSSECTrustAnchorFile \S+missing\.key: No such file or directory "
+                     r"\(TLSPolicy dane needs a DNSSEC trust anchor\)$", r.stdout, re.M), r.stdout
+    start = subprocess.run([KRELAY, "-C", str(conf)], capture_output=True, text=True, timeout=30)
+    assert start.returncode != 0 and "missing.key" in start.stderr, start
+
+    # a trust anchor for another key: the resolver's answers are bogus
+    other = tmp_path / "other.ds"
+    other.write_text("dane.test. 300 IN DS 12345 13 2 " + "ab" * 32 + "\n")
+    conf.write_text(base + f"DNSSECTrustAnchorFile={other}\n")
+    r = run_check(conf)
+    assert r.returncode == 1
+    assert re.search(r"^error  DNSSEC: resolver \S+: the DNSKEY records of dane\.test\. do not "
+                     r"validate against the trust anchor", r.stdout, re.M), r.stdout
+
+    # a resolver that does not answer
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead:
+        dead.bind(("127.0.0.1", 0))
+        conf.write_text(base.replace(world.nsd.addr, f"127.0.0.1:{dead.getsockname()[1]}") +
+                        f"DNSSECTrustAnchorFile={world.nsd.anchor}\n")
+        r = run_check(conf)
+    assert r.returncode == 1
+    assert re.search(r"^error  DNSSEC: resolver \S+: no answer for the DNSKEY records of "
+                     r"dane\.test\. \(rcode 2\): the resolver is unreachable or failing$",
+                     r.stdout, re.M), r.stdout
+
+    # without dane, nothing is asked
+    conf.write_text(f"QueueDirectory={tmp_path / 'q'}\nRunAsUser=root\n")
+    r = run_check(conf)
+    assert "ok     DNSSEC: not used (no TLSPolicy dane or dane-only)" in r.stdout, r.stdout
+
+
+def dnsq(world, what, name):
+    r = subprocess.run([str(DNSQ), "--dnssec", str(world.nsd.anchor), world.nsd.addr, what, name],
+                       capture_output=True, text=True, timeout=30)
+    assert "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr
+    return r.returncode, r.stdout
+
+
+def test_validating_resolver_says_what_was_validated(world, dnsq_built):
+    p = world.port
+    rc, out = dnsq(world, "mx", "ee.dane.test")
+    assert rc == 0 and out == "status OK secure\nmx 10 mx-ee.dane.test\n", out
+    rc, out = dnsq(world, "addr", "mx-ee.dane.test")
+    assert rc == 0 and out == "status OK secure\naddr 127.0.0.2\n", out
+    rc, out = dnsq(world, "tlsa", f"mx-ee.dane.test:{p}")
+    assert rc == 0 and re.fullmatch(r"status OK secure\ntlsa 3 1 1 [0-9a-f]{64}\n", out), out
+    rc, out = dnsq(world, "tlsa", f"mx-notlsa.dane.test:{p}")
+    assert out == "status NXDOMAIN secure\n", out
+    rc, out = dnsq(world, "mx", "insecure.dane.test")
+    assert out == "status OK insecure\nmx 10 mx.insecure.dane.test\n", out
+    rc, out = dnsq(world, "tlsa", f"mx-bogus.dane.test:{p}")
+    assert out.startswith("status BOGUS insecure\nwhy_bogus "), out
+    rc, out = dnsq(world, "tlsa", f"mx-sf.dane.test:{p}")
+    assert out == "status TEMPFAIL insecure\n", out
+    rc, out = dnsq(world, "cancel", "ee.dane.test")
+    assert rc == 0 and out == "cancel mx TEMPFAIL\ncancel addr TEMPFAIL\n", out
+
+
+@pytest.fixture(scope="module")
+def dnsq_built():
+    r = subprocess.run(["make", "-s", "build/test/dnsq"], cwd=ROOT, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
