@@ -125,6 +125,9 @@ void bounce_start(struct qmsg *m)
 	b->m = m;
 	b->env.arrival = time(NULL);
 	b->env.final_crlf = true;
+	/* RFC 8689 section 5: the report of a REQUIRETLS message (its headers
+	 * only, as every report here) asks for REQUIRETLS too */
+	b->env.requiretls = m->env.requiretls;
 	b->env.sender = "";
 	b->rcpt.addr = m->env.sender;
 	b->rcpt.state = SPOOL_RCPT_PENDING;

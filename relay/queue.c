@@ -372,6 +372,7 @@ static void qmsg_assign(struct qmsg *m, struct qdest **dest_of)
 		j->tx.final_crlf = m->env.final_crlf;
 		j->tx.eight_bit = m->env.eight_bit || m->env.body_type == 8;
 		j->tx.smtputf8 = m->env.smtputf8;
+		j->tx.requiretls = m->env.requiretls;
 		m->jobs++;
 		d->jobs++;
 		qdest_push(d, j);

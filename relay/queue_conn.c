@@ -140,6 +140,27 @@ void qconn_start(struct qdest *d, size_t addr_idx, struct qjob *job)
 	}
 }
 
+/* RFC 8689 section 4.2.1: a REQUIRETLS message goes only to a peer
+ * authenticated by DANE, or by its certificate (PKIX) when its name came
+ * from the configuration or from a DNSSEC-validated MX lookup.  NULL when
+ * cn is such a path, else why not. */
+static const char *requiretls_refusal(const struct qconn *cn)
+{
+	const struct qdest *d = cn->d;
+	const char *auth = smtp_client_auth(cn->c);
+
+	if (strncmp(auth, "dane-", 5) == 0)
+		return NULL;
+	if (strcmp(auth, "pkix") == 0)
+		return !d->hop.mx || (d->dane && d->mx_secure)
+		           ? NULL
+		           : "the next hop's certificate was verified, but its MX records were not "
+		             "DNSSEC-validated";
+	return smtp_client_tls(cn->c)[0] == '\0'
+	           ? "the connection to the next hop is not encrypted"
+	           : "the next hop was not authenticated (TLSPolicy dane or verify needed)";
+}
+
 void qconn_send(struct qconn *cn, struct qjob *j)
 {
 	struct delivery_facts *f = &j->facts;
@@ -150,6 +171,7 @@ void qconn_send(struct qconn *cn, struct qjob *j)
 	snprintf(f->ktls_why, sizeof(f->ktls_why), "%s", smtp_client_ktls_why(cn->c));
 	f->verified = smtp_client_tls_verified(cn->c);
 	f->auth = smtp_client_auth(cn->c);
+	j->tx.requiretls_refused = j->tx.requiretls ? requiretls_refusal(cn) : NULL;
 	f->ktls_tx = smtp_client_ktls_tx(cn->c);
 	f->resumed = smtp_client_resumed(cn->c);
 	cn->d->q->stats.transactions++;

@@ -105,7 +105,8 @@ enum ext {
 	EXT_STARTTLS = 4,
 	EXT_8BITMIME = 8,
 	EXT_SMTPUTF8 = 16,
-	EXT_SIZE = 32
+	EXT_SIZE = 32,
+	EXT_REQUIRETLS = 64
 };
 
 struct smtp_client {
@@ -407,6 +408,8 @@ static void ehlo_keyword(struct smtp_client *c, const char *e, size_t el)
 		c->ext |= EXT_8BITMIME;
 	else if (el >= 8 && strncasecmp(e, "SMTPUTF8", 8) == 0)
 		c->ext |= EXT_SMTPUTF8;
+	else if (el == 10 && strncasecmp(e, "REQUIRETLS", 10) == 0)
+		c->ext |= EXT_REQUIRETLS;
 	else if (el >= 4 && strncasecmp(e, "SIZE", 4) == 0) {
 		c->ext |= EXT_SIZE;
 		c->size_max = el > 5 ? strtoull(e + 5, NULL, 10) : 0;
@@ -621,6 +624,8 @@ static void send_envelope_next(struct smtp_client *c)
 				strcat(params, " BODY=8BITMIME");
 			if (tx->smtputf8)
 				strcat(params, " SMTPUTF8");
+			if (tx->requiretls)
+				strcat(params, " REQUIRETLS");
 			cmd(c, "MAIL FROM:<%s>%s", tx->sender, params);
 		} else {
 			cmd(c, "RCPT TO:<%s>", tx->rcpts[c->sent - 1].addr);
@@ -654,6 +659,16 @@ void smtp_client_send(struct smtp_client *c, struct smtp_tx *tx)
 	if (tx->smtputf8 && !(c->ext & EXT_SMTPUTF8)) {
 		answer_all(tx, 553,
 		           "553 5.6.7 the message needs SMTPUTF8 and the server does not offer it");
+		ring_nop(c->ring, &c->op_refused);
+		return;
+	}
+	if (tx->requiretls && (tx->requiretls_refused != NULL || !(c->ext & EXT_REQUIRETLS))) {
+		/* RFC 8689 section 4.2.1: not over this connection, and
+		 * section 5: returned to its sender */
+		snprintf(why, sizeof(why), "550 5.7.30 REQUIRETLS support required: %s",
+		         tx->requiretls_refused != NULL ? tx->requiretls_refused
+		                                        : "the server does not offer REQUIRETLS");
+		answer_all(tx, 550, why);
 		ring_nop(c->ring, &c->op_refused);
 		return;
 	}

@@ -59,6 +59,12 @@ struct smtp_tx {
 	uint64_t body_off;
 	uint64_t size;
 	bool dot_lines, final_crlf, eight_bit, smtputf8;
+	/* RFC 8689: MAIL ... REQUIRETLS, when the server offers REQUIRETLS and
+	 * requiretls_refused is NULL; otherwise every recipient gets 550 5.7.30
+	 * with requiretls_refused (the owner's why: the path is not
+	 * authenticated) or "the server does not offer REQUIRETLS" */
+	bool requiretls;
+	const char *requiretls_refused;
 	/* set by the client */
 	const char *body_path; /* "splice", "ssl_write", "copy", "stuffing", or "" */
 	uint64_t body_bytes;

@@ -41,6 +41,7 @@ static const char ERR_NON_ASCII[] = "553 5.6.7 Error: non-ASCII address requires
 static const char ERR_SIZE[] = "501 5.5.4 Syntax: SIZE=<bytes>";
 static const char ERR_BODY[] = "501 5.5.4 Error: BODY=7BIT or BODY=8BITMIME";
 static const char ERR_SMTPUTF8[] = "501 5.5.4 Syntax: SMTPUTF8 takes no value";
+static const char ERR_REQUIRETLS[] = "501 5.5.4 Syntax: REQUIRETLS takes no value";
 static const char ERR_DUP_PARAM[] = "501 5.5.4 Error: duplicate parameter";
 static const char ERR_BDAT[] = "501 5.5.4 Syntax: BDAT chunk-size [LAST]";
 
@@ -409,7 +410,7 @@ static const char *unsupported(const char *kw, size_t n)
  * the closing '>' (empty, or starting with a space). */
 static const char *parse_params(struct smtp_cmd *cmd, const char *s, size_t n, bool is_mail)
 {
-	bool seen_size = false, seen_body = false, seen_utf8 = false;
+	bool seen_size = false, seen_body = false, seen_utf8 = false, seen_rtls = false;
 	size_t i = 0;
 
 	for (;;) {
@@ -457,6 +458,14 @@ static const char *parse_params(struct smtp_cmd *cmd, const char *s, size_t n, b
 			if (val != NULL)
 				return ERR_SMTPUTF8;
 			cmd->smtputf8 = true;
+		} else if (ieq(p, kl, "REQUIRETLS")) {
+			/* RFC 8689: the message may only go on over authenticated TLS */
+			if (seen_rtls)
+				return ERR_DUP_PARAM;
+			seen_rtls = true;
+			if (val != NULL)
+				return ERR_REQUIRETLS;
+			cmd->requiretls = true;
 		} else {
 			return unsupported(p, kl);
 		}

@@ -42,6 +42,7 @@ struct smtp_cmd {
 	uint64_t size;
 	enum smtp_body body;
 	bool smtputf8;
+	bool requiretls; /* MAIL ... REQUIRETLS (RFC 8689) */
 	/* BDAT */
 	uint64_t chunk_size;
 	bool last;

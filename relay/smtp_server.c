@@ -81,6 +81,7 @@ struct smtp_session {
 	char qid[SPOOL_ID_LEN + 1];
 	char *sender; /* NULL: no MAIL yet */
 	bool smtputf8;
+	bool requiretls; /* MAIL ... REQUIRETLS */
 	int body_type;
 	struct spool_rcpt *rcpts;
 	size_t nrcpt, rcpt_cap;
@@ -159,6 +160,7 @@ static void tx_reset(struct smtp_session *s)
 	s->nrcpt = 0;
 	s->qid[0] = '\0';
 	s->smtputf8 = false;
+	s->requiretls = false;
 	s->body_type = 0;
 	s->bdat = s->bdat_last = false;
 	s->bdat_left = 0;
@@ -406,6 +408,8 @@ static void cmd_helo(struct smtp_session *s, const struct smtp_cmd *c)
 	reply(s, "250-CHUNKING");
 	if (!s->tls && s->rt->server_ctx != NULL)
 		reply(s, "250-STARTTLS");
+	if (s->tls)
+		reply(s, "250-REQUIRETLS"); /* RFC 8689: offered within TLS only */
 	reply(s, "250 SMTPUTF8");
 }
 
@@ -421,16 +425,23 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
 		refuse(s, "552 5.3.4 Message size exceeds fixed limit");
 		return;
 	}
+	if (c->requiretls && !s->tls) {
+		/* RFC 8689 section 4.1: only within a TLS session */
+		refuse(s, "530 5.7.10 Error: REQUIRETLS needs a TLS session (STARTTLS first)");
+		return;
+	}
 	s->sender = strdup(c->addr);
 	if (s->sender == NULL) {
 		reply(s, "451 4.3.0 Error: out of memory");
 		return;
 	}
 	s->smtputf8 = c->smtputf8;
+	s->requiretls = c->requiretls;
 	s->body_type = c->body == SMTP_BODY_8BITMIME ? 8 : c->body == SMTP_BODY_7BIT ? 7 : 0;
 	spool_new_id(s->sv->spool, s->qid);
-	log_event(s->id, "smtp from id=%s from=<%s> size=%llu", s->qid,
-	          safe_log(esc, sizeof(esc), c->addr), (unsigned long long)c->size);
+	log_event(s->id, "smtp from id=%s from=<%s> size=%llu%s", s->qid,
+	          safe_log(esc, sizeof(esc), c->addr), (unsigned long long)c->size,
+	          c->requiretls ? " requiretls=yes" : "");
 	reply(s, "250 2.1.0 Ok");
 }
 
@@ -787,6 +798,7 @@ static void fill_env(struct smtp_session *s, struct spool_env *env)
 	env->final_crlf = !s->bdat || s->data.line_len == 0;
 	env->eight_bit = s->data.eight_bit;
 	env->smtputf8 = s->smtputf8;
+	env->requiretls = s->requiretls;
 	env->body_type = s->body_type;
 	env->sender = s->sender;
 	env->rcpts = s->rcpts;

@@ -66,6 +66,8 @@ size_t spool_env_format(const struct spool_env *e, char *buf, size_t cap)
 	put_kv(&b, "crlf", e->final_crlf ? "1" : "0");
 	put_kv(&b, "8bit", e->eight_bit ? "1" : "0");
 	put_kv(&b, "smtputf8", e->smtputf8 ? "1" : "0");
+	if (e->requiretls)
+		put_kv(&b, "requiretls", "1");
 	put_kv(&b, "body", e->body_type == 8 ? "8BITMIME" : e->body_type == 7 ? "7BIT" : "-");
 	put_kv(&b, "client", e->client);
 	put_kv(&b, "helo", e->helo);
@@ -165,6 +167,8 @@ static int env_field(struct spool_env *e, const char *key, char *val)
 		return set_flag(val, &e->eight_bit);
 	} else if (strcmp(key, "smtputf8") == 0) {
 		return set_flag(val, &e->smtputf8);
+	} else if (strcmp(key, "requiretls") == 0) {
+		return set_flag(val, &e->requiretls);
 	} else if (strcmp(key, "body") == 0) {
 		e->body_type = strcmp(val, "8BITMIME") == 0 ? 8 : strcmp(val, "7BIT") == 0 ? 7 : 0;
 	} else if (strcmp(key, "attempts") == 0) {

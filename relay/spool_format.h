@@ -41,6 +41,9 @@ struct spool_env {
 	bool final_crlf; /* the body ends with CRLF (always, unless BDAT left it open) */
 	bool eight_bit;
 	bool smtputf8;
+	/* RFC 8689: relayed only over authenticated TLS to a next hop that
+	 * offers REQUIRETLS, else returned */
+	bool requiretls;
 	int body_type; /* 0 unspecified, 7 (7BIT), 8 (8BITMIME) */
 	char *sender;  /* "" for the null sender */
 	struct spool_rcpt *rcpts;

@@ -433,3 +433,74 @@ def dnsq_built():
                        text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
+
+def submit_requiretls(relay, certs, rcpts, tls=True):
+    """A message sent with MAIL ... REQUIRETLS (RFC 8689) over STARTTLS by
+    Python's smtplib; returns krelay's queue id and the EHLO keywords seen
+    before and after STARTTLS."""
+    import smtplib
+    import ssl
+    ctx = ssl.create_default_context(cafile=str(certs.ca))
+    ctx.check_hostname = False
+    msg = (f"From: <s@example.org>\r\nTo: {rcpts[0]}\r\nSubject: requiretls\r\n\r\n"
+           "for authenticated TLS only\r\n")
+    with smtplib.SMTP("127.0.0.1", relay.port, local_hostname="client.test", timeout=30) as s:
+        s.ehlo()
+        before = set(s.esmtp_features)
+        s.starttls(context=ctx)
+        s.ehlo()
+        after = set(s.esmtp_features)
+        code, reply = s.mail("s@example.org", ["REQUIRETLS"])
+        assert code == 250, reply
+        for r in rcpts:
+            assert s.rcpt(r)[0] == 250
+        code, reply = s.data(msg.encode())
+        assert code == 250, reply
+        qid = re.search(rb"queued as ([0-9A-F]{16})", reply).group(1).decode()
+    return qid, before, after
+
+
+def test_requiretls_goes_only_over_authenticated_tls(relay_factory, world, certs):
+    relay = relay_factory(world.relay_conf("TLSPolicy=dane\n"))
+    qid, before, after = submit_requiretls(relay, certs, ["rt@ee.dane.test"])
+    assert "requiretls" not in before and "requiretls" in after, (before, after)
+    assert re.search(rf"smtp from id={qid} from=<s@example\.org> size=0 requiretls=yes$",
+                     relay.logs(), re.M), relay.logs()[-2000:]
+    d = outcome(relay, qid)
+    assert d["status"] == "sent" and d["auth"] == "dane-ee", d
+    # the next hop (a krelay) took it with REQUIRETLS and keeps the flag
+    peer = world.peers["127.0.0.2"]
+    envs = [peer.message(q)[1] for q in peer.queued()]
+    (env,) = [e for e in envs if ("P", "rt@ee.dane.test") in e["rcpt"]]
+    assert env.get("requiretls") == "1", env
+
+
+@pytest.mark.parametrize("dom, why", [
+    ("exp.dane.test", "the server does not offer REQUIRETLS"),
+    ("pkix.dane.test", "the next hop was not authenticated (TLSPolicy dane or verify needed)"),
+    ("notlsa.dane.test", "the connection to the next hop is not encrypted"),
+])
+def test_requiretls_is_returned_when_the_path_is_not_good_enough(relay_factory, world, certs,
+                                                                 dom, why):
+    relay = relay_factory(world.relay_conf("TLSPolicy=dane\n"))
+    qid, _, _ = submit_requiretls(relay, certs, [f"rt-{dom.split('.')[0]}@{dom}"])
+    d = outcome(relay, qid)
+    assert d["status"] == "bounced" and d["dsn"] == "5.7.30", d
+    assert d["reply"] == f"550 5.7.30 REQUIRETLS support required: {why}", d
+    assert world.received(f"rt-{dom.split('.')[0]}@{dom}") == 0
+    # the report to the sender asks for REQUIRETLS too (RFC 8689 section 5)
+    bounce = re.search(rf"{qid} bounce id=([0-9A-F]{{16}}) to=<s@example\.org> status=queued",
+                       relay.logs())
+    assert bounce, relay.logs()[-3000:]
+    env = relay.message(bounce.group(1))[1]
+    assert env["sender"] == "" and env.get("requiretls") == "1", env
+
+
+def test_requiretls_needs_a_tls_session(relay):
+    import smtplib
+    with smtplib.SMTP("127.0.0.1", relay.port, local_hostname="client.test", timeout=30) as s:
+        s.ehlo()
+        assert not s.has_extn("requiretls")
+        code, reply = s.mail("s@example.org", ["REQUIRETLS"])
+    assert code == 530 and reply == b"5.7.10 Error: REQUIRETLS needs a TLS session (STARTTLS " \
+        b"first)", (code, reply)

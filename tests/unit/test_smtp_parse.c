@@ -466,6 +466,22 @@ TEST(mail_several_params)
 	CHECK(fails("MAIL FROM:<bad> SIZE=x", "501 5.5.4 Syntax: SIZE"));
 }
 
+TEST(mail_requiretls)
+{
+	struct smtp_cmd cmd;
+
+	CHECK(ok("MAIL FROM:<a@b.example> REQUIRETLS", &cmd) && cmd.requiretls);
+	CHECK(ok("MAIL FROM:<a@b.example> SIZE=5 requiretls SMTPUTF8", &cmd));
+	CHECK(cmd.requiretls && cmd.smtputf8 && cmd.size == 5);
+	CHECK(ok("MAIL FROM:<a@b.example>", &cmd) && !cmd.requiretls);
+	CHECK(fails("MAIL FROM:<a@b.example> REQUIRETLS=yes",
+	            "501 5.5.4 Syntax: REQUIRETLS takes no value"));
+	CHECK(fails("MAIL FROM:<a@b.example> REQUIRETLS REQUIRETLS",
+	            "501 5.5.4 Error: duplicate parameter"));
+	/* a MAIL parameter only */
+	CHECK(fails("RCPT TO:<a@b.example> REQUIRETLS", "555 5.5.4 "));
+}
+
 TEST(mail_unsupported_params)
 {
 	struct smtp_cmd cmd;
@@ -925,6 +941,7 @@ int main(void)
 	RUN(mail_body);
 	RUN(mail_smtputf8);
 	RUN(mail_several_params);
+	RUN(mail_requiretls);
 	RUN(mail_unsupported_params);
 	RUN(path_length_limit);
 	RUN(local_part_length_limit);

@@ -108,6 +108,24 @@ TEST(golden_envelope)
 	spool_env_free(&back);
 }
 
+TEST(requiretls_round_trip)
+{
+	struct spool_env e = sample(), back;
+	char buf[4096], err[128];
+	size_t n;
+
+	/* absent unless set: envelopes without it read as before */
+	n = spool_env_format(&e, buf, sizeof(buf));
+	CHECK(n < sizeof(buf) && strstr(buf, "requiretls") == NULL);
+	CHECK(spool_env_parse(buf, n, &back, err, sizeof(err)) == 0 && !back.requiretls);
+	spool_env_free(&back);
+	e.requiretls = true;
+	n = spool_env_format(&e, buf, sizeof(buf));
+	CHECK(n < sizeof(buf) && strstr(buf, "\nrequiretls 1\n") != NULL);
+	CHECK(spool_env_parse(buf, n, &back, err, sizeof(err)) == 0 && back.requiretls);
+	spool_env_free(&back);
+}
+
 TEST(round_trip)
 {
 	struct spool_env e = sample(), back;
@@ -245,6 +263,7 @@ int main(void)
 {
 	RUN(golden_envelope);
 	RUN(round_trip);
+	RUN(requiretls_round_trip);
 	RUN(null_sender_round_trip);
 	RUN(escapes_keep_one_line_per_field);
 	RUN(format_reports_needed_length);
