@@ -102,6 +102,19 @@ static int check_routing(const struct config *c, FILE *out)
 			tls_policy_free(t);
 		}
 	}
+	if (c->mta_sts) {
+		SSL_CTX *ctx = tls_client_ctx_ca(c, c->mta_sts_ca_file, NULL, err, sizeof(err));
+		if (ctx == NULL) {
+			fprintf(out, "error  MTASTSCAFile %s: %s\n", c->mta_sts_ca_file, err);
+			errors++;
+		} else {
+			fprintf(out,
+			        "ok     MTASTS: policies fetched over HTTPS and kept in %s/sts; "
+			        "MX hosts and policy hosts verified against %s\n",
+			        c->queue_directory, c->mta_sts_ca_file);
+			SSL_CTX_free(ctx);
+		}
+	}
 	if (dane) {
 		char *anchor;
 		int n = dns_anchor_read(c->trust_anchor_file, &anchor, err, sizeof(err));

@@ -944,6 +944,20 @@ static int parse_tls_policy(struct config *c, const struct opt_def *d, char *val
 	return 0;
 }
 
+static int parse_yes_no(struct config *c, const struct opt_def *d, char *val, char *msg, size_t len)
+{
+	static const char *const yes[] = {"yes", "true", "on", "1"}, *const no[] = {"no", "false",
+	                                                                            "off", "0"};
+
+	for (size_t i = 0; i < 4; i++) {
+		if (strcasecmp(val, yes[i]) == 0 || strcasecmp(val, no[i]) == 0) {
+			*(bool *)((char *)c + d->off) = strcasecmp(val, yes[i]) == 0;
+			return 0;
+		}
+	}
+	return msgf(msg, len, "'%s' is not yes or no", val);
+}
+
 static int parse_body_path(struct config *c, const struct opt_def *d, char *val, char *msg,
                            size_t len)
 {
@@ -1019,6 +1033,8 @@ static const struct opt_def opts[OPT_COUNT] = {
     [OPT_DNS_SERVER] = {"DNSServer", parse_path, FIELD(dns_server), 0, 0},
     [OPT_DNSSEC_TRUST_ANCHOR_FILE] = {"DNSSECTrustAnchorFile", parse_path, FIELD(trust_anchor_file),
                                       0, 0},
+    [OPT_MTA_STS] = {"MTASTS", parse_yes_no, FIELD(mta_sts), 0, 0},
+    [OPT_MTA_STS_CA_FILE] = {"MTASTSCAFile", parse_path, FIELD(mta_sts_ca_file), 0, 0},
     [OPT_CONNECT_TIMEOUT] = {"ConnectTimeout", parse_duration, FIELD(connect_timeout_s), 0, 0},
     [OPT_BODY_PATH] = {"BodyPath", parse_body_path, 0, 0, 0},
     [OPT_DELIVERY_MODE] = {"DeliveryMode", parse_delivery_mode, 0, 0, 0},
@@ -1080,6 +1096,7 @@ void config_defaults(struct config *c)
 	c->listen_count = 1;
 	c->queue_directory = strdup("/var/spool/krelay");
 	c->trust_anchor_file = strdup(CONFIG_TRUST_ANCHOR_DEFAULT);
+	c->mta_sts_ca_file = strdup(CONFIG_PUBLIC_CA_DEFAULT);
 	c->max_message_size = 10240000;
 	c->max_recipients = 1000;
 	c->max_connections = 1000;
@@ -1130,6 +1147,7 @@ void config_free(struct config *c)
 	free(c->tls_policy_table);
 	free(c->dns_server);
 	free(c->trust_anchor_file);
+	free(c->mta_sts_ca_file);
 	free(c->cipher_list);
 	free(c->cipher_suites);
 	free_strings(c->relay_domains, c->relay_domains_count);

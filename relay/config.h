@@ -64,6 +64,8 @@ enum config_opt {
 	OPT_SENDMAIL_QUEUE,
 	OPT_SENDMAIL_QUEUE_INTERVAL,
 	OPT_DNSSEC_TRUST_ANCHOR_FILE,
+	OPT_MTA_STS,
+	OPT_MTA_STS_CA_FILE,
 	OPT_COUNT
 };
 
@@ -81,6 +83,8 @@ enum config_tls_policy {
 #define TLS_POLICY_IS_DANE(p) ((p) == TLS_POLICY_DANE || (p) == TLS_POLICY_DANE_ONLY)
 /* Debian's root key (dns-root-data): DNSSECTrustAnchorFile's default */
 #define CONFIG_TRUST_ANCHOR_DEFAULT "/usr/share/dns/root.key"
+/* Debian's bundle of public CAs (ca-certificates): MTASTSCAFile's default */
+#define CONFIG_PUBLIC_CA_DEFAULT "/etc/ssl/certs/ca-certificates.crt"
 enum config_body_path { BODY_PATH_AUTO, BODY_PATH_SPLICE, BODY_PATH_COPY };
 
 const char *config_tls_policy_name(int policy);
@@ -164,6 +168,8 @@ struct config {
 	char *tls_policy_table;
 	char *dns_server;
 	char *trust_anchor_file; /* DNSSECTrustAnchorFile (never NULL after defaults) */
+	bool mta_sts;            /* MTASTS=yes: RFC 8461 for may and dane destinations */
+	char *mta_sts_ca_file;   /* MTASTSCAFile (never NULL after defaults) */
 	unsigned connect_timeout_s;
 	int body_path;   /* enum config_body_path */
 	bool queue_only; /* DeliveryMode=queueonly: deliver only on `krelay queue flush` */

@@ -78,10 +78,11 @@ struct dns_sub {
 struct dns_req {
 	struct dns_req *next; /* on the done list */
 	struct dns *d;
-	bool is_mx, is_tlsa;
+	bool is_mx, is_tlsa, is_txt;
 	dns_mx_cb mx_cb;
 	dns_addr_cb addr_cb;
 	dns_tlsa_cb tlsa_cb;
+	dns_txt_cb txt_cb;
 	void *arg;
 	unsigned pending; /* c-ares queries outstanding */
 	enum dns_status st, st6, st4;
@@ -93,6 +94,10 @@ struct dns_req {
 			struct dns_addr a[DNS_ADDR_MAX];  /* IPv6, then the result */
 			struct dns_addr a4[DNS_ADDR_MAX]; /* IPv4 */
 		} addr;
+		struct {
+			struct dns_txt t[DNS_TXT_MAX];
+			char buf[DNS_TXT_BYTES];
+		} txt;
 	} u;
 };
 
@@ -161,6 +166,8 @@ static void deliver(struct dns_req *r)
 {
 	if (r->is_tlsa)
 		r->tlsa_cb(r->arg, DNS_TEMPFAIL, false, NULL, 0); /* c-ares cannot tell */
+	else if (r->is_txt)
+		r->txt_cb(r->arg, r->st, false, r->n ? r->u.txt.t : NULL, r->n);
 	else if (r->is_mx)
 		r->mx_cb(r->arg, r->st, false, r->n ? r->u.mx : NULL, r->n);
 	else
@@ -209,6 +216,40 @@ static void mx_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
 		if (r->n == 0)
 			r->st = DNS_NODATA;
 	}
+	if (list != NULL)
+		ares_free_data(list);
+	r->pending--;
+	req_done(r);
+}
+
+static void txt_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+	struct dns_req *r = arg;
+	struct ares_txt_ext *list = NULL;
+	size_t used = 0;
+
+	if (status == ARES_SUCCESS)
+		status = ares_parse_txt_reply_ext(abuf, alen, &list);
+	r->st = map_status(status);
+	for (struct ares_txt_ext *t = list; status == ARES_SUCCESS && t != NULL; t = t->next) {
+		struct dns_txt *cur;
+
+		if (t->record_start) {
+			if (r->n == DNS_TXT_MAX)
+				break;
+			r->u.txt.t[r->n].s = r->u.txt.buf + used;
+			r->u.txt.t[r->n].len = 0;
+			r->n++;
+		}
+		if (r->n == 0 || used + t->length > sizeof(r->u.txt.buf))
+			break; /* too much: the rest is left out */
+		cur = &r->u.txt.t[r->n - 1];
+		memcpy(r->u.txt.buf + used, t->txt, t->length);
+		used += t->length;
+		cur->len += t->length;
+	}
+	if (status == ARES_SUCCESS && r->n == 0)
+		r->st = DNS_NODATA;
 	if (list != NULL)
 		ares_free_data(list);
 	r->pending--;
@@ -803,6 +844,30 @@ void dns_query_tlsa(struct dns *d, const char *host, unsigned port, dns_tlsa_cb 
 	r->is_tlsa = true;
 	r->tlsa_cb = cb;
 	req_done(r); /* c-ares validates nothing: no secure answer to give */
+}
+
+void dns_query_txt(struct dns *d, const char *name, dns_txt_cb cb, void *arg)
+{
+	struct dns_req *r;
+
+	if (d->ub != NULL) {
+		dns_ub_query_txt(d->ub, name, cb, arg);
+		return;
+	}
+	r = req_new(d, false, arg);
+	if (r == NULL) {
+		cb(arg, DNS_TEMPFAIL, false, NULL, 0);
+		return;
+	}
+	r->is_txt = true;
+	r->txt_cb = cb;
+	if (d->dying || d->channel == NULL) {
+		req_done(r);
+		return;
+	}
+	r->pending = 1;
+	ares_query(d->channel, name, ns_c_in, ns_t_txt, txt_answer, r);
+	timer_update(d);
 }
 
 int dns_init_dnssec(struct dns **dp, struct ring *ring, const char *server, const char *anchor,

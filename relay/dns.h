@@ -56,6 +56,14 @@ struct dns_tlsa {
 };
 #define DNS_TLSA_MAX 16
 
+/* One TXT record, its strings joined (valid only during the callback). */
+struct dns_txt {
+	const char *s;
+	size_t len;
+};
+#define DNS_TXT_MAX   16
+#define DNS_TXT_BYTES 8192 /* all records together; what is beyond is left out */
+
 struct dns;
 
 /* server: NULL for /etc/resolv.conf, or "ADDR" / "ADDR:PORT" / "[V6]:PORT"
@@ -88,6 +96,8 @@ typedef void (*dns_addr_cb)(void *arg, enum dns_status st, bool secure, const st
                             size_t n);
 typedef void (*dns_tlsa_cb)(void *arg, enum dns_status st, bool secure, const struct dns_tlsa *t,
                             size_t n);
+typedef void (*dns_txt_cb)(void *arg, enum dns_status st, bool secure, const struct dns_txt *t,
+                           size_t n);
 
 /* MX records of domain, in answer order (the caller sorts: route_order_mx). */
 void dns_query_mx(struct dns *d, const char *domain, dns_mx_cb cb, void *arg);
@@ -97,5 +107,7 @@ void dns_query_addr(struct dns *d, const char *host, dns_addr_cb cb, void *arg);
 /* TLSA records of _port._tcp.host (RFC 7672 section 2.2); a handle made by
  * dns_init answers DNS_TEMPFAIL (it cannot tell a secure answer). */
 void dns_query_tlsa(struct dns *d, const char *host, unsigned port, dns_tlsa_cb cb, void *arg);
+/* TXT records of name (MTA-STS's _mta-sts, TLS-RPT's _smtp._tls). */
+void dns_query_txt(struct dns *d, const char *name, dns_txt_cb cb, void *arg);
 
 #endif

@@ -17,6 +17,7 @@ void dns_ub_query_mx(struct dns_ub *u, const char *domain, dns_mx_cb cb, void *a
 void dns_ub_query_addr(struct dns_ub *u, const char *host, dns_addr_cb cb, void *arg);
 void dns_ub_query_tlsa(struct dns_ub *u, const char *host, unsigned port, dns_tlsa_cb cb,
                        void *arg);
+void dns_ub_query_txt(struct dns_ub *u, const char *name, dns_txt_cb cb, void *arg);
 const char *dns_ub_why_bogus(const struct dns_ub *u);
 /* Blocking (for krelay check): does the anchor's own DNSKEY RRset come
  * back secure through these servers?  0, or -1; out says what was seen. */

@@ -35,7 +35,7 @@
 #include <string.h>
 #include <unbound.h>
 
-enum ub_kind { UB_MX, UB_ADDR, UB_TLSA };
+enum ub_kind { UB_MX, UB_ADDR, UB_TLSA, UB_TXT };
 
 struct ub_req;
 
@@ -56,6 +56,7 @@ struct ub_req {
 		dns_mx_cb mx;
 		dns_addr_cb addr;
 		dns_tlsa_cb tlsa;
+		dns_txt_cb txt;
 	} cb;
 	void *arg;
 	unsigned pending;
@@ -314,6 +315,32 @@ static void deliver_tlsa(struct dns_ub *u, struct ub_req *r)
 	r->cb.tlsa(r->arg, st, secure, n ? t : NULL, n);
 }
 
+static void deliver_txt(struct dns_ub *u, struct ub_req *r)
+{
+	struct dns_txt t[DNS_TXT_MAX];
+	static __thread char buf[DNS_TXT_BYTES];
+	size_t n = 0, used = 0;
+	bool secure = false;
+	enum dns_status st = r->failed ? DNS_TEMPFAIL : sub_status(u, &r->sub[0], &secure);
+
+	for (int i = 0; st == DNS_OK && r->sub[0].res->data[i] != NULL && n < DNS_TXT_MAX; i++) {
+		const unsigned char *d = (const unsigned char *)r->sub[0].res->data[i];
+		size_t len = (size_t)r->sub[0].res->len[i], k = 0;
+
+		t[n].s = buf + used;
+		t[n].len = 0;
+		/* character-strings: a length byte, then that many bytes */
+		while (k < len && k + 1 + d[k] <= len && used + d[k] <= sizeof(buf)) {
+			memcpy(buf + used, d + k + 1, d[k]);
+			used += d[k];
+			t[n].len += d[k];
+			k += 1 + (size_t)d[k];
+		}
+		n++;
+	}
+	r->cb.txt(r->arg, st, secure, n ? t : NULL, n);
+}
+
 static void ub_answer(void *mydata, int err, struct ub_result *result)
 {
 	struct ub_sub *s = mydata;
@@ -366,6 +393,9 @@ static void nop_cb(struct ring_op *op, int res, unsigned flags)
 			break;
 		case UB_TLSA:
 			deliver_tlsa(u, r);
+			break;
+		case UB_TXT:
+			deliver_txt(u, r);
 			break;
 		}
 		req_free(r);
@@ -649,6 +679,19 @@ void dns_ub_query_tlsa(struct dns_ub *u, const char *host, unsigned port, dns_tl
 	}
 	r->cb.tlsa = cb;
 	snprintf(name, sizeof(name), "_%u._tcp.%s", port, host);
+	start(r, 1, name, types);
+}
+
+void dns_ub_query_txt(struct dns_ub *u, const char *name, dns_txt_cb cb, void *arg)
+{
+	static const int types[1] = {ns_t_txt};
+	struct ub_req *r = req_new(u, UB_TXT, arg);
+
+	if (r == NULL) {
+		cb(arg, DNS_TEMPFAIL, false, NULL, 0);
+		return;
+	}
+	r->cb.txt = cb;
 	start(r, 1, name, types);
 }
 

@@ -216,9 +216,19 @@ static struct runtime *runtime_load(const char *path, char *err, size_t errlen)
 		SSL_CTX_free(rt->server_ctx);
 		goto fail;
 	}
+	if (rt->cfg.mta_sts && (rt->sts_ctx = tls_client_ctx_ca(&rt->cfg, rt->cfg.mta_sts_ca_file,
+	                                                        NULL, err, errlen)) == NULL) {
+		char why[256];
+		snprintf(why, sizeof(why), "MTASTSCAFile %s: %s", rt->cfg.mta_sts_ca_file, err);
+		snprintf(err, errlen, "%s", why);
+		SSL_CTX_free(rt->server_ctx);
+		SSL_CTX_free(rt->client_ctx);
+		goto fail;
+	}
 	if (load_routes(rt, err, errlen) < 0) {
 		SSL_CTX_free(rt->server_ctx);
 		SSL_CTX_free(rt->client_ctx);
+		SSL_CTX_free(rt->sts_ctx);
 		goto fail;
 	}
 	return rt;

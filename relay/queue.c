@@ -1006,6 +1006,8 @@ void queue_stop(struct queue *q)
 	q->dns = NULL;
 	dns_free(q->dnssec);
 	q->dnssec = NULL;
+	sts_free(q->sts); /* outstanding requests come back without a policy */
+	q->sts = NULL;
 }
 
 bool queue_idle(const struct queue *q)
@@ -1031,6 +1033,7 @@ void queue_free(struct queue *q)
 	qdest_free_all(q);
 	dns_free(q->dns); /* NULL after queue_stop */
 	dns_free(q->dnssec);
+	sts_free(q->sts);
 	runtime_put(q->rt);
 	free(q);
 }

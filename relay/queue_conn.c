@@ -86,6 +86,7 @@ void qconn_start(struct qdest *d, size_t addr_idx, struct qjob *job)
 	struct queue *q = d->q;
 	const struct config *c = queue_cfg(q);
 	struct smtp_client_params p;
+	bool sts;
 	struct qconn *cn = calloc(1, sizeof(*cn));
 	const struct dns_addr *a = &d->addr[addr_idx];
 
@@ -101,12 +102,13 @@ void qconn_start(struct qdest *d, size_t addr_idx, struct qjob *job)
 	p.host = qdest_host_of(d, addr_idx);
 	p.host_literal = d->hop.literal;
 	p.helo = c->hostname;
-	p.tls_policy = qdest_conn_policy(d, addr_idx, &p.dane);
+	p.tls_policy = qdest_conn_policy(d, addr_idx, &p.dane, &sts);
 	cn->tls_policy = p.tls_policy;
 	p.no_ktls = d->tls.no_ktls;
 	if (d->tls.clear_next && p.tls_policy == TLS_POLICY_MAY)
 		p.tls_policy = TLS_POLICY_NONE;
-	p.tls_ctx = q->rt->client_ctx;
+	p.tls_ctx = sts ? q->rt->sts_ctx : q->rt->client_ctx;
+	p.verify_auth = sts ? "mta-sts" : "pkix";
 	p.smtps = d->hop.smtps;
 	/* no resumption under DANE: a resumed session skips the certificate,
 	 * and the one kept may come from a connection nobody authenticated */
@@ -149,7 +151,7 @@ static const char *requiretls_refusal(const struct qconn *cn)
 	const struct qdest *d = cn->d;
 	const char *auth = smtp_client_auth(cn->c);
 
-	if (strncmp(auth, "dane-", 5) == 0)
+	if (strncmp(auth, "dane-", 5) == 0 || strcmp(auth, "mta-sts") == 0)
 		return NULL;
 	if (strcmp(auth, "pkix") == 0)
 		return !d->hop.mx || (d->dane && d->mx_secure)

@@ -264,14 +264,23 @@ int qdest_policy(const struct qdest *d)
 	return tls_policy_lookup(d->q->rt->tls_policies, d->hop.host, queue_cfg(d->q)->tls_policy);
 }
 
-int qdest_conn_policy(const struct qdest *d, size_t addr_idx, const struct dane_tlsa_set **tlsa)
+int qdest_conn_policy(const struct qdest *d, size_t addr_idx, const struct dane_tlsa_set **tlsa,
+                      bool *sts)
 {
 	int policy = qdest_policy(d);
 	const struct qdest_dane_host *h;
 
 	*tlsa = NULL;
-	if (!d->dane || !TLS_POLICY_IS_DANE(policy))
-		return TLS_POLICY_IS_DANE(policy) ? TLS_POLICY_ENCRYPT : policy; /* (see resolve) */
+	*sts = false;
+	if (!d->dane || !TLS_POLICY_IS_DANE(policy)) {
+		if (TLS_POLICY_IS_DANE(policy))
+			return TLS_POLICY_ENCRYPT; /* looked up before a reload: see resolve */
+		if (d->sts_enforce && policy == TLS_POLICY_MAY && d->q->rt->sts_ctx != NULL) {
+			*sts = true;
+			return TLS_POLICY_VERIFY;
+		}
+		return policy;
+	}
 	h = &d->dane_host[d->hop.mx && d->nmx > 0 ? d->addr_mx[addr_idx] : 0];
 	switch (h->v) {
 	case DANE_AUTH:
@@ -280,6 +289,10 @@ int qdest_conn_policy(const struct qdest *d, size_t addr_idx, const struct dane_
 	case DANE_ENCRYPT:
 		return TLS_POLICY_ENCRYPT;
 	default: /* DANE_NONE under dane (a defer's addresses are not kept) */
+		if (d->sts_enforce && d->q->rt->sts_ctx != NULL) {
+			*sts = true; /* RFC 8461 section 2: DANE first, else MTA-STS */
+			return TLS_POLICY_VERIFY;
+		}
 		return TLS_POLICY_MAY;
 	}
 }
@@ -328,6 +341,7 @@ static struct dns *resolver(struct qdest *d, char *err, size_t errlen)
 
 static void mx_addr_cb(void *arg, enum dns_status st, bool secure, const struct dns_addr *a,
                        size_t n);
+static void sts_start(struct qdest *d);
 
 /* Looks up the next MX host's addresses; the list grows in MX order. */
 static void mx_next_host(struct qdest *d)
@@ -337,7 +351,9 @@ static void mx_next_host(struct qdest *d)
 	if (d->mx_next >= d->nmx) {
 		char why[sizeof(d->failure.why)];
 
-		if (d->naddr > 0)
+		if (d->naddr > 0 && d->sts_want)
+			sts_start(d); /* then resolved_ok, or not */
+		else if (d->naddr > 0)
 			resolved_ok(d);
 		else if (d->dane_why[0] != '\0') {
 			snprintf(why, sizeof(why), "no MX host usable now: %s", d->dane_why);
@@ -558,6 +574,9 @@ static void resolve(struct qdest *d)
 	d->naddr = d->nmx = 0;
 	dane_forget(d);
 	d->dane = TLS_POLICY_IS_DANE(qdest_policy(d));
+	d->sts_want = queue_cfg(d->q)->mta_sts && d->hop.mx &&
+	              (qdest_policy(d) == TLS_POLICY_MAY || qdest_policy(d) == TLS_POLICY_DANE);
+	d->sts_enforce = false;
 	/* a configured host name stands for itself: only its own address and
 	 * TLSA answers need to be secure (RFC 7672 section 2.2.2) */
 	d->mx_secure = !d->hop.mx;
@@ -602,6 +621,130 @@ static void resolve(struct qdest *d)
 		d->q->dns_pending++;
 		dns_query_addr(d->dnsr, d->hop.host, host_addr_cb, d);
 	}
+}
+
+/* ---- MTA-STS (RFC 8461 section 5) --------------------------------------- */
+
+static void sts_done(void *arg, const struct sts_result *r);
+
+static void sts_addr_cb(void *arg, enum dns_status st, bool secure, const struct dns_addr *a,
+                        size_t n)
+{
+	struct qdest *d = arg;
+
+	d->q->dns_pending--;
+	if (lookup_cancelled(d))
+		return;
+	d->q->dns_pending++;
+	sts_get(d->q->sts, d->hop.host, d->sts_id, st == DNS_OK && n > 0 ? &a[0] : NULL,
+	        queue_cfg(d->q)->mta_sts_ca_file, sts_done, d);
+}
+
+static void sts_txt_cb(void *arg, enum dns_status st, bool secure, const struct dns_txt *t,
+                       size_t n)
+{
+	struct qdest *d = arg;
+	char id[STS_ID_MAX + 1], name[DNS_NAME_MAX + 16];
+	int found = 0, bad = 0;
+
+	d->q->dns_pending--;
+	if (lookup_cancelled(d))
+		return;
+	d->sts_id[0] = '\0';
+	for (size_t i = 0; st == DNS_OK && i < n; i++) {
+		int k = sts_txt_parse(t[i].s, t[i].len, id);
+		if (k == 1 && ++found == 1)
+			memcpy(d->sts_id, id, sizeof(id));
+		bad += k < 0;
+	}
+	/* section 3.1: more than one record (or a bad one) is as none; with
+	 * none (or a failed lookup) only a cached policy can apply */
+	if (found != 1 || bad > 0) {
+		d->sts_id[0] = '\0';
+		d->q->dns_pending++;
+		sts_get(d->q->sts, d->hop.host, "", NULL, queue_cfg(d->q)->mta_sts_ca_file,
+		        sts_done, d);
+		return;
+	}
+	snprintf(name, sizeof(name), "mta-sts.%s", d->hop.host);
+	d->q->dns_pending++;
+	dns_query_addr(d->dnsr, name, sts_addr_cb, d);
+}
+
+static void sts_start(struct qdest *d)
+{
+	struct queue *q = d->q;
+	const struct config *c = queue_cfg(q);
+	char name[DNS_NAME_MAX + 16], err[256];
+
+	if (q->sts == NULL) {
+		char dir[4096];
+		snprintf(dir, sizeof(dir), "%s/sts", c->queue_directory);
+		if (sts_init(&q->sts, q->ctx.ring, dir, err, sizeof(err)) < 0) {
+			char why[sizeof(d->failure.why)];
+			snprintf(why, sizeof(why), "%.300s", err);
+			resolve_failed(d, false, why);
+			return;
+		}
+	}
+	snprintf(name, sizeof(name), "_mta-sts.%s", d->hop.host);
+	d->q->dns_pending++;
+	dns_query_txt(d->dnsr, name, sts_txt_cb, d);
+}
+
+/* Drops the addresses of MX hosts the policy does not name. */
+static void sts_filter(struct qdest *d, const struct sts_policy *p)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < d->naddr; i++)
+		if (sts_mx_match(p, qdest_host_of(d, i))) {
+			d->addr[k] = d->addr[i];
+			d->addr_mx[k] = d->addr_mx[i];
+			k++;
+		}
+	d->naddr = k;
+}
+
+static void sts_done(void *arg, const struct sts_result *r)
+{
+	struct qdest *d = arg;
+	char dname[SAFE_LEN(sizeof(d->name))], why[SAFE_LEN(sizeof(r->why))];
+	char host[SAFE_LEN(DNS_NAME_MAX + 1)];
+	bool dane_auth = false;
+
+	d->q->dns_pending--;
+	if (lookup_cancelled(d))
+		return;
+	safe_log(dname, sizeof(dname), d->name);
+	safe_log_text(why, sizeof(why), r->why);
+	if (!r->have) {
+		log_info("%s: MTA-STS: no policy (%s)", dname, why);
+		resolved_ok(d);
+		return;
+	}
+	log_info("%s: MTA-STS: policy id=%s mode=%s max_age=%u mx=%zu (%s)%s%s%s", dname, r->id,
+	         sts_mode_name(r->policy.mode), r->policy.max_age, r->policy.nmx, r->source,
+	         r->why[0] ? " why=\"" : "", why, r->why[0] ? "\"" : "");
+	for (size_t i = 0; i < DNS_MX_MAX && d->dane; i++)
+		dane_auth = dane_auth || d->dane_host[i].v == DANE_AUTH;
+	for (size_t i = 0; i < d->nmx && r->policy.mode != STS_MODE_NONE; i++)
+		if (!sts_mx_match(&r->policy, d->mx[i].host))
+			log_info("%s: MTA-STS: %s is not in the policy%s", dname,
+			         safe_log(host, sizeof(host), d->mx[i].host),
+			         r->policy.mode == STS_MODE_ENFORCE
+			             ? (dane_auth ? " (DANE applies instead)" : ": not used")
+			             : " (mode testing: used all the same)");
+	if (r->policy.mode == STS_MODE_ENFORCE && !dane_auth) {
+		/* section 4: only hosts the policy names, over TLS that verifies */
+		sts_filter(d, &r->policy);
+		d->sts_enforce = true;
+		if (d->naddr == 0) {
+			resolve_failed(d, false, "no MX host matches its MTA-STS policy");
+			return;
+		}
+	}
+	resolved_ok(d);
 }
 
 /* Fails every queued job of d with the resolver's verdict. */

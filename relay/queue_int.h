@@ -35,6 +35,7 @@
 #include "spool.h"
 #include "spool_msg.h"
 #include "state.h"
+#include "sts.h"
 
 #define ADDR_LOG_MAX   256 /* octets of an address a log line shows (RFC 5321 path) */
 #define QDEST_TLS_KEEP 64  /* destinations' TLS memory kept after they are freed */
@@ -212,7 +213,11 @@ struct qdest {
 		enum dane_verdict v;
 		struct dane_tlsa_set *tlsa; /* DANE_AUTH's records */
 	} dane_host[DNS_MX_MAX];
-	char dane_why[320];        /* why the last host was left out (safe for logs) */
+	char dane_why[320]; /* why the last host was left out (safe for logs) */
+	/* MTA-STS (RFC 8461): MTASTS=yes and TLSPolicy may or dane, MX routing */
+	bool sts_want;    /* this lookup asks for the domain's policy */
+	bool sts_enforce; /* an enforce policy is in force: TLS, PKIX, matching MX */
+	char sts_id[STS_ID_MAX + 1];
 	time_t unused_since;       /* seen with nothing to do (0: in use) */
 	struct qdest *hnext;       /* hash chain */
 	struct qdest *prev, *next; /* q->dests */
@@ -231,7 +236,8 @@ int qdest_policy(const struct qdest *d);
 /* The policy a connection to address addr_idx goes with: qdest_policy,
  * or for DANE what its host's records made of it (may, encrypt, or dane
  * with *tlsa the records to authenticate the peer by). */
-int qdest_conn_policy(const struct qdest *d, size_t addr_idx, const struct dane_tlsa_set **tlsa);
+int qdest_conn_policy(const struct qdest *d, size_t addr_idx, const struct dane_tlsa_set **tlsa,
+                      bool *sts);
 /* The host name address addr_idx was found for (the MX host, when routing
  * by MX): what TLS verifies and names in SNI. */
 const char *qdest_host_of(const struct qdest *d, size_t addr_idx);
@@ -292,8 +298,8 @@ struct queue {
 	struct runtime *rt;    /* the configuration new connections take */
 	unsigned rt_gen;       /* srv->generation it was taken at */
 	struct dns *dns;
-	struct dns
-	    *dnssec; /* the validating resolver, made when a DANE destination first needs it */
+	struct dns *dnssec; /* validating resolver: made when a DANE destination first needs it */
+	struct sts *sts;    /* MTA-STS policies, made when a destination first needs one */
 	bool stopping;
 	unsigned dns_pending; /* queries whose callback has not run yet */
 	/* calls of an interactive message's owner under way: the callback

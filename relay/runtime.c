@@ -25,6 +25,7 @@ void runtime_put(struct runtime *rt)
 	if (atomic_fetch_sub(&rt->refs, 1) == 1) {
 		SSL_CTX_free(rt->server_ctx);
 		SSL_CTX_free(rt->client_ctx);
+		SSL_CTX_free(rt->sts_ctx);
 		route_table_free(rt->transports);
 		tls_policy_free(rt->tls_policies);
 		free(rt->trust_anchor);

@@ -33,6 +33,9 @@ struct runtime {
 	 * configuration (so the workers need not be able to read the file) */
 	bool dane;
 	char *trust_anchor;
+	/* MTASTS=yes: the client context that verifies MX hosts against
+	 * MTASTSCAFile (public CAs) */
+	SSL_CTX *sts_ctx;
 };
 
 struct client_count;

@@ -1070,7 +1070,7 @@ static void client_event(void *owner, enum xprt_event ev, int err)
 			if (SSL_get0_dane_tlsa(c->x.ssl, &usage, NULL, NULL, NULL, NULL) >= 0)
 				c->auth = usage == 3 ? "dane-ee" : "dane-ta";
 		} else if (c->p.tls_policy == TLS_POLICY_VERIFY && c->verified) {
-			c->auth = "pkix";
+			c->auth = c->p.verify_auth != NULL ? c->p.verify_auth : "pkix";
 		}
 		c->resumed = SSL_session_reused(c->x.ssl);
 		if (c->p.smtps)

@@ -39,6 +39,9 @@ struct smtp_client_params {
 	/* TLS_POLICY_DANE: the host's usable TLSA records; the peer must match
 	 * one (OpenSSL's DANE verification, RFC 7672) */
 	const struct dane_tlsa_set *dane;
+	/* what auth= says after a verified handshake under TLS_POLICY_VERIFY:
+	 * "pkix", or "mta-sts" when an MTA-STS policy asked for it */
+	const char *verify_auth;
 	int body_path; /* enum config_body_path */
 	bool no_ktls;  /* keep record encryption in OpenSSL (after a KeyUpdate) */
 	unsigned connect_timeout_s, timeout_s;
@@ -106,7 +109,8 @@ const char *smtp_client_peer(const struct smtp_client *c); /* "127.0.0.1:25" */
 const char *smtp_client_tls(const struct smtp_client *c);  /* "" or "TLSv1.3 with cipher ..." */
 bool smtp_client_tls_verified(const struct smtp_client *c);
 /* How the peer was authenticated: "dane-ee", "dane-ta" (the TLSA record
- * that matched), "pkix" (TLSPolicy verify: CA and name), or "none". */
+ * that matched), "pkix" (TLSPolicy verify: CA and name), "mta-sts" (the
+ * same, asked by the domain's MTA-STS policy), or "none". */
 const char *smtp_client_auth(const struct smtp_client *c);
 bool smtp_client_ktls_tx(const struct smtp_client *c);
 const char *smtp_client_ktls_why(const struct smtp_client *c);

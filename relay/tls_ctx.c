@@ -287,6 +287,12 @@ SSL_CTX *tls_server_ctx(const struct config *c, char *err, size_t errlen)
 
 SSL_CTX *tls_client_ctx(const struct config *c, char *err, size_t errlen)
 {
+	return tls_client_ctx_ca(c, c->ca_cert_file, c->ca_cert_path, err, errlen);
+}
+
+SSL_CTX *tls_client_ctx_ca(const struct config *c, const char *ca_file, const char *ca_path,
+                           char *err, size_t errlen)
+{
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
 	char why[160];
 
@@ -305,8 +311,8 @@ SSL_CTX *tls_client_ctx(const struct config *c, char *err, size_t errlen)
 	    SSL_CTX_set_ciphersuites(ctx, c->cipher_suites ? c->cipher_suites
 	                                                   : CONFIG_DEFAULT_CIPHER_SUITES) != 1)
 		goto ssl;
-	if ((c->ca_cert_file != NULL || c->ca_cert_path != NULL) &&
-	    SSL_CTX_load_verify_locations(ctx, c->ca_cert_file, c->ca_cert_path) != 1)
+	if ((ca_file != NULL || ca_path != NULL) &&
+	    SSL_CTX_load_verify_locations(ctx, ca_file, ca_path) != 1)
 		goto ssl;
 	if (c->client_cert_file != NULL && c->client_key_file != NULL &&
 	    (SSL_CTX_use_certificate_chain_file(ctx, c->client_cert_file) != 1 ||

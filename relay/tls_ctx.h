@@ -20,6 +20,9 @@ SSL_CTX *tls_server_ctx(const struct config *c, char *err, size_t errlen);
  * when asked (mutual authentication).  Verification is switched on per
  * connection by the TLS policy.  NULL with err on error. */
 SSL_CTX *tls_client_ctx(const struct config *c, char *err, size_t errlen);
+/* The same with other CAs to verify next hops by (MTASTSCAFile). */
+SSL_CTX *tls_client_ctx_ca(const struct config *c, const char *ca_file, const char *ca_path,
+                           char *err, size_t errlen);
 
 /* Checks every certificate, key and CA option; prints one line per finding
  * to out.  Returns the number of errors. */

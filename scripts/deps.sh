@@ -11,6 +11,8 @@ PKGS=(
 	# anchor (DNSSECTrustAnchorFile's default); the tests sign a zone with
 	# ldnsutils and serve it with nsd
 	libunbound-dev dns-root-data nsd ldnsutils
+	# MTA-STS: policies fetched over HTTPS with libcurl (its OpenSSL flavour)
+	libcurl4-openssl-dev ca-certificates
 	clang-format
 	# the libFuzzer harnesses (tests/fuzz): clang and its fuzzer runtime
 	clang libclang-rt-14-dev

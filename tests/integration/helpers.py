@@ -7,7 +7,7 @@ DELIVERY_RE = re.compile(
     r"(?P<qid>[0-9A-F]{16}) delivery to=<(?P<to>[^>]*)> relay=(?P<relay>\S+) "
     r"delay=(?P<delay>[0-9.]+) dsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3}) "
     r"status=(?P<status>sent|deferred|bounced) tls=\"(?P<tls>[^\"]*)\" "
-    r"verified=(?P<verified>yes|no) auth=(?P<auth>dane-ee|dane-ta|pkix|none) resumed=(?P<resumed>yes|no) ktls_tx=(?P<ktls_tx>on|off)"
+    r"verified=(?P<verified>yes|no) auth=(?P<auth>dane-ee|dane-ta|mta-sts|pkix|none) resumed=(?P<resumed>yes|no) ktls_tx=(?P<ktls_tx>on|off)"
     r"(?: ktls_why=\"(?P<ktls_why>[^\"]*)\")? body_path=(?P<body_path>\S+) "
     r"bytes=(?P<bytes>\d+) reply=\"(?P<reply>.*)\"$", re.M)
 

@@ -72,7 +72,12 @@ def expired_cert(dir: Path):
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - timedelta(days=30)).not_valid_after(now - timedelta(days=1))
             .sign(key, hashes.SHA256()))
-    crt, k = dir / "expired.crt", dir / "expired.key"
+    return write_pem(dir, "expired", key, cert)
+
+
+def write_pem(dir: Path, name, key, cert):
+    """DIR/NAME.crt and DIR/NAME.key (mode 600), PEM."""
+    crt, k = dir / f"{name}.crt", dir / f"{name}.key"
     crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     k.write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                     serialization.PrivateFormat.PKCS8,
@@ -136,6 +141,103 @@ class StripTls:
         self.sock.close()
 
 
+# MTA-STS (RFC 8461): domain: (MX host, the policy served, or None for a
+# policy host that does not answer, and the TXT id)
+STS_ENFORCE = "version: STSv1\nmode: enforce\nmx: mx-ta.dane.test\nmax_age: 86400\n"
+STS = {
+    "sts-enf.dane.test": ("mx-ta.dane.test", STS_ENFORCE, "1"),
+    # the policy does not name the MX host: not gone to
+    "sts-badmx.dane.test": ("mx-ta.dane.test",
+                            "version: STSv1\nmode: enforce\nmx: *.example.org\nmax_age: 600\n",
+                            "1"),
+    # the MX host's certificate is not from the CAs MTA-STS trusts
+    "sts-badcert.dane.test": ("mx-ee.dane.test",
+                              "version: STSv1\nmode: enforce\nmx: mx-ee.dane.test\n"
+                              "max_age: 600\n", "1"),
+    # the same in mode testing: delivered as before
+    "sts-testing.dane.test": ("mx-ee.dane.test",
+                              "version: STSv1\nmode: testing\nmx: mx-ee.dane.test\n"
+                              "max_age: 600\n", "1"),
+    # served with the wrong Content-Type: no policy
+    "sts-ctype.dane.test": ("mx-ee.dane.test", STS_ENFORCE, "1"),
+    # the policy host does not answer: a cached policy (seeded by the test)
+    # stays in force; without one, there is no policy
+    "sts-cached.dane.test": ("mx-ta.dane.test", None, "2"),
+    "sts-down.dane.test": ("mx-ee.dane.test", None, "1"),
+}
+
+
+class StsWorld:
+    """The HTTPS policy host (Python's http.server with ssl) on 127.0.0.9:443,
+    with a certificate for every mta-sts.DOMAIN from the CA of mx-ta's
+    certificate, which is also MTASTSCAFile; sts-*-down/cached resolve to
+    127.0.0.10, where nothing listens."""
+
+    def __init__(self, tmp: Path, ta: Path):
+        import http.server
+        import ssl
+        from cryptography.x509.oid import ExtendedKeyUsageOID
+        self.ca = ta / "ca.crt"
+        ca_key = serialization.load_pem_private_key((ta / "ca.key").read_bytes(), None)
+        ca_cert = x509.load_pem_x509_certificate(self.ca.read_bytes())
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.now(timezone.utc)
+        names = [x509.DNSName(f"mta-sts.{d}") for d in STS]
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mta-sts")]))
+                .issuer_name(ca_cert.subject).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
+                .add_extension(x509.SubjectAlternativeName(names), critical=False)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                               critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        crt, k = write_pem(tmp, "mta-sts", key, cert)
+        self.fetches = []
+        world = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                host = self.headers.get("Host", "").split(":")[0]
+                dom = host.removeprefix("mta-sts.")
+                world.fetches.append((dom, self.path))
+                policy = STS.get(dom, (None, None, None))[1]
+                if self.path != "/.well-known/mta-sts.txt" or policy is None:
+                    self.send_error(404)
+                    return
+                body = policy.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html" if dom.startswith("sts-ctype")
+                                 else "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.9", 443), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(crt, k)
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def records(self):
+        out = []
+        for dom, (mx, _, txt_id) in STS.items():
+            policy_addr = "127.0.0.10" if dom in ("sts-cached.dane.test", "sts-down.dane.test") \
+                else "127.0.0.9"
+            out += [f"{dom}. 300 IN MX 10 {mx}.",
+                    f'_mta-sts.{dom}. 300 IN TXT "v=STSv1; id={txt_id};"',
+                    f"mta-sts.{dom}. 300 IN A {policy_addr}"]
+        # records of the MX hosts named only here
+        return out
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 class World:
     """The MX hosts, the man in the middle and nsd with the signed zones."""
 
@@ -187,6 +289,8 @@ class World:
             if kind == "servfail":
                 zones.append(Zone(f"_tcp.{mx}.", servfail=True))
         ins_mx, ins_addr = INSECURE
+        self.sts = StsWorld(tmp, ta)
+        recs += self.sts.records()
         zones.insert(0, Zone("dane.test.", recs, corrupt=corrupt))
         zones.append(Zone("insecure.dane.test.", [
             f"insecure.dane.test. 300 IN MX 10 {ins_mx}.", f"{ins_mx}. 300 IN A {ins_addr}",
@@ -194,7 +298,7 @@ class World:
         self.nsd = Nsd(tmp, zones)
         self.transport = tmp / "transport"
         self.transport.write_text("".join(f"{d} {d}:{self.port}\n"
-                                          for d in [*DOMAINS, "insecure.dane.test"]))
+                                          for d in [*DOMAINS, "insecure.dane.test", *STS]))
 
     def relay_conf(self, extra=""):
         return (f"DNSServer={self.nsd.addr}\nDNSSECTrustAnchorFile={self.nsd.anchor}\n"
@@ -213,6 +317,7 @@ class World:
         return n
 
     def stop(self):
+        self.sts.stop()
         self.sink.kill()
         self.sink.wait()
         self.mitm.stop()
@@ -504,3 +609,101 @@ def test_requiretls_needs_a_tls_session(relay):
         code, reply = s.mail("s@example.org", ["REQUIRETLS"])
     assert code == 530 and reply == b"5.7.10 Error: REQUIRETLS needs a TLS session (STARTTLS " \
         b"first)", (code, reply)
+
+
+def sts_conf(world, extra=""):
+    return world.relay_conf(f"MTASTS=yes\nMTASTSCAFile={world.sts.ca}\n{extra}")
+
+
+def test_mta_sts_enforce_testing_and_failures(relay_factory, world):
+    relay = relay_factory(sts_conf(world, "TLSPolicy=may\n"), start=False)
+    # a policy cached before (by an earlier run), id 1; the TXT record says
+    # id 2 now and its policy host does not answer: the cached one stays
+    cache = relay.queue / "sts"
+    cache.mkdir(parents=True)
+    (cache / "sts-cached.dane.test").write_text(
+        f"krelay-sts 1 1 {int(time.time()) - 60}\n{STS_ENFORCE}")
+    relay.start()
+    ids = send_each(relay, list(STS), "sts")
+    got = {dom: outcome(relay, ids[dom]) for dom in STS}
+    logs = relay.logs()
+
+    d = got["sts-enf.dane.test"]
+    assert d["status"] == "sent" and d["auth"] == "mta-sts" and d["tls"], d
+    assert re.search(r"sts-enf\.dane\.test:\d+: MTA-STS: policy id=1 mode=enforce max_age=86400 "
+                     r"mx=1 \(fetched\)", logs), logs[-3000:]
+    # kept on disk for the next time, as fetched
+    text = (cache / "sts-enf.dane.test").read_text()
+    assert re.match(r"krelay-sts 1 1 \d+\n", text) and text.endswith(STS_ENFORCE), text
+
+    d = got["sts-badmx.dane.test"]
+    assert d["status"] == "deferred" and "no MX host matches its MTA-STS policy" in d["reply"], d
+    assert "sts-badmx.dane.test:" in logs and "mx-ta.dane.test is not in the policy: not used" \
+        in logs
+
+    d = got["sts-badcert.dane.test"]
+    assert d["status"] == "deferred" and "certificate verify failed" in d["reply"], d
+    assert world.received("sts@sts-badcert.dane.test") == 0
+
+    d = got["sts-testing.dane.test"]  # the same failure, mode testing: sent
+    assert d["status"] == "sent" and d["auth"] == "none", d
+    assert re.search(r"sts-testing\.dane\.test:\d+: MTA-STS: policy id=1 mode=testing", logs)
+
+    d = got["sts-ctype.dane.test"]
+    assert d["status"] == "sent" and d["auth"] == "none", d
+    assert re.search(r"sts-ctype\.dane\.test:\d+: MTA-STS: no policy \(HTTPS: Content-Type "
+                     r"text/html, not text/plain\)", logs), logs[-3000:]
+
+    d = got["sts-cached.dane.test"]
+    assert d["status"] == "sent" and d["auth"] == "mta-sts", d
+    assert re.search(r"sts-cached\.dane\.test:\d+: MTA-STS: policy id=1 mode=enforce .* "
+                     r"\(cached, fetch failed\) why=\"HTTPS: ", logs), logs[-3000:]
+
+    d = got["sts-down.dane.test"]
+    assert d["status"] == "sent" and d["auth"] == "none", d
+    assert re.search(r"sts-down\.dane\.test:\d+: MTA-STS: no policy \(HTTPS: ", logs)
+
+    # each policy was asked for over HTTPS at its one path
+    assert ("sts-enf.dane.test", "/.well-known/mta-sts.txt") in world.sts.fetches
+
+
+def test_mta_sts_cache_is_used_without_fetching(relay_factory, world):
+    relay = relay_factory(sts_conf(world, "TLSPolicy=may\n"))
+    d = outcome(relay, submit(relay.port, "s@example.org", ["c1@sts-enf.dane.test"], "c1"))
+    assert d["auth"] == "mta-sts", d
+    n = len([f for f in world.sts.fetches if f[0] == "sts-enf.dane.test"])
+    relay.proc.send_signal(1)  # a reload: destinations are looked up again
+    relay.wait_log(r"reload", timeout=10)
+    time.sleep(0.5)
+    d = outcome(relay, submit(relay.port, "s@example.org", ["c2@sts-enf.dane.test"], "c2"))
+    assert d["auth"] == "mta-sts", d
+    assert len([f for f in world.sts.fetches if f[0] == "sts-enf.dane.test"]) == n, \
+        "the policy was fetched again although the cached one has the TXT record's id"
+    assert re.search(r"sts-enf\.dane\.test:\d+: MTA-STS: policy id=1 mode=enforce .*\(cached\)",
+                     relay.logs()), relay.logs()[-3000:]
+
+
+def test_dane_takes_precedence_over_mta_sts(relay_factory, world):
+    relay = relay_factory(sts_conf(world, "TLSPolicy=dane\n"))
+    # ta.dane.test has DANE-TA records and no MTA-STS; sts-enf.dane.test's MX
+    # (mx-ta) has TLSA records too: DANE wins
+    d = outcome(relay, submit(relay.port, "s@example.org", ["p@sts-enf.dane.test"], "p"))
+    assert d["status"] == "sent" and d["auth"] == "dane-ta", d
+
+
+def test_check_reports_mta_sts(world, tmp_path):
+    conf = tmp_path / "krelay.conf"
+    base = f"QueueDirectory={tmp_path / 'q'}\nRunAsUser=root\nMTASTS=yes\n"
+    conf.write_text(base + f"MTASTSCAFile={world.sts.ca}\n")
+    r = run_check(conf)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"ok     MTASTS: policies fetched over HTTPS and kept in {tmp_path / 'q'}/sts; MX " \
+        f"hosts and policy hosts verified against {world.sts.ca}\n" in r.stdout, r.stdout
+    conf.write_text(base + f"MTASTSCAFile={tmp_path / 'none.crt'}\n")
+    r = run_check(conf)
+    assert r.returncode == 1
+    assert re.search(rf"^error  MTASTSCAFile {re.escape(str(tmp_path / 'none.crt'))}: ", r.stdout,
+                     re.M), r.stdout
+    conf.write_text(base.replace("MTASTS=yes", "MTASTS=maybe"))
+    r = run_check(conf)
+    assert r.returncode == 1 and "'maybe' is not yes or no" in r.stdout, r.stdout

@@ -101,6 +101,9 @@ class DnsServer:
                 # raw record (preference 0, the root name)
                 "--mx-host=nullmx.test,.,0",
                 "--dns-rr=nullrr.test,15,000000",
+                # TXT: one record of two strings (joined), and a second one
+                "--txt-record=_mta-sts.example.test,v=STSv1; ,id=20261204",
+                "--txt-record=_mta-sts.example.test,other",
                 "--mx-host=eq.test,a.eq.test,10",
                 "--mx-host=eq.test,b.eq.test,10",
                 "--mx-host=eq.test,backup.eq.test,50",
@@ -204,6 +207,16 @@ def test_no_mx_falls_back_to_address_records(dnsq, dns):
     assert run(dnsq, dns.addr, "mx", "nomx.test")[0] == ["status NODATA"]
     out, _ = run(dnsq, dns.addr, "route", "nomx.test")
     assert out == ["status NODATA", "implicit nomx.test", "addr 127.0.0.4"]
+
+
+def test_txt_records(dnsq, dns):
+    out, _ = run(dnsq, dns.addr, "txt", "_mta-sts.example.test")
+    assert out[0] == "status OK"
+    assert sorted(out[1:]) == ["txt other", "txt v=STSv1; id=20261204"], out
+    out, _ = run(dnsq, dns.addr, "txt", "mx1.example.test")
+    assert out == ["status NODATA"], out
+    out, _ = run(dnsq, dns.addr, "txt", "nothing.example.test")
+    assert out == ["status NXDOMAIN"], out
 
 
 def test_nxdomain_and_nodata(dnsq, dns):

@@ -10,6 +10,8 @@
  *                             each host "mx PREF HOST" (or "implicit HOST"
  *                             when the domain has no MX), then its "addr A"
  *                             lines or "noaddr HOST S"
+ *   dnsq SERVER txt NAME      "status S", then "txt TEXT" per record (its
+ *                             strings joined)
  *   dnsq SERVER cancel NAME   starts an MX and an address lookup of NAME,
  *                             turns the ring once, calls dns_free: "cancel
  *                             mx S" and "cancel addr S" as the callbacks come
@@ -141,6 +143,18 @@ static void addr_cb(void *arg, enum dns_status st, bool secure, const struct dns
 	j->done = true;
 }
 
+static void txt_cb(void *arg, enum dns_status st, bool secure, const struct dns_txt *t, size_t n)
+{
+	struct job *j = arg;
+
+	if (j->stopping)
+		return;
+	print_status(j->dns, st, secure);
+	for (size_t i = 0; i < n; i++)
+		printf("txt %.*s\n", (int)t[i].len, t[i].s);
+	j->done = true;
+}
+
 static void tlsa_cb(void *arg, enum dns_status st, bool secure, const struct dns_tlsa *t, size_t n)
 {
 	struct job *j = arg;
@@ -259,7 +273,8 @@ static void route_mx_cb(void *arg, enum dns_status st, bool secure, const struct
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: dnsq [--dnssec ANCHOR] SERVER|- mx|addr|tlsa|route|cancel NAME\n");
+	fprintf(stderr,
+	        "usage: dnsq [--dnssec ANCHOR] SERVER|- mx|addr|txt|tlsa|route|cancel NAME\n");
 	return 2;
 }
 
@@ -288,7 +303,7 @@ int main(int argc, char **argv)
 	what = argv[2];
 	name = argv[3];
 	if (strcmp(what, "mx") != 0 && strcmp(what, "addr") != 0 && strcmp(what, "route") != 0 &&
-	    strcmp(what, "cancel") != 0 && strcmp(what, "tlsa") != 0)
+	    strcmp(what, "cancel") != 0 && strcmp(what, "tlsa") != 0 && strcmp(what, "txt") != 0)
 		return usage();
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (getrandom(&rng_state, sizeof(rng_state), GRND_NONBLOCK) != sizeof(rng_state))
@@ -321,6 +336,8 @@ int main(int argc, char **argv)
 		dns_query_mx(job.dns, name, mx_cb, &job);
 	} else if (strcmp(what, "addr") == 0) {
 		dns_query_addr(job.dns, name, addr_cb, &job);
+	} else if (strcmp(what, "txt") == 0) {
+		dns_query_txt(job.dns, name, txt_cb, &job);
 	} else if (strcmp(what, "tlsa") == 0) {
 		char host[DNS_NAME_MAX + 1], *colon;
 		unsigned port = 25;
