@@ -1035,6 +1035,7 @@ static const struct opt_def opts[OPT_COUNT] = {
                                       0, 0},
     [OPT_MTA_STS] = {"MTASTS", parse_yes_no, FIELD(mta_sts), 0, 0},
     [OPT_MTA_STS_CA_FILE] = {"MTASTSCAFile", parse_path, FIELD(mta_sts_ca_file), 0, 0},
+    [OPT_TLSRPT] = {"TLSRPT", parse_yes_no, FIELD(tlsrpt), 0, 0},
     [OPT_CONNECT_TIMEOUT] = {"ConnectTimeout", parse_duration, FIELD(connect_timeout_s), 0, 0},
     [OPT_BODY_PATH] = {"BodyPath", parse_body_path, 0, 0, 0},
     [OPT_DELIVERY_MODE] = {"DeliveryMode", parse_delivery_mode, 0, 0, 0},

@@ -66,6 +66,7 @@ enum config_opt {
 	OPT_DNSSEC_TRUST_ANCHOR_FILE,
 	OPT_MTA_STS,
 	OPT_MTA_STS_CA_FILE,
+	OPT_TLSRPT,
 	OPT_COUNT
 };
 
@@ -170,6 +171,7 @@ struct config {
 	char *trust_anchor_file; /* DNSSECTrustAnchorFile (never NULL after defaults) */
 	bool mta_sts;            /* MTASTS=yes: RFC 8461 for may and dane destinations */
 	char *mta_sts_ca_file;   /* MTASTSCAFile (never NULL after defaults) */
+	bool tlsrpt;             /* TLSRPT=yes: record TLS results per domain (RFC 8460) */
 	unsigned connect_timeout_s;
 	int body_path;   /* enum config_body_path */
 	bool queue_only; /* DeliveryMode=queueonly: deliver only on `krelay queue flush` */

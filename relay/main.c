@@ -30,6 +30,8 @@
 
 #include "spool.h"
 #include "tls_ctx.h"
+#include "tlsrpt_cli.h"
+#include "tlsrpt_log.h"
 #include "worker.h"
 
 #define KRELAY_VERSION "0.1.0"
@@ -48,6 +50,8 @@ static void usage(FILE *out)
 	        "mailq)\n"
 	        "       krelay import-sendmail [--access FILE] [--mailertable FILE] [-o FILE] "
 	        "sendmail.mc|.cf\n"
+	        "       krelay tlsrpt [-C FILE] --show [DATE] | --report [DATE] [DOMAIN]\n"
+	        "                                  TLS results per recipient domain (TLSRPT=yes)\n"
 	        "       krelay version\n"
 	        "FILE holds Name=value lines (sendmail.cf \"O Name=value\" lines work too);\n"
 	        "without -C the built-in defaults are used (see README.md).\n");
@@ -114,23 +118,47 @@ static int cmd_check(const char *path)
 	return errors ? 1 : 0;
 }
 
+/* A subcommand's "[-C FILE]" (taken off argc/argv) and configuration;
+ * -1 with the message printed as "krelay NAME: ...". */
+static int cli_config(const char *name, int *argc, char ***argv, struct config *c)
+{
+	char err[CONFIG_ERR_MAX];
+	const char *path = NULL;
+
+	if (*argc >= 2 && strcmp((*argv)[0], "-C") == 0) {
+		path = (*argv)[1];
+		*argc -= 2;
+		*argv += 2;
+	}
+	if (load_config(c, path, err, sizeof(err)) < 0) {
+		fprintf(stderr, "krelay %s: %s\n", name, err);
+		config_free(c);
+		return -1;
+	}
+	return 0;
+}
+
+/* `krelay tlsrpt [-C FILE] ...`: reads what the relay recorded. */
+static int cmd_tlsrpt(int argc, char **argv)
+{
+	struct config c;
+	int ret;
+
+	if (cli_config("tlsrpt", &argc, &argv, &c) < 0)
+		return 1;
+	ret = tlsrpt_cli(&c, argc, argv);
+	config_free(&c);
+	return ret;
+}
+
 static int cmd_queue(int argc, char **argv)
 {
 	struct config c;
 	char err[CONFIG_ERR_MAX];
-	const char *path = NULL;
 	int ret;
 
-	if (argc >= 2 && strcmp(argv[0], "-C") == 0) {
-		path = argv[1];
-		argc -= 2;
-		argv += 2;
-	}
-	if (load_config(&c, path, err, sizeof(err)) < 0) {
-		fprintf(stderr, "krelay queue: %s\n", err);
-		config_free(&c);
+	if (cli_config("queue", &argc, &argv, &c) < 0)
 		return 1;
-	}
 	config_fill_hostname(&c);
 	/* root acts as the queue's owner: what it writes stays the relay's.
 	 * Not for a list (it only reads) or an import (Sendmail's files are
@@ -557,6 +585,12 @@ static int run(const char *path)
 	srv.clients = client_count_new();
 	if (srv.clients == NULL)
 		fatal("client_count_new");
+	{
+		char dir[4096];
+		snprintf(dir, sizeof(dir), "%s/tlsrpt", c->queue_directory);
+		if ((srv.tlsrpt = tlsrpt_log_open(dir)) == NULL)
+			fatal("tlsrpt_log_open");
+	}
 	for (unsigned i = 0; i < srv.workers; i++)
 		if (worker_start(&workers[i]) < 0)
 			fatal("pthread_create");
@@ -651,6 +685,7 @@ static int run(const char *path)
 	runtime_put(srv.current);
 	runtime_put(srv.started);
 	client_count_free(srv.clients);
+	tlsrpt_log_close(srv.tlsrpt);
 	return 0;
 }
 
@@ -672,6 +707,8 @@ int main(int argc, char **argv)
 		return sm_import_cli(argc - 2, argv + 2);
 	if (argc > 1 && strcmp(argv[1], "queue") == 0)
 		return cmd_queue(argc - 2, argv + 2);
+	if (argc > 1 && strcmp(argv[1], "tlsrpt") == 0)
+		return cmd_tlsrpt(argc - 2, argv + 2);
 	if (argc > 1 && strcmp(argv[1], "check") == 0) {
 		check = true;
 		i++;

@@ -104,6 +104,7 @@ void qconn_start(struct qdest *d, size_t addr_idx, struct qjob *job)
 	p.helo = c->hostname;
 	p.tls_policy = qdest_conn_policy(d, addr_idx, &p.dane, &sts);
 	cn->tls_policy = p.tls_policy;
+	cn->sts = sts;
 	p.no_ktls = d->tls.no_ktls;
 	if (d->tls.clear_next && p.tls_policy == TLS_POLICY_MAY)
 		p.tls_policy = TLS_POLICY_NONE;
@@ -313,6 +314,10 @@ static void conn_ready(void *owner, struct smtp_client *c)
 	struct qjob *j = cn->job;
 
 	assert(!cn->in_send);
+	/* a session: TLS as its policy asked (or, without one, clear text) */
+	qdest_tlsrpt(cn->d, cn->addr_idx,
+	             smtp_client_tls(c)[0] != '\0' ? TLSRPT_SUCCESS : TLSRPT_STARTTLS_NOT_SUPPORTED,
+	             c);
 	if (j != NULL)
 		qconn_send(cn, j);
 	else
@@ -357,6 +362,16 @@ static void conn_failed(void *owner, struct smtp_client *c, enum smtp_fail why, 
 		         "final reply are deferred; reason=\"%s\"",
 		         name, smtp_client_peer(c), why_text);
 	}
+	if (why == SMTP_FAIL_TLS)
+		qdest_tlsrpt(d, cn->addr_idx,
+		             smtp_client_starttls_missing(c)
+		                 ? TLSRPT_STARTTLS_NOT_SUPPORTED
+		                 : tlsrpt_from_verify(smtp_client_verify_result(c),
+		                                      cn->tls_policy == TLS_POLICY_DANE
+		                                          ? TLSRPT_TLSA
+		                                      : cn->sts ? TLSRPT_STS
+		                                                : TLSRPT_NO_POLICY),
+		             c);
 	if (why == SMTP_FAIL_TLS && cn->tls_policy == TLS_POLICY_MAY) {
 		/* the seed's "TLS whenever possible": next time, in clear */
 		d->tls.clear_next = true;

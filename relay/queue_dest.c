@@ -19,6 +19,7 @@
 #include "queue_int.h"
 #include "safe.h"
 #include "tls_policy.h"
+#include "tlsrpt_log.h"
 
 #define QDEST_SWEEP_S 60 /* how often unused destinations are looked for */
 
@@ -430,6 +431,9 @@ static void dane_verdict(struct qdest *d, const struct dane_facts *f)
 	if (v == DANE_AUTH && (h->tlsa = dane_set_copy(f->tlsa, f->ntlsa)) == NULL)
 		fatalx("out of memory");
 	if (v == DANE_DEFER) {
+		if (f->addr_st == DNS_BOGUS || f->tlsa_st == DNS_BOGUS ||
+		    f->tlsa_st == DNS_TEMPFAIL)
+			qdest_tlsrpt(d, SIZE_MAX, TLSRPT_DNSSEC_INVALID, NULL);
 		d->naddr = d->addr_mark;
 		snprintf(d->dane_why, sizeof(d->dane_why), "%.240s: %.70s", name, why);
 	}
@@ -577,6 +581,7 @@ static void resolve(struct qdest *d)
 	d->sts_want = queue_cfg(d->q)->mta_sts && d->hop.mx &&
 	              (qdest_policy(d) == TLS_POLICY_MAY || qdest_policy(d) == TLS_POLICY_DANE);
 	d->sts_enforce = false;
+	d->sts_have = false;
 	/* a configured host name stands for itself: only its own address and
 	 * TLSA answers need to be secure (RFC 7672 section 2.2.2) */
 	d->mx_secure = !d->hop.mx;
@@ -720,9 +725,16 @@ static void sts_done(void *arg, const struct sts_result *r)
 	safe_log_text(why, sizeof(why), r->why);
 	if (!r->have) {
 		log_info("%s: MTA-STS: no policy (%s)", dname, why);
+		if (d->sts_id[0] != '\0') /* a TXT record, and no policy to go with it */
+			qdest_tlsrpt(d, SIZE_MAX,
+			             strncmp(r->why, "bad policy", 10) == 0
+			                 ? TLSRPT_STS_INVALID
+			                 : TLSRPT_STS_FETCH_ERROR,
+			             NULL);
 		resolved_ok(d);
 		return;
 	}
+	d->sts_have = r->policy.mode != STS_MODE_NONE;
 	log_info("%s: MTA-STS: policy id=%s mode=%s max_age=%u mx=%zu (%s)%s%s%s", dname, r->id,
 	         sts_mode_name(r->policy.mode), r->policy.max_age, r->policy.nmx, r->source,
 	         r->why[0] ? " why=\"" : "", why, r->why[0] ? "\"" : "");
@@ -740,11 +752,48 @@ static void sts_done(void *arg, const struct sts_result *r)
 		sts_filter(d, &r->policy);
 		d->sts_enforce = true;
 		if (d->naddr == 0) {
+			qdest_tlsrpt(d, SIZE_MAX, TLSRPT_VALIDATION_FAILURE, NULL);
 			resolve_failed(d, false, "no MX host matches its MTA-STS policy");
 			return;
 		}
 	}
 	resolved_ok(d);
+}
+
+void qdest_tlsrpt(const struct qdest *d, size_t addr_idx, enum tlsrpt_result r,
+                  const struct smtp_client *c)
+{
+	struct tlsrpt_event e;
+	const void *bin;
+
+	if (!queue_cfg(d->q)->tlsrpt || !d->hop.mx || d->q->ctx.srv->tlsrpt == NULL)
+		return;
+	memset(&e, 0, sizeof(e));
+	e.when = time(NULL);
+	snprintf(e.domain, sizeof(e.domain), "%s", d->hop.host);
+	e.result = r;
+	e.policy = TLSRPT_NO_POLICY;
+	if (addr_idx < d->naddr) {
+		const struct qdest_dane_host *h =
+		    &d->dane_host[d->hop.mx && d->nmx > 0 ? d->addr_mx[addr_idx] : 0];
+		const struct sockaddr_storage *sa = &d->addr[addr_idx].sa;
+
+		if (d->dane && (h->v == DANE_AUTH || h->v == DANE_ENCRYPT))
+			e.policy = TLSRPT_TLSA;
+		else if (d->sts_have)
+			e.policy = TLSRPT_STS;
+		snprintf(e.mx_host, sizeof(e.mx_host), "%s", qdest_host_of(d, addr_idx));
+		bin = sa->ss_family == AF_INET6
+		          ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
+		          : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
+		if (inet_ntop(sa->ss_family, bin, e.mx_ip, sizeof(e.mx_ip)) == NULL)
+			e.mx_ip[0] = '\0';
+	} else {
+		/* a lookup: DNSSEC or TLSA failures are DANE's, the rest MTA-STS's */
+		e.policy = r == TLSRPT_DNSSEC_INVALID ? TLSRPT_TLSA : TLSRPT_STS;
+	}
+	snprintf(e.sending_ip, sizeof(e.sending_ip), "%s", c != NULL ? smtp_client_local(c) : "");
+	tlsrpt_log_record(d->q->ctx.srv->tlsrpt, &e);
 }
 
 /* Fails every queued job of d with the resolver's verdict. */

@@ -36,6 +36,7 @@
 #include "spool_msg.h"
 #include "state.h"
 #include "sts.h"
+#include "tlsrpt.h"
 
 #define ADDR_LOG_MAX   256 /* octets of an address a log line shows (RFC 5321 path) */
 #define QDEST_TLS_KEEP 64  /* destinations' TLS memory kept after they are freed */
@@ -217,6 +218,7 @@ struct qdest {
 	/* MTA-STS (RFC 8461): MTASTS=yes and TLSPolicy may or dane, MX routing */
 	bool sts_want;    /* this lookup asks for the domain's policy */
 	bool sts_enforce; /* an enforce policy is in force: TLS, PKIX, matching MX */
+	bool sts_have;    /* a policy (any mode) came with the last lookup */
 	char sts_id[STS_ID_MAX + 1];
 	time_t unused_since;       /* seen with nothing to do (0: in use) */
 	struct qdest *hnext;       /* hash chain */
@@ -238,6 +240,12 @@ int qdest_policy(const struct qdest *d);
  * with *tlsa the records to authenticate the peer by). */
 int qdest_conn_policy(const struct qdest *d, size_t addr_idx, const struct dane_tlsa_set **tlsa,
                       bool *sts);
+/* TLSRPT=yes: records a TLS result toward d's domain (RFC 8460), when it
+ * is a recipient domain routed by MX: of connection c to address addr_idx
+ * (c NULL and addr_idx SIZE_MAX: of a lookup, no host), with the policy
+ * type that applied to that host. */
+void qdest_tlsrpt(const struct qdest *d, size_t addr_idx, enum tlsrpt_result r,
+                  const struct smtp_client *c);
 /* The host name address addr_idx was found for (the MX host, when routing
  * by MX): what TLS verifies and names in SNI. */
 const char *qdest_host_of(const struct qdest *d, size_t addr_idx);
@@ -263,6 +271,7 @@ struct qconn {
 	struct qdest *d;                   /* not to be used once closed (it may be freed) */
 	unsigned seq;                      /* for traces: DEST#SEQ */
 	int tls_policy;                    /* what it was opened with (qdest_conn_policy) */
+	bool sts;                          /* ... because of an MTA-STS policy */
 	struct qconn *prev_all, *next_all; /* q->conn_all */
 	struct runtime *rt;                /* the configuration it was opened with */
 	struct smtp_client *c;

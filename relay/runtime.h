@@ -39,6 +39,7 @@ struct runtime {
 };
 
 struct client_count;
+struct tlsrpt_log;
 
 struct server {
 	struct caps caps;
@@ -50,6 +51,7 @@ struct server {
 	atomic_bool stopping;
 	atomic_uint connections;      /* open SMTP sessions, all workers */
 	struct client_count *clients; /* open SMTP sessions per client address */
+	struct tlsrpt_log *tlsrpt;    /* TLSRPT=yes: where TLS results go */
 	atomic_ullong session_seq;
 	unsigned workers;
 };

@@ -129,7 +129,10 @@ struct smtp_client {
 	char peer[INET6_ADDRSTRLEN + 8];
 	char tls_desc[128];
 	bool verified, resumed;
-	const char *auth; /* smtp_client_auth */
+	const char *auth;   /* smtp_client_auth */
+	long verify_result; /* at a handshake's failure */
+	bool starttls_missing;
+	char local[48];
 
 	/* the reply being read: text is its lines joined by " / " */
 	int code;
@@ -545,6 +548,7 @@ static void after_ehlo(struct smtp_client *c)
 	if (!c->tls &&
 	    (c->p.tls_policy == TLS_POLICY_ENCRYPT || c->p.tls_policy == TLS_POLICY_VERIFY ||
 	     c->p.tls_policy == TLS_POLICY_DANE)) {
+		c->starttls_missing = true;
 		fail(c, SMTP_FAIL_TLS, "TLS is required and the server does not offer STARTTLS");
 		return;
 	}
@@ -1101,6 +1105,7 @@ static void client_event(void *owner, enum xprt_event ev, int err)
 		           SSL_get_verify_result(c->x.ssl) != X509_V_OK) {
 			/* say why the peer was refused (DANE: no matching TLSA record) */
 			char why[sizeof(c->x.error) + 96];
+			c->verify_result = SSL_get_verify_result(c->x.ssl);
 			snprintf(why, sizeof(why), "%s (%s)", c->x.error,
 			         X509_verify_cert_error_string(SSL_get_verify_result(c->x.ssl)));
 			fail(c, SMTP_FAIL_TLS, why);
@@ -1154,6 +1159,33 @@ const char *smtp_client_peer(const struct smtp_client *c)
 const char *smtp_client_tls(const struct smtp_client *c)
 {
 	return c->tls_desc;
+}
+
+long smtp_client_verify_result(const struct smtp_client *c)
+{
+	return c->verify_result;
+}
+
+bool smtp_client_starttls_missing(const struct smtp_client *c)
+{
+	return c->starttls_missing;
+}
+
+const char *smtp_client_local(const struct smtp_client *c)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	struct smtp_client *m = (struct smtp_client *)c;
+
+	if (m->local[0] == '\0' && m->x.fd >= 0 &&
+	    getsockname(m->x.fd, (struct sockaddr *)&ss, &len) == 0) {
+		const void *bin = ss.ss_family == AF_INET6
+		                      ? (const void *)&((struct sockaddr_in6 *)&ss)->sin6_addr
+		                      : (const void *)&((struct sockaddr_in *)&ss)->sin_addr;
+		if (inet_ntop(ss.ss_family, bin, m->local, sizeof(m->local)) == NULL)
+			m->local[0] = '\0';
+	}
+	return m->local;
 }
 
 const char *smtp_client_auth(const struct smtp_client *c)

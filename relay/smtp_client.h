@@ -108,6 +108,13 @@ void smtp_client_stop(struct smtp_client *c);
 const char *smtp_client_peer(const struct smtp_client *c); /* "127.0.0.1:25" */
 const char *smtp_client_tls(const struct smtp_client *c);  /* "" or "TLSv1.3 with cipher ..." */
 bool smtp_client_tls_verified(const struct smtp_client *c);
+/* After a TLS failure: OpenSSL's verify result (X509_V_OK when the
+ * certificate was not the reason), and whether the reason was a server
+ * that does not offer STARTTLS although TLS was required. */
+long smtp_client_verify_result(const struct smtp_client *c);
+bool smtp_client_starttls_missing(const struct smtp_client *c);
+/* Our side's address, "" when unknown ("192.0.2.1", "2001:db8::1"). */
+const char *smtp_client_local(const struct smtp_client *c);
 /* How the peer was authenticated: "dane-ee", "dane-ta" (the TLSA record
  * that matched), "pkix" (TLSPolicy verify: CA and name), "mta-sts" (the
  * same, asked by the domain's MTA-STS policy), or "none". */

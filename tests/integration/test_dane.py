@@ -707,3 +707,70 @@ def test_check_reports_mta_sts(world, tmp_path):
     conf.write_text(base.replace("MTASTS=yes", "MTASTS=maybe"))
     r = run_check(conf)
     assert r.returncode == 1 and "'maybe' is not yes or no" in r.stdout, r.stdout
+
+
+def test_tlsrpt_records_each_session_and_reports_it(relay_factory, world, tmp_path):
+    """TLSRPT=yes: each TLS session (and each failed policy lookup) toward a
+    recipient domain is recorded; `krelay tlsrpt --show` sums the day up and
+    `--report` writes RFC 8460's JSON report for a domain."""
+    import json
+    table = tmp_path / "tls_policy"
+    table.write_text("".join(f"{d} dane\n" for d in ("ee.dane.test", "wrong.dane.test",
+                                                      "bogus.dane.test", "strip.dane.test")))
+    relay = relay_factory(sts_conf(world, f"TLSPolicy=may\nTLSPolicyTable={table}\nTLSRPT=yes\n"))
+    doms = ["ee.dane.test", "wrong.dane.test", "bogus.dane.test", "strip.dane.test",
+            "sts-enf.dane.test", "sts-badcert.dane.test", "notlsa.dane.test"]
+    ids = send_each(relay, doms, "rpt")
+    for dom in doms:
+        outcome(relay, ids[dom])
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    show = subprocess.run([KRELAY, "tlsrpt", "-C", str(relay.conf), "--show"],
+                          capture_output=True, text=True, timeout=30)
+    assert show.returncode == 0, show.stderr
+    out = show.stdout
+    for want in [r"^ee\.dane\.test tlsa successful=1 failed=0$",
+                 r"^wrong\.dane\.test tlsa successful=0 failed=1\n    tlsa-invalid sessions=1 "
+                 r"mx=mx-wrong\.dane\.test mx_ip=127\.0\.0\.2 sending_ip=127\.0\.0\.1$",
+                 r"^bogus\.dane\.test tlsa successful=0 failed=1\n    dnssec-invalid sessions=1 "
+                 r"mx=- mx_ip=- sending_ip=-$",
+                 r"^strip\.dane\.test tlsa successful=0 failed=1\n    starttls-not-supported "
+                 r"sessions=1 mx=mx-strip\.dane\.test",
+                 r"^sts-enf\.dane\.test sts successful=1 failed=0$",
+                 r"^sts-badcert\.dane\.test sts successful=0 failed=1\n    sts-webpki-invalid "
+                 r"sessions=1 mx=mx-ee\.dane\.test",
+                 r"^notlsa\.dane\.test no-policy-found successful=0 failed=1\n    "
+                 r"starttls-not-supported sessions=1"]:
+        assert re.search(want, out, re.M), f"{want}\n{out}"
+    # the day's file, as the README describes it
+    lines = (relay.queue / "tlsrpt" / day).read_text().splitlines()
+    assert all(re.fullmatch(r"v1 \d+ \S+ (sts|tlsa|no-policy-found) [a-z-]+ \S+ \S+ \S+", ln)
+               for ln in lines), lines
+
+    rep = subprocess.run([KRELAY, "tlsrpt", "-C", str(relay.conf), "--report", day,
+                          "sts-enf.dane.test"], capture_output=True, text=True, timeout=30)
+    assert rep.returncode == 0, rep.stderr
+    (report,) = [json.loads(ln) for ln in rep.stdout.splitlines()]
+    # the fields RFC 8460 section 4.4 requires, with their types
+    assert report["organization-name"] == "relay.test"
+    assert report["date-range"] == {"start-datetime": f"{day}T00:00:00Z",
+                                    "end-datetime": f"{day}T23:59:59Z"}
+    assert report["contact-info"] == "postmaster@relay.test"
+    assert report["report-id"] == f"{day}_sts-enf.dane.test@relay.test"
+    (pol,) = report["policies"]
+    assert pol["policy"] == {"policy-type": "sts",
+                             "policy-string": STS_ENFORCE.strip().split("\n"),
+                             "mx-host": ["mx-ta.dane.test"],
+                             "policy-domain": "sts-enf.dane.test"}
+    assert pol["summary"] == {"total-successful-session-count": 1,
+                              "total-failure-session-count": 0}
+    assert pol["failure-details"] == []
+    rep = subprocess.run([KRELAY, "tlsrpt", "-C", str(relay.conf), "--report", day,
+                          "wrong.dane.test"], capture_output=True, text=True, timeout=30)
+    (report,) = [json.loads(ln) for ln in rep.stdout.splitlines()]
+    (detail,) = report["policies"][0]["failure-details"]
+    assert detail == {"result-type": "tlsa-invalid", "sending-mta-ip": "127.0.0.1",
+                      "receiving-mx-hostname": "mx-wrong.dane.test",
+                      "receiving-ip": "127.0.0.2", "failed-session-count": 1}, detail
+    bad = subprocess.run([KRELAY, "tlsrpt", "-C", str(relay.conf), "--report", "yesterday"],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "'yesterday' is not a date (YYYY-MM-DD)" in bad.stderr

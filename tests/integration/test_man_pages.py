@@ -73,7 +73,8 @@ def test_commands_page_names_every_command():
     usage = subprocess.run([str(ROOT / "build" / "krelay"), "--help"], capture_output=True,
                            text=True, timeout=10).stdout
     text = render("krelay.8").stdout
-    for cmd in ["check", "queue", "list", "flush", "hold", "release", "delete", "version"]:
+    for cmd in ["check", "queue", "list", "flush", "hold", "release", "delete", "tlsrpt",
+                "version"]:
         assert cmd in usage, cmd
         assert re.search(rf"\b{cmd}\b", text), cmd
 

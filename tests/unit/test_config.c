@@ -174,7 +174,7 @@ TEST(defaults)
 	CHECK(c.queue_lifetime_s == 5 * 86400);
 	CHECK(c.tls_policy == TLS_POLICY_MAY);
 	CHECK_STR(c.trust_anchor_file, "/usr/share/dns/root.key");
-	CHECK(!c.mta_sts);
+	CHECK(!c.mta_sts && !c.tlsrpt);
 	CHECK_STR(c.mta_sts_ca_file, "/etc/ssl/certs/ca-certificates.crt");
 	CHECK(c.tls_policy_table == NULL && c.dns_server == NULL);
 	CHECK(c.connect_timeout_s == 30);
@@ -239,6 +239,7 @@ TEST(opt_names)
 	    "DNSSECTrustAnchorFile",
 	    "MTASTS",
 	    "MTASTSCAFile",
+	    "TLSRPT",
 	};
 
 	for (int i = 0; i < OPT_COUNT; i++)
@@ -310,11 +311,13 @@ TEST(every_option)
 	              "SendmailQueueInterval=1m\n"
 	              "DNSSECTrustAnchorFile=/k\n"
 	              "MTASTS=yes\n"
-	              "MTASTSCAFile=/cas\n"));
+	              "MTASTSCAFile=/cas\n"
+	              "TLSRPT=yes\n"));
 	CHECK(c.log_level == 12);
 	CHECK_STR(c.trust_anchor_file, "/k");
 	CHECK(c.mta_sts);
 	CHECK_STR(c.mta_sts_ca_file, "/cas");
+	CHECK(c.tlsrpt);
 	CHECK(c.sendmail_queues_count == 1 && c.sendmail_queue_interval_s == 60);
 	CHECK_STR(c.sendmail_queues[0], "/var/spool/mqueue");
 	CHECK_STR(c.run_as_user, "mail:mail");
