@@ -1,7 +1,7 @@
 # krelay: `make` builds build/krelay; `make test` runs every test under
 # ASan+UBSan; `make demo` runs the relay on loopback and says what it did.
 CC      ?= cc
-PKGS     = openssl liburing libcares libunbound libcurl
+PKGS     = openssl liburing libcares libunbound libcurl zlib
 CSTD     = -std=c17 -D_GNU_SOURCE
 WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 PKGCFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -185,6 +185,8 @@ install: build/krelay build/krelay-bench
 	    install -D -m 0644 scripts/krelay.conf $(DESTDIR)$(sysconfdir)/krelay/krelay.conf
 	install -d -m 0700 $(DESTDIR)$(localstatedir)/spool/krelay
 	install -D -m 0644 scripts/krelay.service $(DESTDIR)$(systemdunitdir)/krelay.service
+	install -D -m 0644 scripts/krelay-tlsrpt.service $(DESTDIR)$(systemdunitdir)/krelay-tlsrpt.service
+	install -D -m 0644 scripts/krelay-tlsrpt.timer $(DESTDIR)$(systemdunitdir)/krelay-tlsrpt.timer
 	@echo "installed; the relay, started as root, runs as the user krelay:"
 	@echo "  adduser --system --group --home $(localstatedir)/spool/krelay krelay"
 	@echo "  chown krelay:krelay $(DESTDIR)$(localstatedir)/spool/krelay"

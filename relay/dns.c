@@ -969,3 +969,26 @@ int dns_probe_dnssec(const char *server, const char *anchor, char *out, size_t o
 		return -1;
 	return dns_ub_probe(server != NULL ? csv : NULL, anchor, out, outlen);
 }
+
+int dns_txt_sync(const char *server, const char *name, char ***txt, size_t *n, char *err,
+                 size_t errlen)
+{
+	char csv[512];
+
+	*txt = NULL;
+	*n = 0;
+	if (server_check(server, csv, sizeof(csv), err, errlen) < 0)
+		return -1;
+	return dns_ub_txt_sync(server != NULL ? csv : NULL, name, txt, n, err, errlen);
+}
+
+int dns_addr_sync(const char *server, const char *host, char *ip, size_t iplen, char *err,
+                  size_t errlen)
+{
+	char csv[512];
+
+	ip[0] = '\0';
+	if (server_check(server, csv, sizeof(csv), err, errlen) < 0)
+		return -1;
+	return dns_ub_addr_sync(server != NULL ? csv : NULL, host, ip, iplen, err, errlen);
+}

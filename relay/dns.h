@@ -86,6 +86,14 @@ int dns_anchor_read(const char *path, char **text, char *err, size_t errlen);
  * make it) for the DNSKEY records of the trust anchor's zone, blocking.
  * 0 when they validate; -1 otherwise; out says what was seen. */
 int dns_probe_dnssec(const char *server, const char *anchor, char *out, size_t outlen);
+/* Blocking, for the command line (krelay tlsrpt): the TXT records of name
+ * through DNSServer (or resolv.conf), nothing validated; free each string
+ * and the array.  0, or -1 with err. */
+int dns_txt_sync(const char *server, const char *name, char ***txt, size_t *n, char *err,
+                 size_t errlen);
+/* Blocking, likewise: the first IPv4 (else IPv6) address of host, as text. */
+int dns_addr_sync(const char *server, const char *host, char *ip, size_t iplen, char *err,
+                  size_t errlen);
 /* Why the last DNS_BOGUS answer was bogus ("" when none), for log lines. */
 const char *dns_why_bogus(const struct dns *d);
 

@@ -22,5 +22,12 @@ const char *dns_ub_why_bogus(const struct dns_ub *u);
 /* Blocking (for krelay check): does the anchor's own DNSKEY RRset come
  * back secure through these servers?  0, or -1; out says what was seen. */
 int dns_ub_probe(const char *servers, const char *anchor, char *out, size_t outlen);
+/* Blocking (for krelay tlsrpt): the TXT records of name, malloc'd strings
+ * in a malloc'd array.  0 (n may be 0), or -1 with err. */
+int dns_ub_txt_sync(const char *servers, const char *name, char ***txt, size_t *n, char *err,
+                    size_t errlen);
+/* Blocking: the first IPv4 (else IPv6) address of host, as text. */
+int dns_ub_addr_sync(const char *servers, const char *host, char *ip, size_t iplen, char *err,
+                     size_t errlen);
 
 #endif

@@ -450,6 +450,8 @@ static int setup(struct ub_ctx *ctx, const char *servers, const char *anchor, ch
 		snprintf(err, errlen, "libunbound: /etc/resolv.conf: %s", ub_strerror(rc));
 		return -1;
 	}
+	if (anchor == NULL)
+		return 0; /* nothing validated: every answer insecure */
 	if ((copy = strdup(anchor)) == NULL) {
 		rc = UB_NOMEM;
 		goto fail;
@@ -504,6 +506,93 @@ fail:
 	ub_ctx_delete(u->ctx);
 	free(u);
 	return -1;
+}
+
+int dns_ub_txt_sync(const char *servers, const char *name, char ***txt, size_t *n, char *err,
+                    size_t errlen)
+{
+	struct ub_ctx *ctx = ub_ctx_create();
+	struct ub_result *res = NULL;
+	int rc, ret = -1;
+
+	*txt = NULL;
+	*n = 0;
+	if (ctx == NULL) {
+		snprintf(err, errlen, "libunbound: cannot create a context");
+		return -1;
+	}
+	if (setup(ctx, servers, NULL, err, errlen) < 0)
+		goto done;
+	if ((rc = ub_resolve(ctx, name, ns_t_txt, ns_c_in, &res)) != 0) {
+		snprintf(err, errlen, "%s", ub_strerror(rc));
+		goto done;
+	}
+	if (res->rcode != ns_r_noerror && res->rcode != ns_r_nxdomain) {
+		snprintf(err, errlen, "lookup failed (rcode %d)", res->rcode);
+		goto done;
+	}
+	ret = 0;
+	for (int i = 0; res->havedata && res->data[i] != NULL; i++) {
+		const unsigned char *d = (const unsigned char *)res->data[i];
+		size_t len = (size_t)res->len[i], k = 0, o = 0;
+		char *s = malloc(len + 1), **grown = realloc(*txt, (*n + 1) * sizeof(char *));
+
+		if (s == NULL || grown == NULL) {
+			free(s);
+			*txt = grown != NULL ? grown : *txt;
+			snprintf(err, errlen, "out of memory");
+			ret = -1;
+			break;
+		}
+		*txt = grown;
+		while (k < len && k + 1 + d[k] <= len) { /* character-strings, joined */
+			memcpy(s + o, d + k + 1, d[k]);
+			o += d[k];
+			k += 1 + (size_t)d[k];
+		}
+		s[o] = '\0';
+		(*txt)[(*n)++] = s;
+	}
+done:
+	if (res != NULL)
+		ub_resolve_free(res);
+	ub_ctx_delete(ctx);
+	return ret;
+}
+
+int dns_ub_addr_sync(const char *servers, const char *host, char *ip, size_t iplen, char *err,
+                     size_t errlen)
+{
+	static const int types[2] = {ns_t_a, ns_t_aaaa};
+	struct ub_ctx *ctx = ub_ctx_create();
+	int ret = -1;
+
+	ip[0] = '\0';
+	if (ctx == NULL) {
+		snprintf(err, errlen, "libunbound: cannot create a context");
+		return -1;
+	}
+	if (setup(ctx, servers, NULL, err, errlen) < 0)
+		goto done;
+	snprintf(err, errlen, "no address");
+	for (int i = 0; i < 2 && ret < 0; i++) {
+		struct ub_result *res = NULL;
+		int rc = ub_resolve(ctx, host, types[i], ns_c_in, &res);
+
+		if (rc != 0) {
+			snprintf(err, errlen, "%s", ub_strerror(rc));
+		} else if (res->havedata && res->data[0] != NULL &&
+		           res->len[0] == (types[i] == ns_t_a ? 4 : 16) &&
+		           inet_ntop(types[i] == ns_t_a ? AF_INET : AF_INET6, res->data[0], ip,
+		                     (socklen_t)iplen) != NULL) {
+			ret = 0;
+		}
+		if (res != NULL)
+			ub_resolve_free(res);
+	}
+done:
+	ub_ctx_delete(ctx);
+	return ret;
 }
 
 int dns_ub_probe(const char *servers, const char *anchor, char *out, size_t outlen)

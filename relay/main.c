@@ -50,7 +50,7 @@ static void usage(FILE *out)
 	        "mailq)\n"
 	        "       krelay import-sendmail [--access FILE] [--mailertable FILE] [-o FILE] "
 	        "sendmail.mc|.cf\n"
-	        "       krelay tlsrpt [-C FILE] --show [DATE] | --report [DATE] [DOMAIN]\n"
+	        "       krelay tlsrpt [-C FILE] --show [DATE] | --report|--send [DATE] [DOMAIN]\n"
 	        "                                  TLS results per recipient domain (TLSRPT=yes)\n"
 	        "       krelay version\n"
 	        "FILE holds Name=value lines (sendmail.cf \"O Name=value\" lines work too);\n"

@@ -6,6 +6,7 @@
 #include <openssl/x509_vfy.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static const char *const policy_names[TLSRPT_POLICIES] = {"sts", "tlsa", "no-policy-found"};
 static const char *const result_names[TLSRPT_RESULTS] = {
@@ -383,4 +384,120 @@ void tlsrpt_report_json(const struct tlsrpt_day *d, const char *domain,
 		fputs("]}", out);
 	}
 	fputs("]}\n", out);
+}
+
+/* ---- the _smtp._tls record ---- */
+
+static int hexval(char c)
+{
+	return isdigit((unsigned char)c) ? c - '0'
+	       : c >= 'a' && c <= 'f'    ? c - 'a' + 10
+	       : c >= 'A' && c <= 'F'    ? c - 'A' + 10
+	                                 : -1;
+}
+
+/* One rua URI (s[0..n), trimmed); false when it is not usable. */
+static bool rua_add(struct tlsrpt_rua *r, const char *s, size_t n)
+{
+	size_t o = 0;
+
+	if (r->n == TLSRPT_RUA_MAX || n >= sizeof(r->uri[0].v))
+		return false;
+	if (n > 7 && strncasecmp(s, "mailto:", 7) == 0) {
+		/* the address: up to '?', %XX decoded; one '@', no blank */
+		const char *at = NULL;
+		for (size_t i = 7; i < n && s[i] != '?'; i++) {
+			char c = s[i];
+			if (c == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 &&
+			    hexval(s[i + 2]) >= 0) {
+				c = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+				i += 2;
+			}
+			if ((unsigned char)c <= ' ' || c == '<' || c == '>' || c == ',' ||
+			    c == 0x7f)
+				return false;
+			if (c == '@')
+				at = r->uri[r->n].v + o;
+			r->uri[r->n].v[o++] = c;
+		}
+		r->uri[r->n].v[o] = '\0';
+		if (at == NULL || at == r->uri[r->n].v || at[1] == '\0' || strchr(at + 1, '@'))
+			return false;
+		r->uri[r->n].mailto = true;
+	} else if (n > 8 && strncasecmp(s, "https://", 8) == 0) {
+		for (size_t i = 0; i < n; i++)
+			if ((unsigned char)s[i] <= ' ' || s[i] == 0x7f)
+				return false;
+		memcpy(r->uri[r->n].v, s, n);
+		r->uri[r->n].v[n] = '\0';
+		r->uri[r->n].mailto = false;
+	} else {
+		return false; /* another scheme: ignored */
+	}
+	r->n++;
+	return true;
+}
+
+int tlsrpt_txt_parse(const char *txt, size_t len, struct tlsrpt_rua *r)
+{
+	bool first = true, have_rua = false;
+	size_t i = 0;
+
+	memset(r, 0, sizeof(*r));
+	while (i < len) {
+		const char *f = txt + i, *end = memchr(f, ';', len - i), *eq, *k, *v;
+		size_t n = end ? (size_t)(end - f) : len - i, kl, vl;
+
+		i += n + (end ? 1 : 0);
+		while (n > 0 && (*f == ' ' || *f == '\t')) {
+			f++;
+			n--;
+		}
+		while (n > 0 && (f[n - 1] == ' ' || f[n - 1] == '\t'))
+			n--;
+		if (n == 0) {
+			if (first)
+				return 0;
+			continue;
+		}
+		if ((eq = memchr(f, '=', n)) == NULL)
+			return first ? 0 : -1;
+		k = f;
+		kl = (size_t)(eq - f);
+		v = eq + 1;
+		vl = n - kl - 1;
+		while (kl > 0 && (k[kl - 1] == ' ' || k[kl - 1] == '\t'))
+			kl--;
+		while (vl > 0 && (*v == ' ' || *v == '\t')) {
+			v++;
+			vl--;
+		}
+		if (first) {
+			if (kl != 1 || k[0] != 'v' || vl != 8 || memcmp(v, "TLSRPTv1", 8) != 0)
+				return 0;
+			first = false;
+			continue;
+		}
+		if (kl == 3 && memcmp(k, "rua", 3) == 0) {
+			if (have_rua)
+				return -1;
+			have_rua = true;
+			for (size_t j = 0; j < vl;) {
+				const char *u = v + j, *comma = memchr(u, ',', vl - j);
+				size_t ul = comma ? (size_t)(comma - u) : vl - j;
+
+				j += ul + (comma ? 1 : 0);
+				while (ul > 0 && (*u == ' ' || *u == '\t')) {
+					u++;
+					ul--;
+				}
+				while (ul > 0 && (u[ul - 1] == ' ' || u[ul - 1] == '\t'))
+					ul--;
+				rua_add(r, u, ul);
+			}
+		}
+	}
+	if (first)
+		return 0;
+	return r->n > 0 ? 1 : -1;
 }

@@ -86,4 +86,20 @@ struct tlsrpt_report_info {
 void tlsrpt_report_json(const struct tlsrpt_day *d, const char *domain,
                         const struct tlsrpt_report_info *info, FILE *out);
 
+/* Where a domain wants its reports: the rua= of its _smtp._tls TXT record
+ * (section 3): "mailto:" addresses (percent-decoded, without ?query) and
+ * "https:" URLs. */
+#define TLSRPT_RUA_MAX 8
+struct tlsrpt_rua {
+	size_t n;
+	struct {
+		bool mailto;
+		char v[512]; /* the address, or the whole URL */
+	} uri[TLSRPT_RUA_MAX];
+};
+/* One TXT record: 1 when it is "v=TLSRPTv1; rua=..." with at least one
+ * usable URI; 0 when it is another kind of record; -1 when it starts
+ * v=TLSRPTv1 and is unusable. */
+int tlsrpt_txt_parse(const char *txt, size_t len, struct tlsrpt_rua *r);
+
 #endif

@@ -4,8 +4,10 @@
 
 #include "config.h"
 
-/* argv after "tlsrpt" and -C FILE: "--show [DATE]" or "--report [DATE]
- * [DOMAIN]" (DATE YYYY-MM-DD, UTC; today by default).  Exit status. */
+/* argv after "tlsrpt" and -C FILE: "--show [DATE]", "--report [DATE]
+ * [DOMAIN]" (DATE YYYY-MM-DD, UTC; today by default), or "--send [DATE]
+ * [DOMAIN]" (yesterday by default): each domain's report to the rua
+ * addresses of its _smtp._tls record.  Exit status. */
 int tlsrpt_cli(const struct config *c, int argc, char **argv);
 
 #endif

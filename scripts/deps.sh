@@ -13,6 +13,8 @@ PKGS=(
 	libunbound-dev dns-root-data nsd ldnsutils
 	# MTA-STS: policies fetched over HTTPS with libcurl (its OpenSSL flavour)
 	libcurl4-openssl-dev ca-certificates
+	# TLS reports are sent gzip'd (RFC 8460)
+	zlib1g-dev
 	clang-format
 	# the libFuzzer harnesses (tests/fuzz): clang and its fuzzer runtime
 	clang libclang-rt-14-dev

@@ -182,7 +182,7 @@ class StsWorld:
         ca_cert = x509.load_pem_x509_certificate(self.ca.read_bytes())
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.now(timezone.utc)
-        names = [x509.DNSName(f"mta-sts.{d}") for d in STS]
+        names = [x509.DNSName(f"mta-sts.{d}") for d in STS] + [x509.DNSName("tlsrpt.dane.test")]
         cert = (x509.CertificateBuilder()
                 .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mta-sts")]))
                 .issuer_name(ca_cert.subject).public_key(key.public_key())
@@ -194,6 +194,7 @@ class StsWorld:
                 .sign(ca_key, hashes.SHA256()))
         crt, k = write_pem(tmp, "mta-sts", key, cert)
         self.fetches = []
+        self.posts = []
         world = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -213,6 +214,14 @@ class StsWorld:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                world.posts.append((self.headers.get("Host", ""), self.path,
+                                    self.headers.get("Content-Type", ""), self.rfile.read(n)))
+                self.send_response(201)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def log_message(self, *a):
                 pass
 
@@ -230,7 +239,12 @@ class StsWorld:
             out += [f"{dom}. 300 IN MX 10 {mx}.",
                     f'_mta-sts.{dom}. 300 IN TXT "v=STSv1; id={txt_id};"',
                     f"mta-sts.{dom}. 300 IN A {policy_addr}"]
-        # records of the MX hosts named only here
+        # TLS reports for ee.dane.test: by mail (to a krelay peer) and HTTPS
+        out += ['_smtp._tls.ee.dane.test. 300 IN TXT "v=TLSRPTv1; '
+                'rua=mailto:tlsrpt@report.dane.test,https://tlsrpt.dane.test/v1/report"',
+                "report.dane.test. 300 IN MX 10 mx-notlsa.dane.test.",
+                "tlsrpt.dane.test. 300 IN A 127.0.0.9",
+                '_smtp._tls.wrong.dane.test. 300 IN TXT "v=spf1 -all"']
         return out
 
     def stop(self):
@@ -298,7 +312,8 @@ class World:
         self.nsd = Nsd(tmp, zones)
         self.transport = tmp / "transport"
         self.transport.write_text("".join(f"{d} {d}:{self.port}\n"
-                                          for d in [*DOMAINS, "insecure.dane.test", *STS]))
+                                          for d in [*DOMAINS, "insecure.dane.test", *STS,
+                                                    "report.dane.test"]))
 
     def relay_conf(self, extra=""):
         return (f"DNSServer={self.nsd.addr}\nDNSSECTrustAnchorFile={self.nsd.anchor}\n"
@@ -774,3 +789,63 @@ def test_tlsrpt_records_each_session_and_reports_it(relay_factory, world, tmp_pa
     bad = subprocess.run([KRELAY, "tlsrpt", "-C", str(relay.conf), "--report", "yesterday"],
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "'yesterday' is not a date (YYYY-MM-DD)" in bad.stderr
+
+
+def test_tlsrpt_send_mails_and_posts_the_report(relay_factory, world, tmp_path):
+    """`krelay tlsrpt --send DATE`: each domain with one TLSRPT record gets its
+    report, gzip'd JSON, at each rua: by mail (queued by the relay like any
+    message: here to a krelay peer) and by HTTPS POST; a domain without one
+    gets none."""
+    import base64
+    import email
+    import gzip
+    import json
+    table = tmp_path / "tls_policy"
+    table.write_text("ee.dane.test dane\nwrong.dane.test dane\n")
+    relay = relay_factory(sts_conf(world, f"TLSPolicy=may\nTLSPolicyTable={table}\nTLSRPT=yes\n"))
+    ids = send_each(relay, ["ee.dane.test", "wrong.dane.test"], "send")
+    for q in ids.values():
+        outcome(relay, q)
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    posts = len(world.sts.posts)
+    r = subprocess.run([KRELAY, "tlsrpt", "-C", str(relay.conf), "--send", day],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ee.dane.test: mailto:tlsrpt@report.dane.test: sent\n" in r.stdout, r.stdout
+    assert "ee.dane.test: https://tlsrpt.dane.test/v1/report: sent\n" in r.stdout, r.stdout
+    assert "wrong.dane.test: no TLSRPT record at _smtp._tls.wrong.dane.test: not sent\n" \
+        in r.stdout, r.stdout
+
+    # the HTTPS POST: RFC 8460 section 5.4
+    (host, path, ctype, body) = world.sts.posts[posts]
+    assert (host, path, ctype) == ("tlsrpt.dane.test", "/v1/report", "application/tlsrpt+gzip")
+    report = json.loads(gzip.decompress(body))
+    assert report["report-id"] == f"{day}_ee.dane.test@relay.test"
+    (pol,) = report["policies"]
+    assert pol["policy"]["policy-type"] == "tlsa" and pol["summary"] == {
+        "total-successful-session-count": 1, "total-failure-session-count": 0}, pol
+
+    # the mail: queued by the relay, relayed to report.dane.test's MX
+    peer = world.peers["127.0.0.5"]
+
+    def mailed():
+        for q in peer.queued():
+            try:
+                body, env = peer.message(q)
+            except FileNotFoundError:
+                continue
+            if ("P", "tlsrpt@report.dane.test") in env["rcpt"]:
+                return body, env
+        return None
+    body, env = wait_for(mailed, 15, "the report at report.dane.test's MX")
+    assert env["sender"] == "postmaster@relay.test"
+    msg = email.message_from_bytes(body)
+    assert msg["TLS-Report-Domain"] == "ee.dane.test"
+    assert msg["TLS-Report-Submitter"] == "relay.test"
+    assert msg["Subject"] == (f"Report Domain: ee.dane.test Submitter: relay.test Report-ID: "
+                              f"<{day}_ee.dane.test@relay.test>")
+    assert msg.get_content_type() == "multipart/report"
+    assert msg.get_param("report-type") == "tlsrpt"
+    (att,) = [p for p in msg.walk() if p.get_content_type() == "application/tlsrpt+gzip"]
+    assert re.fullmatch(r"relay\.test!ee\.dane\.test!\d+!\d+\.json\.gz", att.get_filename())
+    assert json.loads(gzip.decompress(base64.b64decode(att.get_payload()))) == report

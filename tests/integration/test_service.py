@@ -90,3 +90,14 @@ def test_unit_verifies_and_is_confined(tmp_path):
                          capture_output=True, text=True, timeout=60, env=env)
     m = re.search(r"Overall exposure level for krelay\.service: ([0-9.]+) (\w+)", sec.stdout)
     assert m and float(m.group(1)) < 3.0 and m.group(2) == "OK", sec.stdout[-1500:]
+    # the daily TLS reports: the service its timer starts, and the timer
+    for name in ("krelay-tlsrpt.service", "krelay-tlsrpt.timer"):
+        assert (dest / "lib" / "systemd" / "system" / name).exists() or \
+            list(dest.rglob(name)), f"{name} not installed"
+        u = tmp_path / name
+        u.write_text((ROOT / "scripts" / name).read_text()
+                     .replace("/usr/sbin/krelay", f"{dest}/usr/sbin/krelay"))
+    v = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "krelay-tlsrpt.timer"),
+                        str(tmp_path / "krelay-tlsrpt.service")], capture_output=True, text=True,
+                       timeout=60, env=env)
+    assert v.returncode == 0 and v.stdout + v.stderr == "", v.stdout + v.stderr

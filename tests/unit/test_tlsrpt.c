@@ -149,8 +149,40 @@ TEST(day_and_report)
 	tlsrpt_day_free(d);
 }
 
+static int rua(const char *txt, struct tlsrpt_rua *r)
+{
+	return tlsrpt_txt_parse(txt, strlen(txt), r);
+}
+
+TEST(rua_records)
+{
+	struct tlsrpt_rua r;
+
+	CHECK(rua("v=TLSRPTv1; rua=mailto:reports@example.com", &r) == 1);
+	CHECK(r.n == 1 && r.uri[0].mailto);
+	CHECK_STR(r.uri[0].v, "reports@example.com");
+	CHECK(
+	    rua("v=TLSRPTv1;rua=mailto:a%2Bb@example.com?subject=x, https://rep.example.com/v1/x ;",
+	        &r) == 1);
+	CHECK(r.n == 2 && r.uri[0].mailto && !r.uri[1].mailto);
+	CHECK_STR(r.uri[0].v, "a+b@example.com");
+	CHECK_STR(r.uri[1].v, "https://rep.example.com/v1/x");
+	/* another scheme is ignored; nothing usable left: unusable */
+	CHECK(rua("v=TLSRPTv1; rua=ftp://x,mailto:ok@example.net", &r) == 1 && r.n == 1);
+	CHECK(rua("v=TLSRPTv1; rua=ftp://x", &r) == -1);
+	CHECK(rua("v=TLSRPTv1; rua=mailto:no-at", &r) == -1);
+	CHECK(rua("v=TLSRPTv1; rua=mailto:a@b%0Ac", &r) == -1);
+	CHECK(rua("v=TLSRPTv1", &r) == -1);
+	CHECK(rua("v=TLSRPTv1; rua=mailto:a@b; rua=mailto:c@d", &r) == -1);
+	/* not a TLSRPT record */
+	CHECK(rua("v=spf1 -all", &r) == 0);
+	CHECK(rua("v=TLSRPTv2; rua=mailto:a@b", &r) == 0);
+	CHECK(rua("rua=mailto:a@b; v=TLSRPTv1", &r) == 0);
+}
+
 int main(void)
 {
+	RUN(rua_records);
 	RUN(lines_round_trip);
 	RUN(verify_results);
 	RUN(day_and_report);
