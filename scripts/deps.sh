@@ -19,6 +19,8 @@ PKGS=(
 	# the libFuzzer harnesses (tests/fuzz): clang and its fuzzer runtime
 	clang libclang-rt-14-dev
 	python3 python3-pytest python3-cryptography
+	# TLS reports are checked against RFC 8460's report format as a JSON Schema
+	python3-jsonschema
 	# swaks's TLS and IPv6 come from Recommends, which --no-install-recommends
 	# drops: each package a test uses is named here
 	swaks libnet-ssleay-perl libio-socket-inet6-perl

@@ -724,6 +724,58 @@ def test_check_reports_mta_sts(world, tmp_path):
     assert r.returncode == 1 and "'maybe' is not yes or no" in r.stdout, r.stdout
 
 
+# RFC 8460 section 4.4's report, written as a JSON Schema (draft 7): the
+# fields it requires, their types, and the policy and result types it names.
+RESULT_TYPES = ["starttls-not-supported", "certificate-host-mismatch", "certificate-expired",
+                "certificate-not-trusted", "validation-failure", "tlsa-invalid",
+                "dnssec-invalid", "dane-required", "sts-policy-fetch-error",
+                "sts-policy-invalid", "sts-webpki-invalid"]
+TLSRPT_SCHEMA = {
+    "type": "object",
+    "required": ["organization-name", "date-range", "contact-info", "report-id", "policies"],
+    "properties": {
+        "organization-name": {"type": "string"},
+        "date-range": {"type": "object", "required": ["start-datetime", "end-datetime"],
+                       "properties": {"start-datetime": {"type": "string", "format": "date-time"},
+                                      "end-datetime": {"type": "string",
+                                                       "format": "date-time"}}},
+        "contact-info": {"type": "string"},
+        "report-id": {"type": "string"},
+        "policies": {"type": "array", "items": {
+            "type": "object", "required": ["policy", "summary"],
+            "properties": {
+                "policy": {"type": "object", "required": ["policy-type", "policy-domain"],
+                           "properties": {
+                               "policy-type": {"enum": ["tlsa", "sts", "no-policy-found"]},
+                               "policy-string": {"type": "array", "items": {"type": "string"}},
+                               "policy-domain": {"type": "string"},
+                               "mx-host": {"type": "array", "items": {"type": "string"}}}},
+                "summary": {"type": "object",
+                            "required": ["total-successful-session-count",
+                                         "total-failure-session-count"],
+                            "properties": {
+                                "total-successful-session-count": {"type": "integer",
+                                                                   "minimum": 0},
+                                "total-failure-session-count": {"type": "integer",
+                                                                "minimum": 0}}},
+                "failure-details": {"type": "array", "items": {
+                    "type": "object", "required": ["result-type", "failed-session-count"],
+                    "properties": {
+                        "result-type": {"enum": RESULT_TYPES},
+                        "sending-mta-ip": {"type": "string"},
+                        "receiving-mx-hostname": {"type": "string"},
+                        "receiving-mx-helo": {"type": "string"},
+                        "receiving-ip": {"type": "string"},
+                        "failed-session-count": {"type": "integer", "minimum": 1},
+                        "additional-information": {"type": "string"},
+                        "failure-reason-code": {"type": "string"}}}}}}}}}
+
+
+def check_schema(report):
+    import jsonschema
+    jsonschema.validate(report, TLSRPT_SCHEMA, format_checker=jsonschema.FormatChecker())
+
+
 def test_tlsrpt_records_each_session_and_reports_it(relay_factory, world, tmp_path):
     """TLSRPT=yes: each TLS session (and each failed policy lookup) toward a
     recipient domain is recorded; `krelay tlsrpt --show` sums the day up and
@@ -765,7 +817,7 @@ def test_tlsrpt_records_each_session_and_reports_it(relay_factory, world, tmp_pa
                           "sts-enf.dane.test"], capture_output=True, text=True, timeout=30)
     assert rep.returncode == 0, rep.stderr
     (report,) = [json.loads(ln) for ln in rep.stdout.splitlines()]
-    # the fields RFC 8460 section 4.4 requires, with their types
+    check_schema(report)
     assert report["organization-name"] == "relay.test"
     assert report["date-range"] == {"start-datetime": f"{day}T00:00:00Z",
                                     "end-datetime": f"{day}T23:59:59Z"}
@@ -782,7 +834,12 @@ def test_tlsrpt_records_each_session_and_reports_it(relay_factory, world, tmp_pa
     rep = subprocess.run([KRELAY, "tlsrpt", "-C", str(relay.conf), "--report", day,
                           "wrong.dane.test"], capture_output=True, text=True, timeout=30)
     (report,) = [json.loads(ln) for ln in rep.stdout.splitlines()]
+    check_schema(report)
     (detail,) = report["policies"][0]["failure-details"]
+    every = subprocess.run([KRELAY, "tlsrpt", "-C", str(relay.conf), "--report", day],
+                           capture_output=True, text=True, timeout=30)
+    for line in every.stdout.splitlines():  # every domain's, every result type seen
+        check_schema(json.loads(line))
     assert detail == {"result-type": "tlsa-invalid", "sending-mta-ip": "127.0.0.1",
                       "receiving-mx-hostname": "mx-wrong.dane.test",
                       "receiving-ip": "127.0.0.2", "failed-session-count": 1}, detail
@@ -820,6 +877,7 @@ def test_tlsrpt_send_mails_and_posts_the_report(relay_factory, world, tmp_path):
     (host, path, ctype, body) = world.sts.posts[posts]
     assert (host, path, ctype) == ("tlsrpt.dane.test", "/v1/report", "application/tlsrpt+gzip")
     report = json.loads(gzip.decompress(body))
+    check_schema(report)
     assert report["report-id"] == f"{day}_ee.dane.test@relay.test"
     (pol,) = report["policies"]
     assert pol["policy"]["policy-type"] == "tlsa" and pol["summary"] == {
