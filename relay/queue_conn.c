@@ -110,6 +110,13 @@ void qconn_start(struct qdest *d, size_t addr_idx, struct qjob *job)
 		p.tls_policy = TLS_POLICY_NONE;
 	p.tls_ctx = sts ? q->rt->sts_ctx : q->rt->client_ctx;
 	p.verify_auth = sts ? "mta-sts" : "pkix";
+	if (d->sts_testing && p.tls_policy == TLS_POLICY_MAY && q->rt->sts_ctx != NULL) {
+		/* MTA-STS testing: the peer is checked as enforce would, the
+		 * result reported (TLSRPT), the delivery not held to it */
+		p.tls_ctx = q->rt->sts_ctx;
+		p.check_only = true;
+		cn->sts_check = true;
+	}
 	p.smtps = d->hop.smtps;
 	/* no resumption under DANE: a resumed session skips the certificate,
 	 * and the one kept may come from a connection nobody authenticated */
@@ -316,7 +323,10 @@ static void conn_ready(void *owner, struct smtp_client *c)
 	assert(!cn->in_send);
 	/* a session: TLS as its policy asked (or, without one, clear text) */
 	qdest_tlsrpt(cn->d, cn->addr_idx,
-	             smtp_client_tls(c)[0] != '\0' ? TLSRPT_SUCCESS : TLSRPT_STARTTLS_NOT_SUPPORTED,
+	             smtp_client_tls(c)[0] == '\0' ? TLSRPT_STARTTLS_NOT_SUPPORTED
+	             : cn->sts_check && smtp_client_verify_result(c) != X509_V_OK
+	                 ? tlsrpt_from_verify(smtp_client_verify_result(c), TLSRPT_STS)
+	                 : TLSRPT_SUCCESS,
 	             c);
 	if (j != NULL)
 		qconn_send(cn, j);

@@ -582,6 +582,7 @@ static void resolve(struct qdest *d)
 	              (qdest_policy(d) == TLS_POLICY_MAY || qdest_policy(d) == TLS_POLICY_DANE);
 	d->sts_enforce = false;
 	d->sts_have = false;
+	d->sts_testing = false;
 	/* a configured host name stands for itself: only its own address and
 	 * TLSA answers need to be secure (RFC 7672 section 2.2.2) */
 	d->mx_secure = !d->hop.mx;
@@ -735,6 +736,7 @@ static void sts_done(void *arg, const struct sts_result *r)
 		return;
 	}
 	d->sts_have = r->policy.mode != STS_MODE_NONE;
+	d->sts_testing = r->policy.mode == STS_MODE_TESTING;
 	log_info("%s: MTA-STS: policy id=%s mode=%s max_age=%u mx=%zu (%s)%s%s%s", dname, r->id,
 	         sts_mode_name(r->policy.mode), r->policy.max_age, r->policy.nmx, r->source,
 	         r->why[0] ? " why=\"" : "", why, r->why[0] ? "\"" : "");

@@ -218,7 +218,8 @@ struct qdest {
 	/* MTA-STS (RFC 8461): MTASTS=yes and TLSPolicy may or dane, MX routing */
 	bool sts_want;    /* this lookup asks for the domain's policy */
 	bool sts_enforce; /* an enforce policy is in force: TLS, PKIX, matching MX */
-	bool sts_have;    /* a policy (any mode) came with the last lookup */
+	bool sts_have;    /* a policy (testing or enforce) came with the last lookup */
+	bool sts_testing; /* ... in mode testing: checked, reported, not enforced */
 	char sts_id[STS_ID_MAX + 1];
 	time_t unused_since;       /* seen with nothing to do (0: in use) */
 	struct qdest *hnext;       /* hash chain */
@@ -272,6 +273,7 @@ struct qconn {
 	unsigned seq;                      /* for traces: DEST#SEQ */
 	int tls_policy;                    /* what it was opened with (qdest_conn_policy) */
 	bool sts;                          /* ... because of an MTA-STS policy */
+	bool sts_check;                    /* MTA-STS testing: the peer checked, not required */
 	struct qconn *prev_all, *next_all; /* q->conn_all */
 	struct runtime *rt;                /* the configuration it was opened with */
 	struct smtp_client *c;

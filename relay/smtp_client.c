@@ -514,8 +514,9 @@ static void start_tls(struct smtp_client *c)
 		SSL_free(ssl);
 		return;
 	}
-	if (c->p.tls_policy == TLS_POLICY_VERIFY) {
-		SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
+	if (c->p.tls_policy == TLS_POLICY_VERIFY || c->p.check_only) {
+		if (c->p.tls_policy == TLS_POLICY_VERIFY)
+			SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
 		if (c->p.host_literal)
 			X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), c->p.host);
 		else
@@ -1067,6 +1068,8 @@ static void client_event(void *owner, enum xprt_event ev, int err)
 		c->tls = true;
 		ktls_describe(c->x.ssl, c->tls_desc, sizeof(c->tls_desc));
 		c->verified = peer != NULL && SSL_get_verify_result(c->x.ssl) == X509_V_OK;
+		c->verify_result =
+		    peer != NULL ? SSL_get_verify_result(c->x.ssl) : X509_V_ERR_UNSPECIFIED;
 		c->auth = "none";
 		if (c->p.tls_policy == TLS_POLICY_DANE) {
 			uint8_t usage;

@@ -42,6 +42,10 @@ struct smtp_client_params {
 	/* what auth= says after a verified handshake under TLS_POLICY_VERIFY:
 	 * "pkix", or "mta-sts" when an MTA-STS policy asked for it */
 	const char *verify_auth;
+	/* check the peer as TLS_POLICY_VERIFY would (CAs of tls_ctx, host
+	 * name), without failing the handshake: smtp_client_verify_result
+	 * says what was found (an MTA-STS policy in mode testing) */
+	bool check_only;
 	int body_path; /* enum config_body_path */
 	bool no_ktls;  /* keep record encryption in OpenSSL (after a KeyUpdate) */
 	unsigned connect_timeout_s, timeout_s;
@@ -108,9 +112,10 @@ void smtp_client_stop(struct smtp_client *c);
 const char *smtp_client_peer(const struct smtp_client *c); /* "127.0.0.1:25" */
 const char *smtp_client_tls(const struct smtp_client *c);  /* "" or "TLSv1.3 with cipher ..." */
 bool smtp_client_tls_verified(const struct smtp_client *c);
-/* After a TLS failure: OpenSSL's verify result (X509_V_OK when the
- * certificate was not the reason), and whether the reason was a server
- * that does not offer STARTTLS although TLS was required. */
+/* After a TLS failure, or a handshake with check_only: OpenSSL's verify
+ * result (X509_V_OK when the certificate was not the reason, or passed),
+ * and whether the reason was a server that does not offer STARTTLS
+ * although TLS was required. */
 long smtp_client_verify_result(const struct smtp_client *c);
 bool smtp_client_starttls_missing(const struct smtp_client *c);
 /* Our side's address, "" when unknown ("192.0.2.1", "2001:db8::1"). */

@@ -786,7 +786,8 @@ def test_tlsrpt_records_each_session_and_reports_it(relay_factory, world, tmp_pa
                                                       "bogus.dane.test", "strip.dane.test")))
     relay = relay_factory(sts_conf(world, f"TLSPolicy=may\nTLSPolicyTable={table}\nTLSRPT=yes\n"))
     doms = ["ee.dane.test", "wrong.dane.test", "bogus.dane.test", "strip.dane.test",
-            "sts-enf.dane.test", "sts-badcert.dane.test", "notlsa.dane.test"]
+            "sts-enf.dane.test", "sts-badcert.dane.test", "sts-testing.dane.test",
+            "notlsa.dane.test"]
     ids = send_each(relay, doms, "rpt")
     for dom in doms:
         outcome(relay, ids[dom])
@@ -804,6 +805,9 @@ def test_tlsrpt_records_each_session_and_reports_it(relay_factory, world, tmp_pa
                  r"sessions=1 mx=mx-strip\.dane\.test",
                  r"^sts-enf\.dane\.test sts successful=1 failed=0$",
                  r"^sts-badcert\.dane\.test sts successful=0 failed=1\n    sts-webpki-invalid "
+                 r"sessions=1 mx=mx-ee\.dane\.test",
+                 # mode testing: delivered, and the certificate's fault reported
+                 r"^sts-testing\.dane\.test sts successful=0 failed=1\n    sts-webpki-invalid "
                  r"sessions=1 mx=mx-ee\.dane\.test",
                  r"^notlsa\.dane\.test no-policy-found successful=0 failed=1\n    "
                  r"starttls-not-supported sessions=1"]:
