@@ -158,6 +158,9 @@ STS = {
     "sts-testing.dane.test": ("mx-ee.dane.test",
                               "version: STSv1\nmode: testing\nmx: mx-ee.dane.test\n"
                               "max_age: 600\n", "1"),
+    # mode none: nothing changes (the certificate is not checked)
+    "sts-none.dane.test": ("mx-ee.dane.test",
+                           "version: STSv1\nmode: none\nmax_age: 600\n", "1"),
     # served with the wrong Content-Type: no policy
     "sts-ctype.dane.test": ("mx-ee.dane.test", STS_ENFORCE, "1"),
     # the policy host does not answer: a cached policy (seeded by the test)
@@ -664,6 +667,11 @@ def test_mta_sts_enforce_testing_and_failures(relay_factory, world):
     assert d["status"] == "sent" and d["auth"] == "none", d
     assert re.search(r"sts-testing\.dane\.test:\d+: MTA-STS: policy id=1 mode=testing", logs)
 
+    d = got["sts-none.dane.test"]
+    assert d["status"] == "sent" and d["auth"] == "none", d
+    assert re.search(r"sts-none\.dane\.test:\d+: MTA-STS: policy id=1 mode=none max_age=600 mx=0 "
+                     r"\(fetched\)", logs), logs[-3000:]
+
     d = got["sts-ctype.dane.test"]
     assert d["status"] == "sent" and d["auth"] == "none", d
     assert re.search(r"sts-ctype\.dane\.test:\d+: MTA-STS: no policy \(HTTPS: Content-Type "
@@ -911,3 +919,17 @@ def test_tlsrpt_send_mails_and_posts_the_report(relay_factory, world, tmp_path):
     (att,) = [p for p in msg.walk() if p.get_content_type() == "application/tlsrpt+gzip"]
     assert re.fullmatch(r"relay\.test!ee\.dane\.test!\d+!\d+\.json\.gz", att.get_filename())
     assert json.loads(gzip.decompress(base64.b64decode(att.get_payload()))) == report
+
+
+def test_dane_with_a_resolver_that_does_not_answer_defers(relay_factory, world):
+    """A validating resolver that cannot be reached is no reason to send in
+    clear: the message waits (and `krelay check` says why, see above)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead:
+        dead.bind(("127.0.0.1", 0))
+        conf = world.relay_conf("TLSPolicy=dane\n").replace(
+            world.nsd.addr, f"127.0.0.1:{dead.getsockname()[1]}")
+        relay = relay_factory(conf)
+        d = outcome(relay, submit(relay.port, "s@example.org", ["dead@notlsa.dane.test"], "dead"),
+                    timeout=60)
+    assert d["status"] == "deferred" and "DNS MX lookup failed temporarily" in d["reply"], d
+    assert world.received("dead@notlsa.dane.test") == 0
