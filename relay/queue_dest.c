@@ -434,6 +434,8 @@ static void dane_verdict(struct qdest *d, const struct dane_facts *f)
 		if (f->addr_st == DNS_BOGUS || f->tlsa_st == DNS_BOGUS ||
 		    f->tlsa_st == DNS_TEMPFAIL)
 			qdest_tlsrpt(d, SIZE_MAX, TLSRPT_DNSSEC_INVALID, NULL);
+		else /* dane-only, and no validated TLSA records for the host */
+			qdest_tlsrpt(d, SIZE_MAX, TLSRPT_DANE_REQUIRED, NULL);
 		d->naddr = d->addr_mark;
 		snprintf(d->dane_why, sizeof(d->dane_why), "%.240s: %.70s", name, why);
 	}
@@ -792,7 +794,8 @@ void qdest_tlsrpt(const struct qdest *d, size_t addr_idx, enum tlsrpt_result r,
 			e.mx_ip[0] = '\0';
 	} else {
 		/* a lookup: DNSSEC or TLSA failures are DANE's, the rest MTA-STS's */
-		e.policy = r == TLSRPT_DNSSEC_INVALID ? TLSRPT_TLSA : TLSRPT_STS;
+		e.policy = r == TLSRPT_DNSSEC_INVALID || r == TLSRPT_DANE_REQUIRED ? TLSRPT_TLSA
+		                                                                   : TLSRPT_STS;
 	}
 	snprintf(e.sending_ip, sizeof(e.sending_ip), "%s", c != NULL ? smtp_client_local(c) : "");
 	tlsrpt_log_record(d->q->ctx.srv->tlsrpt, &e);

@@ -791,11 +791,12 @@ def test_tlsrpt_records_each_session_and_reports_it(relay_factory, world, tmp_pa
     import json
     table = tmp_path / "tls_policy"
     table.write_text("".join(f"{d} dane\n" for d in ("ee.dane.test", "wrong.dane.test",
-                                                      "bogus.dane.test", "strip.dane.test")))
+                                                      "bogus.dane.test", "strip.dane.test")) +
+                     "insecure.dane.test dane-only\n")
     relay = relay_factory(sts_conf(world, f"TLSPolicy=may\nTLSPolicyTable={table}\nTLSRPT=yes\n"))
     doms = ["ee.dane.test", "wrong.dane.test", "bogus.dane.test", "strip.dane.test",
             "sts-enf.dane.test", "sts-badcert.dane.test", "sts-testing.dane.test",
-            "notlsa.dane.test"]
+            "notlsa.dane.test", "insecure.dane.test"]
     ids = send_each(relay, doms, "rpt")
     for dom in doms:
         outcome(relay, ids[dom])
@@ -818,7 +819,10 @@ def test_tlsrpt_records_each_session_and_reports_it(relay_factory, world, tmp_pa
                  r"^sts-testing\.dane\.test sts successful=0 failed=1\n    sts-webpki-invalid "
                  r"sessions=1 mx=mx-ee\.dane\.test",
                  r"^notlsa\.dane\.test no-policy-found successful=0 failed=1\n    "
-                 r"starttls-not-supported sessions=1"]:
+                 r"starttls-not-supported sessions=1",
+                 # dane-only toward a zone without DNSSEC
+                 r"^insecure\.dane\.test tlsa successful=0 failed=1\n    dane-required "
+                 r"sessions=1 mx=- mx_ip=- sending_ip=-$"]:
         assert re.search(want, out, re.M), f"{want}\n{out}"
     # the day's file, as the README describes it
     lines = (relay.queue / "tlsrpt" / day).read_text().splitlines()
