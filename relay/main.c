@@ -161,10 +161,12 @@ static int cmd_queue(int argc, char **argv)
 		return 1;
 	config_fill_hostname(&c);
 	/* root acts as the queue's owner: what it writes stays the relay's.
-	 * Not for a list (it only reads) or an import (Sendmail's files are
-	 * root's; what it writes is given to the queue's owner, sm_queue.c). */
+	 * Not for a list or a summary (they only read) or an import (Sendmail's
+	 * files are root's; what it writes is given to the queue's owner,
+	 * sm_queue.c). */
 	bool as_root =
-	    argc >= 1 && (strcmp(argv[0], "list") == 0 || strcmp(argv[0], "import-sendmail") == 0);
+	    argc >= 1 && (strcmp(argv[0], "list") == 0 || strcmp(argv[0], "summary") == 0 ||
+	                  strcmp(argv[0], "import-sendmail") == 0);
 	if (!as_root && runas_become_owner(c.queue_directory, err, sizeof(err)) < 0) {
 		fprintf(stderr, "krelay queue: %s\n", err);
 		config_free(&c);

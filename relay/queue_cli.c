@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "qshape.h"
 #include "safe.h"
 #include "spool.h"
 #include "spool_format.h"
@@ -197,21 +198,30 @@ struct seg_lister {
 	const char *want; /* only this ID (found: count 1) */
 };
 
-static void seg_msg_cb(void *arg, const char *id, const char *file, size_t len)
+/* The envelope of a message in a segment (its record: body, envelope,
+ * trailer); -1 when it cannot be read. */
+static int seg_env(const char *file, size_t len, struct spool_env *e)
 {
-	struct seg_lister *l = arg;
-	struct spool_env e;
 	uint64_t off;
 	uint32_t elen;
 	char err[256];
 
+	if (len < SPOOL_TRAILER_LEN ||
+	    spool_trailer_parse(file + len - SPOOL_TRAILER_LEN, &off, &elen) < 0 ||
+	    off + elen + SPOOL_TRAILER_LEN != len)
+		return -1;
+	return spool_env_parse(file + off, elen, e, err, sizeof(err));
+}
+
+static void seg_msg_cb(void *arg, const char *id, const char *file, size_t len)
+{
+	struct seg_lister *l = arg;
+	struct spool_env e;
+
 	if ((l->want != NULL && strcmp(l->want, id) != 0) ||
 	    (l->queue_dfd >= 0 && faccessat(l->queue_dfd, id, F_OK, 0) == 0))
 		return; /* (written to queue/ meanwhile: listed from there) */
-	if (len < SPOOL_TRAILER_LEN ||
-	    spool_trailer_parse(file + len - SPOOL_TRAILER_LEN, &off, &elen) < 0 ||
-	    off + elen + SPOOL_TRAILER_LEN != len ||
-	    spool_env_parse(file + off, elen, &e, err, sizeof(err)) < 0) {
+	if (seg_env(file, len, &e) < 0) {
 		if (!l->count_only && l->fmt == LIST_TEXT)
 			printf("%s (in a segment, unreadable)\n", id);
 		return;
@@ -498,11 +508,94 @@ static int import_sendmail(const struct config *c, const char *dir)
 	return st.waiting > 0 ? 1 : 0;
 }
 
+/* ---- summary: qshape's table ---- */
+
+static int shape_env(struct qshape *q, const struct spool_env *e, time_t now)
+{
+	for (size_t r = 0; r < e->rcpt_count; r++) {
+		const char *at;
+
+		if (e->rcpts[r].state != SPOOL_RCPT_PENDING)
+			continue;
+		at = strrchr(e->rcpts[r].addr, '@');
+		if (qshape_add(q, at ? at + 1 : e->rcpts[r].addr, (int64_t)(now - e->arrival)) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+struct seg_shaper {
+	struct qshape *q;
+	int queue_dfd;
+	time_t now;
+	bool oom;
+};
+
+static void seg_shape_cb(void *arg, const char *id, const char *file, size_t len)
+{
+	struct seg_shaper *s = arg;
+	struct spool_env e;
+
+	if (s->queue_dfd >= 0 && faccessat(s->queue_dfd, id, F_OK, 0) == 0)
+		return; /* (written to queue/ meanwhile: counted from there) */
+	if (seg_env(file, len, &e) < 0)
+		return;
+	if (shape_env(s->q, &e, s->now) < 0)
+		s->oom = true;
+	spool_env_free(&e);
+}
+
+/* `krelay queue summary [--json] [--top N]`: the recipients waiting in
+ * queue/ and in segments (not the held ones), by domain and age. */
+static int summary(const struct config *c, bool json, size_t top)
+{
+	struct qshape *q = qshape_new();
+	struct seg_shaper s = {q, open_sub(c, "queue"), time(NULL), q == NULL};
+	char **ids, err[256];
+	size_t n = 0;
+	int dfd = s.queue_dfd;
+
+	if (dfd >= 0 && spool_list_in(c->queue_directory, "queue", &ids, &n) == 0) {
+		for (size_t i = 0; i < n; i++) {
+			struct spool_env e;
+
+			if (!s.oom && spool_state_load(dfd, ids[i], &e, err, sizeof(err)) == 0) {
+				if (shape_env(q, &e, s.now) < 0)
+					s.oom = true;
+				spool_env_free(&e);
+			}
+			free(ids[i]);
+		}
+		free(ids);
+	}
+	if (!s.oom)
+		spool_seg_list(c->queue_directory, seg_shape_cb, &s);
+	if (dfd >= 0)
+		close(dfd);
+	if (s.oom) {
+		fprintf(stderr, "krelay queue: summary: out of memory\n");
+		qshape_free(q);
+		return 1;
+	}
+	if (json) {
+		qshape_json(q, top, stdout);
+	} else {
+		int held = count_sub(c, "hold");
+		qshape_print(q, top, stdout);
+		if (held > 0)
+			printf("(and %d held message%s: krelay queue list)\n", held,
+			       held == 1 ? "" : "s");
+	}
+	qshape_free(q);
+	return 0;
+}
+
 static int usage(void)
 {
-	fprintf(stderr,
-	        "usage: krelay queue [-C FILE] list [--json] | flush | delete ID | hold ID | "
-	        "release ID | import-sendmail MQUEUE-DIR\n");
+	fprintf(
+	    stderr,
+	    "usage: krelay queue [-C FILE] list [--json] | summary [--json] [--top N] | flush | "
+	    "delete ID | hold ID | release ID | import-sendmail MQUEUE-DIR\n");
 	return 2;
 }
 
@@ -530,6 +623,29 @@ int queue_cli(const struct config *c, int argc, char **argv)
 		list_sub(c, "hold", true, LIST_JSON, &shown);
 		printf("%s]\n", shown ? "\n" : "");
 		return 0;
+	}
+	if (strcmp(verb, "summary") == 0) {
+		bool json = false;
+		size_t top = 0;
+
+		for (int i = 1; i < argc; i++) {
+			char *end;
+			if (strcmp(argv[i], "--json") == 0) {
+				json = true;
+			} else if (strcmp(argv[i], "--top") == 0 && i + 1 < argc) {
+				unsigned long v = strtoul(argv[++i], &end, 10);
+				if (*end != '\0' || v == 0 || argv[i][0] == '-') {
+					fprintf(stderr,
+					        "krelay queue: --top '%s' is not a number\n",
+					        argv[i]);
+					return 2;
+				}
+				top = v;
+			} else {
+				return usage();
+			}
+		}
+		return summary(c, json, top);
 	}
 	if (strcmp(verb, "flush") == 0 && argc == 1)
 		return poke(c, "deferred messages are tried");

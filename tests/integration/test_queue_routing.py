@@ -746,3 +746,35 @@ def test_check_names_routing_errors(relay_factory, tmp_path):
     assert f"ok     TransportTable {tt}" in p.stdout, p.stdout
     assert f"ok     TLSPolicyTable {tp}" in p.stdout, p.stdout
     assert "configuration: 0 errors" in p.stdout, p.stdout
+
+
+def test_summary_counts_waiting_recipients_by_domain_and_age(relay_factory, tmp_path):
+    """`krelay queue summary` (Postfix's qshape): the recipients still to be
+    delivered, by domain (case folded) and age bucket, most first, both in
+    queue/ and in segments; held messages are only mentioned; --json and
+    --top."""
+    import json
+    relay = relay_factory("RetrySchedule=1h\n")  # next hop dead: everything waits
+    for i in range(3):
+        submit(relay.port, "s@example.org", [f"a{i}@big.example", f"b{i}@Small.Example"], f"s{i}")
+    submit(relay.port, "s@example.org", ["c@big.example"], "s3")
+    held = submit(relay.port, "s@example.org", ["h@held.example"], "held")
+    wait_list(relay, lambda m: len(m) == 5 and all(x["attempts"] >= 1 for x in m.values()), 20,
+              "five deferred messages")
+    assert queue_cmd(relay, "hold", held).returncode == 0
+    p = queue_cmd(relay, "summary")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].split() == ["T", "5", "10", "20", "40", "80", "160", "320", "640", "1280",
+                                "1280+"], p.stdout
+    assert lines[1].split() == ["TOTAL", "7", "7"] + ["0"] * 9, p.stdout
+    assert lines[2].split() == ["big.example", "4", "4"] + ["0"] * 9, p.stdout
+    assert lines[3].split() == ["small.example", "3", "3"] + ["0"] * 9, p.stdout
+    assert lines[4] == "(and 1 held message: krelay queue list)", p.stdout
+    p = queue_cmd(relay, "summary", "--json", "--top", "1")
+    assert p.returncode == 0, p.stderr
+    s = json.loads(p.stdout)
+    assert s["total"] == {"total": 7, "ages": [7] + [0] * 9}
+    assert s["domains"] == [{"domain": "big.example", "total": 4, "ages": [4] + [0] * 9}]
+    p = queue_cmd(relay, "summary", "--top", "x")
+    assert p.returncode == 2 and "--top 'x' is not a number" in p.stderr, p.stderr
