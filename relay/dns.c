@@ -739,6 +739,22 @@ static struct dns_req *req_new(struct dns *d, bool is_mx, void *arg)
 	return r;
 }
 
+/* Asks c-ares for one record type of name as r (done at once, from the
+ * ring, when the handle is going away). */
+static void ask_one(struct dns *d, struct dns_req *r, const char *name, int type,
+                    ares_callback answer)
+{
+	if (d->dying || d->channel == NULL) {
+		req_done(r);
+		return;
+	}
+	r->pending = 1;
+	ares_query(d->channel, name, ns_c_in, type, answer, r);
+	/* Sent, or failed at once onto the done list; the timer may have
+	 * to move.  A socket closed meanwhile is swept by the nop. */
+	timer_update(d);
+}
+
 void dns_query_mx(struct dns *d, const char *domain, dns_mx_cb cb, void *arg)
 {
 	struct dns_req *r;
@@ -755,15 +771,7 @@ void dns_query_mx(struct dns *d, const char *domain, dns_mx_cb cb, void *arg)
 		return;
 	}
 	r->mx_cb = cb;
-	if (d->dying || d->channel == NULL) {
-		req_done(r);
-		return;
-	}
-	r->pending = 1;
-	ares_query(d->channel, domain, ns_c_in, ns_t_mx, mx_answer, r);
-	/* Sent, or failed at once onto the done list; the timer may have
-	 * to move.  A socket closed meanwhile is swept by the nop. */
-	timer_update(d);
+	ask_one(d, r, domain, ns_t_mx, mx_answer);
 }
 
 /* /etc/hosts first (like "hosts: files dns"), then DNS.  Returns true when
@@ -861,13 +869,7 @@ void dns_query_txt(struct dns *d, const char *name, dns_txt_cb cb, void *arg)
 	}
 	r->is_txt = true;
 	r->txt_cb = cb;
-	if (d->dying || d->channel == NULL) {
-		req_done(r);
-		return;
-	}
-	r->pending = 1;
-	ares_query(d->channel, name, ns_c_in, ns_t_txt, txt_answer, r);
-	timer_update(d);
+	ask_one(d, r, name, ns_t_txt, txt_answer);
 }
 
 int dns_init_dnssec(struct dns **dp, struct ring *ring, const char *server, const char *anchor,

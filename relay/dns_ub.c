@@ -508,21 +508,33 @@ fail:
 	return -1;
 }
 
+/* A context for the blocking calls below, set up; NULL with err. */
+static struct ub_ctx *sync_ctx(const char *servers, const char *anchor, char *err, size_t errlen)
+{
+	struct ub_ctx *ctx = ub_ctx_create();
+
+	if (ctx == NULL) {
+		snprintf(err, errlen, "libunbound: cannot create a context");
+		return NULL;
+	}
+	if (setup(ctx, servers, anchor, err, errlen) < 0) {
+		ub_ctx_delete(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
 int dns_ub_txt_sync(const char *servers, const char *name, char ***txt, size_t *n, char *err,
                     size_t errlen)
 {
-	struct ub_ctx *ctx = ub_ctx_create();
+	struct ub_ctx *ctx = sync_ctx(servers, NULL, err, errlen);
 	struct ub_result *res = NULL;
 	int rc, ret = -1;
 
 	*txt = NULL;
 	*n = 0;
-	if (ctx == NULL) {
-		snprintf(err, errlen, "libunbound: cannot create a context");
+	if (ctx == NULL)
 		return -1;
-	}
-	if (setup(ctx, servers, NULL, err, errlen) < 0)
-		goto done;
 	if ((rc = ub_resolve(ctx, name, ns_t_txt, ns_c_in, &res)) != 0) {
 		snprintf(err, errlen, "%s", ub_strerror(rc));
 		goto done;
@@ -564,16 +576,12 @@ int dns_ub_addr_sync(const char *servers, const char *host, char *ip, size_t ipl
                      size_t errlen)
 {
 	static const int types[2] = {ns_t_a, ns_t_aaaa};
-	struct ub_ctx *ctx = ub_ctx_create();
+	struct ub_ctx *ctx = sync_ctx(servers, NULL, err, errlen);
 	int ret = -1;
 
 	ip[0] = '\0';
-	if (ctx == NULL) {
-		snprintf(err, errlen, "libunbound: cannot create a context");
+	if (ctx == NULL)
 		return -1;
-	}
-	if (setup(ctx, servers, NULL, err, errlen) < 0)
-		goto done;
 	snprintf(err, errlen, "no address");
 	for (int i = 0; i < 2 && ret < 0; i++) {
 		struct ub_result *res = NULL;
@@ -590,26 +598,21 @@ int dns_ub_addr_sync(const char *servers, const char *host, char *ip, size_t ipl
 		if (res != NULL)
 			ub_resolve_free(res);
 	}
-done:
 	ub_ctx_delete(ctx);
 	return ret;
 }
 
 int dns_ub_probe(const char *servers, const char *anchor, char *out, size_t outlen)
 {
-	struct ub_ctx *ctx = ub_ctx_create();
+	struct ub_ctx *ctx = sync_ctx(servers, anchor, out, outlen);
 	struct ub_result *res = NULL;
 	char owner[DNS_NAME_MAX + 2] = ".";
 	int rc, ret = -1;
 
-	if (ctx == NULL) {
-		snprintf(out, outlen, "libunbound: cannot create a context");
+	if (ctx == NULL)
 		return -1;
-	}
 	/* the first anchor's owner: its DNSKEY must validate */
 	sscanf(anchor, "%255s", owner);
-	if (setup(ctx, servers, anchor, out, outlen) < 0)
-		goto done;
 	if ((rc = ub_resolve(ctx, owner, 48 /* DNSKEY */, ns_c_in, &res)) != 0) {
 		snprintf(out, outlen, "resolver error: %s", ub_strerror(rc));
 		goto done;
