@@ -219,6 +219,9 @@ def test_client_leaving_while_it_waits(relay_factory, silent_peer):
                    "the message in queue/")
     assert len(ids) == 1
     assert env_states(relay, ids[0]) in (None, {"r@example.com": "P"})
+    # the file can be seen before the worker's log lines of that turn are
+    # written: the line is waited for, then must be exactly this one
+    wait_for(lambda: accepted(relay, "queued"), 5, "the queued line")
     assert accepted(relay, "queued") == [(ids[0], " mode=interactive")]
     relay.wait_log(r"smtp disconnect client=127\.0\.0\.1 commands=\d+ messages=1 ")
 
