@@ -9,6 +9,7 @@
 
 #include "dns.h"
 #include "route.h"
+#include "shaping.h"
 #include "sm_queue.h"
 #include "tls_policy.h"
 
@@ -100,6 +101,17 @@ static int check_routing(const struct config *c, FILE *out)
 			fprintf(out, "ok     TLSPolicyTable %s\n", c->tls_policy_table);
 			dane = dane || tls_policy_any_dane(t);
 			tls_policy_free(t);
+		}
+	}
+	if (c->shaping_table != NULL) {
+		struct shaping_table *t = shaping_load(c->shaping_table, err, sizeof(err));
+		if (t == NULL) {
+			fprintf(out, "error  %s\n", err);
+			errors++;
+		} else {
+			fprintf(out, "ok     ShapingTable %s: %zu egress sources\n",
+			        c->shaping_table, shaping_nsources(t));
+			shaping_free(t);
 		}
 	}
 	if (c->mta_sts) {

@@ -848,8 +848,7 @@ static int parse_ssl_options(struct config *c, const struct opt_def *d, char *va
 	return 0;
 }
 
-/* "90", "90s", "15m", "1h", "5d" -> seconds. */
-static int duration(const char *val, unsigned *out)
+int config_duration(const char *val, unsigned *out)
 {
 	uint64_t v, mult = 1;
 	const char *end = parse_digits(val, &v);
@@ -887,7 +886,7 @@ static int parse_duration(struct config *c, const struct opt_def *d, char *val, 
 {
 	unsigned v;
 
-	if (duration(val, &v) < 0)
+	if (config_duration(val, &v) < 0)
 		return msgf(msg, len, "'%s' is not a duration (like 90s, 15m, 1h, 5d)", val);
 	if (d->max > 0 && (v < d->min || v > d->max))
 		return msgf(msg, len, "'%s' is outside %llus..%llus", val,
@@ -904,7 +903,8 @@ static int parse_retry(struct config *c, const struct opt_def *d, char *val, cha
 
 	if (comma != NULL)
 		*comma = '\0';
-	if (duration(trim(val), &lo) < 0 || (comma != NULL && duration(trim(comma + 1), &hi) < 0))
+	if (config_duration(trim(val), &lo) < 0 ||
+	    (comma != NULL && config_duration(trim(comma + 1), &hi) < 0))
 		return msgf(msg, len, "expected MIN[,MAX] durations, like 1m,1h");
 	if (comma == NULL)
 		hi = lo > 3600 ? lo : 3600;
@@ -1036,6 +1036,7 @@ static const struct opt_def opts[OPT_COUNT] = {
     [OPT_MTA_STS] = {"MTASTS", parse_yes_no, FIELD(mta_sts), 0, 0},
     [OPT_MTA_STS_CA_FILE] = {"MTASTSCAFile", parse_path, FIELD(mta_sts_ca_file), 0, 0},
     [OPT_TLSRPT] = {"TLSRPT", parse_yes_no, FIELD(tlsrpt), 0, 0},
+    [OPT_SHAPING_TABLE] = {"ShapingTable", parse_path, FIELD(shaping_table), 0, 0},
     [OPT_CONNECT_TIMEOUT] = {"ConnectTimeout", parse_duration, FIELD(connect_timeout_s), 0, 0},
     [OPT_BODY_PATH] = {"BodyPath", parse_body_path, 0, 0, 0},
     [OPT_DELIVERY_MODE] = {"DeliveryMode", parse_delivery_mode, 0, 0, 0},
@@ -1146,6 +1147,7 @@ void config_free(struct config *c)
 	free(c->smart_host);
 	free(c->transport_table);
 	free(c->tls_policy_table);
+	free(c->shaping_table);
 	free(c->dns_server);
 	free(c->trust_anchor_file);
 	free(c->mta_sts_ca_file);

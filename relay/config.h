@@ -67,6 +67,7 @@ enum config_opt {
 	OPT_MTA_STS,
 	OPT_MTA_STS_CA_FILE,
 	OPT_TLSRPT,
+	OPT_SHAPING_TABLE,
 	OPT_COUNT
 };
 
@@ -172,6 +173,7 @@ struct config {
 	bool mta_sts;            /* MTASTS=yes: RFC 8461 for may and dane destinations */
 	char *mta_sts_ca_file;   /* MTASTSCAFile (never NULL after defaults) */
 	bool tlsrpt;             /* TLSRPT=yes: record TLS results per domain (RFC 8460) */
+	char *shaping_table;     /* ShapingTable: traffic shaping, egress sources (shaping.h) */
 	unsigned connect_timeout_s;
 	int body_path;   /* enum config_body_path */
 	bool queue_only; /* DeliveryMode=queueonly: deliver only on `krelay queue flush` */
@@ -198,6 +200,8 @@ struct config {
 	unsigned line[OPT_COUNT]; /* line that set each option, 0 if default */
 };
 
+/* "90", "90s", "15m", "1h", "5d" -> seconds (1 s to 366 days); 0 or -1. */
+int config_duration(const char *val, unsigned *out);
 const char *config_opt_name(enum config_opt opt);
 /* Sessions one client address may hold: MaxConnectionsPerClient, never more
  * than MaxConnections; 0: no limit.  RelayClients are exempt (smtp_server). */

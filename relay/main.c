@@ -25,8 +25,10 @@
 #include "runas.h"
 #include "sendmail_cli.h"
 #include "service.h"
+#include "shaping.h"
 #include "sm_import_cli.h"
 #include "sm_queue.h"
+#include "throttle.h"
 
 #include "spool.h"
 #include "tls_ctx.h"
@@ -197,12 +199,20 @@ static int load_routes(struct runtime *rt, char *err, size_t errlen)
 		return -1;
 	}
 	rt->dane = TLS_POLICY_IS_DANE(c->tls_policy) || tls_policy_any_dane(rt->tls_policies);
-	if (rt->dane && dns_anchor_read(c->trust_anchor_file, &rt->trust_anchor, err, errlen) < 0) {
-		tls_policy_free(rt->tls_policies);
-		route_table_free(rt->transports);
-		return -1;
-	}
+	if (rt->dane && dns_anchor_read(c->trust_anchor_file, &rt->trust_anchor, err, errlen) < 0)
+		goto fail;
+	if (c->shaping_table != NULL &&
+	    (rt->shaping = shaping_load(c->shaping_table, err, errlen)) == NULL)
+		goto fail;
 	return 0;
+fail:
+	free(rt->trust_anchor);
+	rt->trust_anchor = NULL;
+	tls_policy_free(rt->tls_policies);
+	rt->tls_policies = NULL;
+	route_table_free(rt->transports);
+	rt->transports = NULL;
+	return -1;
 }
 
 /* Builds a runtime from path; NULL with err on any error. */
@@ -587,6 +597,7 @@ static int run(const char *path)
 	srv.clients = client_count_new();
 	if (srv.clients == NULL)
 		fatal("client_count_new");
+	srv.throttle = throttle_new();
 	{
 		char dir[4096];
 		snprintf(dir, sizeof(dir), "%s/tlsrpt", c->queue_directory);
@@ -687,6 +698,7 @@ static int run(const char *path)
 	runtime_put(srv.current);
 	runtime_put(srv.started);
 	client_count_free(srv.clients);
+	throttle_free(srv.throttle);
 	tlsrpt_log_close(srv.tlsrpt);
 	return 0;
 }

@@ -81,18 +81,57 @@ static void free_when_done(struct qconn *cn)
 		conn_free(cn);
 }
 
-void qconn_start(struct qdest *d, size_t addr_idx, struct qjob *job)
+/* An egress source has one address family: the first address of d from
+ * addr_idx on that it can reach, or d->naddr. */
+static size_t reachable_from(const struct qdest *d, size_t addr_idx,
+                             const struct shaping_source *so)
+{
+	while (so != NULL && addr_idx < d->naddr &&
+	       d->addr[addr_idx].sa.ss_family != so->addr.ss_family)
+		addr_idx++;
+	return addr_idx;
+}
+
+void qconn_start(struct qdest *d, size_t addr_idx, struct qjob *job,
+                 const struct qshaping_pick *pick)
 {
 	struct queue *q = d->q;
 	const struct config *c = queue_cfg(q);
 	struct smtp_client_params p;
 	bool sts;
 	struct qconn *cn = calloc(1, sizeof(*cn));
-	const struct dns_addr *a = &d->addr[addr_idx];
+	const struct shaping_source *so = NULL;
+	const struct dns_addr *a;
 
 	if (cn == NULL)
 		fatalx("out of memory");
 	memset(&p, 0, sizeof(p));
+	if (pick != NULL) {
+		cn->shaped = true;
+		cn->pick = *pick;
+		if (pick->source >= 0)
+			so = shaping_source(q->rt->shaping, (size_t)pick->source);
+	}
+	cn->q = q;
+	cn->d = d;
+	if ((addr_idx = reachable_from(d, addr_idx, so)) == d->naddr) {
+		char text[SMTP_REPLY_MAX];
+
+		snprintf(text, sizeof(text),
+		         "451 4.4.0 egress source %s (%s) has no address of the family of %.200s's "
+		         "addresses",
+		         so->name, so->addr_text, d->hop.host);
+		qshaping_conn_end(cn);
+		free(cn);
+		if (job != NULL)
+			qjob_fail(job, 451, text);
+		return;
+	}
+	a = &d->addr[addr_idx];
+	if (so != NULL) {
+		memcpy(&p.bind_addr, &so->addr, so->addrlen);
+		p.bind_len = so->addrlen;
+	}
 	memcpy(&p.addr, &a->sa, a->len);
 	p.addrlen = a->len;
 	if (p.addr.ss_family == AF_INET6)
@@ -101,7 +140,7 @@ void qconn_start(struct qdest *d, size_t addr_idx, struct qjob *job)
 		((struct sockaddr_in *)&p.addr)->sin_port = htons(d->hop.port);
 	p.host = qdest_host_of(d, addr_idx);
 	p.host_literal = d->hop.literal;
-	p.helo = c->hostname;
+	p.helo = so != NULL && so->ehlo[0] != '\0' ? so->ehlo : c->hostname;
 	p.tls_policy = qdest_conn_policy(d, addr_idx, &p.dane, &sts);
 	cn->tls_policy = p.tls_policy;
 	cn->sts = sts;
@@ -122,11 +161,11 @@ void qconn_start(struct qdest *d, size_t addr_idx, struct qjob *job)
 	 * and the one kept may come from a connection nobody authenticated */
 	p.tls_session = p.tls_policy == TLS_POLICY_DANE ? NULL : d->tls.session;
 	p.body_path = c->body_path;
-	p.connect_timeout_s = c->connect_timeout_s;
+	p.connect_timeout_s = cn->shaped && cn->pick.lim.connect_timeout_s != 0
+	                          ? cn->pick.lim.connect_timeout_s
+	                          : c->connect_timeout_s;
 	p.timeout_s = c->command_timeout_s;
 	p.caps = &q->ctx.srv->caps;
-	cn->q = q;
-	cn->d = d;
 	cn->seq = ++q->conn_seq;
 	cn->rt = runtime_hold(q->rt); /* p's strings point into it */
 	cn->job = job;
@@ -143,10 +182,19 @@ void qconn_start(struct qdest *d, size_t addr_idx, struct qjob *job)
 	log_trace("connection %s#%u opening", d->name, cn->seq);
 	cn->c = smtp_client_connect(q->ctx.ring, &p, &client_cb, cn);
 	if (cn->c == NULL) {
+		char text[SMTP_REPLY_MAX];
+
+		if (so != NULL)
+			snprintf(text, sizeof(text),
+			         "cannot open a socket from egress source %s (%s): %s", so->name,
+			         so->addr_text, strerror(errno));
+		else
+			snprintf(text, sizeof(text), "cannot open a socket: %s", strerror(errno));
 		qconn_count(d, -1);
+		qshaping_conn_end(cn);
 		conn_free(cn);
 		if (job != NULL)
-			qjob_fail(job, 0, "cannot open a socket");
+			qjob_fail(job, 0, text);
 	}
 }
 
@@ -200,6 +248,14 @@ static void idle_arm(struct qconn *cn, long long ns)
 	ring_timeout(cn->d->q->ctx.ring, &cn->op_idle, &cn->idle_ts);
 }
 
+/* How long an idle connection waits for a next message (ns). */
+static long long idle_keep_ns(const struct qconn *cn)
+{
+	return (cn->shaped && cn->pick.lim.idle_timeout_s != 0 ? cn->pick.lim.idle_timeout_s
+	                                                       : IDLE_KEEP_S) *
+	       1000000000LL;
+}
+
 static void go_idle(struct qconn *cn)
 {
 	struct qdest *d = cn->d;
@@ -212,7 +268,7 @@ static void go_idle(struct qconn *cn)
 	 * serves; when it fires, it waits on for what this spell has left. */
 	if (ring_op_busy(&cn->op_idle))
 		return;
-	idle_arm(cn, IDLE_KEEP_S * 1000000000LL);
+	idle_arm(cn, idle_keep_ns(cn));
 }
 
 /* Out of the idle list (its state is the caller's to change). */
@@ -225,6 +281,11 @@ static void unidle(struct qconn *cn)
 	if (*p == cn)
 		*p = cn->next_idle;
 	cn->next_idle = NULL;
+}
+
+void qconn_unidle(struct qconn *cn)
+{
+	unidle(cn);
 }
 
 struct qconn *qconn_take_idle(struct qdest *d)
@@ -265,18 +326,19 @@ static void conn_next(struct qconn *cn)
 {
 	struct qdest *d = cn->d;
 	struct queue *q = d->q;
-	struct qjob *j;
+	unsigned most = queue_cfg(q)->max_messages_per_connection;
 
-	if (cn->messages >= queue_cfg(q)->max_messages_per_connection || q->stopping) {
+	if (cn->shaped && cn->pick.lim.max_deliveries != 0 && cn->pick.lim.max_deliveries < most)
+		most = cn->pick.lim.max_deliveries;
+	if (cn->messages >= most || q->stopping) {
 		quit(cn);
 		return;
 	}
-	j = qdest_pop(d);
-	if (j != NULL) {
-		qconn_send(cn, j);
+	if (d->head != NULL && (!cn->shaped || qshaping_message(cn))) {
+		qconn_send(cn, qdest_pop(d));
 		return;
 	}
-	go_idle(cn);
+	go_idle(cn); /* shaping: its destination's timer gives it the job */
 }
 
 static void idle_cb(struct ring_op *op, int res, unsigned flags)
@@ -294,9 +356,8 @@ static void idle_cb(struct ring_op *op, int res, unsigned flags)
 	/* the timer may be one from an earlier idle spell: this spell keeps
 	 * its full IDLE_KEEP_S (else busy connections churn every 2 s) */
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	left = IDLE_KEEP_S * 1000000000LL -
-	       ((long long)(now.tv_sec - cn->idle_since.tv_sec) * 1000000000LL +
-	        (now.tv_nsec - cn->idle_since.tv_nsec));
+	left = idle_keep_ns(cn) - ((long long)(now.tv_sec - cn->idle_since.tv_sec) * 1000000000LL +
+	                           (now.tv_nsec - cn->idle_since.tv_nsec));
 	if (left > 1000000 && !cn->d->q->stopping) {
 		idle_arm(cn, left);
 		return;
@@ -345,6 +406,7 @@ static void conn_done(void *owner, struct smtp_client *c, struct smtp_tx *tx)
 	cn->job = NULL;
 	cn->messages++;
 	d->q->stats.bytes += tx->body_bytes;
+	qshaping_tx(cn, tx);
 	if ((s = smtp_client_session(c)) != NULL) {
 		SSL_SESSION_free(d->tls.session);
 		d->tls.session = s;
@@ -397,12 +459,23 @@ static void conn_failed(void *owner, struct smtp_client *c, enum smtp_fail why, 
 		         "retried and this destination goes without kTLS",
 		         name, smtp_client_peer(c));
 	}
+	if (cn->shaped && j != NULL)
+		qshaping_tx(cn, &j->tx); /* a 421 to RCPT, then the close */
+	if (cn->shaped)
+		qshaping_reply(cn, text); /* a refused greeting, a 421 and close */
 	cn->job = NULL;
 	if (j == NULL)
 		return;
 	if (why == SMTP_FAIL_CONNECT && cn->addr_idx + 1 < d->naddr && !d->q->stopping) {
 		/* try the next address (next MX) with the same job */
-		qconn_start(d, cn->addr_idx + 1, j);
+		struct qshaping_pick pick;
+
+		if (!cn->shaped)
+			qconn_start(d, cn->addr_idx + 1, j, NULL);
+		else if (qshaping_again(cn, &pick))
+			qconn_start(d, cn->addr_idx + 1, j, &pick);
+		else
+			qjob_fail(j, 0, text);
 		return;
 	}
 	if (j->facts.relay[0] == '\0')
@@ -422,6 +495,7 @@ static void conn_closed(void *owner, struct smtp_client *c)
 		unidle(cn);
 	qconn_enter(cn, QCONN_CLOSED);
 	cn->c = NULL;
+	qshaping_conn_end(cn);
 	if (ring_op_busy(&cn->op_idle)) {
 		/* the idle timer still points at cn: fire it now; it frees cn */
 		if (!ring_op_busy(&cn->op_idle_rm))

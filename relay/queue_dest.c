@@ -193,6 +193,7 @@ static void dest_free(struct qdest *d, bool keep_tls)
 		tls_keep(q, &d->tls);
 	SSL_SESSION_free(d->tls.session);
 	dane_forget(d);
+	qshaping_free(d);
 	free(d);
 }
 
@@ -837,12 +838,29 @@ void qdest_kick(struct qdest *d)
 	case QSTEP_CONNECT:
 		break;
 	}
-	while (d->head != NULL && (cn = qconn_take_idle(d)) != NULL)
-		qconn_send(cn, qdest_pop(d));
 	limit = qpolicy_share(queue_cfg(q)->destination_concurrency, q->ctx.srv->workers,
 	                      q->ctx.worker_index);
+	if (qshaping_on(d)) {
+		struct qshaping_pick pick;
+		struct qconn *next;
+
+		/* idle connections first, each as its source x site allows */
+
+		for (cn = d->idle; d->head != NULL && cn != NULL; cn = next) {
+			next = cn->next_idle;
+			if (qshaping_message(cn)) {
+				qconn_unidle(cn);
+				qconn_send(cn, qdest_pop(d));
+			}
+		}
+		while (d->head != NULL && d->active < limit && qshaping_open(d, &pick))
+			qconn_start(d, 0, qdest_pop(d), &pick);
+		return;
+	}
+	while (d->head != NULL && (cn = qconn_take_idle(d)) != NULL)
+		qconn_send(cn, qdest_pop(d));
 	while (d->head != NULL && d->active < limit)
-		qconn_start(d, 0, qdest_pop(d));
+		qconn_start(d, 0, qdest_pop(d), NULL);
 }
 
 void qdest_kick_all(struct queue *q)

@@ -9,6 +9,8 @@
  *                  (enum qdest_addrs), what it remembers of TLS, its
  *                  connections; found by name in a hash, freed when unused
  *   struct qconn   a connection out (queue_conn.c), enum qconn_state
+ *   struct qshaping  a destination's traffic shaping (queue_shaping.c): its
+ *                  site, limits per egress source, the wait it is in
  *
  * and beside them bounce.c (a DSN for failed recipients),
  * queue_interactive.c (DeliveryMode=interactive), queue_admin.c (what the
@@ -31,12 +33,15 @@
 #include "ring.h"
 #include "route.h"
 #include "runtime.h"
+#include "shaping.h"
 #include "smtp_client.h"
 #include "spool.h"
 #include "spool_msg.h"
 #include "state.h"
 #include "sts.h"
+#include "throttle.h"
 #include "tlsrpt.h"
+#include "wheel.h"
 
 #define ADDR_LOG_MAX   256 /* octets of an address a log line shows (RFC 5321 path) */
 #define QDEST_TLS_KEEP 64  /* destinations' TLS memory kept after they are freed */
@@ -221,6 +226,7 @@ struct qdest {
 	bool sts_have;    /* a policy (testing or enforce) came with the last lookup */
 	bool sts_testing; /* ... in mode testing: checked, reported, not enforced */
 	char sts_id[STS_ID_MAX + 1];
+	struct qshaping *shape;    /* ShapingTable: made at the first kick that needs it */
 	time_t unused_since;       /* seen with nothing to do (0: in use) */
 	struct qdest *hnext;       /* hash chain */
 	struct qdest *prev, *next; /* q->dests */
@@ -256,6 +262,57 @@ void qdest_forget_tls(struct queue *q);
 void qdest_sweep(struct queue *q, time_t now);
 void qdest_free_all(struct queue *q);
 
+/* ---- traffic shaping (queue_shaping.c) ---------------------------------- */
+
+/* What a connection was allowed to open with: its egress source and the
+ * counters of source x site (a reference, with the connection counted in
+ * it while the connection lives). */
+struct qshaping_pick {
+	int source; /* index of the table's source (the runtime's), -1: none */
+	struct throttle_entry *e;
+	struct shaping_limits lim; /* its reply rules point into the runtime's table */
+};
+
+struct qshaping {
+	struct runtime *rt; /* whose table the limits were made from (a reference) */
+	time_t resolved_at; /* after which lookup (the MX hosts make the site) */
+	char site[SHAPING_SITE_MAX];
+	struct shaping_limits base; /* the rules for any source: the pool */
+	unsigned nsrc;              /* the pool's sources, or 1 (no pool: source -1) */
+	struct qshaping_src {
+		int source;
+		struct shaping_limits lim;
+		struct throttle_entry *e;
+	} src[SHAPING_POOL_MAX];
+	int wrr[SHAPING_POOL_MAX]; /* the pool's weighted round robin */
+	struct wheel_timer timer;  /* wakes the destination when a wait is over */
+	enum throttle_why waiting; /* the last wait (traced when it changes) */
+};
+
+/* Shaping applies to d (a ShapingTable is loaded): its limits are made or
+ * made again (a reload, a new lookup).  False: none, as before. */
+bool qshaping_on(struct qdest *d);
+/* A new connection for d's next job: true with *pick filled (the
+ * connection counted) when a source of its pool may open one now; else
+ * false, with d's timer armed for when to look again. */
+bool qshaping_open(struct qdest *d, struct qshaping_pick *pick);
+/* The next message on connection cn may go now; else false, with its
+ * destination's timer armed. */
+bool qshaping_message(struct qconn *cn);
+/* A reply of the peer (a recipient's, or a refused greeting) against
+ * the reply rules: a suspension or a lowered rate, logged. */
+void qshaping_reply(struct qconn *cn, const char *reply);
+/* The same for the recipients' replies of a transaction (the first that
+ * a rule matches). */
+void qshaping_tx(struct qconn *cn, const struct smtp_tx *tx);
+/* The same connection's job moves on to the next address: *pick is a
+ * copy of cn's, counted again; false when shaping does not allow that
+ * (cn was not shaped, or a reload came since). */
+bool qshaping_again(struct qconn *cn, struct qshaping_pick *pick);
+/* The connection ends: it is no longer counted. */
+void qshaping_conn_end(struct qconn *cn);
+void qshaping_free(struct qdest *d);
+
 /* ---- connections ------------------------------------------------------- */
 
 enum qconn_state {
@@ -269,11 +326,13 @@ enum qconn_state {
 
 struct qconn {
 	struct queue *q;
-	struct qdest *d;                   /* not to be used once closed (it may be freed) */
-	unsigned seq;                      /* for traces: DEST#SEQ */
-	int tls_policy;                    /* what it was opened with (qdest_conn_policy) */
-	bool sts;                          /* ... because of an MTA-STS policy */
-	bool sts_check;                    /* MTA-STS testing: the peer checked, not required */
+	struct qdest *d; /* not to be used once closed (it may be freed) */
+	unsigned seq;    /* for traces: DEST#SEQ */
+	int tls_policy;  /* what it was opened with (qdest_conn_policy) */
+	bool sts;        /* ... because of an MTA-STS policy */
+	bool sts_check;  /* MTA-STS testing: the peer checked, not required */
+	bool shaped;     /* opened through qshaping_open: pick holds */
+	struct qshaping_pick pick;
 	struct qconn *prev_all, *next_all; /* q->conn_all */
 	struct runtime *rt;                /* the configuration it was opened with */
 	struct smtp_client *c;
@@ -290,11 +349,15 @@ struct qconn {
 	struct qconn *next_idle;
 };
 
-/* Opens a connection to d's address addr_idx for job. */
-void qconn_start(struct qdest *d, size_t addr_idx, struct qjob *job);
+/* Opens a connection to d's address addr_idx for job; pick: what shaping
+ * allowed it (taken over), or NULL. */
+void qconn_start(struct qdest *d, size_t addr_idx, struct qjob *job,
+                 const struct qshaping_pick *pick);
 void qconn_send(struct qconn *cn, struct qjob *j);
 /* Takes cn out of its destination's idle list (for a job). */
 struct qconn *qconn_take_idle(struct qdest *d);
+/* Takes this idle connection out of the list. */
+void qconn_unidle(struct qconn *cn);
 /* The idle connections of d say QUIT. */
 void qconn_quit_idle(struct qdest *d);
 /* krelay stops: connections not yet sending a body end now. */

@@ -328,6 +328,7 @@ int runas_check_files(const struct config *c, const char *conf_path, const struc
 		    check_one(out, "TransportTable", c->transport_table, false, false, ra->name);
 		errors +=
 		    check_one(out, "TLSPolicyTable", c->tls_policy_table, false, false, ra->name);
+		errors += check_one(out, "ShapingTable", c->shaping_table, false, false, ra->name);
 		if (c->mta_sts)
 			errors += check_one(out, "MTASTSCAFile", c->mta_sts_ca_file, false, false,
 			                    ra->name);

@@ -3,6 +3,8 @@
 
 #include <stdlib.h>
 
+#include "shaping.h"
+
 struct runtime *runtime_get(struct server *srv)
 {
 	struct runtime *rt;
@@ -28,6 +30,7 @@ void runtime_put(struct runtime *rt)
 		SSL_CTX_free(rt->sts_ctx);
 		route_table_free(rt->transports);
 		tls_policy_free(rt->tls_policies);
+		shaping_free(rt->shaping);
 		free(rt->trust_anchor);
 		config_free(&rt->cfg);
 		free(rt);

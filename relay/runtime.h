@@ -36,9 +36,12 @@ struct runtime {
 	/* MTASTS=yes: the client context that verifies MX hosts against
 	 * MTASTSCAFile (public CAs) */
 	SSL_CTX *sts_ctx;
+	/* ShapingTable: limits per egress source x site, sources and pools */
+	struct shaping_table *shaping;
 };
 
 struct client_count;
+struct throttle;
 struct tlsrpt_log;
 
 struct server {
@@ -52,6 +55,7 @@ struct server {
 	atomic_uint connections;      /* open SMTP sessions, all workers */
 	struct client_count *clients; /* open SMTP sessions per client address */
 	struct tlsrpt_log *tlsrpt;    /* TLSRPT=yes: where TLS results go */
+	struct throttle *throttle;    /* shaping's counters, kept across reloads */
 	atomic_ullong session_seq;
 	unsigned workers;
 };

@@ -315,11 +315,26 @@ struct smtp_client *smtp_client_connect(struct ring *ring, const struct smtp_cli
 	c->owner = owner;
 	peer_text(c);
 	fd = socket(p->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd >= 0 && p->bind_len > 0) {
+		/* an egress source; the port is picked at connect, per peer (many
+		 * connections from one address to different peers) */
+		setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+		if (bind(fd, (const struct sockaddr *)&p->bind_addr, p->bind_len) < 0) {
+			int e = errno;
+
+			close(fd);
+			fd = -1;
+			errno = e;
+		}
+	}
 	if (fd < 0 || xprt_init(&c->x, ring, fd, p->caps, IN_BUF, OUT_MAX, client_event, c) < 0) {
+		int e = errno;
+
 		if (fd >= 0)
 			close(fd);
 		SSL_SESSION_free(c->p.tls_session);
 		free(c);
+		errno = e;
 		return NULL;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));

@@ -50,6 +50,10 @@ struct smtp_client_params {
 	bool no_ktls;  /* keep record encryption in OpenSSL (after a KeyUpdate) */
 	unsigned connect_timeout_s, timeout_s;
 	const struct caps *caps;
+	/* an egress source: the local address to connect from (port 0: the
+	 * kernel picks the port), of addr's family; bind_len 0: none */
+	struct sockaddr_storage bind_addr;
+	socklen_t bind_len;
 };
 
 struct smtp_tx_rcpt {

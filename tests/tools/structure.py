@@ -17,7 +17,7 @@ from pathlib import Path
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 QUEUE_FILES = {"queue.c", "queue_dest.c", "queue_conn.c", "queue_interactive.c",
-               "queue_admin.c", "bounce.c", "queue_int.h"}
+               "queue_admin.c", "queue_shaping.c", "bounce.c", "queue_int.h"}
 
 
 def units(root):

@@ -240,6 +240,7 @@ TEST(opt_names)
 	    "MTASTS",
 	    "MTASTSCAFile",
 	    "TLSRPT",
+	    "ShapingTable",
 	};
 
 	for (int i = 0; i < OPT_COUNT; i++)
@@ -312,12 +313,14 @@ TEST(every_option)
 	              "DNSSECTrustAnchorFile=/k\n"
 	              "MTASTS=yes\n"
 	              "MTASTSCAFile=/cas\n"
-	              "TLSRPT=yes\n"));
+	              "TLSRPT=yes\n"
+	              "ShapingTable=/s\n"));
 	CHECK(c.log_level == 12);
 	CHECK_STR(c.trust_anchor_file, "/k");
 	CHECK(c.mta_sts);
 	CHECK_STR(c.mta_sts_ca_file, "/cas");
 	CHECK(c.tlsrpt);
+	CHECK_STR(c.shaping_table, "/s");
 	CHECK(c.sendmail_queues_count == 1 && c.sendmail_queue_interval_s == 60);
 	CHECK_STR(c.sendmail_queues[0], "/var/spool/mqueue");
 	CHECK_STR(c.run_as_user, "mail:mail");
