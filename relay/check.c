@@ -1,7 +1,10 @@
 /* check: see check.h. */
 #include "check.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -191,6 +194,50 @@ int check_config(const struct config *c, FILE *out)
 	errors += check_routing(c, out);
 	errors += check_sendmail_queues(c, out);
 	return errors;
+}
+
+int check_throttle_store(const struct config *c, FILE *out)
+{
+	const struct sockaddr_storage *sa = &c->throttle_store.addr;
+	char host[INET6_ADDRSTRLEN] = "";
+	struct timeval tv = {2, 0};
+	redisContext *rc;
+	redisReply *rep = NULL;
+	int port;
+
+	if (!c->has_throttle_store)
+		return 0;
+	if (sa->ss_family == AF_INET6) {
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, host,
+		          sizeof(host));
+		port = ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+	} else {
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, host, sizeof(host));
+		port = ntohs(((const struct sockaddr_in *)sa)->sin_port);
+	}
+	rc = redisConnectWithTimeout(host, port, tv);
+	if (rc != NULL && rc->err == 0) {
+		redisSetTimeout(rc, tv);
+		rep = redisCommand(rc, "PING");
+	}
+	if (rep != NULL && rep->type == REDIS_REPLY_STATUS && strcmp(rep->str, "PONG") == 0)
+		fprintf(out, "ok     ThrottleStore redis://%s/: answers PING\n",
+		        c->throttle_store.text);
+	else
+		fprintf(
+		    out,
+		    "warn   ThrottleStore redis://%s/: %s: each node's own limits apply until it "
+		    "answers\n",
+		    c->throttle_store.text,
+		    rc == NULL                                      ? "out of memory"
+		    : rc->err                                       ? rc->errstr
+		    : rep != NULL && rep->type == REDIS_REPLY_ERROR ? rep->str
+		                                                    : "no answer to PING");
+	if (rep != NULL)
+		freeReplyObject(rep);
+	if (rc != NULL)
+		redisFree(rc);
+	return 0;
 }
 
 int check_dnssec(const struct config *c, FILE *out)

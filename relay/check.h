@@ -16,6 +16,9 @@ int check_config(const struct config *c, FILE *out);
 /* `krelay check` only (it asks the network): with TLSPolicy dane or
  * dane-only, whether the resolver's answers validate from the trust
  * anchor.  Returns the number of errors. */
+/* ThrottleStore: whether the store answers (a warning when not: the
+ * relay runs on its own limits then).  Returns 0. */
+int check_throttle_store(const struct config *c, FILE *out);
 int check_dnssec(const struct config *c, FILE *out);
 
 #endif

@@ -464,6 +464,23 @@ static int parse_listen(struct config *c, const struct opt_def *d, char *val, ch
 	return 0;
 }
 
+/* "redis://ADDR:PORT/" (the final '/' optional): an address, not a name,
+ * so that connecting never waits for DNS. */
+static int parse_throttle_store(struct config *c, const struct opt_def *d, char *val, char *msg,
+                                size_t len)
+{
+	size_t n = strlen(val);
+
+	if (strncmp(val, "redis://", 8) != 0)
+		return msgf(msg, len, "'%s': only redis://ADDR:PORT/ is supported", val);
+	if (n > 8 && val[n - 1] == '/')
+		val[n - 1] = '\0';
+	if (parse_listen_addr(val + 8, &c->throttle_store, msg, len) < 0)
+		return -1;
+	c->has_throttle_store = true;
+	return 0;
+}
+
 /* Host bits are masked off rather than refused: "10.1.2.3/8" is a common way of
  * writing "the /8 this host is in", and the masked form is what gets matched. */
 static void mask_host_bits(uint8_t *a, unsigned bytes, unsigned prefix)
@@ -1037,6 +1054,7 @@ static const struct opt_def opts[OPT_COUNT] = {
     [OPT_MTA_STS_CA_FILE] = {"MTASTSCAFile", parse_path, FIELD(mta_sts_ca_file), 0, 0},
     [OPT_TLSRPT] = {"TLSRPT", parse_yes_no, FIELD(tlsrpt), 0, 0},
     [OPT_SHAPING_TABLE] = {"ShapingTable", parse_path, FIELD(shaping_table), 0, 0},
+    [OPT_THROTTLE_STORE] = {"ThrottleStore", parse_throttle_store, 0, 0, 0},
     [OPT_CONNECT_TIMEOUT] = {"ConnectTimeout", parse_duration, FIELD(connect_timeout_s), 0, 0},
     [OPT_BODY_PATH] = {"BodyPath", parse_body_path, 0, 0, 0},
     [OPT_DELIVERY_MODE] = {"DeliveryMode", parse_delivery_mode, 0, 0, 0},

@@ -68,6 +68,7 @@ enum config_opt {
 	OPT_MTA_STS_CA_FILE,
 	OPT_TLSRPT,
 	OPT_SHAPING_TABLE,
+	OPT_THROTTLE_STORE,
 	OPT_COUNT
 };
 
@@ -174,6 +175,9 @@ struct config {
 	char *mta_sts_ca_file;   /* MTASTSCAFile (never NULL after defaults) */
 	bool tlsrpt;             /* TLSRPT=yes: record TLS results per domain (RFC 8460) */
 	char *shaping_table;     /* ShapingTable: traffic shaping, egress sources (shaping.h) */
+	/* ThrottleStore=redis://ADDR:PORT/: shaping's counters shared by a cluster */
+	bool has_throttle_store;
+	struct config_listen throttle_store;
 	unsigned connect_timeout_s;
 	int body_path;   /* enum config_body_path */
 	bool queue_only; /* DeliveryMode=queueonly: deliver only on `krelay queue flush` */

@@ -114,6 +114,7 @@ static int cmd_check(const char *path)
 	printf("config     %s\n", path ? path : "built-in defaults");
 	errors = check_config(&c, stdout);
 	errors += check_dnssec(&c, stdout);
+	errors += check_throttle_store(&c, stdout);
 	errors += check_run_as(&c, path);
 	printf("configuration: %d error%s\n", errors, errors == 1 ? "" : "s");
 	config_free(&c);
@@ -296,7 +297,7 @@ static void restart_only(const struct config *old, const struct config *now)
 {
 	char names[256] = "";
 	size_t n = 0;
-	const char *changed[12];
+	const char *changed[16];
 
 	if (!same_listen(old, now))
 		changed[n++] = "Listen";
@@ -309,6 +310,10 @@ static void restart_only(const struct config *old, const struct config *now)
 		changed[n++] = "DNSServer";
 	if (strcmp(old->trust_anchor_file, now->trust_anchor_file) != 0)
 		changed[n++] = "DNSSECTrustAnchorFile";
+	if (old->has_throttle_store != now->has_throttle_store ||
+	    (now->has_throttle_store &&
+	     strcmp(old->throttle_store.text, now->throttle_store.text) != 0))
+		changed[n++] = "ThrottleStore";
 	bool queues_same = old->sendmail_queues_count == now->sendmail_queues_count &&
 	                   old->sendmail_queue_interval_s == now->sendmail_queue_interval_s;
 	for (size_t i = 0; queues_same && i < old->sendmail_queues_count; i++)

@@ -941,6 +941,14 @@ struct queue *queue_new(const struct queue_ctx *ctx, char *err, size_t errlen)
 	}
 	if (dns_init(&q->dns, ctx->ring, c->dns_server, err, errlen) < 0)
 		goto fail;
+	if (c->has_throttle_store) {
+		/* the node's name in the store: its host and process */
+		char node[128];
+
+		snprintf(node, sizeof(node), "%s:%d", c->hostname, (int)getpid());
+		q->store = tredis_new(ctx->ring, &c->throttle_store, ctx->srv->throttle, node,
+		                      ctx->worker_index);
+	}
 	return q;
 fail:
 	runtime_put(q->rt);
@@ -1008,13 +1016,14 @@ void queue_stop(struct queue *q)
 	q->dnssec = NULL;
 	sts_free(q->sts); /* outstanding requests come back without a policy */
 	q->sts = NULL;
+	tredis_stop(q->store);
 }
 
 bool queue_idle(const struct queue *q)
 {
 	if (q->conns > 0 || q->dns_pending > 0)
 		return false;
-	if (ring_op_busy(&q->op_itick))
+	if (ring_op_busy(&q->op_itick) || !tredis_idle(q->store))
 		return false;
 	for (const struct qmsg *m = q->msgs; m != NULL; m = m->next)
 		if (m->jobs > 0 || qmsg_recording(m) || m->phase == QMSG_OPENING ||
@@ -1034,6 +1043,7 @@ void queue_free(struct queue *q)
 	dns_free(q->dns); /* NULL after queue_stop */
 	dns_free(q->dnssec);
 	sts_free(q->sts);
+	tredis_free(q->store);
 	runtime_put(q->rt);
 	free(q);
 }

@@ -40,6 +40,7 @@
 #include "state.h"
 #include "sts.h"
 #include "throttle.h"
+#include "throttle_redis.h"
 #include "tlsrpt.h"
 #include "wheel.h"
 
@@ -269,6 +270,7 @@ void qdest_free_all(struct queue *q);
  * it while the connection lives). */
 struct qshaping_pick {
 	int source; /* index of the table's source (the runtime's), -1: none */
+	bool slot;  /* its connection slot came from the cluster's store */
 	struct throttle_entry *e;
 	struct shaping_limits lim; /* its reply rules point into the runtime's table */
 };
@@ -372,8 +374,9 @@ struct queue {
 	struct runtime *rt;    /* the configuration new connections take */
 	unsigned rt_gen;       /* srv->generation it was taken at */
 	struct dns *dns;
-	struct dns *dnssec; /* validating resolver: made when a DANE destination first needs it */
-	struct sts *sts;    /* MTA-STS policies, made when a destination first needs one */
+	struct dns *dnssec;   /* validating resolver: made when a DANE destination first needs it */
+	struct sts *sts;      /* MTA-STS policies, made when a destination first needs one */
+	struct tredis *store; /* ThrottleStore: this worker's client of the cluster's store */
 	bool stopping;
 	unsigned dns_pending; /* queries whose callback has not run yet */
 	/* calls of an interactive message's owner under way: the callback

@@ -138,7 +138,7 @@ bool qshaping_open(struct qdest *d, struct qshaping_pick *pick)
 	const struct shaping_pool *pool = shaping_pool(s->rt->shaping, s->base.pool);
 	int64_t now = ring_now(d->q->ctx.ring);
 	bool usable[SHAPING_POOL_MAX];
-	struct throttle_verdict first = {THROTTLE_OK, INT64_MAX};
+	struct throttle_verdict first = {THROTTLE_OK, INT64_MAX, 0, {0, 0}};
 
 	for (unsigned i = 0; i < s->nsrc; i++)
 		usable[i] = true;
@@ -148,9 +148,12 @@ bool qshaping_open(struct qdest *d, struct qshaping_pick *pick)
 
 		if (i < 0)
 			break;
-		v = throttle_open(s->src[i].e, &s->src[i].lim, now);
+		v = throttle_open(s->src[i].e, &s->src[i].lim, now, tredis_up(d->q->store));
+		if (v.ask != 0)
+			tredis_ask(d->q->store, s->src[i].e, &s->src[i].lim, &v);
 		if (v.why == THROTTLE_OK) {
 			pick->source = s->src[i].source;
+			pick->slot = tredis_up(d->q->store) && s->src[i].lim.max_connections != 0;
 			pick->e = throttle_hold(throttle_of(d), s->src[i].e);
 			pick->lim = s->src[i].lim;
 			s->waiting = THROTTLE_OK;
@@ -166,9 +169,12 @@ bool qshaping_open(struct qdest *d, struct qshaping_pick *pick)
 
 bool qshaping_message(struct qconn *cn)
 {
+	struct queue *q = cn->q;
 	struct throttle_verdict v =
-	    throttle_message(cn->pick.e, &cn->pick.lim, ring_now(cn->q->ctx.ring));
+	    throttle_message(cn->pick.e, &cn->pick.lim, ring_now(q->ctx.ring), tredis_up(q->store));
 
+	if (v.ask != 0)
+		tredis_ask(q->store, cn->pick.e, &cn->pick.lim, &v);
 	if (v.why == THROTTLE_OK)
 		return true;
 	wait_for(cn->d, &v);
@@ -233,6 +239,7 @@ bool qshaping_again(struct qconn *cn, struct qshaping_pick *pick)
 	if (!cn->shaped || cn->rt != cn->q->rt)
 		return false;
 	*pick = cn->pick;
+	pick->slot = false; /* counted in the store by the next refresh */
 	throttle_count(pick->e);
 	pick->e = throttle_hold(throttle_of(cn->d), pick->e);
 	return true;
@@ -244,6 +251,8 @@ void qshaping_conn_end(struct qconn *cn)
 		return;
 	cn->shaped = false;
 	throttle_close(cn->pick.e);
+	if (cn->pick.slot)
+		tredis_release(cn->q->store, cn->pick.e);
 	throttle_put(cn->q->ctx.srv->throttle, cn->pick.e);
 	cn->pick.e = NULL;
 }

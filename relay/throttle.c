@@ -28,6 +28,14 @@ struct throttle_entry {
 	struct shaping_rate slow_rate;
 	int64_t slow_until;
 	uint64_t delays, suspensions;
+	/* ThrottleStore: what the cluster granted and is asked for */
+	struct grant {
+		unsigned n;
+		int64_t until;    /* spend them before */
+		bool asking;      /* an ask is out */
+		int64_t retry_at; /* the store said: not before */
+	} g[THROTTLE_ASKS];
+	bool slots_used;
 	struct throttle_entry *next;
 	char key[];
 };
@@ -206,15 +214,137 @@ static const struct shaping_rate *msg_rate(const struct throttle_entry *e,
 static struct throttle_verdict verdict(struct throttle_entry *e, enum throttle_why why,
                                        int64_t wait)
 {
-	struct throttle_verdict v = {why, why == THROTTLE_OK ? 0 : wait > 0 ? wait : 1};
+	struct throttle_verdict v = {why, why == THROTTLE_OK ? 0 : wait > 0 ? wait : 1, 0, {0, 0}};
 
 	if (why != THROTTLE_OK)
 		e->delays++;
 	return v;
 }
 
+unsigned throttle_want(const struct shaping_rate *r)
+{
+	int64_t t = gcra_interval(r);
+	int64_t n = t > 0 ? 100000000LL / t : 1;
+
+	return n < 1 ? 1 : n > 50 ? 50 : (unsigned)n;
+}
+
+static bool have(struct throttle_entry *e, enum throttle_ask a, int64_t now)
+{
+	struct grant *g = &e->g[a];
+
+	if (g->n > 0 && now >= g->until)
+		g->n = 0; /* too old: a slot's count in the store is set right by the refresh */
+	return g->n > 0;
+}
+
+/* Not enough of a: ask when no ask is out and the store allows; the wait
+ * is until the answer can have come, or until the store's time. */
+static void need(struct throttle_entry *e, enum throttle_ask a, enum throttle_why why, int64_t now,
+                 struct throttle_verdict *v)
+{
+	struct grant *g = &e->g[a];
+	int64_t wait = THROTTLE_CLUSTER_POLL_NS;
+
+	if (g->retry_at > now)
+		wait = g->retry_at - now;
+	else if (!g->asking) {
+		g->asking = true;
+		v->ask |= THROTTLE_ASK_BIT(a);
+	}
+	if (v->why == THROTTLE_OK || wait > v->wait_ns) {
+		if (v->why == THROTTLE_OK)
+			v->why = why;
+		v->wait_ns = wait;
+	}
+}
+
+/* Granted cells running low: ask for more before they are out. */
+static void prefetch(struct throttle_entry *e, enum throttle_ask a, const struct shaping_rate *r,
+                     int64_t now, struct throttle_verdict *v)
+{
+	struct grant *g = &e->g[a];
+
+	if (r->n != 0 && !g->asking && g->retry_at <= now && g->n * 2 < throttle_want(r)) {
+		g->asking = true;
+		v->ask |= THROTTLE_ASK_BIT(a);
+	}
+}
+
+static struct throttle_verdict cluster_open(struct throttle_entry *e,
+                                            const struct shaping_limits *l, int64_t now)
+{
+	struct throttle_verdict v = {THROTTLE_OK, 0, 0, *msg_rate(e, l, now)};
+
+	if (l->max_connections != 0 && !have(e, THROTTLE_ASK_SLOT, now))
+		need(e, THROTTLE_ASK_SLOT, THROTTLE_CONNECTIONS, now, &v);
+	if (l->conn_rate.n != 0 && !have(e, THROTTLE_ASK_CONN_RATE, now))
+		need(e, THROTTLE_ASK_CONN_RATE, THROTTLE_CONN_RATE, now, &v);
+	if (v.msg_rate.n != 0 && !have(e, THROTTLE_ASK_MSG, now))
+		need(e, THROTTLE_ASK_MSG, THROTTLE_MSG_RATE, now, &v);
+	if (v.why != THROTTLE_OK) {
+		e->delays++;
+		return v;
+	}
+	if (l->max_connections != 0) {
+		e->g[THROTTLE_ASK_SLOT].n--;
+		e->slots_used = true;
+	}
+	if (l->conn_rate.n != 0)
+		e->g[THROTTLE_ASK_CONN_RATE].n--;
+	if (v.msg_rate.n != 0)
+		e->g[THROTTLE_ASK_MSG].n--;
+	e->conns++;
+	prefetch(e, THROTTLE_ASK_CONN_RATE, &l->conn_rate, now, &v);
+	prefetch(e, THROTTLE_ASK_MSG, &v.msg_rate, now, &v);
+	return v;
+}
+
+static struct throttle_verdict cluster_message(struct throttle_entry *e,
+                                               const struct shaping_limits *l, int64_t now)
+{
+	struct throttle_verdict v = {THROTTLE_OK, 0, 0, *msg_rate(e, l, now)};
+
+	if (v.msg_rate.n != 0 && !have(e, THROTTLE_ASK_MSG, now))
+		need(e, THROTTLE_ASK_MSG, THROTTLE_MSG_RATE, now, &v);
+	if (v.why != THROTTLE_OK) {
+		e->delays++;
+		return v;
+	}
+	if (v.msg_rate.n != 0)
+		e->g[THROTTLE_ASK_MSG].n--;
+	prefetch(e, THROTTLE_ASK_MSG, &v.msg_rate, now, &v);
+	return v;
+}
+
+void throttle_granted(struct throttle_entry *e, enum throttle_ask a, unsigned n, int64_t wait_ns,
+                      int64_t now)
+{
+	struct grant *g = &e->g[a];
+
+	pthread_mutex_lock(&e->lock);
+	g->asking = false;
+	if (n > 0) {
+		if (now >= g->until)
+			g->n = 0;
+		g->n += n;
+		g->until = now + THROTTLE_GRANT_TTL_NS;
+		g->retry_at = 0;
+	} else {
+		g->retry_at = now + (wait_ns > 0 ? wait_ns : THROTTLE_CLUSTER_POLL_NS);
+	}
+	pthread_mutex_unlock(&e->lock);
+}
+
+void throttle_ask_failed(struct throttle_entry *e, enum throttle_ask a)
+{
+	pthread_mutex_lock(&e->lock);
+	e->g[a].asking = false;
+	pthread_mutex_unlock(&e->lock);
+}
+
 struct throttle_verdict throttle_open(struct throttle_entry *e, const struct shaping_limits *l,
-                                      int64_t now)
+                                      int64_t now, bool cluster)
 {
 	struct throttle_verdict v;
 	const struct shaping_rate *mr;
@@ -224,6 +354,8 @@ struct throttle_verdict throttle_open(struct throttle_entry *e, const struct sha
 	mr = msg_rate(e, l, now);
 	if (e->suspended_until > now)
 		v = verdict(e, THROTTLE_SUSPENDED, e->suspended_until - now);
+	else if (cluster)
+		v = cluster_open(e, l, now);
 	else if (l->max_connections != 0 && e->conns >= l->max_connections)
 		v = verdict(e, THROTTLE_CONNECTIONS, THROTTLE_FULL_POLL_NS);
 	else if ((w = gcra_wait(e->conn_tat, now, &l->conn_rate)) > 0)
@@ -256,7 +388,7 @@ void throttle_count(struct throttle_entry *e)
 }
 
 struct throttle_verdict throttle_message(struct throttle_entry *e, const struct shaping_limits *l,
-                                         int64_t now)
+                                         int64_t now, bool cluster)
 {
 	struct throttle_verdict v;
 	int64_t w;
@@ -264,6 +396,8 @@ struct throttle_verdict throttle_message(struct throttle_entry *e, const struct 
 	pthread_mutex_lock(&e->lock);
 	if (e->suspended_until > now)
 		v = verdict(e, THROTTLE_SUSPENDED, e->suspended_until - now);
+	else if (cluster)
+		v = cluster_message(e, l, now);
 	else if ((w = gcra_take(&e->msg_tat, now, msg_rate(e, l, now))) > 0)
 		v = verdict(e, THROTTLE_MSG_RATE, w);
 	else
@@ -326,6 +460,7 @@ void throttle_each(struct throttle *t, int64_t now,
 			v.slowed = e->slow_until > now;
 			v.delays = e->delays;
 			v.suspensions = e->suspensions;
+			v.slots_used = e->slots_used;
 			pthread_mutex_unlock(&e->lock);
 			fn(arg, &v);
 		}

@@ -5,8 +5,13 @@
  * by its key ("SOURCE>SITE") and held by reference; one mutex per entry,
  * one for the table.  Times are CLOCK_MONOTONIC ns.
  *
- * The cluster store (ThrottleStore=redis://) is a later layer: the local
- * entry stays the fallback whenever it cannot be reached. */
+ * With ThrottleStore (several nodes: throttle_redis.h), the cluster's
+ * store decides instead: an entry asks it for cells of the message and
+ * connection rates and for connection slots ahead of need (a verdict
+ * says what to ask for; the caller's store client asks and brings the
+ * answer to throttle_granted), and spends them locally.  While the store
+ * cannot be reached the local counters decide, as on a single node:
+ * never no limit at all. */
 #ifndef KRELAY_THROTTLE_H
 #define KRELAY_THROTTLE_H
 
@@ -30,9 +35,19 @@ enum throttle_why {
 };
 extern const char *const throttle_why_name[THROTTLE_WHYS];
 
+/* what a verdict asks the cluster's store for */
+enum throttle_ask { THROTTLE_ASK_MSG, THROTTLE_ASK_CONN_RATE, THROTTLE_ASK_SLOT, THROTTLE_ASKS };
+#define THROTTLE_ASK_BIT(a) (1u << (a))
+/* how often a destination looks again while the store's answer is awaited */
+#define THROTTLE_CLUSTER_POLL_NS (20LL * 1000 * 1000)
+/* how long granted cells and slots may wait to be spent */
+#define THROTTLE_GRANT_TTL_NS (1000LL * 1000 * 1000)
+
 struct throttle_verdict {
 	enum throttle_why why;
-	int64_t wait_ns; /* 0 with THROTTLE_OK */
+	int64_t wait_ns;              /* 0 with THROTTLE_OK */
+	unsigned ask;                 /* THROTTLE_ASK_BITs the caller must ask the store for now */
+	struct shaping_rate msg_rate; /* the message rate in force (what to ask with) */
 };
 
 /* What the metrics endpoint shows of an entry. */
@@ -41,6 +56,7 @@ struct throttle_view {
 	unsigned conns;
 	bool suspended, slowed;
 	uint64_t delays, suspensions; /* verdicts other than OK; suspensions set */
+	bool slots_used;              /* connection slots were taken from the cluster's store */
 };
 
 struct throttle;
@@ -61,14 +77,22 @@ const char *throttle_key(const struct throttle_entry *e);
  * connection rate and message rate are checked together; with OK the
  * connection is counted (throttle_close undoes it) and both cells taken. */
 struct throttle_verdict throttle_open(struct throttle_entry *e, const struct shaping_limits *l,
-                                      int64_t now);
+                                      int64_t now, bool cluster);
 void throttle_close(struct throttle_entry *e);
 /* A connection counted without a check: the same connection's job moving
  * on to the next address of its destination. */
 void throttle_count(struct throttle_entry *e);
 /* The next message on an open connection. */
 struct throttle_verdict throttle_message(struct throttle_entry *e, const struct shaping_limits *l,
-                                         int64_t now);
+                                         int64_t now, bool cluster);
+/* The store's answer to an ask: n cells (slots) granted, or none and how
+ * long to wait before asking again. */
+void throttle_granted(struct throttle_entry *e, enum throttle_ask a, unsigned n, int64_t wait_ns,
+                      int64_t now);
+/* An ask that got no answer (the store is unreachable): free to ask again. */
+void throttle_ask_failed(struct throttle_entry *e, enum throttle_ask a);
+/* How many cells to ask for at once: 100 ms's worth, 1 to 50. */
+unsigned throttle_want(const struct shaping_rate *r);
 /* A reply rule: suspends until `until`, or lowers the message rate to r
  * until then.  True when this changed anything (a suspension already
  * lasting as long is not set again, so the log says it once). */

@@ -15,6 +15,8 @@ PKGS=(
 	libcurl4-openssl-dev ca-certificates
 	# TLS reports are sent gzip'd (RFC 8460)
 	zlib1g-dev
+	# ThrottleStore=redis://: hiredis; the cluster tests start a redis-server
+	libhiredis-dev redis-server
 	clang-format
 	# the libFuzzer harnesses (tests/fuzz): clang and its fuzzer runtime
 	clang libclang-rt-14-dev

@@ -17,7 +17,9 @@ The next hops: krelay-bench's sink (which reports the time of its first
 and last message), and a small SMTP server on raw sockets that records
 what each connection was (peer address, EHLO name, time, messages).
 """
+import datetime
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,8 +28,8 @@ import time
 
 import pytest
 
-from conftest import KRELAY
-from helpers import deliveries
+from conftest import KRELAY, free_port
+from helpers import deliveries, wait_for
 from test_bench_tool import BENCH, ENV, Sink
 from test_queue_routing import DNSMASQ, free_dns_port, wait_listening
 from test_relay import submit, wait_deliveries, wait_spool_empty
@@ -236,6 +238,7 @@ def test_message_rate_per_site_holds_across_two_domains(relay_factory, dns, tmp_
     r = sink.finish(signal_it=False)
     assert r["messages"] == n and r["checksum_errors"] == 0, r
     rate = (r["messages"] - 1) / (r["last_unix"] - r["first_unix"])
+    print(f"two domains, one site at 20/s: {rate:.2f}/s at the sink")
     assert 18.0 <= rate <= 22.0, f"{rate:.2f} messages/s, configured 20/s"
     wait_spool_empty(relay, timeout=30)
     sent = [d for d in deliveries(relay) if d["status"] == "sent"]
@@ -384,3 +387,140 @@ def test_bad_tables_are_refused(relay_factory, tmp_path):
     relay.proc.send_signal(signal.SIGHUP)
     relay.wait_log(re.escape(f"{path}:1: reply=\"(\":"))
     assert relay.proc.poll() is None
+
+
+# ---- several nodes: ThrottleStore=redis:// --------------------------------------------
+
+REDIS = shutil.which("redis-server")
+
+
+class Redis:
+    """A real redis-server on a loopback port, no persistence."""
+
+    def __init__(self, tmp, port=None):
+        self.tmp = tmp
+        self.port = port or free_port()
+        self.start()
+
+    def start(self):
+        self.out = open(self.tmp / "redis.log", "ab")
+        self.proc = subprocess.Popen([REDIS, "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no", "--dir", str(self.tmp)],
+                                     stdout=self.out, stderr=subprocess.STDOUT)
+        wait_listening("127.0.0.1", self.port)
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait(10)
+        self.out.close()
+
+
+STAMP = re.compile(r"^(\S+)Z krelay\[\d+\]: [0-9A-F]{16} delivery .* status=sent ", re.M)
+
+
+def sent_times(relays):
+    """When each message was relayed (all the nodes' delivery lines)."""
+    out = []
+    for r in relays:
+        for m in STAMP.finditer(r.logs()):
+            out.append(datetime.datetime.fromisoformat(m.group(1)).replace(
+                tzinfo=datetime.timezone.utc).timestamp())
+    return sorted(out)
+
+
+def rate_between(relays, t0, t1):
+    return sum(1 for t in sent_times(relays) if t0 <= t < t1) / (t1 - t0)
+
+
+@pytest.mark.skipif(not REDIS, reason="redis-server not installed")
+def test_three_nodes_share_one_rate_through_redis(relay_factory, tmp_path):
+    """Three krelays (each its own QueueDirectory) share max_message_rate=30/s
+    through one redis-server: together they relay at 30/s +-10%.  Redis
+    killed: each falls back to its own 30/s (never no limit: the sum stays
+    at most 3 x 30/s), no message is lost; Redis back: 30/s together again.
+    A reload then lifts the limit and the queues drain; the sink (--verify)
+    gets every message once."""
+    per_node = 600
+    total = 3 * per_node
+    sink = Sink(tmp_path, "--verify", expect=total, timeout=300)
+    redis = Redis(tmp_path)
+    table = tmp_path / "shaping"
+    table.write_text("default max_message_rate=30/s\n")
+    nodes = [relay_factory(f"ShapingTable={table}\nThrottleStore=redis://127.0.0.1:{redis.port}/\n"
+                           f"SmartHost=[127.0.0.1]:{sink.port}\nTLSPolicy=none\n"
+                           "RetrySchedule=1s,1s\nMaxConnections=100\n")
+             for _ in range(3)]
+    for n in nodes:
+        n.wait_log(r"ThrottleStore redis://127\.0\.0\.1:\d+/: connected: limits are now")
+    try:
+        srcs = [source(n, per_node, "example.com") for n in nodes]
+        for p in srcs:
+            assert finish(p).get("messages_ok") == per_node
+        first = wait_for(lambda: sent_times(nodes)[:1], 30, "a first delivery")[0]
+        # shared: 30/s for the three together
+        time.sleep(max(0.0, first + 13 - time.time()))
+        shared = rate_between(nodes, first + 2, first + 12)
+        redis.kill()
+        t_kill = time.time()
+        for n in nodes:
+            n.wait_log(r"ThrottleStore redis://127\.0\.0\.1:\d+/: unreachable \(")
+        time.sleep(max(0.0, t_kill + 8 - time.time()))
+        alone = rate_between(nodes, t_kill + 2, t_kill + 8)
+        redis.start()
+        t_back = time.time()
+        for n in nodes:
+            n.wait_log(r"connected: limits are again the cluster's", timeout=15)
+        time.sleep(max(0.0, t_back + 9 - time.time()))
+        again = rate_between(nodes, t_back + 3, t_back + 9)
+        # done measuring: lift the limit, the rest goes at once
+        table.write_text("default max_message_rate=1000/s\n")
+        for n in nodes:
+            n.proc.send_signal(signal.SIGHUP)
+        sink.proc.wait(120)
+        r = sink.finish(signal_it=False)
+    finally:
+        if redis.proc.poll() is None:
+            redis.kill()
+    print(f"cluster of 3 at 30/s: shared {shared:.1f}/s, without redis {alone:.1f}/s, "
+          f"redis back {again:.1f}/s")
+    assert r["messages"] == total and r["checksum_errors"] == 0, r
+    assert 27.0 <= shared <= 33.0, f"shared {shared:.1f}/s, configured 30/s for the cluster"
+    assert 60.0 <= alone <= 99.0, f"without redis {alone:.1f}/s (3 nodes, 30/s each)"
+    assert 27.0 <= again <= 33.0, f"redis back: {again:.1f}/s"
+    for n in nodes:
+        wait_spool_empty(n, timeout=30)
+
+
+@pytest.mark.skipif(not REDIS, reason="redis-server not installed")
+def test_three_nodes_share_max_connections_through_redis(relay_factory, peers, tmp_path):
+    """max_connections=2 for the cluster: three nodes with messages for one
+    next hop never hold more than 2 connections to it at once."""
+    peer = peers(final_delay=0.3)
+    redis = Redis(tmp_path)
+    table = tmp_path / "shaping"
+    table.write_text("default max_connections=2 max_deliveries_per_connection=2\n")
+    try:
+        nodes = [relay_factory(f"ShapingTable={table}\n"
+                               f"ThrottleStore=redis://127.0.0.1:{redis.port}/\n"
+                               f"SmartHost=[127.0.0.1]:{peer.port}\nTLSPolicy=none\n"
+                               "DeliveryMode=queueonly\n")
+                 for _ in range(3)]
+        for n in nodes:
+            n.wait_log(r"connected: limits are now the cluster's")
+            submit_at_once(n, 8)
+        for n in nodes:  # all three start at once
+            assert subprocess.run([KRELAY, "queue", "-C", str(n.conf), "flush"],
+                                  capture_output=True, timeout=30).returncode == 0
+        for n in nodes:
+            wait_deliveries(n, 8, status="sent", timeout=60)
+        p = subprocess.run([KRELAY, "check", "-C", str(nodes[0].conf)], capture_output=True,
+                           text=True, timeout=30)
+        assert f"ok     ThrottleStore redis://127.0.0.1:{redis.port}/: answers PING" in p.stdout
+    finally:
+        redis.kill()
+    assert len(peer.messages()) == 24
+    assert peer.most_open == 2, peer.most_open
+    p = subprocess.run([KRELAY, "check", "-C", str(nodes[0].conf)], capture_output=True,
+                       text=True, timeout=30)
+    assert (f"warn   ThrottleStore redis://127.0.0.1:{redis.port}/: Connection refused: each "
+            "node's own limits apply until it answers") in p.stdout, p.stdout

@@ -241,6 +241,7 @@ TEST(opt_names)
 	    "MTASTSCAFile",
 	    "TLSRPT",
 	    "ShapingTable",
+	    "ThrottleStore",
 	};
 
 	for (int i = 0; i < OPT_COUNT; i++)
@@ -314,13 +315,16 @@ TEST(every_option)
 	              "MTASTS=yes\n"
 	              "MTASTSCAFile=/cas\n"
 	              "TLSRPT=yes\n"
-	              "ShapingTable=/s\n"));
+	              "ShapingTable=/s\n"
+	              "ThrottleStore=redis://127.0.0.1:6379/\n"));
 	CHECK(c.log_level == 12);
 	CHECK_STR(c.trust_anchor_file, "/k");
 	CHECK(c.mta_sts);
 	CHECK_STR(c.mta_sts_ca_file, "/cas");
 	CHECK(c.tlsrpt);
 	CHECK_STR(c.shaping_table, "/s");
+	CHECK(c.has_throttle_store && c.throttle_store.addrlen == sizeof(struct sockaddr_in));
+	CHECK_STR(c.throttle_store.text, "127.0.0.1:6379");
 	CHECK(c.sendmail_queues_count == 1 && c.sendmail_queue_interval_s == 60);
 	CHECK_STR(c.sendmail_queues[0], "/var/spool/mqueue");
 	CHECK_STR(c.run_as_user, "mail:mail");
