@@ -6,8 +6,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "log.h"
-
 #define BUCKETS_MIN 64
 
 const char *const throttle_why_name[THROTTLE_WHYS] = {
@@ -60,7 +58,7 @@ struct throttle *throttle_new(void)
 	struct throttle *t = calloc(1, sizeof(*t));
 
 	if (t == NULL || (t->b = calloc(BUCKETS_MIN, sizeof(*t->b))) == NULL)
-		fatalx("out of memory");
+		abort(); /* out of memory */
 	t->nb = BUCKETS_MIN;
 	pthread_mutex_init(&t->lock, NULL);
 	return t;
@@ -165,7 +163,7 @@ struct throttle_entry *throttle_get(struct throttle *t, const char *key)
 		if (t->n >= t->nb)
 			grow(t);
 		if ((e = calloc(1, sizeof(*e) + len + 1)) == NULL)
-			fatalx("out of memory");
+			abort(); /* out of memory */
 		pthread_mutex_init(&e->lock, NULL);
 		memcpy(e->key, key, len + 1);
 		e->hash = h;

@@ -1,9 +1,8 @@
-/* throttle: the counters that shaping (shaping.h) keeps per (egress source
- * x site), shared by every worker of the relay: connections open, the
- * next cell's time of the connection and message rates (GCRA), and a
- * suspension or a lowered rate that a reply rule set.  An entry is found
- * by its key ("SOURCE>SITE") and held by reference; one mutex per entry,
- * one for the table.  Times are CLOCK_MONOTONIC ns.
+/* throttle (pure but for a mutex and the clock): the counters that shaping (shaping.h) keeps per
+ * (egress source x site), shared by every worker of the relay: connections open, the next cell's
+ * time of the connection and message rates (GCRA), and a suspension or a lowered rate that a reply
+ * rule set.  An entry is found by its key ("SOURCE>SITE") and held by reference; one mutex per
+ * entry, one for the table.  Times are CLOCK_MONOTONIC ns.
  *
  * With ThrottleStore (several nodes: throttle_redis.h), the cluster's
  * store decides instead: an entry asks it for cells of the message and
