@@ -409,6 +409,8 @@ for size in $ABL_SIZES; do
 	row "abl-workers1-$size" ablation krelay plain tls "$size" Workers=1
 	row "abl-workers2-$size" ablation krelay plain tls "$size" Workers=2
 	row "abl-noreuse-$size" ablation krelay plain tls "$size" MaxMessagesPerConnection=1
+	# traffic shaping on, its limits far above the load: what it costs
+	row "abl-shaped-$size" ablation krelay plain tls "$size" "ShapingTable=$PWD/bench/shaping-far-above"
 	if [ $ktls = yes ]; then # the TLS rows above use kTLS TX; the same without it
 		row "abl-ktls-off-$size" ablation krelay plain tls "$size" ClientSSLOptions=-SSL_OP_ENABLE_KTLS
 	fi
@@ -419,6 +421,11 @@ for size in $SHORT_SIZES; do
 	for inject in short smtp-source; do
 		tag=$([ $inject = short ] && echo kb || echo ss)
 		row "short-krelay-$tag-$size" short krelay plain tls "$size"
+		# shaping asked before every connection and message, limits far above
+		if [ $inject = short ]; then
+			row "abl-shaped-short-$size" ablation krelay plain tls "$size" \
+				"ShapingTable=$PWD/bench/shaping-far-above"
+		fi
 		row "short-postfix-$tag-$size" short postfix plain tls "$size"
 	done
 done

@@ -22,6 +22,40 @@ static void sub_path(struct queue *q, char *buf, size_t len, const char *sub, co
 	snprintf(buf, len, "%s/%s/%s", queue_cfg(q)->queue_directory, sub, name);
 }
 
+/* m's jobs still waiting at destinations (for a connection, a lookup, or
+ * shaping's leave, which may be long) end now, their recipients pending,
+ * so that the attempt ends and the operator's request is carried out
+ * without waiting for them; jobs on a connection finish first. */
+static void unqueue(struct queue *q, struct qmsg *m, enum qmsg_admin what)
+{
+	struct qjob *out = NULL, *j;
+
+	for (struct qdest *d = q->dests; d != NULL; d = d->next) {
+		struct qjob *keep = NULL, **tail = &keep;
+
+		while ((j = qdest_pop(d)) != NULL) {
+			if (j->m == m) {
+				j->next = out;
+				out = j;
+			} else {
+				*tail = j;
+				tail = &j->next;
+			}
+		}
+		for (j = keep; j != NULL; j = keep) {
+			keep = j->next;
+			qdest_push(d, j);
+		}
+	}
+	for (; out != NULL; out = j) {
+		j = out->next;
+		qjob_fail(out, 0,
+		          what == ADMIN_HOLD
+		              ? "not sent: held by krelay queue hold while it waited"
+		              : "not sent: deleted by krelay queue delete while it waited");
+	}
+}
+
 /* Moves queue/ID (and its state file, first) to hold/, or deletes it (the
  * message first, then its state), in the order spool_recover relies on. */
 static void admin_files(struct queue *q, const char *id, enum qmsg_admin what)
@@ -167,6 +201,8 @@ void queue_requests(struct queue *q)
 			m->admin = what;
 			if (m->phase == QMSG_RETRY_WAIT && !ring_op_busy(&m->op_timer_rm))
 				ring_timeout_remove(q->ctx.ring, &m->op_timer_rm, &m->op_timer);
+			if (m->phase == QMSG_ACTIVE)
+				unqueue(q, m, what);
 		}
 		free(names[i]);
 	}

@@ -31,7 +31,7 @@ import pytest
 from conftest import KRELAY, free_port
 from helpers import deliveries, wait_for
 from test_bench_tool import BENCH, ENV, Sink
-from test_queue_routing import DNSMASQ, free_dns_port, wait_listening
+from test_queue_routing import DNSMASQ, free_dns_port, queue_cmd, wait_listening
 from test_relay import submit, wait_deliveries, wait_spool_empty
 
 
@@ -524,3 +524,21 @@ def test_three_nodes_share_max_connections_through_redis(relay_factory, peers, t
                        text=True, timeout=30)
     assert (f"warn   ThrottleStore redis://127.0.0.1:{redis.port}/: Connection refused: each "
             "node's own limits apply until it answers") in p.stdout, p.stdout
+
+
+def test_hold_and_delete_of_messages_waiting_on_a_suspended_site(relay_factory, peers, tmp_path):
+    """Messages waiting at a suspended site (an hour) are held or deleted
+    at once when the operator asks, not after the suspension."""
+    peer = peers(rcpt_replies=["421 4.7.0 go away for now"])
+    relay, _ = shaped_relay(relay_factory, tmp_path, 'default reply="^421" suspend=1h\n',
+                            f"SmartHost=[127.0.0.1]:{peer.port}\n")
+    a = submit(relay.port, "s@example.org", ["a@example.com"], "a")
+    relay.wait_log(r"suspended for 3600s")
+    b = submit(relay.port, "s@example.org", ["b@example.com"], "b")
+    time.sleep(1.5)  # a's retry and b: both wait at the destination now
+    assert queue_cmd(relay, "hold", a).returncode == 0
+    assert queue_cmd(relay, "delete", b).returncode == 0
+    relay.wait_log(rf"{a}: held \(krelay queue hold\)", timeout=5)
+    relay.wait_log(rf"{b}: deleted \(krelay queue delete\)", timeout=5)
+    assert (relay.queue / "hold" / a).exists()
+    assert len(peer.sessions) == 1  # nothing went to the peer meanwhile
