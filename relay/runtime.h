@@ -39,6 +39,7 @@ struct runtime {
 };
 
 struct client_count;
+struct metrics;
 struct tlsrpt_log;
 
 struct server {
@@ -52,6 +53,7 @@ struct server {
 	atomic_uint connections;      /* open SMTP sessions, all workers */
 	struct client_count *clients; /* open SMTP sessions per client address */
 	struct tlsrpt_log *tlsrpt;    /* TLSRPT=yes: where TLS results go */
+	struct metrics *metrics;      /* the counters (metrics.h), one block per worker */
 	atomic_ullong session_seq;
 	unsigned workers;
 };
