@@ -67,6 +67,7 @@ enum config_opt {
 	OPT_MTA_STS,
 	OPT_MTA_STS_CA_FILE,
 	OPT_TLSRPT,
+	OPT_METRICS_LISTEN,
 	OPT_COUNT
 };
 
@@ -193,6 +194,9 @@ struct config {
 	char *sendmail_queues[CONFIG_LIST_MAX];
 	size_t sendmail_queues_count;
 	unsigned sendmail_queue_interval_s;
+	/* MetricsListen=ADDR:PORT: the Prometheus endpoint (metrics_srv.c);
+	 * addrlen 0 when off (the default) */
+	struct config_listen metrics_listen;
 
 	char *path;               /* file it came from, NULL for built-in defaults */
 	unsigned line[OPT_COUNT]; /* line that set each option, 0 if default */

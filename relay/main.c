@@ -20,6 +20,7 @@
 #include "config.h"
 #include "dns.h"
 #include "log.h"
+#include "metrics.h"
 #include "probe.h"
 #include "queue_cli.h"
 #include "runas.h"
@@ -287,6 +288,7 @@ static void restart_only(const struct config *old, const struct config *now)
 	char names[256] = "";
 	size_t n = 0;
 	const char *changed[12];
+	const struct config_listen *ma = &old->metrics_listen, *mb = &now->metrics_listen;
 
 	if (!same_listen(old, now))
 		changed[n++] = "Listen";
@@ -312,6 +314,8 @@ static void restart_only(const struct config *old, const struct config *now)
 	if (strcmp(old->run_as_user ? old->run_as_user : "",
 	           now->run_as_user ? now->run_as_user : "") != 0)
 		changed[n++] = "RunAsUser";
+	if (ma->addrlen != mb->addrlen || memcmp(&ma->addr, &mb->addr, ma->addrlen) != 0)
+		changed[n++] = "MetricsListen";
 	if (n == 0)
 		return;
 	for (size_t i = 0; i < n; i++)
@@ -411,6 +415,10 @@ static void pid_unlock(void)
 	close(pid_fd); /* the lock goes with it */
 	pid_fd = -1;
 }
+
+/* The counters (MetricsListen), made before the workers: kept here, so a
+ * start that stops half-way leaves them reachable, not leaked. */
+static struct metrics *metrics;
 
 /* A start that cannot go on once the runtime is loaded: says why, gives the
  * runtime back (its configuration and TLS contexts; LeakSanitizer counts it
@@ -533,6 +541,8 @@ static int run(const char *path)
 			return not_starting(srv.current, "%s", err);
 	}
 	srv.workers = worker_count(c);
+	if ((srv.metrics = metrics = metrics_new(srv.workers)) == NULL)
+		return not_starting(srv.current, "out of memory");
 	for (unsigned i = 0; i < srv.workers; i++)
 		if (worker_init(&workers[i], &srv, i, c, err, sizeof(err)) < 0)
 			return not_starting(srv.current, "%s", err);
@@ -584,6 +594,8 @@ static int run(const char *path)
 	for (size_t i = 0; i < c->listen_count; i++)
 		log_info("listening on %s%s", c->listen[i].text,
 		         c->listen[i].smtps ? " (smtps, implicit TLS)" : "");
+	if (c->metrics_listen.addrlen != 0)
+		log_info("metrics on http://%s/metrics", c->metrics_listen.text);
 	srv.clients = client_count_new();
 	if (srv.clients == NULL)
 		fatal("client_count_new");
@@ -688,6 +700,8 @@ static int run(const char *path)
 	runtime_put(srv.started);
 	client_count_free(srv.clients);
 	tlsrpt_log_close(srv.tlsrpt);
+	metrics_free(metrics);
+	metrics = NULL;
 	return 0;
 }
 
