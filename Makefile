@@ -16,12 +16,12 @@ KERNEL_SRCS = kernel/ring.c kernel/probe.c kernel/ktls.c kernel/xprt.c $(KERNEL_
 RELAY_PURE  = relay/config.c relay/smtp_parse.c relay/smtp_data.c relay/spool_format.c \
               relay/route.c relay/dsn.c relay/tls_policy.c relay/safe.c relay/client_count.c \
               relay/queue_policy.c relay/submit.c relay/sm_import.c relay/strbuf.c relay/sm_qf.c relay/seg_format.c \
-              relay/dane.c relay/sts_policy.c relay/tlsrpt.c relay/qshape.c relay/shaping.c relay/throttle.c
+              relay/dane.c relay/sts_policy.c relay/tlsrpt.c relay/qshape.c relay/shaping.c relay/throttle.c relay/metrics_http.c relay/metrics.c
 RELAY_SRCS  = $(RELAY_PURE) relay/log.c relay/tls_ctx.c relay/spool.c relay/spool_seg.c relay/spool_msg.c relay/smtp_server.c \
               relay/dns.c relay/dns_ub.c relay/sts.c relay/tlsrpt_log.c relay/tlsrpt_cli.c relay/smtp_client.c relay/queue.c relay/queue_dest.c relay/queue_conn.c \
-              relay/queue_interactive.c relay/queue_admin.c relay/queue_shaping.c relay/throttle_redis.c relay/bounce.c relay/queue_cli.c relay/runtime.c relay/service.c relay/runas.c relay/sendmail_cli.c relay/sm_import_cli.c relay/sm_queue.c relay/state.c relay/worker.c relay/check.c relay/main.c
+              relay/queue_interactive.c relay/queue_admin.c relay/queue_shaping.c relay/throttle_redis.c relay/bounce.c relay/queue_cli.c relay/runtime.c relay/service.c relay/runas.c relay/sendmail_cli.c relay/sm_import_cli.c relay/sm_queue.c relay/state.c relay/metrics_srv.c relay/worker.c relay/check.c relay/main.c
 SRCS        = $(KERNEL_SRCS) $(RELAY_SRCS)
-UNIT_TESTS  = test_config test_smtp_parse test_smtp_data test_spool_format test_route test_dsn test_tls_policy test_safe test_client_count test_queue_policy test_submit test_sm_import test_sm_qf test_seg_format test_wheel test_dane test_sts_policy test_tlsrpt test_qshape test_shaping test_throttle
+UNIT_TESTS  = test_config test_smtp_parse test_smtp_data test_spool_format test_route test_dsn test_tls_policy test_safe test_client_count test_queue_policy test_submit test_sm_import test_sm_qf test_seg_format test_wheel test_dane test_sts_policy test_tlsrpt test_qshape test_shaping test_throttle test_metrics_http test_metrics
 # krelay-bench: the benchmark's SMTP source and sink, on kernel/'s ring and xprt
 BENCH_PURE  = bench/bench_util.c bench/bench_hash.c bench/bench_msg.c bench/bench_scan.c \
               bench/bench_stats.c

@@ -175,6 +175,45 @@ static int check_sendmail_queues(const struct config *c, FILE *out)
 	return errors;
 }
 
+/* The port and address of a listener: whether two would take the same
+ * socket (the same port, and the same address or a wildcard). */
+static bool same_socket(const struct config_listen *a, const struct config_listen *b)
+{
+	if (a->addr.ss_family != b->addr.ss_family)
+		return false;
+	if (a->addr.ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)&a->addr, *y = (const void *)&b->addr;
+		return x->sin_port == y->sin_port && (x->sin_addr.s_addr == y->sin_addr.s_addr ||
+		                                      x->sin_addr.s_addr == htonl(INADDR_ANY) ||
+		                                      y->sin_addr.s_addr == htonl(INADDR_ANY));
+	}
+	const struct sockaddr_in6 *x = (const void *)&a->addr, *y = (const void *)&b->addr;
+	return x->sin6_port == y->sin6_port &&
+	       (IN6_ARE_ADDR_EQUAL(&x->sin6_addr, &y->sin6_addr) ||
+	        IN6_IS_ADDR_UNSPECIFIED(&x->sin6_addr) || IN6_IS_ADDR_UNSPECIFIED(&y->sin6_addr));
+}
+
+/* MetricsListen: its syntax is config.c's; here, that it is no SMTP
+ * listener's address. */
+static int check_metrics(const struct config *c, FILE *out)
+{
+	char where[512];
+
+	if (c->metrics_listen.addrlen == 0)
+		return 0;
+	config_where(c, OPT_METRICS_LISTEN, where, sizeof(where));
+	for (size_t i = 0; i < c->listen_count; i++) {
+		if (same_socket(&c->metrics_listen, &c->listen[i])) {
+			fprintf(out, "error  %s: MetricsListen=%s takes the port of Listen=%s\n",
+			        where, c->metrics_listen.text, c->listen[i].text);
+			return 1;
+		}
+	}
+	fprintf(out, "ok     MetricsListen: Prometheus metrics at http://%s/metrics\n",
+	        c->metrics_listen.text);
+	return 0;
+}
+
 int check_config(const struct config *c, FILE *out)
 {
 	int errors = tls_check(c, out);
@@ -193,6 +232,7 @@ int check_config(const struct config *c, FILE *out)
 	errors += check_queue_dir(c, out);
 	errors += check_routing(c, out);
 	errors += check_sendmail_queues(c, out);
+	errors += check_metrics(c, out);
 	return errors;
 }
 

@@ -481,6 +481,20 @@ static int parse_throttle_store(struct config *c, const struct opt_def *d, char 
 	return 0;
 }
 
+/* MetricsListen=ADDR:PORT (one address; the endpoint is plain HTTP). */
+static int parse_metrics_listen(struct config *c, const struct opt_def *d, char *val, char *msg,
+                                size_t len)
+{
+	struct config_listen l;
+
+	if (val[strcspn(val, " \t")] != '\0')
+		return msgf(msg, len, "'%s': one ADDR:PORT, nothing after it", val);
+	if (parse_listen_addr(val, &l, msg, len) < 0)
+		return -1;
+	c->metrics_listen = l;
+	return 0;
+}
+
 /* Host bits are masked off rather than refused: "10.1.2.3/8" is a common way of
  * writing "the /8 this host is in", and the masked form is what gets matched. */
 static void mask_host_bits(uint8_t *a, unsigned bytes, unsigned prefix)
@@ -1055,6 +1069,7 @@ static const struct opt_def opts[OPT_COUNT] = {
     [OPT_TLSRPT] = {"TLSRPT", parse_yes_no, FIELD(tlsrpt), 0, 0},
     [OPT_SHAPING_TABLE] = {"ShapingTable", parse_path, FIELD(shaping_table), 0, 0},
     [OPT_THROTTLE_STORE] = {"ThrottleStore", parse_throttle_store, 0, 0, 0},
+    [OPT_METRICS_LISTEN] = {"MetricsListen", parse_metrics_listen, 0, 0, 0},
     [OPT_CONNECT_TIMEOUT] = {"ConnectTimeout", parse_duration, FIELD(connect_timeout_s), 0, 0},
     [OPT_BODY_PATH] = {"BodyPath", parse_body_path, 0, 0, 0},
     [OPT_DELIVERY_MODE] = {"DeliveryMode", parse_delivery_mode, 0, 0, 0},

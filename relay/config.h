@@ -69,6 +69,7 @@ enum config_opt {
 	OPT_TLSRPT,
 	OPT_SHAPING_TABLE,
 	OPT_THROTTLE_STORE,
+	OPT_METRICS_LISTEN,
 	OPT_COUNT
 };
 
@@ -199,6 +200,9 @@ struct config {
 	char *sendmail_queues[CONFIG_LIST_MAX];
 	size_t sendmail_queues_count;
 	unsigned sendmail_queue_interval_s;
+	/* MetricsListen=ADDR:PORT: the Prometheus endpoint (metrics_srv.c);
+	 * addrlen 0 when off (the default) */
+	struct config_listen metrics_listen;
 
 	char *path;               /* file it came from, NULL for built-in defaults */
 	unsigned line[OPT_COUNT]; /* line that set each option, 0 if default */

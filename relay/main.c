@@ -20,6 +20,7 @@
 #include "config.h"
 #include "dns.h"
 #include "log.h"
+#include "metrics.h"
 #include "probe.h"
 #include "queue_cli.h"
 #include "runas.h"
@@ -298,6 +299,7 @@ static void restart_only(const struct config *old, const struct config *now)
 	char names[256] = "";
 	size_t n = 0;
 	const char *changed[16];
+	const struct config_listen *ma = &old->metrics_listen, *mb = &now->metrics_listen;
 
 	if (!same_listen(old, now))
 		changed[n++] = "Listen";
@@ -327,6 +329,8 @@ static void restart_only(const struct config *old, const struct config *now)
 	if (strcmp(old->run_as_user ? old->run_as_user : "",
 	           now->run_as_user ? now->run_as_user : "") != 0)
 		changed[n++] = "RunAsUser";
+	if (ma->addrlen != mb->addrlen || memcmp(&ma->addr, &mb->addr, ma->addrlen) != 0)
+		changed[n++] = "MetricsListen";
 	if (n == 0)
 		return;
 	for (size_t i = 0; i < n; i++)
@@ -426,6 +430,10 @@ static void pid_unlock(void)
 	close(pid_fd); /* the lock goes with it */
 	pid_fd = -1;
 }
+
+/* The counters (MetricsListen), made before the workers: kept here, so a
+ * start that stops half-way leaves them reachable, not leaked. */
+static struct metrics *metrics;
 
 /* A start that cannot go on once the runtime is loaded: says why, gives the
  * runtime back (its configuration and TLS contexts; LeakSanitizer counts it
@@ -548,6 +556,8 @@ static int run(const char *path)
 			return not_starting(srv.current, "%s", err);
 	}
 	srv.workers = worker_count(c);
+	if ((srv.metrics = metrics = metrics_new(srv.workers)) == NULL)
+		return not_starting(srv.current, "out of memory");
 	for (unsigned i = 0; i < srv.workers; i++)
 		if (worker_init(&workers[i], &srv, i, c, err, sizeof(err)) < 0)
 			return not_starting(srv.current, "%s", err);
@@ -599,6 +609,8 @@ static int run(const char *path)
 	for (size_t i = 0; i < c->listen_count; i++)
 		log_info("listening on %s%s", c->listen[i].text,
 		         c->listen[i].smtps ? " (smtps, implicit TLS)" : "");
+	if (c->metrics_listen.addrlen != 0)
+		log_info("metrics on http://%s/metrics", c->metrics_listen.text);
 	srv.clients = client_count_new();
 	if (srv.clients == NULL)
 		fatal("client_count_new");
@@ -705,6 +717,8 @@ static int run(const char *path)
 	client_count_free(srv.clients);
 	throttle_free(srv.throttle);
 	tlsrpt_log_close(srv.tlsrpt);
+	metrics_free(metrics);
+	metrics = NULL;
 	return 0;
 }
 

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "safe.h"
 
 static char *xstrdup(const char *s)
@@ -739,6 +740,7 @@ static bool expire(struct qmsg *m)
 		         safe_log_text(reply, sizeof(reply),
 		                       m->reply && m->reply[i] ? m->reply[i] : "none"));
 		m->q->stats.failed++;
+		metrics_count(m->q->ctx.mw, MC_RCPT_BOUNCED, 1);
 		any = true;
 	}
 	return any;
@@ -884,17 +886,23 @@ void qjob_log(struct qjob *j)
 	const struct delivery_facts *f = &j->facts;
 	char to[SAFE_LEN(ADDR_LOG_MAX)], relay[SAFE_LEN(sizeof(f->relay))];
 	char reply[SAFE_LEN(SMTP_REPLY_MAX)], dsn[16];
+	bool relayed = false;
 
 	for (size_t k = 0; k < j->n; k++) {
 		struct smtp_tx_rcpt *r = &j->rcpts[k];
 		const char *status = qpolicy_status(r->code);
 
-		if (status[0] == 's')
+		if (status[0] == 's') {
 			q->stats.delivered++;
-		else if (status[0] == 'b')
+			metrics_count(q->ctx.mw, MC_RCPT_RELAYED, 1);
+			relayed = true;
+		} else if (status[0] == 'b') {
 			q->stats.failed++;
-		else
+			metrics_count(q->ctx.mw, MC_RCPT_BOUNCED, 1);
+		} else {
 			q->stats.deferred++;
+			metrics_count(q->ctx.mw, MC_RCPT_DEFERRED, 1);
+		}
 		qpolicy_dsn(r->code, r->reply, dsn, sizeof(dsn));
 		log_info("%s delivery to=<%s> relay=%s delay=%.2f dsn=%s status=%s tls=\"%s\" "
 		         "verified=%s auth=%s resumed=%s ktls_tx=%s%s%s%s body_path=%s bytes=%llu "
@@ -909,6 +917,9 @@ void qjob_log(struct qjob *j)
 		         (unsigned long long)j->tx.body_bytes,
 		         safe_log_text(reply, sizeof(reply), r->reply[0] ? r->reply : "no reply"));
 	}
+	/* the next hop took the message (its transaction, once per job) */
+	if (relayed)
+		metrics_count(q->ctx.mw, MC_RELAYED_MESSAGES, 1);
 	m->jobs--;
 	qjob_free(j);
 }

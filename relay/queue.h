@@ -19,15 +19,17 @@ struct queue;
 struct ring;
 struct spool;
 struct server;
+struct metrics_worker;
 
 /* What a queue needs from the worker that runs it (copied by queue_new).
  * The queue never sees the worker: the worker depends on the queue, not
  * the reverse. */
 struct queue_ctx {
 	struct ring *ring;
-	struct spool *spool;   /* queue/, pool/, the directory fsync */
-	struct server *srv;    /* the current runtime (SIGHUP), caps, Workers */
-	unsigned worker_index; /* this worker's DestinationConcurrency share, IDs */
+	struct spool *spool;       /* queue/, pool/, the directory fsync */
+	struct server *srv;        /* the current runtime (SIGHUP), caps, Workers */
+	unsigned worker_index;     /* this worker's DestinationConcurrency share, IDs */
+	struct metrics_worker *mw; /* the worker's counters (metrics.h) */
 };
 
 struct queue_stats {
@@ -87,5 +89,8 @@ void queue_requests(struct queue *q);
 /* A queue run: retries every deferred message now, and takes in the parked
  * ones and those `krelay queue release` put back. */
 void queue_flush(struct queue *q);
+/* MetricsListen: publishes the queue's picture (metrics_publish): messages
+ * and recipients waiting and connections open, by destination. */
+void queue_metrics_publish(struct queue *q);
 
 #endif

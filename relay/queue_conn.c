@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "queue_int.h"
 #include "safe.h"
 #include "tls_policy.h"
@@ -49,6 +50,7 @@ static void qconn_count(struct qdest *d, int delta)
 {
 	d->active += delta;
 	d->q->conns += delta;
+	metrics_gauge_set(d->q->ctx.mw, MG_CONNS_OUT, d->q->conns);
 }
 
 static void conn_ready(void *owner, struct smtp_client *c);
@@ -175,6 +177,7 @@ void qconn_start(struct qdest *d, size_t addr_idx, struct qjob *job,
 	ring_op_init(&cn->op_idle_rm, RING_TIMEOUT_REMOVE, idle_rm_cb, cn);
 	qconn_count(d, +1);
 	q->stats.connections++;
+	metrics_count(q->ctx.mw, MC_CONN_OUT, 1);
 	cn->next_all = q->conn_all;
 	if (q->conn_all)
 		q->conn_all->prev_all = cn;
@@ -382,6 +385,8 @@ static void conn_ready(void *owner, struct smtp_client *c)
 	struct qjob *j = cn->job;
 
 	assert(!cn->in_send);
+	if (smtp_client_tls(c)[0] != '\0')
+		metrics_tls(cn->q->ctx.mw, false, smtp_client_tls(c), smtp_client_ktls_tx(c), -1);
 	/* a session: TLS as its policy asked (or, without one, clear text) */
 	qdest_tlsrpt(cn->d, cn->addr_idx,
 	             smtp_client_tls(c)[0] == '\0' ? TLSRPT_STARTTLS_NOT_SUPPORTED
@@ -407,6 +412,7 @@ static void conn_done(void *owner, struct smtp_client *c, struct smtp_tx *tx)
 	cn->messages++;
 	d->q->stats.bytes += tx->body_bytes;
 	qshaping_tx(cn, tx);
+	metrics_count(d->q->ctx.mw, MC_RELAYED_BYTES, tx->body_bytes);
 	if ((s = smtp_client_session(c)) != NULL) {
 		SSL_SESSION_free(d->tls.session);
 		d->tls.session = s;

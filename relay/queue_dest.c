@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "queue_int.h"
 #include "safe.h"
 #include "tls_policy.h"
@@ -868,4 +869,57 @@ void qdest_kick_all(struct queue *q)
 	for (struct qdest *d = q->dests; d != NULL; d = d->next)
 		if (d->head != NULL)
 			qdest_kick(d);
+}
+
+/* ---- the picture for the metrics ----------------------------------------- */
+
+void queue_metrics_publish(struct queue *q)
+{
+	struct metrics_dests t = {0};
+	uint64_t messages = q->nparked, recipients = 0;
+	int64_t oldest = 0;
+	char name[METRICS_DEST_NAME];
+
+	if (q->ctx.mw == NULL)
+		return;
+	for (struct qdest *d = q->dests; d != NULL; d = d->next) {
+		struct metrics_dest *e = d->active > 0 ? metrics_dests_get(&t, d->name) : NULL;
+		if (e != NULL)
+			e->connections += d->active;
+	}
+	/* each pending recipient where the current configuration routes it
+	 * (as the next attempt will): also those of messages waiting for a
+	 * retry, which are at no destination now */
+	for (struct qmsg *m = q->msgs; m != NULL; m = m->next) {
+		bool waiting = false;
+		for (size_t i = 0; i < m->env.rcpt_count; i++) {
+			const char *addr = m->env.rcpts[i].addr, *at = strrchr(addr, '@');
+			struct route_hop hop;
+			struct metrics_dest *e;
+
+			if (m->env.rcpts[i].state != SPOOL_RCPT_PENDING)
+				continue;
+			route_lookup(q->rt->transports,
+			             q->rt->has_smarthost ? &q->rt->smarthost : NULL,
+			             at ? at + 1 : "", &hop);
+			route_hop_text(&hop, name, sizeof(name));
+			recipients++;
+			waiting = true;
+			if ((e = metrics_dests_get(&t, name)) == NULL)
+				continue;
+			e->recipients++;
+			if (e->last_msg != m) {
+				e->last_msg = m;
+				e->messages++;
+			}
+			if (m->env.arrival > 0 && (e->oldest == 0 || m->env.arrival < e->oldest))
+				e->oldest = m->env.arrival;
+		}
+		if (!waiting)
+			continue;
+		messages++;
+		if (m->env.arrival > 0 && (oldest == 0 || m->env.arrival < oldest))
+			oldest = m->env.arrival;
+	}
+	metrics_publish(q->ctx.mw, &t, messages, recipients, oldest);
 }

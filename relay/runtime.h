@@ -42,6 +42,7 @@ struct runtime {
 
 struct client_count;
 struct throttle;
+struct metrics;
 struct tlsrpt_log;
 
 struct server {
@@ -56,6 +57,7 @@ struct server {
 	struct client_count *clients; /* open SMTP sessions per client address */
 	struct tlsrpt_log *tlsrpt;    /* TLSRPT=yes: where TLS results go */
 	struct throttle *throttle;    /* shaping's counters, kept across reloads */
+	struct metrics *metrics;      /* the counters (metrics.h), one block per worker */
 	atomic_ullong session_seq;
 	unsigned workers;
 };

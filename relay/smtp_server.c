@@ -20,6 +20,7 @@
 
 #include "client_count.h"
 #include "log.h"
+#include "metrics.h"
 #include "queue.h"
 #include "runtime.h"
 #include "safe.h"
@@ -221,6 +222,7 @@ static void session_free(struct smtp_session *s)
 	if (s->next)
 		s->next->prev = s->prev;
 	sv->nsessions--;
+	metrics_gauge_set(sv->mw, MG_SESSIONS_IN, sv->nsessions);
 	atomic_fetch_sub(&sv->srv->connections, 1);
 	if (s->counted)
 		client_count_del(sv->srv->clients, &s->key);
@@ -317,6 +319,8 @@ void smtp_session_start(struct smtp_server *sv, int fd, bool smtps, const char *
 		sv->sessions->prev = s;
 	sv->sessions = s;
 	sv->nsessions++;
+	metrics_count(sv->mw, MC_CONN_IN, 1);
+	metrics_gauge_set(sv->mw, MG_SESSIONS_IN, sv->nsessions);
 	getpeername(fd, (struct sockaddr *)&s->peer, &len);
 	if (s->peer.ss_family == AF_INET6) {
 		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&s->peer;
@@ -857,6 +861,8 @@ static void log_accepted(struct smtp_session *s, const char *what)
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	s->messages++;
+	metrics_count(s->sv->mw, MC_RECEIVED_MESSAGES, 1);
+	metrics_count(s->sv->mw, MC_RECEIVED_BYTES, s->tx.body_size);
 	log_event(s->id, "smtp %s id=%s from=<%s> size=%llu nrcpt=%zu delay_ms=%.1f%s", what,
 	          s->qid, safe_log(esc, sizeof(esc), s->sender),
 	          (unsigned long long)s->tx.body_size, s->nrcpt,
@@ -1104,6 +1110,7 @@ static void tls_done(struct smtp_session *s)
 	s->tls = true;
 	ktls_describe(s->x.ssl, s->tls_desc, sizeof(s->tls_desc));
 	tls_peer_info(s->x.ssl, &s->cert);
+	metrics_tls(s->sv->mw, true, SSL_get_version(s->x.ssl), k->tx, k->rx);
 	if (!k->tx || !k->rx)
 		snprintf(why, sizeof(why), "%s%s%s%s%s%s", k->tx ? "" : " ktls_tx_why=\"",
 		         k->tx_why, k->tx ? "" : "\"", k->rx ? "" : " ktls_rx_why=\"", k->rx_why,

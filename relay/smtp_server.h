@@ -12,6 +12,7 @@ struct spool;
 struct server;
 struct queue;
 struct smtp_session;
+struct metrics_worker;
 
 /* One worker's inbound side: what its sessions use, and the sessions. */
 struct smtp_server {
@@ -19,6 +20,7 @@ struct smtp_server {
 	struct spool *spool;
 	struct server *srv;
 	struct queue *queue;           /* NULL until the worker thread made it */
+	struct metrics_worker *mw;     /* the worker's counters (metrics.h) */
 	struct smtp_session *sessions; /* all live sessions, for shutdown */
 	unsigned nsessions;
 };

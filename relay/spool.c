@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 
 enum tx_stage {
 	TX_IDLE,
@@ -824,6 +825,7 @@ static void sync_and_rename(struct spool_tx *tx)
 {
 	struct spool *sp = tx->sp;
 
+	tx->fsync_at = metrics_clock();
 	ring_fsync(sp->ring, &tx->op_fsync, tx->fd, true, true);
 	ring_renameat(sp->ring, &tx->op_rename, tx->from_pool ? sp->pool_dfd : sp->tmp_dfd,
 	              tx->from_pool ? tx->pool_name : tx->id, sp->queue_dfd, tx->id,
@@ -913,6 +915,7 @@ static void dirsync_start(struct spool *sp)
 		              RENAME_NOREPLACE, false);
 		ring_hardlink_last(sp->ring);
 	}
+	sp->dirsync_at = metrics_clock();
 	ring_fsync(sp->ring, &sp->op_dirsync, sp->queue_dfd, false, false);
 }
 
@@ -923,9 +926,11 @@ static void chain_cb(struct ring_op *op, int res, unsigned flags)
 
 	if (op == &tx->op_write)
 		tx->write_res = res < 0 ? res : (size_t)res < tx->wr_len ? -ENOSPC : 0;
-	else if (op == &tx->op_fsync)
+	else if (op == &tx->op_fsync) {
 		tx->fsync_res = res;
-	else
+		if (res >= 0)
+			metrics_fsync_done(sp->mw, tx->fsync_at);
+	} else
 		tx->rename_res = res;
 	if (ring_op_busy(&tx->op_write) || ring_op_busy(&tx->op_fsync) ||
 	    ring_op_busy(&tx->op_rename))
@@ -989,6 +994,8 @@ static void dirsync_cb(struct ring_op *op, int res, unsigned flags)
 	struct spool *sp = op->owner;
 	struct spool_waiter *w = sp->dir_batch, *next;
 
+	if (res >= 0)
+		metrics_fsync_done(sp->mw, sp->dirsync_at);
 	sp->dir_batch = NULL;
 	if (sp->dir_waiting != NULL)
 		dirsync_start(sp);

@@ -47,6 +47,7 @@ struct spool_stats {
 
 struct spool_tx;
 struct spool_buf;
+struct metrics_worker;
 
 /* A delivered message's file, moved to QueueDirectory/pool/ once its
  * removal from queue/ was durable, and kept open: the next message is
@@ -78,6 +79,8 @@ struct spool {
 	struct spool_waiter *dir_batch;   /* covered by the dirsync in flight */
 	struct ring_op op_dirsync;
 	struct spool_stats stats;
+	struct metrics_worker *mw; /* fsync latencies (metrics.h); may be NULL */
+	int64_t dirsync_at;        /* when the directory fsync in flight was submitted */
 	struct spool_buf *free_bufs, *free_big;
 	unsigned nfree_bufs, nfree_big;
 	unsigned nbig; /* big buffers in use */
@@ -150,6 +153,7 @@ struct spool_tx {
 	struct ring_op op_open, op_write, op_fsync, op_rename, op_close, op_unlink;
 	struct ring_op op_defer; /* a NOP: the end reported on the next turn */
 	int write_res, fsync_res, rename_res;
+	int64_t fsync_at; /* when the write and fdatasync were submitted (metrics) */
 	/* Set by the owner after spool_tx_begin: a small message may be
 	 * committed into a segment (the owner then hands it to the queue). */
 	bool segment_ok;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 
 /* The calls below count themselves in the spool's api_depth, as the
  * spool's own do: a report asserts that none is under way. */
@@ -127,6 +128,7 @@ static void state_cb(struct ring_op *op, int res, unsigned flags)
 			w->fd = res;
 			ring_reserve(sp->ring, 3); /* the chain is submitted whole */
 			ring_write(sp->ring, &w->op_write, w->fd, w->buf, w->len, 0, true);
+			w->sync_at = metrics_clock();
 			ring_fsync(sp->ring, &w->op_sync, w->fd, true, true);
 			ring_renameat(sp->ring, &w->op_rename, sp->tmp_dfd, w->name, sp->queue_dfd,
 			              w->name, 0, false);
@@ -134,6 +136,8 @@ static void state_cb(struct ring_op *op, int res, unsigned flags)
 		}
 	} else if (op != &w->op_close && res < 0 && w->res == 0) {
 		w->res = res;
+	} else if (op == &w->op_sync && res >= 0) {
+		metrics_fsync_done(sp->mw, w->sync_at);
 	}
 	if (ring_op_busy(&w->op_open) || ring_op_busy(&w->op_write) || ring_op_busy(&w->op_sync) ||
 	    ring_op_busy(&w->op_rename) || ring_op_busy(&w->op_close))

@@ -46,6 +46,7 @@ struct spool_state_writer {
 	int fd, res;
 	struct ring_op op_open, op_write, op_sync, op_rename, op_close;
 	struct spool_waiter dirwait;
+	int64_t sync_at; /* when the write and fdatasync were submitted (metrics) */
 };
 
 void spool_state_init(struct spool_state_writer *w, struct spool *sp, spool_msg_cb done,

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 
 static void seg_write_cb(struct ring_op *op, int res, unsigned flags);
 static void seg_lazy_cb(struct ring_op *op, int res, unsigned flags);
@@ -268,6 +269,7 @@ static void seg_try_sync(struct spool_seg *s)
 	}
 	s->sync_target = prefix;
 	(*s->ss->fsyncs)++;
+	s->sync_at = metrics_clock();
 	ring_fsync(s->ss->ring, &s->op_sync, s->fd, true, false);
 }
 
@@ -309,6 +311,8 @@ static void seg_sync_cb(struct ring_op *op, int res, unsigned flags)
 	struct spool_seg *s = op->owner;
 	int fail;
 
+	if (res >= 0)
+		metrics_fsync_done(s->ss->mw, s->sync_at);
 	if (res < 0 && !s->broken) {
 		log_warnx("spool: segment %s: fdatasync: %s", s->name, strerror(-res));
 		s->broken = true;

@@ -29,6 +29,8 @@
 #include "ring.h"
 #include "seg_format.h"
 
+struct metrics_worker;
+
 #define SEG_SIZE       (4u << 20) /* a segment file, preallocated */
 #define SEG_RECORD_MAX (SEG_SIZE / 8)
 /* Segments per worker at most: one slow message keeps its whole segment,
@@ -48,7 +50,8 @@ struct seg_set {
 	uint32_t salt; /* in file names: unique per run */
 	struct spool_seg *cur, *all;
 	unsigned seq;
-	uint64_t *fsyncs; /* counted here (the spool's statistics) */
+	uint64_t *fsyncs;          /* counted here (the spool's statistics) */
+	struct metrics_worker *mw; /* fsync latencies (metrics.h); may be NULL */
 	uint64_t made;
 	unsigned count; /* segments on disk */
 	/* called with -ENOSPC (or another -errno) when no segment could be made */
@@ -89,6 +92,7 @@ struct spool_seg {
 	size_t w_len;
 	char *wbuf; /* SEG_WBUF_SIZE: several records copied into one write */
 	struct ring_op op_write, op_sync, op_unlink, op_lazy;
+	int64_t sync_at; /* when the fdatasync in flight was submitted (metrics) */
 	struct __kernel_timespec lazy_ts;
 	bool lazy_due;
 	struct spool_seg *next; /* the worker's segments */

@@ -16,10 +16,12 @@
 
 #define RING_ENTRIES      1024
 #define SHUTDOWN_GRACE_MS 30000
+#define METRICS_TICK_NS   1000000000LL /* how often the queue's picture is published */
 
 static void accept_cb(struct ring_op *op, int res, unsigned flags);
 static void retry_cb(struct ring_op *op, int res, unsigned flags);
 static void wake_cb(struct ring_op *op, int res, unsigned flags);
+static void metrics_tick(struct wheel_timer *t);
 
 static int listen_on(const struct config_listen *l, char *err, size_t errlen)
 {
@@ -61,6 +63,16 @@ int worker_init(struct worker *w, struct server *srv, unsigned index, const stru
 	w->smtp.ring = &w->ring;
 	w->smtp.spool = &w->spool;
 	w->smtp.srv = srv;
+	w->mw = metrics_worker(srv->metrics, index);
+	w->smtp.mw = w->mw;
+	w->metrics_on = cfg->metrics_listen.addrlen != 0;
+	wheel_timer_init(&w->metrics_tick, metrics_tick, w);
+	if (w->metrics_on && index == 0) {
+		w->metrics_srv =
+		    metrics_srv_new(&w->ring, srv->metrics, &cfg->metrics_listen, err, errlen);
+		if (w->metrics_srv == NULL)
+			return -1;
+	}
 	for (size_t i = 0; i < cfg->listen_count; i++) {
 		struct listener *l = &w->listeners[i];
 		l->w = w;
@@ -93,6 +105,8 @@ int worker_open_spool(struct worker *w, const struct config *cfg, const char *us
 		return -1;
 	}
 	spool_share_full(&w->spool, &w->srv->spool_full);
+	w->spool.mw = w->mw;
+	w->spool.segs.mw = w->mw;
 	return 0;
 }
 
@@ -137,8 +151,20 @@ static void stop_accepting(struct worker *w)
 		 * the fd itself is closed after the loop. */
 		shutdown(w->listeners[i].fd, SHUT_RDWR);
 	}
+	metrics_srv_stop(w->metrics_srv);
+	ring_timer_disarm(&w->ring, &w->metrics_tick);
 	queue_stop(w->queue);
 	smtp_server_shutdown(&w->smtp);
+}
+
+static void metrics_tick(struct wheel_timer *t)
+{
+	struct worker *w = t->owner;
+
+	if (w->stopping)
+		return;
+	queue_metrics_publish(w->queue);
+	ring_timer_arm(&w->ring, &w->metrics_tick, ring_now(&w->ring) + METRICS_TICK_NS);
 }
 
 static void wake_cb(struct ring_op *op, int res, unsigned flags)
@@ -179,6 +205,7 @@ static void *worker_main(void *arg)
 	    .spool = &w->spool,
 	    .srv = w->srv,
 	    .worker_index = w->index,
+	    .mw = w->mw,
 	};
 	w->queue = queue_new(&qc, err, sizeof(err));
 	if (w->queue == NULL)
@@ -196,6 +223,10 @@ static void *worker_main(void *arg)
 	for (unsigned i = 0; i < w->nlisteners; i++)
 		ring_accept_multishot(&w->ring, &w->listeners[i].op, w->listeners[i].fd);
 	ring_read(&w->ring, &w->op_wake, w->wake_fd, &w->wake_buf, sizeof(w->wake_buf), 0);
+	if (w->metrics_srv != NULL)
+		metrics_srv_start(w->metrics_srv);
+	if (w->metrics_on)
+		metrics_tick(&w->metrics_tick); /* the first picture now */
 	log_buffer_start();
 	for (;;) {
 		/* the last turn's lines go out before its submissions do */
@@ -208,7 +239,8 @@ static void *worker_main(void *arg)
 			fatalx("worker %u: io_uring: %s", w->index, strerror(-ret));
 		if (!w->stopping)
 			continue;
-		if (w->smtp.nsessions == 0 && listeners_idle(w) && queue_idle(w->queue))
+		if (w->smtp.nsessions == 0 && listeners_idle(w) && queue_idle(w->queue) &&
+		    metrics_srv_idle(w->metrics_srv))
 			break;
 		if (ret == 0 && (waited_ms += 100) >= SHUTDOWN_GRACE_MS) {
 			log_warnx("worker %u: %u sessions still open after %d ms: leaving them",
@@ -260,6 +292,8 @@ void worker_join(struct worker *w)
 		queue_free(w->queue);
 		w->queue = NULL;
 	}
+	metrics_srv_free(w->metrics_srv);
+	w->metrics_srv = NULL;
 	spool_exit(&w->spool);
 	close(w->wake_fd);
 	for (unsigned i = 0; i < w->nlisteners; i++)

@@ -10,6 +10,8 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "metrics.h"
+#include "metrics_srv.h"
 #include "ring.h"
 #include "runtime.h"
 #include "smtp_server.h"
@@ -44,6 +46,12 @@ struct worker {
 	atomic_bool flush;    /* `krelay queue flush` (SIGUSR1) asked for a queue run */
 	atomic_bool requests; /* `krelay queue hold|delete` left a request */
 	bool queue_only;      /* DeliveryMode=queueonly at start */
+	/* MetricsListen: the worker's counters; worker 0 serves the endpoint,
+	 * and every worker publishes its queue's picture once a second */
+	struct metrics_worker *mw;
+	struct metrics_srv *metrics_srv;
+	bool metrics_on;
+	struct wheel_timer metrics_tick;
 	uint64_t relayed, bounced, deferred, connections; /* at stop */
 };
 

@@ -242,6 +242,7 @@ TEST(opt_names)
 	    "TLSRPT",
 	    "ShapingTable",
 	    "ThrottleStore",
+	    "MetricsListen",
 	};
 
 	for (int i = 0; i < OPT_COUNT; i++)
@@ -286,6 +287,35 @@ TEST(sendmail_queue)
 	CHECK(fails("SendmailQueueInterval=2d\n", 1, "outside", 0));
 }
 
+/* MetricsListen: off by default; one ADDR:PORT, IPv4 or [IPv6]; the last
+ * line wins. */
+TEST(metrics_listen)
+{
+	struct config c;
+
+	CHECK(load_ok(&c, ""));
+	CHECK(c.metrics_listen.addrlen == 0);
+	config_free(&c);
+	CHECK(load_ok(&c, "MetricsListen=127.0.0.1:9125\n"));
+	CHECK_STR(c.metrics_listen.text, "127.0.0.1:9125");
+	CHECK(c.metrics_listen.addr.ss_family == AF_INET);
+	CHECK(c.metrics_listen.addrlen == sizeof(struct sockaddr_in));
+	CHECK(ntohs(((struct sockaddr_in *)&c.metrics_listen.addr)->sin_port) == 9125);
+	CHECK(c.line[OPT_METRICS_LISTEN] == 1);
+	config_free(&c);
+	CHECK(load_ok(&c, "MetricsListen=127.0.0.1:9125\nMetricsListen=[::1]:9126\n"));
+	CHECK_STR(c.metrics_listen.text, "[::1]:9126");
+	CHECK(c.metrics_listen.addrlen == sizeof(struct sockaddr_in6));
+	config_free(&c);
+	CHECK(fails("MetricsListen=127.0.0.1\n", 1, "MetricsListen: '127.0.0.1' has no port", 0));
+	CHECK(fails("MetricsListen=::1:9125\n", 1, "must be in brackets", 0));
+	CHECK(fails("MetricsListen=localhost:9125\n", 1, "is not an IPv4 address", 0));
+	CHECK(fails("MetricsListen=127.0.0.1:0\n", 1, "port must be a number 1..65535", 0));
+	CHECK(
+	    fails("MetricsListen=127.0.0.1:9125 smtps\n", 1, "one ADDR:PORT, nothing after it", 0));
+	CHECK(fails("MetricsListen=\n", 1, "MetricsListen: empty value", 1));
+}
+
 TEST(every_option)
 {
 	struct config c;
@@ -316,8 +346,11 @@ TEST(every_option)
 	              "MTASTSCAFile=/cas\n"
 	              "TLSRPT=yes\n"
 	              "ShapingTable=/s\n"
-	              "ThrottleStore=redis://127.0.0.1:6379/\n"));
+	              "ThrottleStore=redis://127.0.0.1:6379/\n"
+	              "MetricsListen=[::1]:9125\n"));
 	CHECK(c.log_level == 12);
+	CHECK_STR(c.metrics_listen.text, "[::1]:9125");
+	CHECK(c.metrics_listen.addr.ss_family == AF_INET6);
 	CHECK_STR(c.trust_anchor_file, "/k");
 	CHECK(c.mta_sts);
 	CHECK_STR(c.mta_sts_ca_file, "/cas");
@@ -1406,6 +1439,7 @@ int main(void)
 	RUN(delivery_modes);
 	RUN(seed_sendmail_lines);
 	RUN(sendmail_queue);
+	RUN(metrics_listen);
 	RUN(every_option);
 	RUN(outbound_values);
 	RUN(client_limit);
