@@ -615,6 +615,8 @@ static int run(const char *path)
 	if (srv.clients == NULL)
 		fatal("client_count_new");
 	srv.throttle = throttle_new();
+	if (metrics_add_provider(metrics, throttle_metrics, srv.throttle) < 0)
+		fatalx("metrics_add_provider");
 	{
 		char dir[4096];
 		snprintf(dir, sizeof(dir), "%s/tlsrpt", c->queue_directory);

@@ -239,7 +239,7 @@ bool qshaping_again(struct qconn *cn, struct qshaping_pick *pick)
 	if (!cn->shaped || cn->rt != cn->q->rt)
 		return false;
 	*pick = cn->pick;
-	pick->slot = false; /* counted in the store by the next refresh */
+	cn->pick.slot = false; /* its slot in the store goes with the job */
 	throttle_count(pick->e);
 	pick->e = throttle_hold(throttle_of(cn->d), pick->e);
 	return true;

@@ -2,9 +2,13 @@
 #include "throttle.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "metrics.h"
 
 #define BUCKETS_MIN 64
 
@@ -34,12 +38,14 @@ struct throttle_entry {
 		int64_t retry_at; /* the store said: not before */
 	} g[THROTTLE_ASKS];
 	bool slots_used;
+	unsigned slots_stale; /* granted, never spent: still counted in the store */
 	struct throttle_entry *next;
 	char key[];
 };
 
 struct throttle {
 	pthread_mutex_t lock;
+	atomic_int store_up; /* ThrottleStore clients connected */
 	struct throttle_entry **b;
 	size_t nb, n, swept_at; /* n when the last sweep ended */
 };
@@ -231,8 +237,12 @@ static bool have(struct throttle_entry *e, enum throttle_ask a, int64_t now)
 {
 	struct grant *g = &e->g[a];
 
-	if (g->n > 0 && now >= g->until)
-		g->n = 0; /* too old: a slot's count in the store is set right by the refresh */
+	if (g->n > 0 && now >= g->until) {
+		/* too old; a slot is counted in the store until given back */
+		if (a == THROTTLE_ASK_SLOT)
+			e->slots_stale += g->n;
+		g->n = 0;
+	}
 	return g->n > 0;
 }
 
@@ -443,8 +453,8 @@ int64_t throttle_suspended_until(struct throttle_entry *e, int64_t now)
 	return until;
 }
 
-void throttle_each(struct throttle *t, int64_t now,
-                   void (*fn)(void *arg, const struct throttle_view *v), void *arg)
+static void each(struct throttle *t, int64_t now, bool take_stale,
+                 void (*fn)(void *arg, const struct throttle_view *v), void *arg)
 {
 	pthread_mutex_lock(&t->lock);
 	for (size_t i = 0; i < t->nb; i++)
@@ -459,8 +469,113 @@ void throttle_each(struct throttle *t, int64_t now,
 			v.delays = e->delays;
 			v.suspensions = e->suspensions;
 			v.slots_used = e->slots_used;
+			v.slots_stale = 0;
+			if (take_stale) {
+				v.slots_stale = e->slots_stale;
+				e->slots_stale = 0;
+			}
 			pthread_mutex_unlock(&e->lock);
 			fn(arg, &v);
 		}
 	pthread_mutex_unlock(&t->lock);
+}
+
+void throttle_each(struct throttle *t, int64_t now,
+                   void (*fn)(void *arg, const struct throttle_view *v), void *arg)
+{
+	each(t, now, false, fn, arg);
+}
+
+void throttle_each_store(struct throttle *t, int64_t now,
+                         void (*fn)(void *arg, const struct throttle_view *v), void *arg)
+{
+	each(t, now, true, fn, arg);
+}
+
+void throttle_store_up(struct throttle *t, bool up)
+{
+	atomic_fetch_add(&t->store_up, up ? 1 : -1);
+}
+
+unsigned throttle_store_clients_up(struct throttle *t)
+{
+	int n = atomic_load(&t->store_up);
+
+	return n > 0 ? (unsigned)n : 0;
+}
+
+#define METRICS_SITES_MAX 500 /* source x site pairs a scrape names */
+
+struct seen {
+	struct throttle_view v[METRICS_SITES_MAX];
+	char key[METRICS_SITES_MAX][THROTTLE_KEY_MAX];
+	size_t n, more;
+};
+
+static void seen_one(void *arg, const struct throttle_view *v)
+{
+	struct seen *s = arg;
+
+	if (s->n == METRICS_SITES_MAX) {
+		s->more++;
+		return;
+	}
+	snprintf(s->key[s->n], sizeof(s->key[s->n]), "%s", v->key);
+	s->v[s->n] = *v;
+	s->v[s->n].key = s->key[s->n];
+	s->n++;
+}
+
+void throttle_metrics(void *arg, struct strbuf *out)
+{
+	static const struct {
+		const char *name, *type, *help;
+	} fam[] = {
+	    {"krelay_shaping_connections", "gauge",
+	     "Connections out open, per egress source and site (ShapingTable)."},
+	    {"krelay_shaping_delays_total", "counter",
+	     "Times a connection or message had to wait: a rate, max_connections or a suspension."},
+	    {"krelay_shaping_suspensions_total", "counter",
+	     "Suspensions set by a reply rule (a reply matched its regular expression)."},
+	    {"krelay_shaping_suspended", "gauge", "1 while a reply rule's suspension is in force."},
+	    {"krelay_shaping_rate_lowered", "gauge",
+	     "1 while a reply rule's lower message rate is in force."},
+	};
+	struct throttle *t = arg;
+	struct seen *s = calloc(1, sizeof(*s));
+	struct timespec ts;
+
+	if (s == NULL)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	throttle_each(t, (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec, seen_one, s);
+	for (size_t f = 0; s->n > 0 && f < sizeof(fam) / sizeof(fam[0]); f++) {
+		metrics_family(out, fam[f].name, fam[f].type, fam[f].help);
+		for (size_t i = 0; i < s->n; i++) {
+			const struct throttle_view *v = &s->v[i];
+			char source[THROTTLE_KEY_MAX];
+			const char *gt = strchr(v->key, '>');
+			const char *labels[] = {"source", source, "site",
+			                        gt != NULL ? gt + 1 : v->key, NULL};
+			uint64_t val = f == 0   ? v->conns
+			               : f == 1 ? v->delays
+			               : f == 2 ? v->suspensions
+			               : f == 3 ? v->suspended
+			                        : v->slowed;
+
+			snprintf(source, sizeof(source), "%.*s",
+			         gt != NULL ? (int)(gt - v->key) : 1, gt != NULL ? v->key : "-");
+			metrics_sample_u64(out, fam[f].name, labels, val);
+		}
+	}
+	if (s->more > 0) {
+		metrics_family(out, "krelay_shaping_sites_not_shown", "gauge",
+		               "Source x site pairs past the first 500, not named above.");
+		metrics_sample_u64(out, "krelay_shaping_sites_not_shown", NULL, s->more);
+	}
+	metrics_family(out, "krelay_throttle_store_clients_up", "gauge",
+	               "Workers whose client of the ThrottleStore (Redis) is connected.");
+	metrics_sample_u64(out, "krelay_throttle_store_clients_up", NULL,
+	                   throttle_store_clients_up(t));
+	free(s);
 }

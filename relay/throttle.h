@@ -56,6 +56,7 @@ struct throttle_view {
 	bool suspended, slowed;
 	uint64_t delays, suspensions; /* verdicts other than OK; suspensions set */
 	bool slots_used;              /* connection slots were taken from the cluster's store */
+	unsigned slots_stale;         /* throttle_each_store: slots granted, expired unspent */
 };
 
 struct throttle;
@@ -99,6 +100,21 @@ bool throttle_suspend(struct throttle_entry *e, int64_t until);
 bool throttle_slow(struct throttle_entry *e, const struct shaping_rate *r, int64_t until);
 /* The end of a suspension in force, else 0. */
 int64_t throttle_suspended_until(struct throttle_entry *e, int64_t now);
+
+/* The same for the store's client that keeps the counts: each entry's
+ * slots that expired unspent are handed over once (to give back). */
+void throttle_each_store(struct throttle *t, int64_t now,
+                         void (*fn)(void *arg, const struct throttle_view *v), void *arg);
+
+/* ThrottleStore: a worker's client is connected (up) or not any more;
+ * how many are. */
+void throttle_store_up(struct throttle *t, bool up);
+unsigned throttle_store_clients_up(struct throttle *t);
+
+/* The metrics endpoint's lines (metrics.h's provider): per source x site,
+ * connections open, waits, suspensions, and the store's clients up. */
+struct strbuf;
+void throttle_metrics(void *arg, struct strbuf *out);
 
 /* Calls fn for every entry (under the table's lock: fn must not call
  * back into the throttle). */

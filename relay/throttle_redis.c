@@ -48,12 +48,19 @@ static const char slot_lua[] =
     "redis.call('PEXPIRE', KEYS[1], ARGV[3])\n"
     "return {1, 0}\n";
 
-static const char release_lua[] = "local v = redis.call('DECR', KEYS[1])\n"
+/* ARGV[1] connections of this node closed (or slots given back). */
+static const char release_lua[] = "local v = redis.call('DECRBY', KEYS[1], ARGV[1])\n"
                                   "if v <= 0 then redis.call('DEL', KEYS[1]) end\n"
                                   "return v\n";
 
+/* The node's count lives on; set to ARGV[2] only when it is gone (the
+ * store restarted, or it expired): never over counts that slots and
+ * releases in flight on other workers' connections are changing. */
 static const char count_lua[] =
-    "redis.call('SET', KEYS[1] .. ':' .. ARGV[1], ARGV[2], 'PX', ARGV[3])\n"
+    "local k = KEYS[1] .. ':' .. ARGV[1]\n"
+    "if redis.call('PEXPIRE', k, ARGV[3]) == 0 and tonumber(ARGV[2]) > 0 then\n"
+    "  redis.call('SET', k, ARGV[2], 'PX', ARGV[3])\n"
+    "end\n"
     "redis.call('SADD', KEYS[1], ARGV[1])\n"
     "redis.call('PEXPIRE', KEYS[1], ARGV[3])\n"
     "return 1\n";
@@ -169,6 +176,8 @@ static void arm(struct tredis *r, int64_t due)
 
 static void went_down(struct tredis *r, const char *why)
 {
+	if (r->state == TR_UP)
+		throttle_store_up(r->t, false);
 	if (r->state == TR_STOPPED)
 		return;
 	if (!r->said_down)
@@ -192,6 +201,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
 		return;
 	}
 	r->state = TR_UP;
+	throttle_store_up(r->t, true);
 	log_info("ThrottleStore %s: connected: limits are %s the cluster's", r->text,
 	         r->said_down ? "again" : "now");
 	r->said_down = false;
@@ -401,9 +411,11 @@ void tredis_release(struct tredis *r, struct throttle_entry *e)
 	char key[THROTTLE_KEY_MAX + 160];
 
 	if (!tredis_up(r))
-		return; /* the next refresh of its node sets the count right */
+		return; /* (a count in a store that went away) */
+	const char *one = "1";
+
 	snprintf(key, sizeof(key), "krelay:c:%s:%s", throttle_key(e), r->node);
-	eval(r, done_cb, r, release_lua, key, 0, NULL);
+	eval(r, done_cb, r, release_lua, key, 1, &one);
 }
 
 /* The node's counts: its open connections, for every key it took slots of. */
@@ -418,6 +430,14 @@ static void refresh_one(void *arg, const struct throttle_view *v)
 	snprintf(key, sizeof(key), "krelay:c:%s", v->key);
 	snprintf(n, sizeof(n), "%u", v->conns);
 	eval(r, done_cb, r, count_lua, key, 3, args);
+	if (v->slots_stale > 0) {
+		char k2[THROTTLE_KEY_MAX + 160];
+		const char *count = n;
+
+		snprintf(k2, sizeof(k2), "%s:%s", key, r->node);
+		snprintf(n, sizeof(n), "%u", v->slots_stale);
+		eval(r, done_cb, r, release_lua, k2, 1, &count);
+	}
 }
 
 static void timer_fire(struct wheel_timer *w)
@@ -449,7 +469,7 @@ static void timer_fire(struct wheel_timer *w)
 		}
 		if (r->state == TR_UP && r->refresher) {
 			if (now >= r->refresh_at) {
-				throttle_each(r->t, now, refresh_one, r);
+				throttle_each_store(r->t, now, refresh_one, r);
 				r->refresh_at = now + REFRESH_NS;
 			}
 			arm(r, r->refresh_at);
@@ -466,6 +486,8 @@ void tredis_stop(struct tredis *r)
 
 	if (r == NULL || r->state == TR_STOPPED)
 		return;
+	if (r->state == TR_UP)
+		throttle_store_up(r->t, false);
 	r->state = TR_STOPPED;
 	ring_timer_disarm(r->ring, &r->timer);
 	ac = r->ac;

@@ -32,6 +32,7 @@ from conftest import KRELAY, free_port
 from helpers import deliveries, wait_for
 from test_bench_tool import BENCH, ENV, Sink
 from test_queue_routing import DNSMASQ, free_dns_port, queue_cmd, wait_listening
+from test_metrics import get, metrics
 from test_relay import submit, wait_deliveries, wait_spool_empty
 
 
@@ -268,14 +269,21 @@ def test_connections_and_deliveries_per_connection(relay_factory, peers, tmp_pat
 
 def test_421_suspends_the_site_then_deliveries_resume(relay_factory, peers, tmp_path):
     peer = peers(rcpt_replies=["421 4.7.0 Too many messages from your IP, slow down"])
+    mport = free_port()
     relay, path = shaped_relay(relay_factory, tmp_path,
                                'default reply="^421 4\\.7\\." suspend=4s\n',
-                               f"SmartHost=[127.0.0.1]:{peer.port}\n")
+                               f"SmartHost=[127.0.0.1]:{peer.port}\n"
+                               f"MetricsListen=127.0.0.1:{mport}\n")
     submit(relay.port, "s@example.org", ["r@example.com"], "first")
     relay.wait_log(r"shaping: 127\.0\.0\.1 suspended for 4s: the reply \"421 4\.7\.0 Too "
                    r"many messages from your IP, slow down\" matched " + re.escape(str(path)) +
                    r" line 1")
     t_421 = peer.sessions[0]["replies"][0][0]
+    # the metrics endpoint shows it
+    samples = metrics(mport)
+    site = {"source": "-", "site": "127.0.0.1"}
+    assert get(samples, "krelay_shaping_suspended", **site) == 1
+    assert get(samples, "krelay_shaping_suspensions_total", **site) == 1
     # more mail meanwhile: it waits with the first one's retry
     submit(relay.port, "s@example.org", ["r2@example.com"], "second")
     sent = wait_deliveries(relay, 2, status="sent", timeout=20)
@@ -283,6 +291,9 @@ def test_421_suspends_the_site_then_deliveries_resume(relay_factory, peers, tmp_
     later = [s["start"] for s in peer.sessions[1:]]
     assert later and min(later) >= t_421 + 3.9, (later, t_421)
     assert len(peer.messages()) == 2
+    samples = metrics(mport)
+    assert get(samples, "krelay_shaping_suspended", **site) == 0
+    assert get(samples, "krelay_shaping_delays_total", **site) >= 1
     # one deferral (the 421), logged as such
     assert [d["status"] for d in deliveries(relay)].count("deferred") == 1
 
@@ -499,12 +510,14 @@ def test_three_nodes_share_max_connections_through_redis(relay_factory, peers, t
     redis = Redis(tmp_path)
     table = tmp_path / "shaping"
     table.write_text("default max_connections=2 max_deliveries_per_connection=2\n")
+    mport = free_port()
     try:
         nodes = [relay_factory(f"ShapingTable={table}\n"
                                f"ThrottleStore=redis://127.0.0.1:{redis.port}/\n"
                                f"SmartHost=[127.0.0.1]:{peer.port}\nTLSPolicy=none\n"
-                               "DeliveryMode=queueonly\n")
-                 for _ in range(3)]
+                               "DeliveryMode=queueonly\n" +
+                               (f"MetricsListen=127.0.0.1:{mport}\n" if i == 0 else ""))
+                 for i in range(3)]
         for n in nodes:
             n.wait_log(r"connected: limits are now the cluster's")
             submit_at_once(n, 8)
@@ -513,6 +526,8 @@ def test_three_nodes_share_max_connections_through_redis(relay_factory, peers, t
                                   capture_output=True, timeout=30).returncode == 0
         for n in nodes:
             wait_deliveries(n, 8, status="sent", timeout=60)
+        samples = metrics(mport)
+        assert get(samples, "krelay_throttle_store_clients_up") == 2  # its two workers
         p = subprocess.run([KRELAY, "check", "-C", str(nodes[0].conf)], capture_output=True,
                            text=True, timeout=30)
         assert f"ok     ThrottleStore redis://127.0.0.1:{redis.port}/: answers PING" in p.stdout
