@@ -183,10 +183,14 @@ class Relay:
     def queued(self):
         """Every queued message: queue/ID files, and those still in a
         segment (seg/: committed, not yet delivered nor written to queue/)."""
+        # the segments first: a message deferred from a segment is written
+        # to queue/ID before it leaves the segment, so read in this order
+        # it is seen in one or the other (the other order could miss it)
+        in_seg = set(segment_messages(self.queue))
         q = self.queue / "queue"
         ids = (p.name for p in q.iterdir()) if q.exists() else ()
         ids = {n for n in ids if re.fullmatch(r"[0-9A-F]{16}", n)}
-        return sorted(ids | set(segment_messages(self.queue)))
+        return sorted(ids | in_seg)
 
     def message(self, qid):
         # the segment first: a message leaves it only once queue/ID is
