@@ -84,7 +84,8 @@ def queued_ids(relay):
 def wait_spool_empty(relay, timeout=15):
     """queue/ empty, and no message left in a segment (seg/)."""
     def empty():
-        return spool_names(relay) == [] and segment_messages(relay.queue) == {}
+        # segments first (see Relay.queued)
+        return segment_messages(relay.queue) == {} and spool_names(relay) == []
     try:
         wait_for(empty, timeout, "krelay's queue/ and segments to empty")
     except AssertionError as e:
