@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "hash.h"
 #include "log.h"
 #include "metrics.h"
 #include "queue_int.h"
@@ -48,15 +49,6 @@ static void qdest_enter(struct qdest *d, enum qdest_addrs to)
 }
 
 /* ---- by name ---------------------------------------------------------------- */
-
-static uint32_t name_hash(const char *s)
-{
-	uint32_t h = 2166136261u; /* FNV-1a */
-
-	for (; *s != '\0'; s++)
-		h = (h ^ (unsigned char)*s) * 16777619u;
-	return h;
-}
 
 static void hash_grow(struct queue *q)
 {
@@ -137,7 +129,7 @@ struct qdest *qdest_get(struct queue *q, const struct route_hop *hop)
 	uint32_t h;
 
 	route_hop_text(hop, name, sizeof(name));
-	h = name_hash(name);
+	h = fnv1a(name);
 	if (q->dest_buckets > 0)
 		for (d = q->dest_hash[h & (q->dest_buckets - 1)]; d != NULL; d = d->hnext)
 			if (d->hash == h && strcmp(d->name, name) == 0)

@@ -14,6 +14,7 @@
 #include <strings.h>
 
 #include "config.h"
+#include "hash.h"
 
 #define TOKENS_MAX 24
 
@@ -757,7 +758,7 @@ char *shaping_site_name(const char *const *mx, size_t nmx, char *out, size_t len
 {
 	char **names = calloc(nmx ? nmx : 1, sizeof(*names));
 	size_t used = 0, n = 0;
-	uint32_t h = 2166136261u; /* FNV-1a of the whole */
+	uint32_t h = FNV1A_INIT; /* of the whole */
 
 	if (len == 0)
 		return out;
@@ -779,10 +780,7 @@ char *shaping_site_name(const char *const *mx, size_t nmx, char *out, size_t len
 	for (size_t i = 0; i < n; i++) {
 		if (i > 0 && strcmp(names[i], names[i - 1]) == 0)
 			continue;
-		for (const char *p = i > 0 ? "," : ""; *p != '\0'; p++)
-			h = (h ^ (unsigned char)*p) * 16777619u;
-		for (const char *p = names[i]; *p != '\0'; p++)
-			h = (h ^ (unsigned char)*p) * 16777619u;
+		h = fnv1a_add(fnv1a_add(h, i > 0 ? "," : ""), names[i]);
 		if (used < len - 1)
 			used += (size_t)snprintf(out + used, len - used, "%s%s", i > 0 ? "," : "",
 			                         names[i]);

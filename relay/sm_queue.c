@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hash.h"
 #include "log.h"
 #include "runas.h"
 #include "safe.h"
@@ -39,11 +40,7 @@ struct smq_seen {
 /* FNV-1a, 32 bits: a short stable tag for a directory's path. */
 static uint32_t path_tag(const char *path)
 {
-	uint32_t h = 2166136261u;
-
-	for (const unsigned char *p = (const unsigned char *)path; *p; p++)
-		h = (h ^ *p) * 16777619u;
-	return h;
+	return fnv1a(path);
 }
 
 static int open_dir(int at, const char *path, bool create)

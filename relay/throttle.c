@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "hash.h"
 #include "metrics.h"
 
 #define BUCKETS_MIN 64
@@ -49,15 +50,6 @@ struct throttle {
 	struct throttle_entry **b;
 	size_t nb, n, swept_at; /* n when the last sweep ended */
 };
-
-static uint32_t key_hash(const char *s)
-{
-	uint32_t h = 2166136261u; /* FNV-1a */
-
-	for (; *s != '\0'; s++)
-		h = (h ^ (unsigned char)*s) * 16777619u;
-	return h;
-}
 
 struct throttle *throttle_new(void)
 {
@@ -155,7 +147,7 @@ static void grow(struct throttle *t)
 
 struct throttle_entry *throttle_get(struct throttle *t, const char *key)
 {
-	uint32_t h = key_hash(key);
+	uint32_t h = fnv1a(key);
 	struct throttle_entry *e;
 	size_t len = strlen(key);
 
