@@ -636,6 +636,8 @@ static int run(const char *path)
 		if (sig == SIGHUP) {
 			service_notify("RELOADING=1");
 			reload(&srv, path);
+			for (unsigned i = 0; i < srv.workers; i++)
+				worker_wake(&workers[i]); /* the queues follow it now */
 			service_notify("READY=1\nSTATUS=relaying, reloaded");
 			continue;
 		}

@@ -1001,6 +1001,11 @@ void queue_follow_reload(struct queue *q)
 	qdest_kick_all(q);
 }
 
+void queue_reloaded(struct queue *q)
+{
+	queue_follow_reload(q);
+}
+
 void queue_stop(struct queue *q)
 {
 	struct qjob *j;

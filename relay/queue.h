@@ -89,6 +89,10 @@ void queue_requests(struct queue *q);
 /* A queue run: retries every deferred message now, and takes in the parked
  * ones and those `krelay queue release` put back. */
 void queue_flush(struct queue *q);
+/* A reload (SIGHUP) happened: the queue takes the new configuration now
+ * (new connections out use it; jobs waiting are routed again), rather
+ * than at its next message. */
+void queue_reloaded(struct queue *q);
 /* MetricsListen: publishes the queue's picture (metrics_publish): messages
  * and recipients waiting and connections open, by destination. */
 void queue_metrics_publish(struct queue *q);

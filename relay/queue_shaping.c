@@ -19,12 +19,7 @@
 
 static void shape_timer_fire(struct wheel_timer *t)
 {
-	struct qdest *d = t->owner;
-
-	/* a destination that waits long may be the only thing this queue
-	 * does: it is where a reload (SIGHUP) is noticed then */
-	queue_follow_reload(d->q);
-	qdest_kick(d);
+	qdest_kick(t->owner);
 }
 
 static struct throttle *throttle_of(const struct qdest *d)

@@ -176,6 +176,8 @@ static void wake_cb(struct ring_op *op, int res, unsigned flags)
 			stop_accepting(w);
 		return;
 	}
+	if (w->queue != NULL)
+		queue_reloaded(w->queue); /* nothing unless a reload came */
 	if (atomic_exchange(&w->requests, false))
 		queue_requests(w->queue);
 	if (atomic_exchange(&w->flush, false))
