@@ -19,6 +19,7 @@ what each connection was (peer address, EHLO name, time, messages).
 """
 import datetime
 import re
+import selectors
 import shutil
 import signal
 import socket
@@ -85,10 +86,16 @@ def dns(tmp_path_factory):
 
 
 class Peer:
-    """A next hop on raw sockets that records each connection: the peer's
-    address, its EHLO name, when it came and went, its messages; the
-    number open at once.  rcpt_replies: replies given, in order, to the
-    first RCPT commands (then 250)."""
+    """A next hop that records each connection: the peer's address, its
+    EHLO name, when it came, its messages; and the most connections open at
+    once.  rcpt_replies: replies given, in order, to the first RCPT commands
+    (then 250); final_delay: seconds before the reply to the final ".".
+
+    One thread, one selector: in each turn the input of open connections is
+    read before new ones are accepted, so a QUIT the relay wrote before it
+    connected again is counted first (the relay closes without waiting for
+    the 221, and with a thread per connection the new one could be counted
+    before the old one's thread read its QUIT)."""
 
     def __init__(self, rcpt_replies=(), final_delay=0.0, host="127.0.0.1"):
         self.rcpt_replies = list(rcpt_replies)
@@ -96,85 +103,110 @@ class Peer:
         self.sock = socket.socket()
         self.sock.bind((host, 0))
         self.sock.listen(64)
-        self.sock.settimeout(0.2)
+        self.sock.setblocking(False)
         self.port = self.sock.getsockname()[1]
         self.sessions = []
         self.open = self.most_open = 0
         self.lock = threading.Lock()
         self.stopping = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
 
-    def _accept(self):
+    def _loop(self):
+        sel = selectors.DefaultSelector()
+        sel.register(self.sock, selectors.EVENT_READ, None)
+        later = []  # (when, conn, session, text): replies held back
         while not self.stopping:
-            try:
-                conn, addr = self.sock.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self._session, args=(conn, addr), daemon=True).start()
-
-    def _session(self, conn, addr):
-        s = {"addr": addr[0], "ehlo": None, "start": time.time(), "end": None,
-             "messages": [], "replies": []}
-        with self.lock:
-            self.sessions.append(s)
-            self.open += 1
-            self.most_open = max(self.most_open, self.open)
-        conn.settimeout(20)
-        f = conn.makefile("rb")
-
-        def say(text):
-            conn.sendall(text.encode() + b"\r\n")
-
-        try:
-            say("220 peer.test ESMTP")
-            rcpts = 0
-            while True:
-                line = f.readline()
-                if not line:
-                    break
-                verb = line.split(b" ", 1)[0].strip().upper()
-                if verb == b"EHLO":
-                    s["ehlo"] = line.split()[1].decode()
-                    say("250-peer.test\r\n250 8BITMIME")
-                elif verb == b"MAIL":
-                    rcpts = 0
-                    say("250 2.1.0 Ok")
-                elif verb == b"RCPT":
-                    with self.lock:
-                        r = self.rcpt_replies.pop(0) if self.rcpt_replies else "250 2.1.5 Ok"
-                    s["replies"].append((time.time(), r))
-                    rcpts += r.startswith("2")
-                    say(r)
-                    if r.startswith("421"):
-                        break
-                elif verb == b"DATA":
-                    if not rcpts:
-                        say("554 5.5.1 no valid recipients")
+            now = time.time()
+            for item in [x for x in later if x[0] <= now]:
+                later.remove(item)
+                self._say(item[1], item[2], item[3])
+            wait = min([x[0] for x in later], default=now + 0.1) - now
+            events = sel.select(max(0.0, min(wait, 0.1)))
+            # the open connections' input first, then the new ones
+            for key, _ in sorted(events, key=lambda e: e[0].data is None):
+                if key.data is None:
+                    try:
+                        conn, addr = self.sock.accept()
+                    except OSError:
                         continue
-                    say("354 go on")
-                    while f.readline() not in (b".\r\n", b""):
-                        pass
-                    time.sleep(self.final_delay)
-                    s["messages"].append(time.time())
-                    say("250 2.0.0 Ok")
-                elif verb == b"QUIT":
-                    # over for the relay once it said QUIT (the thread
-                    # may see its close later than the relay's next connect)
+                    conn.setblocking(False)
+                    s = {"addr": addr[0], "ehlo": None, "start": time.time(), "end": None,
+                         "messages": [], "replies": [], "buf": b"", "state": "cmd",
+                         "rcpts": 0, "open": True}
                     with self.lock:
-                        self.open -= 1
-                        s["quit"] = True
-                    say("221 2.0.0 Bye")
-                    break
-                else:
-                    say("250 2.0.0 Ok")
+                        self.sessions.append(s)
+                        self.open += 1
+                        self.most_open = max(self.most_open, self.open)
+                    sel.register(conn, selectors.EVENT_READ, s)
+                    self._say(conn, s, "220 peer.test ESMTP")
+                    continue
+                self._input(sel, key.fileobj, key.data, later)
+        sel.close()
+
+    def _end(self, sel, conn, s):
+        if s["open"]:
+            with self.lock:
+                self.open -= 1
+            s["open"] = False
+            s["end"] = time.time()
+        try:
+            sel.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        conn.close()
+
+    def _say(self, conn, s, text):
+        try:
+            conn.sendall(text.encode() + b"\r\n")
         except OSError:
             pass
-        finally:
-            s["end"] = time.time()
-            with self.lock:
-                if not s.get("quit"):
-                    self.open -= 1
-            conn.close()
+
+    def _input(self, sel, conn, s, later):
+        try:
+            data = conn.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._end(sel, conn, s)
+            return
+        s["buf"] += data
+        while b"\r\n" in s["buf"] and s["open"]:
+            line, s["buf"] = s["buf"].split(b"\r\n", 1)
+            if s["state"] == "data":
+                if line == b".":
+                    s["state"] = "cmd"
+                    s["messages"].append(time.time() + self.final_delay)
+                    later.append((time.time() + self.final_delay, conn, s, "250 2.0.0 Ok"))
+                continue
+            verb = line.split(b" ", 1)[0].strip().upper()
+            if verb == b"EHLO":
+                s["ehlo"] = line.split()[1].decode()
+                self._say(conn, s, "250-peer.test\r\n250 8BITMIME")
+            elif verb == b"MAIL":
+                s["rcpts"] = 0
+                self._say(conn, s, "250 2.1.0 Ok")
+            elif verb == b"RCPT":
+                with self.lock:
+                    r = self.rcpt_replies.pop(0) if self.rcpt_replies else "250 2.1.5 Ok"
+                s["replies"].append((time.time(), r))
+                s["rcpts"] += r.startswith("2")
+                self._say(conn, s, r)
+                if r.startswith("421"):
+                    self._end(sel, conn, s)
+            elif verb == b"DATA":
+                if not s["rcpts"]:
+                    self._say(conn, s, "554 5.5.1 no valid recipients")
+                    continue
+                s["state"] = "data"
+                self._say(conn, s, "354 go on")
+            elif verb == b"QUIT":
+                self._say(conn, s, "221 2.0.0 Bye")
+                self._end(sel, conn, s)
+            else:
+                self._say(conn, s, "250 2.0.0 Ok")
 
     def messages(self):
         with self.lock:
@@ -182,6 +214,7 @@ class Peer:
 
     def close(self):
         self.stopping = True
+        self.thread.join(5)
         self.sock.close()
 
 
